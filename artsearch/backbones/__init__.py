@@ -1,0 +1,31 @@
+"""Backbone registry: pretrained networks described as data, looked up by name.
+
+Importing this package registers the built-in backbones but imports no torch; each spec's
+`build` function does that when a model is actually needed.
+"""
+
+from __future__ import annotations
+
+from artsearch.backbones._registry import (
+    BackboneSpec,
+    Preprocess,
+    WeightsSource,
+    available,
+    get,
+    register,
+    unregister,
+)
+from artsearch.backbones import _builtin  # noqa: F401  (registers the built-in entries)
+
+__all__ = [
+    "BackboneSpec",
+    "DEFAULT_BACKBONE",
+    "Preprocess",
+    "WeightsSource",
+    "available",
+    "get",
+    "register",
+    "unregister",
+]
+
+DEFAULT_BACKBONE = "efficientnet-lite0"

@@ -1,0 +1,293 @@
+"""The `artsearch` command: a thin shell that parses options, calls the core, prints results.
+
+Heavy modules (torch, faiss, the database layer) are imported inside command bodies, so
+`artsearch --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from artsearch import __version__
+from artsearch.errors import ArtsearchError
+
+__all__ = ["main"]
+
+_FAILURES_SHOWN = 50
+
+
+class _Group(click.Group):
+    """Turns ArtsearchError into a one-line message and exit status 1, everywhere."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArtsearchError as e:
+            raise click.ClickException(str(e)) from e
+
+
+def _index_option(f: Any) -> Any:
+    return click.option(
+        "--index", "index_name", metavar="NAME|PATH", default=None,
+        help="Index to use: a name under $ARTSEARCH_HOME (default ./indexes), or a folder path. "
+             "[default: default]")(f)
+
+
+def _space_option(f: Any) -> Any:
+    return click.option("--space", default="content", show_default=True,
+                        help="Embedding space within the index.")(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="artsearch")
+def cli() -> None:
+    """Find related artworks by what they show and how they look.
+
+    \b
+    Build an index over a folder of images, then ask for the nearest works:
+      artsearch index examples/collection --metadata examples/collection/metadata.csv
+      artsearch query examples/collection/landscape/pissarro_springtime.jpg -k 5
+      artsearch info
+
+    Indexes live in $ARTSEARCH_HOME (default: ./indexes), one folder per name.
+    Nothing is downloaded: the default backbone's weights ship as a Python package.
+    """
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@_index_option
+@_space_option
+@click.option("--metadata", type=click.Path(path_type=Path, dir_okay=False), metavar="CSV",
+              help="CSV with a 'path' column (relative to FOLDER); title, artist, date, style, "
+                   "genre, license and source go to their fields, other columns are kept too.")
+@click.option("--backbone", default=None, metavar="NAME",
+              help="Registered backbone for a new space. [default: efficientnet-lite0]")
+@click.option("--layer", default=None, metavar="NAME", help="Backbone layer to pool.")
+@click.option("--pooling", default="avg", show_default=True, help="How a feature map "
+              "becomes a vector.")
+@click.option("--prune", is_flag=True, help="Remove entries whose files are gone from FOLDER.")
+@click.option("--relocate", is_flag=True,
+              help="The collection moved: accept FOLDER as the index's new root.")
+@click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto: bf16 where the hardware runs it natively.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Decoding processes. [default: one per core, up to 4]")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Refuse images with more pixels (decompression bombs). [default: 150,000,000]")
+@click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Seconds between saves of the vector index in a long run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
+          backbone: str | None, layer: str | None, pooling: str, prune: bool, relocate: bool,
+          strict: bool, device: str, precision: str, batch_size: int, workers: int | None,
+          max_pixels: int | None, checkpoint_seconds: float, quiet: bool) -> None:
+    """Index the images under FOLDER (new and changed files only).
+
+    Files are matched by path, size and modification time, confirmed by content hash:
+    a re-run embeds only what is new or changed, moved files keep their vectors, and
+    identical copies reuse them. A bad file is skipped with a one-line reason (also kept for
+    `artsearch info --failures`); an interrupted run resumes where it stopped.
+    """
+    from artsearch.backbones import DEFAULT_BACKBONE
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.indexing import IndexOptions, index_collection
+
+    extractor: dict[str, Any] = {"device": device, "precision": precision,
+                                 "batch_size": batch_size, "num_workers": workers}
+    if max_pixels is not None:
+        extractor["max_pixels"] = max_pixels
+    if not folder.is_dir():
+        raise click.ClickException(f"{folder}: not a folder; give the folder of images to index")
+    if metadata is not None and not metadata.is_file():
+        raise click.ClickException(f"{metadata}: no such metadata file")
+    path = resolve_index(index_name)
+    options = IndexOptions(
+        space=space, backbone=backbone or _existing_backbone(path, space) or DEFAULT_BACKBONE,
+        layer=layer, pooling=pooling, prune=prune, relocate=relocate, metadata=metadata,
+        checkpoint_seconds=checkpoint_seconds,
+        progress=not quiet and sys.stderr.isatty(), extractor=extractor)
+    with ArtIndex(path, create=True) as idx:
+        try:
+            report = index_collection(folder, idx, options)
+        except KeyboardInterrupt:
+            click.echo("interrupted: every finished batch is saved; run the same command to "
+                       "continue", err=True)
+            sys.exit(130)
+    for rel, reason in report.failed[:_FAILURES_SHOWN]:
+        click.echo(f"skipped {rel}: {reason}", err=True)
+    if len(report.failed) > _FAILURES_SHOWN:
+        click.echo(f"... and {len(report.failed) - _FAILURES_SHOWN} more; "
+                   "`artsearch info --failures` lists them all", err=True)
+    if not quiet:
+        _print_index_report(report, path, space)
+    if report.total == 0:
+        hint = ("no image files found" if not report.scanned and not report.failed
+                else "no image could be indexed")
+        raise click.ClickException(f"{folder}: {hint}; nothing is in space {space!r}")
+    if strict and report.failed:
+        raise click.ClickException(f"{len(report.failed)} file(s) failed (--strict)")
+
+
+def _existing_backbone(path: Path, space: str) -> str | None:
+    """A re-run without --backbone keeps the space's own backbone."""
+    from artsearch.index import DB_NAME, ArtIndex
+
+    if not (path / DB_NAME).exists():
+        return None
+    with ArtIndex(path) as idx:
+        return next((sp.backbone for sp in idx.spaces() if sp.name == space), None)
+
+
+def _print_index_report(report: Any, path: Path, space: str) -> None:
+    parts = [f"{report.embedded} embedded", f"{report.unchanged} unchanged"]
+    parts += [f"{n} {label}" for n, label in [(report.moved, "moved"),
+              (report.copied, "copies reused"), (report.pruned, "pruned"),
+              (len(report.failed), "failed")] if n]
+    click.echo(f"{path} [{space}]: {report.total} artworks indexed ({', '.join(parts)}) "
+               f"in {report.seconds:.1f} s")
+    if report.embedded:
+        rt = report.runtime
+        click.echo(f"  {report.images_per_second:.1f} images/s on {rt.get('device')} "
+                   f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
+                   f"{rt.get('workers')} decoding workers)")
+    if report.repaired:
+        click.echo(f"  repaired an interrupted run: {report.repaired.stray_vectors} stray vectors "
+                   f"removed, {report.repaired.missing_vectors} lost vectors re-embedded")
+    if report.missing:
+        click.echo(f"  {len(report.missing)} indexed files are gone from disk (kept); "
+                   "--prune removes them")
+    if report.metadata is not None:
+        m = report.metadata
+        line = f"  metadata: {m.matched} of {m.rows} rows matched an indexed image"
+        if m.unmatched:
+            line += f"; unmatched, e.g. {m.unmatched[0]}"
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("image", required=False, metavar="IMAGE")
+@_index_option
+@_space_option
+@click.option("--id", "artwork_id", type=int, default=None,
+              help="Query by an indexed artwork's id instead of an image.")
+@click.option("-k", type=click.IntRange(1), default=10, show_default=True,
+              help="Number of results.")
+@click.option("--where", multiple=True, metavar="FIELD=VALUE",
+              help="Keep only matching artworks (case-insensitive). Repeat: different fields "
+                   "must all match, the same field any of its values.")
+@click.option("--exclude-same", multiple=True, metavar="FIELD",
+              help="Drop results that share FIELD's value with the query artwork, e.g. "
+                   "artist, to surface works by other hands.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def query(image: str | None, index_name: str | None, space: str, artwork_id: int | None,
+          k: int, where: tuple[str, ...], exclude_same: tuple[str, ...], as_json: bool) -> None:
+    """Show the artworks nearest to IMAGE.
+
+    IMAGE is an image file (inside or outside the collection) or the path of an indexed
+    artwork as `artsearch info` shows it. An indexed image answers from its stored vector,
+    and ranks itself first.
+    """
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.query import parse_where, search
+
+    if (image is None) == (artwork_id is None):
+        raise click.UsageError("give either IMAGE or --id")
+    image_path = Path(image) if image is not None and Path(image).exists() else None
+    artwork: str | int | None = artwork_id if artwork_id is not None else (
+        None if image_path is not None else image)
+    if image_path is not None and not image_path.is_file():
+        raise click.ClickException(f"{image}: not a file; give an image file")
+    with ArtIndex(resolve_index(index_name)) as idx:
+        result = search(idx, image=image_path, artwork=artwork, space=space, k=k,
+                        where=parse_where(where), exclude_same=exclude_same)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        return
+    _print_hits(result)
+
+
+def _print_hits(result: Any) -> None:
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if not result.hits:
+        click.echo("no results")
+        return
+    width = shutil.get_terminal_size((120, 24)).columns
+    rows = [[str(h.rank), f"{h.score:.3f}", h.path, h.title or "", h.artist or "",
+             " / ".join(v for v in (h.style, h.genre) if v)] for h in result.hits]
+    header = ["#", "sim", "path", "title", "artist", "style / genre"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    # Shrink the widest text columns until the table fits the terminal.
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:]) > 12:
+        i = max(range(2, len(widths)), key=lambda j: widths[j])
+        widths[i] -= 1
+    for row in [header, *rows]:
+        cells = [_fit(c, w) for c, w in zip(row, widths, strict=True)]
+        cells[0], cells[1] = cells[0].rjust(widths[0]), cells[1].rjust(widths[1])
+        click.echo("  ".join(cells).rstrip())
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command()
+@_index_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--failures", is_flag=True, help="List every file that failed, with its reason.")
+def info(index_name: str | None, as_json: bool, failures: bool) -> None:
+    """Summarise an index: artworks, spaces, backbone, failures, size on disk."""
+    from sqlalchemy import select
+
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.store import Failure
+
+    with ArtIndex(resolve_index(index_name)) as idx:
+        data = idx.info()
+        if failures:
+            with idx.store.session() as s:
+                data["failure_list"] = [{"path": f.path, "reason": f.reason, "at": f.at.isoformat()}
+                                        for f in s.scalars(select(Failure).order_by(Failure.path))]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"index     {data['index']}  (schema {data['schema']})")
+    click.echo(f"root      {data['root']}")
+    click.echo(f"artworks  {data['artworks']}")
+    for sp in data["spaces"]:
+        click.echo(f"space     {sp['name']}: {sp['embedded']} vectors, {sp['backbone']} "
+                   f"[{sp['layer']}, {sp['pooling']}] {sp['dims']}-d, {sp['faiss_factory']}, "
+                   f"weights {sp['weights_sha256'][:12]}")
+    click.echo(f"failures  {data['failures']}")
+    for reason, n in data["failure_reasons"].items():
+        click.echo(f"          {n:>5}  {reason}")
+    b = data["bytes"]
+    click.echo(f"on disk   {_size(b['sqlite'])} SQLite, {_size(b['faiss'])} FAISS")
+    for f in data.get("failure_list", []):
+        click.echo(f"failed    {f['path']}: {f['reason']}")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def main() -> None:
+    cli(prog_name="artsearch")

@@ -1,0 +1,215 @@
+"""Batched feature extraction: decode in worker processes, embed on CPU or GPU with one code path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from artsearch.backbones import BackboneSpec, Preprocess
+from artsearch.errors import BadImageError
+from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file
+from artsearch.pooling import get_pooling
+
+__all__ = ["EmbeddedBatch", "Extractor", "pick_device", "pick_precision"]
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, or CUDA when present, else the CPU."""
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), so autocast pays."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without the probes
+        return False
+
+
+def pick_precision(device: torch.device, precision: Precision = "auto") -> Literal["fp32", "bf16"]:
+    """bf16 autocast where the hardware runs it natively; fp32 elsewhere.
+
+    bf16 is the default only because tests/test_bf16_fidelity.py holds it to the fp32
+    features (mean cosine >= 0.995, top-10 neighbour overlap >= 0.9 on the dev set).
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
+    """Resize the shorter side, centre-crop, and return uint8 pixels (3, size, size)."""
+    w, h = img.size
+    scale = pre.resize / min(w, h)
+    nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
+    resample = Image.Resampling.BICUBIC if pre.interpolation == "bicubic" else Image.BILINEAR
+    img = img.resize((nw, nh), resample, reducing_gap=3.0)
+    left, top = (nw - pre.size) // 2, (nh - pre.size) // 2
+    img = img.crop((left, top, left + pre.size, top + pre.size))
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+@dataclass
+class _Item:
+    index: int
+    pixels: torch.Tensor | None
+    width: int = 0
+    height: int = 0
+    reason: str = ""
+
+
+class _ImageFiles(torch.utils.data.Dataset[_Item]):
+    """Reads and decodes one file per item; a bad file becomes a reason, never an exception."""
+
+    def __init__(self, paths: Sequence[Path], pre: Preprocess, max_pixels: int) -> None:
+        self.paths = list(paths)
+        self.pre = pre
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> _Item:
+        try:
+            img, (w, h) = decode_image(
+                read_file(self.paths[index]), min_side=self.pre.resize, max_pixels=self.max_pixels
+            )
+            return _Item(index, prepare(img, self.pre), w, h)
+        except BadImageError as e:
+            return _Item(index, None, reason=str(e))
+        except Exception as e:  # noqa: BLE001 - one odd file must not end a long run
+            return _Item(index, None, reason=f"could not decode ({type(e).__name__}: {e})")
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch's results: `indices[i]` (into the input list) has vector `vectors[i]`."""
+
+    indices: list[int]
+    vectors: np.ndarray
+    sizes: list[tuple[int, int]]
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _collate(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
+    ok = [it for it in items if it.pixels is not None]
+    pixels = torch.stack([it.pixels for it in ok]) if ok else None  # type: ignore[misc]
+    for it in ok:
+        it.pixels = None  # the stacked tensor carries them; don't send them twice
+    return items, pixels
+
+
+class Extractor:
+    """Turns images into L2-normalised vectors with one backbone, layer and pooling."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        *,
+        layer: str | None = None,
+        pooling: str = "avg",
+        device: str | None = None,
+        precision: Precision = "auto",
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.pool = get_pooling(pooling)
+        self.spec = spec
+        self.layer = spec.check_layer(layer)
+        self.pooling = pooling
+        self.device = pick_device(device)
+        self.precision = pick_precision(self.device, precision)
+        self.batch_size = batch_size
+        self.num_workers = default_workers(self.device) if num_workers is None else num_workers
+        self.max_pixels = max_pixels
+        self.dims = self.pool.dims(spec.layers[self.layer])
+        self._model: torch.nn.Module | None = None
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            model = self.spec.build(self.spec, self.layer).to(self.device)
+            self._model = model.to(memory_format=torch.channels_last).eval()
+            pre = self.spec.preprocess
+            shape = (1, 3, 1, 1)
+            self._mean = torch.tensor(pre.mean, device=self.device).view(shape)
+            self._std = torch.tensor(pre.std, device=self.device).view(shape)
+        return self._model
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": str(self.device), "precision": self.precision,
+                "batch_size": self.batch_size, "workers": self.num_workers}
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """uint8 (N, 3, S, S) in RGB -> float32 (N, dims), each row of unit length."""
+        model = self.model
+        pre = self.spec.preprocess
+        x = pixels.to(self.device, non_blocking=True).float().mul_(pre.scale / 255.0)
+        if pre.channel_order == "BGR":
+            x = x.flip(1)
+        x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            fmap = model(x)
+        pooled = self.pool.pool(fmap.float())
+        pooled = torch.nn.functional.normalize(pooled, dim=1)
+        return pooled.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed decoded RGB pictures (queries); see `images.decode_image`."""
+        if not images:
+            return np.zeros((0, self.dims), np.float32)
+        return self.embed_pixels(torch.stack([prepare(im, self.spec.preprocess) for im in images]))
+
+    def iter_files(self, paths: Sequence[Path]) -> Iterator[EmbeddedBatch]:
+        """Embed files batch by batch, in worker processes; bad files come back as failures."""
+        if not paths:
+            return
+        self.model  # build before forking workers, so a weights error surfaces at once
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths, self.spec.preprocess, self.max_pixels),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers else None,
+        )
+        for items, pixels in loader:
+            ok = [it for it in items if not it.reason]
+            vectors = self.embed_pixels(pixels) if pixels is not None else np.zeros(
+                (0, self.dims), np.float32)
+            yield EmbeddedBatch(
+                indices=[it.index for it in ok],
+                vectors=vectors,
+                sizes=[(it.width, it.height) for it in ok],
+                failures=[(it.index, it.reason) for it in items if it.reason],
+            )
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoding processes: on a GPU host, enough to feed it; on CPU, one per core.
+
+    Measured on the 2-core dev machine (benchmarks/bench_index.py): 2 workers beat 1, since
+    decoding overlaps the model's own threads; fewer than 2 starves the model.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if device.type == "cuda":
+        return min(16, max(2, cores - 1))
+    return min(cores, 4) if cores > 1 else 0

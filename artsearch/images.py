@@ -1,0 +1,210 @@
+"""Finding image files in a collection and decoding them safely, one clear reason per failure."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import stat
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from artsearch.errors import BadImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "FileEntry",
+    "ScanFailure",
+    "decode_image",
+    "scan",
+    "sha256_bytes",
+]
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"}
+)
+# Large museum scans reach 100 MP; above this a file is more likely a decompression bomb.
+DEFAULT_MAX_PIXELS = 150_000_000
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A candidate image found by `scan`: its path relative to the collection root."""
+
+    rel: str
+    path: Path
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    rel: str
+    reason: str
+
+
+def scan(root: Path) -> tuple[list[FileEntry], list[ScanFailure]]:
+    """Walk `root` for image files, following directory links but never around a loop.
+
+    Hidden folders (a leading dot: .git, .thumbnails) are skipped; hidden files are not, since
+    real collections hold images named that way.
+    Returns entries sorted by relative path, and the files that could not even be stat'ed.
+    """
+    entries: list[FileEntry] = []
+    failures: list[ScanFailure] = []
+    root = root.resolve()
+    for rel, path in _walk(root, root, set(), failures):
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            failures.append(ScanFailure(rel, _os_reason(e)))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            failures.append(ScanFailure(rel, "not a regular file; point artsearch at image files"))
+            continue
+        entries.append(FileEntry(rel, path, st.st_size, st.st_mtime))
+    entries.sort(key=lambda e: e.rel)
+    return entries, failures
+
+
+def _walk(
+    root: Path, folder: Path, seen: set[tuple[int, int]], failures: list[ScanFailure]
+) -> Iterator[tuple[str, Path]]:
+    try:
+        st = os.stat(folder)
+    except OSError as e:
+        failures.append(ScanFailure(_rel(root, folder), _os_reason(e)))
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        failures.append(
+            ScanFailure(_rel(root, folder), "symbolic link loop: this folder contains itself")
+        )
+        return
+    seen = seen | {key}
+    try:
+        children = sorted(os.scandir(folder), key=lambda d: d.name)
+    except OSError as e:
+        failures.append(ScanFailure(_rel(root, folder), _os_reason(e)))
+        return
+    for child in children:
+        path = Path(child.path)
+        try:
+            is_dir = child.is_dir(follow_symlinks=True)
+        except OSError as e:
+            if Path(child.name).suffix.lower() in IMAGE_EXTENSIONS:
+                failures.append(ScanFailure(_rel(root, path), _os_reason(e)))
+            continue
+        if is_dir:
+            if child.name.startswith("."):
+                continue
+            yield from _walk(root, path, seen, failures)
+        elif Path(child.name).suffix.lower() in IMAGE_EXTENSIONS:
+            yield _rel(root, path), path
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else "."
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop; remove or repoint the link"
+    if e.errno == errno.ENOENT:
+        return "broken symbolic link (its target does not exist); remove or repoint the link"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; make the file readable (chmod a+r) and re-run"
+    return f"cannot read: {e.strerror or e}"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_file(path: Path) -> bytes:
+    """The file's bytes, with OS errors turned into one-line reasons."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BadImageError(_os_reason(e)) from e
+
+
+def decode_image(data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode image bytes to an 8-bit RGB picture the right way up.
+
+    JPEGs are decoded at reduced scale (draft mode) when they are much larger than
+    `min_side`, the size the model will see; animated files give their first frame;
+    transparency is flattened onto white; 16-bit and float images are rescaled, not clipped.
+    Returns the picture and the file's own (width, height) before any reduction.
+    """
+    if not data:
+        raise BadImageError("empty file (0 bytes); re-export or remove it")
+    if data[:4] == b"\x00\x05\x16\x07":
+        raise BadImageError("macOS resource fork (AppleDouble), not an image; safe to delete")
+    with warnings.catch_warnings():
+        # We apply our own pixel limit below, with a message that says how to raise it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:
+            raise BadImageError(f"{e}; raise --max-pixels if the image is genuine") from e
+        except UnidentifiedImageError as e:
+            raise BadImageError(
+                "not an image Pillow can read (wrong extension or corrupt header); "
+                "convert it to JPEG or PNG"
+            ) from e
+        except OSError as e:
+            raise BadImageError(f"unreadable image header ({e}); re-export the file") from e
+    width, height = img.size
+    if width * height > max_pixels:
+        raise BadImageError(
+            f"{width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
+            "(possible decompression bomb); raise --max-pixels if the image is genuine"
+        )
+    try:
+        if img.format == "JPEG" and min_side and img.mode in ("RGB", "L", "CMYK"):
+            img.draft(img.mode, (min_side, min_side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img), (width, height)
+    except BadImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise BadImageError(
+            f"truncated or corrupt image data ({e}); re-export or re-download the file"
+        ) from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_to_rgb(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0
+    else:  # 32-bit int or float: stretch the file's own range
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    gray = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+    return gray.convert("RGB")

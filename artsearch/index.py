@@ -1,0 +1,217 @@
+"""An opened index folder: the SQLite store, one FAISS file per space, and the writer's lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select
+
+from artsearch.backbones import BackboneSpec
+from artsearch.errors import IndexLockedError, IndexMismatchError, NotIndexedError
+from artsearch.store import Artwork, Embedding, Failure, Space, Store
+
+if TYPE_CHECKING:
+    from artsearch.vectors import VectorIndex
+
+__all__ = ["DB_NAME", "ArtIndex", "Repair"]
+
+DB_NAME = "artsearch.db"
+
+
+@dataclass
+class Repair:
+    """What `ArtIndex.reconcile` had to fix after an interrupted run."""
+
+    stray_vectors: int = 0  # in FAISS, unknown to SQLite: removed
+    missing_vectors: int = 0  # in SQLite, absent from FAISS: rows dropped, re-embedded next run
+
+    def __bool__(self) -> bool:
+        return bool(self.stray_vectors or self.missing_vectors)
+
+
+class ArtIndex:
+    """One index folder. Readers may open it any time; a writer holds `lock()`."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        db = path / DB_NAME
+        if not db.exists():
+            if not create:
+                raise NotIndexedError(
+                    f"{path}: no index here; build one with `artsearch index DIR --index {path}`"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+        self.store = Store(db)
+        self._vectors: dict[str, VectorIndex] = {}
+        self._lock_fd: int | None = None
+
+    # -- locking -----------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the writer's lock; the OS releases it if the process dies."""
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IndexLockedError(
+                f"{self.path}: another artsearch process is writing this index; "
+                "wait for it to finish"
+            ) from None
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.store.close()
+
+    def __enter__(self) -> ArtIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- collection root -----------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path | None:
+        value = self.store.get_setting("root")
+        return Path(value) if value else None
+
+    def bind_root(self, root: Path, *, relocate: bool = False) -> None:
+        """Record the collection folder the paths are relative to; refuse a different one."""
+        root = root.resolve()
+        current = self.root
+        if current is None or relocate:
+            self.store.set_setting("root", str(root))
+        elif current != root:
+            raise IndexMismatchError(
+                f"{self.path} indexes the collection at {current}, not {root}; "
+                "use another --index for a second collection, or --relocate if it moved"
+            )
+
+    # -- spaces --------------------------------------------------------------------------------
+
+    def spaces(self) -> list[Space]:
+        with self.store.session() as s:
+            return list(s.scalars(select(Space).order_by(Space.id)))
+
+    def space(self, name: str) -> Space:
+        with self.store.session() as s:
+            space = s.scalar(select(Space).where(Space.name == name))
+        if space is None:
+            known = ", ".join(sp.name for sp in self.spaces()) or "none yet"
+            raise NotIndexedError(
+                f"{self.path}: no embedding space {name!r} (spaces: {known}); "
+                f"build it with `artsearch index DIR --space {name}`"
+            )
+        return space
+
+    def ensure_space(
+        self, name: str, spec: BackboneSpec, *, layer: str, pooling: str, dims: int,
+        factory: str,
+    ) -> Space:
+        """The named space, created on first use; refused if it was made differently."""
+        with self.store.session() as s, s.begin():
+            space = s.scalar(select(Space).where(Space.name == name))
+            if space is None:
+                space = Space(
+                    name=name, backbone=spec.name, weights_sha256=spec.weights.sha256,
+                    layer=layer, pooling=pooling, dims=dims,
+                    preprocessing=spec.preprocess.as_dict(), faiss_factory=factory,
+                    next_faiss_id=0,
+                )
+                s.add(space)
+                return space
+        check_space(space, spec, layer=layer, pooling=pooling)
+        return space
+
+    def vectors(self, space: Space) -> VectorIndex:
+        from artsearch.vectors import VectorIndex
+
+        if space.name not in self._vectors:
+            self._vectors[space.name] = VectorIndex.load_or_create(
+                self.faiss_path(space), space.dims, space.faiss_factory
+            )
+        return self._vectors[space.name]
+
+    def faiss_path(self, space: Space) -> Path:
+        return self.path / f"{space.name}.faiss"
+
+    # -- consistency ---------------------------------------------------------------------------
+
+    def reconcile(self, space: Space) -> Repair:
+        """Make FAISS and SQLite agree after a crash; a writer calls this under `lock()`.
+
+        Vectors are saved after the SQLite rows that name them are committed, and FAISS ids
+        are never reused, so an id found in both stores always holds the right vector. What
+        one store has and the other lacks is the residue of an interrupted run.
+        """
+        vec = self.vectors(space)
+        in_faiss = Counter(vec.ids().tolist())
+        repeated = {i for i, n in in_faiss.items() if n > 1}
+        with self.store.session() as s, s.begin():
+            in_sql = set(s.scalars(select(Embedding.faiss_id).where(Embedding.space_id == space.id)))
+            stray = (set(in_faiss) - in_sql) | repeated
+            missing = (in_sql - set(in_faiss)) | repeated
+            if missing:
+                s.execute(delete(Embedding).where(
+                    Embedding.space_id == space.id, Embedding.faiss_id.in_(missing)))
+            top = max([*in_faiss, *in_sql], default=-1)
+            row = s.get(Space, space.id)
+            assert row is not None
+            if row.next_faiss_id <= top:
+                row.next_faiss_id = top + 1
+        if stray:
+            vec.remove(stray)
+            vec.save()
+        return Repair(len(stray - repeated), len(missing - repeated) + len(repeated))
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        with self.store.session() as s:
+            artworks = s.scalar(select(func.count()).select_from(Artwork)) or 0
+            reasons = Counter(r.split(";")[0] for r in s.scalars(select(Failure.reason)))
+            failures = s.scalar(select(func.count()).select_from(Failure)) or 0
+            per_space = dict(s.execute(
+                select(Embedding.space_id, func.count()).group_by(Embedding.space_id)).all())
+        spaces = []
+        for sp in self.spaces():
+            fpath = self.faiss_path(sp)
+            spaces.append({
+                "name": sp.name, "backbone": sp.backbone, "weights_sha256": sp.weights_sha256,
+                "layer": sp.layer, "pooling": sp.pooling, "dims": sp.dims,
+                "faiss_factory": sp.faiss_factory, "embedded": per_space.get(sp.id, 0),
+                "bytes": fpath.stat().st_size if fpath.exists() else 0,
+            })
+        db_bytes = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*"))
+        return {
+            "index": str(self.path),
+            "root": str(self.root) if self.root else None,
+            "schema": self.store.revision(),
+            "artworks": artworks,
+            "spaces": spaces,
+            "failures": failures,
+            "failure_reasons": dict(reasons.most_common(10)),
+            "bytes": {"sqlite": db_bytes, "faiss": sum(sp["bytes"] for sp in spaces)},
+        }
+
+
+def check_space(space: Space, spec: BackboneSpec, *, layer: str, pooling: str) -> None:
+    """Refuse to mix vectors from a different backbone, weights, layer or pooling."""
+    made = (space.backbone, space.weights_sha256, space.layer, space.pooling)
+    asked = (spec.name, spec.weights.sha256, layer, pooling)
+    if made != asked:
+        raise IndexMismatchError(
+            f"space {space.name!r} was built with {space.backbone} (weights "
+            f"{space.weights_sha256[:12]}, layer {space.layer}, {space.pooling} pooling) but this "
+            f"run uses {spec.name} (weights {spec.weights.sha256[:12]}, layer {layer}, {pooling} "
+            "pooling); choose another --space name, or another --index"
+        )

@@ -1,0 +1,300 @@
+"""Incremental indexing of a collection folder into one embedding space of an index."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from artsearch import backbones
+from artsearch.errors import ArtsearchError, BadImageError
+from artsearch.images import FileEntry, read_file, scan, sha256_bytes
+from artsearch.index import ArtIndex, Repair
+from artsearch.metadata import MetadataImport, apply_metadata
+from artsearch.pooling import get_pooling
+from artsearch.store import Artwork, Embedding, Failure, Space, utcnow
+
+if TYPE_CHECKING:
+    from artsearch.extract import Extractor
+
+__all__ = ["IndexOptions", "IndexReport", "index_collection"]
+
+
+@dataclass
+class IndexOptions:
+    """How to build or update one space; the CLI's `index` options map onto these."""
+
+    space: str = "content"
+    backbone: str = backbones.DEFAULT_BACKBONE
+    layer: str | None = None
+    pooling: str = "avg"
+    prune: bool = False
+    relocate: bool = False
+    metadata: Path | None = None
+    checkpoint_seconds: float = 30.0
+    progress: bool = False
+    extractor: dict[str, Any] = field(default_factory=dict)  # device, precision, batch_size...
+
+
+@dataclass
+class IndexReport:
+    """What one run did. `failed` holds (path, one-line reason) for this run's bad files."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    moved: int = 0
+    copied: int = 0
+    missing: list[str] = field(default_factory=list)
+    pruned: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    repaired: Repair = field(default_factory=Repair)
+    metadata: MetadataImport | None = None
+    total: int = 0  # artworks with a vector in this space after the run
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+
+
+@dataclass
+class _Job:
+    entry: FileEntry
+    sha256: str
+    artwork_id: int | None  # None: a new artwork row is made when its vector is ready
+
+
+def index_collection(
+    root: Path,
+    index: ArtIndex,
+    options: IndexOptions | None = None,
+    *,
+    make_extractor: Callable[[], Extractor] | None = None,
+) -> IndexReport:
+    """Bring `options.space` of `index` up to date with the images under `root`.
+
+    Only new or changed files are embedded (size and mtime first, then the content hash);
+    moved files keep their vectors; identical copies reuse them. Bad files are recorded in
+    `failures` and skipped. Work is committed batch by batch, so an interrupted run loses
+    at most the batch in flight, and the next run repairs and resumes.
+    """
+    opts = options or IndexOptions()
+    started = time.perf_counter()
+    if not root.is_dir():
+        raise ArtsearchError(f"{root}: not a folder; give the folder that holds the images")
+    spec = backbones.get(opts.backbone)
+    layer = spec.check_layer(opts.layer)
+    if make_extractor is None:
+        def make_extractor() -> Extractor:
+            from artsearch.extract import Extractor
+
+            return Extractor(spec, layer=layer, pooling=opts.pooling, **opts.extractor)
+
+    dims = get_pooling(opts.pooling).dims(spec.layers[layer])
+
+    index.lock()
+    index.bind_root(root, relocate=opts.relocate)
+    from artsearch.vectors import DEFAULT_FACTORY
+
+    space = index.ensure_space(opts.space, spec, layer=layer, pooling=opts.pooling, dims=dims,
+                               factory=DEFAULT_FACTORY)
+    report = IndexReport()
+    report.repaired = index.reconcile(space)
+    entries, scan_failures = scan(root)
+    report.scanned = len(entries)
+    vec = index.vectors(space)
+    dirty = False
+    try:
+        with index.store.session() as s, s.begin():
+            jobs, changed = _plan(s, space, entries, report, vec, opts.prune)
+            dirty |= changed
+            _record_failures(s, [(f.rel, f.reason) for f in scan_failures])
+            report.failed.extend((f.rel, f.reason) for f in scan_failures)
+        if jobs:
+            dirty |= _embed(index, space, jobs, report, make_extractor, opts)
+    finally:
+        if dirty:
+            vec.save()
+    with index.store.session() as s, s.begin():
+        if opts.metadata is not None:
+            report.metadata = apply_metadata(s, opts.metadata)
+        # Failures of files that are gone, or that indexed this time, are history.
+        present = {e.rel for e in entries} | {f.rel for f in scan_failures}
+        for failure in s.scalars(select(Failure)):
+            if failure.path not in present:
+                s.delete(failure)
+        report.total = len(s.scalars(
+            select(Embedding.faiss_id).where(Embedding.space_id == space.id)).all())
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(
+    s: Session, space: Space, entries: list[FileEntry], report: IndexReport, vec: Any,
+    prune: bool,
+) -> tuple[list[_Job], bool]:
+    """Sort files into unchanged, moved, copied and to-embed; apply the cheap cases at once."""
+    artworks = {a.path: a for a in s.scalars(select(Artwork))}
+    embedded = {e.artwork_id: e for e in s.scalars(
+        select(Embedding).where(Embedding.space_id == space.id))}
+    on_disk = {e.rel for e in entries}
+    # Artworks whose file is gone, by content: candidates for a move.
+    vanished: dict[str, list[Artwork]] = {}
+    by_sha: dict[str, Artwork] = {}
+    for art in artworks.values():
+        if art.id in embedded and embedded[art.id].sha256 == art.sha256:
+            by_sha.setdefault(art.sha256, art)
+            if art.path not in on_disk:
+                vanished.setdefault(art.sha256, []).append(art)
+
+    jobs: list[_Job] = []
+    changed = False
+    for entry in entries:
+        art = artworks.get(entry.rel)
+        emb = embedded.get(art.id) if art else None
+        current = emb is not None and art is not None and emb.sha256 == art.sha256
+        if art and current and art.size == entry.size and art.mtime == entry.mtime:
+            report.unchanged += 1
+            continue
+        try:
+            sha = sha256_bytes(read_file(entry.path))
+        except BadImageError as e:
+            _record_failures(s, [(entry.rel, str(e))])
+            report.failed.append((entry.rel, str(e)))
+            continue
+        if art is not None:
+            if art.sha256 == sha and current:  # touched, not changed
+                art.size, art.mtime = entry.size, entry.mtime
+                report.unchanged += 1
+            else:
+                jobs.append(_Job(entry, sha, art.id))
+            continue
+        if vanished.get(sha):  # the same content left another path: a move
+            moved = vanished[sha].pop()
+            del artworks[moved.path]
+            moved.path, moved.size, moved.mtime = entry.rel, entry.size, entry.mtime
+            artworks[entry.rel] = moved
+            report.moved += 1
+            continue
+        source = by_sha.get(sha)
+        if source is not None:  # an identical copy: reuse the vector
+            new = _new_artwork(entry, sha, source.width, source.height)
+            s.add(new)
+            s.flush()
+            faiss_id = _next_id(s, space)
+            vec.add([faiss_id], vec.reconstruct(embedded[source.id].faiss_id)[None])
+            s.add(Embedding(space_id=space.id, artwork_id=new.id, faiss_id=faiss_id, sha256=sha))
+            report.copied += 1
+            changed = True
+            continue
+        jobs.append(_Job(entry, sha, None))
+
+    for art in list(artworks.values()):
+        if art.path in on_disk:
+            continue
+        if prune:
+            emb = embedded.get(art.id)
+            if emb is not None:
+                vec.remove([emb.faiss_id])
+                changed = True
+            s.delete(art)
+            report.pruned += 1
+        else:
+            report.missing.append(art.path)
+    return jobs, changed
+
+
+def _embed(
+    index: ArtIndex, space: Space, jobs: list[_Job], report: IndexReport,
+    make_extractor: Callable[[], Extractor], opts: IndexOptions,
+) -> bool:
+    """Embed the jobs batch by batch; each batch is one SQLite transaction."""
+    vec = index.vectors(space)
+    extractor = make_extractor()
+    report.runtime = extractor.describe()
+    last_save = time.monotonic()
+    started = time.perf_counter()
+    dirty = False
+    with _progress(len(jobs), opts.progress) as bar:
+        for batch in extractor.iter_files([j.entry.path for j in jobs]):
+            with index.store.session() as s, s.begin():
+                old_ids: list[int] = []
+                new_ids: list[int] = []
+                for i, (w, h) in zip(batch.indices, batch.sizes, strict=True):
+                    job = jobs[i]
+                    art = s.get(Artwork, job.artwork_id) if job.artwork_id else None
+                    if art is None:
+                        art = _new_artwork(job.entry, job.sha256, w, h)
+                        s.add(art)
+                        s.flush()
+                    else:
+                        art.sha256, art.size, art.mtime = job.sha256, job.entry.size, job.entry.mtime
+                        art.width, art.height = w, h
+                        old = s.get(Embedding, (space.id, art.id))
+                        if old is not None:
+                            old_ids.append(old.faiss_id)
+                            s.delete(old)
+                            s.flush()
+                    faiss_id = _next_id(s, space)
+                    new_ids.append(faiss_id)
+                    s.add(Embedding(space_id=space.id, artwork_id=art.id, faiss_id=faiss_id,
+                                    sha256=job.sha256))
+                done = [jobs[i].entry.rel for i in batch.indices]
+                if done:
+                    s.execute(delete(Failure).where(Failure.path.in_(done)))
+                bad = [(jobs[i].entry.rel, reason) for i, reason in batch.failures]
+                _record_failures(s, bad)
+                report.failed.extend(bad)
+                # FAISS changes in memory now; they reach disk only after this commit.
+                vec.remove(old_ids)
+                vec.add(new_ids, batch.vectors)
+                dirty = True
+            report.embedded += len(batch.indices)
+            bar.update(len(batch.indices) + len(batch.failures))
+            if time.monotonic() - last_save >= opts.checkpoint_seconds:
+                vec.save()
+                last_save = time.monotonic()
+    report.embed_seconds = time.perf_counter() - started
+    return dirty
+
+
+def _new_artwork(entry: FileEntry, sha: str, width: int | None, height: int | None) -> Artwork:
+    now = utcnow()
+    return Artwork(path=entry.rel, sha256=sha, size=entry.size, mtime=entry.mtime,
+                   width=width, height=height, added_at=now, updated_at=now)
+
+
+def _next_id(s: Session, space: Space) -> int:
+    row = s.get(Space, space.id)
+    assert row is not None
+    faiss_id = row.next_faiss_id
+    row.next_faiss_id = faiss_id + 1
+    return faiss_id
+
+
+def _record_failures(s: Session, failures: list[tuple[str, str]]) -> None:
+    for rel, reason in failures:
+        row = s.scalar(select(Failure).where(Failure.path == rel))
+        if row is None:
+            s.add(Failure(path=rel, reason=reason, at=utcnow()))
+        else:
+            row.reason, row.at = reason, utcnow()
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    """A tqdm bar with throughput on a terminal; a no-op otherwise."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", desc="embedding", disable=not enabled,
+              dynamic_ncols=True, smoothing=0.1) as bar:
+        yield bar

@@ -1,0 +1,210 @@
+"""SQLite metadata store: the schema as SQLAlchemy models, opened and upgraded through Alembic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from artsearch.errors import SchemaTooNewError
+
+__all__ = [
+    "METADATA_FIELDS",
+    "Artwork",
+    "Base",
+    "Embedding",
+    "Failure",
+    "Setting",
+    "Space",
+    "Store",
+    "migrations_dir",
+    "utcnow",
+]
+
+# Catalogue fields with their own columns; any other CSV column goes to Artwork.extra.
+METADATA_FIELDS = ("title", "artist", "date", "style", "genre", "license", "source")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Setting(Base):
+    """Index-wide facts, such as the collection root the paths are relative to."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+class Artwork(Base):
+    """One image file of the collection, with its catalogue metadata."""
+
+    __tablename__ = "artworks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String, unique=True)  # POSIX, relative to the root
+    sha256: Mapped[str] = mapped_column(String, index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    title: Mapped[str | None] = mapped_column(String)
+    artist: Mapped[str | None] = mapped_column(String, index=True)
+    date: Mapped[str | None] = mapped_column(String)
+    style: Mapped[str | None] = mapped_column(String, index=True)
+    genre: Mapped[str | None] = mapped_column(String, index=True)
+    license: Mapped[str | None] = mapped_column(String)
+    source: Mapped[str | None] = mapped_column(String)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    embeddings: Mapped[list[Embedding]] = relationship(
+        back_populates="artwork", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def field(self, name: str) -> Any:
+        """A metadata value by name: a catalogue column, or a key of `extra`."""
+        if name in METADATA_FIELDS:
+            return getattr(self, name)
+        return (self.extra or {}).get(name)
+
+
+class Space(Base):
+    """An embedding space: one backbone, layer and pooling, and the FAISS index that holds it."""
+
+    __tablename__ = "spaces"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    backbone: Mapped[str] = mapped_column(String)
+    weights_sha256: Mapped[str] = mapped_column(String)
+    layer: Mapped[str] = mapped_column(String)
+    pooling: Mapped[str] = mapped_column(String)
+    dims: Mapped[int] = mapped_column(Integer)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    faiss_factory: Mapped[str] = mapped_column(String)
+    # FAISS ids are never reused, so an id present in both stores always means the same vector.
+    next_faiss_id: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Embedding(Base):
+    """Which FAISS id holds an artwork's vector in a space, and which file content it encodes."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("space_id", "faiss_id"),)
+    space_id: Mapped[int] = mapped_column(
+        ForeignKey("spaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    artwork_id: Mapped[int] = mapped_column(
+        ForeignKey("artworks.id", ondelete="CASCADE"), primary_key=True
+    )
+    faiss_id: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String)
+
+    artwork: Mapped[Artwork] = relationship(back_populates="embeddings")
+
+
+class Failure(Base):
+    """The latest reason a file could not be indexed; cleared when it indexes."""
+
+    __tablename__ = "failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String, unique=True)
+    reason: Mapped[str] = mapped_column(String)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def migrations_dir() -> Path:
+    return Path(str(files("artsearch.migrations")))
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return cfg
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    if type(dbapi_conn).__module__.startswith("sqlite3"):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+class Store:
+    """The index's SQLite database. Opening it brings the schema up to date."""
+
+    def __init__(self, path: Path, *, upgrade: bool = True) -> None:
+        self.path = path
+        self.engine = create_engine(f"sqlite:///{path}")
+        with self.engine.connect() as conn:
+            # WAL: readers are never blocked by an indexing run; a killed writer loses only
+            # its open transaction.
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        if upgrade:
+            self.upgrade()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self, target: str = "head") -> None:
+        """Apply pending migrations; refuse a database written by a newer artsearch."""
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        cfg = _alembic_config()
+        script = ScriptDirectory.from_config(cfg)
+        current = self.revision()
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current is not None and current not in known:
+            raise SchemaTooNewError(
+                f"{self.path}: database schema {current!r} was written by a newer artsearch; "
+                "upgrade artsearch (pip install -U artsearch) to open it"
+            )
+        if target == "head" and current == script.get_current_head():
+            return
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, target)
+
+    def get_setting(self, key: str) -> str | None:
+        with self.session() as s:
+            row = s.get(Setting, key)
+            return row.value if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.session() as s, s.begin():
+            s.merge(Setting(key=key, value=value))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Alembic migrations for the artsearch SQLite schema (installed as `artsearch.migrations`)."""
