@@ -181,7 +181,7 @@ class Extractor:
         """Embed files batch by batch, in worker processes; bad files come back as failures."""
         if not paths:
             return
-        self.model  # build before forking workers, so a weights error surfaces at once
+        self.spec.weights.verified_path()  # a missing or damaged file fails before any work
         loader = torch.utils.data.DataLoader(
             _ImageFiles(paths, self.spec.preprocess, self.max_pixels),
             batch_size=self.batch_size,
@@ -190,7 +190,9 @@ class Extractor:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )
-        for items, pixels in loader:
+        batches = iter(loader)  # workers fork and start decoding while the model loads
+        self.model
+        for items, pixels in batches:
             ok = [it for it in items if not it.reason]
             vectors = self.embed_pixels(pixels) if pixels is not None else np.zeros(
                 (0, self.dims), np.float32)

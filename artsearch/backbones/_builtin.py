@@ -41,7 +41,11 @@ def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
     import timm
     import torch
 
-    from artsearch.backbones._modules import EfficientNetStage
+    from artsearch.backbones._modules import (
+        EfficientNetStage,
+        fuse_conv_bn,
+        remove_same_padding,
+    )
 
     model = timm.create_model(spec.architecture, pretrained=False)
     weights = spec.weights.verified_path()
@@ -55,6 +59,10 @@ def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
         ):
             raise WeightsError(f"{weights}: tensors do not match {spec.architecture}'s layout")
         model.load_state_dict(dict(zip(target, source.values(), strict=True)))
+    model.eval()
+    # Inference-only rewrites, each exact up to float rounding (tests/test_backbones.py).
+    fuse_conv_bn(model)
+    remove_same_padding(model)
     return EfficientNetStage(model, layer).eval()
 
 
