@@ -153,9 +153,12 @@ def _resolve_query(
             art = s.scalar(select(Artwork).join(Embedding).where(
                 Artwork.sha256 == sha, Embedding.space_id == sp.id, Embedding.sha256 == sha))
             if art is None:
+                try:  # decode before loading a model, so a bad file fails fast
+                    img, _ = decode_image(data, max_pixels=max_pixels,
+                                          min_side=backbones.get(sp.backbone).preprocess.resize)
+                except BadImageError as e:
+                    raise BadImageError(f"{image}: {e}") from e
                 extractor = (make_extractor or _default_extractor)(sp)
-                img, _ = decode_image(data, min_side=extractor.spec.preprocess.resize,
-                                      max_pixels=max_pixels)
                 described = {"image": str(image), "indexed": False}
                 return None, extractor.embed_images([img]), described
         else:

@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated ARTSEARCH_HOME, a deterministic fake backbone, test images."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from artsearch import backbones
+from artsearch.backbones import BackboneSpec, Preprocess, WeightsSource
+
+DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "art-dev"
+FAKE = "fake-colour"
+
+
+def _build_fake(spec: BackboneSpec, layer: str):  # noqa: ANN202 - torch imported lazily
+    import torch
+
+    class ColourGrid(torch.nn.Module):
+        """Mean colour of each cell of a 4x4 grid: deterministic, and similar for similar pictures."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            grid = torch.nn.functional.adaptive_avg_pool2d(x, 4)  # (N, 3, 4, 4)
+            return grid.flatten(1)[:, :, None, None]  # (N, 48, 1, 1)
+
+    return ColourGrid().eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_backbone() -> BackboneSpec:
+    """A weight-free backbone, registered through the real registry."""
+    spec = BackboneSpec(
+        name=FAKE, architecture="colour-grid-4x4", description="test fake: 4x4 colour grid",
+        weights=WeightsSource("no weights"), preprocess=Preprocess(size=32, resize=32,
+                                                                   mean=(0.5,) * 3, std=(0.5,) * 3),
+        layers={"grid": 48}, default_layer="grid", build=_build_fake)
+    backbones.register(spec, replace=True)
+    return spec
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ARTSEARCH_HOME, so none touches a real index."""
+    home = tmp_path / "artsearch-home"
+    monkeypatch.setenv("ARTSEARCH_HOME", str(home))
+    return home
+
+
+def painting(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A synthetic 'painting': a coloured ground with a few seeded shapes."""
+    rng = random.Random(seed)
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        x1, y1 = x0 + rng.randrange(10, 50), y0 + rng.randrange(10, 40)
+        draw.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return img
+
+
+def make_collection(root: Path, n: int = 12, start: int = 0) -> list[Path]:
+    """n distinct JPEGs under root/a and root/b."""
+    paths = []
+    for i in range(start, start + n):
+        path = root / ("a" if i % 2 else "b") / f"work_{i:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        painting(i).save(path, quality=92)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def collection(tmp_path: Path) -> Path:
+    root = tmp_path / "collection"
+    make_collection(root)
+    return root
+
+
+def requires_dev() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not (DEV / "metadata.csv").exists(),
+                              reason="shared dev collection ../shared/data/art-dev not present")
