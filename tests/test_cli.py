@@ -1,0 +1,154 @@
+"""The command line: exit codes, one-line errors, the summary, JSON, and an instant --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from artsearch.cli import cli
+from tests.conftest import FAKE, painting
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def index_args(folder: Path, *extra: str) -> list[str]:
+    return ["index", str(folder), "--backbone", FAKE, "--workers", "0", *extra]
+
+
+def test_index_then_query_then_info(collection: Path, isolated_home: Path) -> None:
+    code, out, _ = invoke(*index_args(collection))
+    assert code == 0, out
+    assert "12 artworks indexed (12 embedded, 0 unchanged)" in out
+    assert (isolated_home / "default" / "artsearch.db").exists()  # ARTSEARCH_HOME honoured
+
+    code, out, _ = invoke("query", str(collection / "a" / "work_001.jpg"), "-k", "3")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["#", "sim", "path"]
+    assert lines[1].split()[:3] == ["1", "1.000", "a/work_001.jpg"]
+    assert len(lines) == 4
+
+    code, out, _ = invoke("info", "--json")
+    data = json.loads(out)
+    assert data["artworks"] == 12 and data["spaces"][0]["backbone"] == FAKE
+    assert data["spaces"][0]["dims"] == 48 and data["bytes"]["faiss"] > 0
+
+
+def test_rerun_without_backbone_keeps_the_spaces_own(collection: Path) -> None:
+    assert invoke(*index_args(collection))[0] == 0
+    code, out, _ = invoke("index", str(collection), "--workers", "0")
+    assert code == 0 and "0 embedded, 12 unchanged" in out
+
+
+def test_query_json_by_indexed_path_and_id(collection: Path) -> None:
+    invoke(*index_args(collection))
+    code, out, _ = invoke("query", "b/work_002.jpg", "--json", "-k", "2")
+    assert code == 0
+    data = json.loads(out)
+    assert data["query"]["path"] == "b/work_002.jpg" and len(data["results"]) == 2
+    first_id = data["results"][0]["id"]
+    code, out, _ = invoke("query", "--id", str(first_id), "--json", "-k", "1")
+    assert json.loads(out)["results"][0]["path"] == "b/work_002.jpg"
+
+
+def test_bad_files_get_one_line_each_and_exit_zero(collection: Path) -> None:
+    (collection / "zero.jpg").write_bytes(b"")
+    (collection / "fake.jpg").write_text("<html>not a picture</html>")
+    code, out, err = invoke(*index_args(collection))
+    assert code == 0
+    skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert sorted(skipped) == [
+        "skipped fake.jpg: not an image Pillow can read (wrong extension or corrupt header); "
+        "convert it to JPEG or PNG",
+        "skipped zero.jpg: empty file (0 bytes); re-export or remove it",
+    ]
+    assert "2 failed" in out
+    code, out, _ = invoke("info", "--failures")
+    assert "failed    zero.jpg: empty file" in out
+
+
+def test_strict_turns_failures_into_an_error(collection: Path) -> None:
+    (collection / "zero.jpg").write_bytes(b"")
+    code, _, err = invoke(*index_args(collection, "--strict"))
+    assert code == 1 and "1 file(s) failed (--strict)" in err
+    code, out, _ = invoke("info", "--json")
+    assert json.loads(out)["artworks"] == 12  # the good files were still indexed
+
+
+def test_nothing_indexable_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    code, _, err = invoke(*index_args(folder))
+    assert code == 1 and "no image could be indexed" in err
+    code, _, err = invoke(*index_args(tmp_path / "missing"))
+    assert code == 1 and "not a folder" in err
+
+
+def test_errors_are_one_line_with_a_fix(collection: Path, tmp_path: Path) -> None:
+    code, _, err = invoke("query", "x.jpg", "--index", str(tmp_path / "none"))
+    assert code == 1 and err.count("\n") == 1 and "artsearch index DIR" in err
+    invoke(*index_args(collection))
+    code, _, err = invoke("query", "nope.jpg")
+    assert code == 1 and "no such artwork" in err
+    code, _, err = invoke("query", "a/work_001.jpg", "--exclude-same", "artist", "--where", "x")
+    assert code == 1 and "FIELD=VALUE" in err
+    code, _, err = invoke("index", str(collection), "--backbone", "no-such-net")
+    assert code == 1 and "unknown backbone 'no-such-net'" in err
+
+
+def test_metadata_and_filters_from_the_command_line(collection: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,artist,genre\na/work_001.jpg,Monet,landscape\n"
+                   "a/work_003.jpg,Monet,landscape\nb/work_000.jpg,Sisley,landscape\n")
+    code, out, _ = invoke(*index_args(collection, "--metadata", str(csv)))
+    assert "metadata: 3 of 3 rows matched" in out
+    code, out, _ = invoke("query", "a/work_001.jpg", "--where", "genre=landscape",
+                          "--exclude-same", "artist", "--json")
+    results = json.loads(out)["results"]
+    assert [r["artist"] for r in results] == ["Sisley"]
+
+
+def test_an_outside_query_image_works_from_the_cli(collection: Path, tmp_path: Path) -> None:
+    invoke(*index_args(collection))
+    outside = tmp_path / "new.png"
+    painting(4242).save(outside)
+    code, out, _ = invoke("query", str(outside), "--json", "-k", "12")
+    data = json.loads(out)
+    assert code == 0 and data["query"]["indexed"] is False and len(data["results"]) == 12
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from artsearch.cli import cli\n"
+        "for args in (['--help'], ['index', '--help'], ['query', '--help'], ['info', '--help']):\n"
+        "    r = CliRunner().invoke(cli, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "heavy = sorted(m for m in ('torch', 'faiss', 'open_clip', 'timm', 'sqlalchemy')"
+        " if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_is_documented(command: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"artsearch {command}" in readme
+    assert cli.commands[command].help

@@ -1,0 +1,46 @@
+"""Schema migrations: old databases upgrade with their data, newer ones are refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from artsearch.errors import SchemaTooNewError
+from artsearch.index import ArtIndex
+from artsearch.store import Base, Store
+
+
+def test_a_0001_database_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    Store(db, upgrade=False).upgrade("0001")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO artworks (path, sha256, size, mtime, artist, added_at, updated_at) "
+            "VALUES ('a.jpg', 'abc', 10, 1.0, 'Vermeer', '2026-01-01', '2026-01-01')")
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+    store = Store(db)
+    assert store.revision() == "0002"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT path, artist FROM artworks").fetchall() == [("a.jpg", "Vermeer")]
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM artworks WHERE artist = 'Vermeer'").fetchall()
+    assert "ix_artworks_artist" in str(plan)
+
+
+def test_migrations_build_exactly_the_models_schema(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new.db")
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_a_newer_schema_is_refused_with_a_fix(tmp_path: Path) -> None:
+    Store(tmp_path / "artsearch.db")
+    with sqlite3.connect(tmp_path / "artsearch.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(SchemaTooNewError, match="newer artsearch; upgrade artsearch"):
+        ArtIndex(tmp_path)
