@@ -1,0 +1,28 @@
+# Two entry points: `make example` (set up, index the example collection, query it) and
+# `make test`. Both create .venv on first use; later runs reuse it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: example test bench clean-example
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+example: $(STAMP)
+	$(BIN)/artsearch index examples/collection --metadata examples/collection/metadata.csv --index example
+	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5
+	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --exclude-same artist
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_index.py
+
+clean-example:
+	rm -rf indexes/example
