@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["DB_NAME", "ArtIndex", "Repair"]
 
 DB_NAME = "artsearch.db"
+_HELD: set[Path] = set()  # index folders whose writer's lock this process holds
 
 
 @dataclass
@@ -53,22 +54,31 @@ class ArtIndex:
     # -- locking -----------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Take the writer's lock; the OS releases it if the process dies."""
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the writer's lock; the OS releases it if the process dies.
+
+        A POSIX record lock, not flock: forked decoding workers do not inherit it, so a
+        killed writer's orphaned workers cannot keep the index locked.
+        """
+        key = self.path.resolve()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if key in _HELD:  # POSIX locks do not exclude a second holder in one process
+                raise BlockingIOError
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             os.close(fd)
             raise IndexLockedError(
                 f"{self.path}: another artsearch process is writing this index; "
                 "wait for it to finish"
             ) from None
         self._lock_fd = fd
+        _HELD.add(key)
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            os.close(self._lock_fd)  # closing the only descriptor releases the POSIX lock
             self._lock_fd = None
+            _HELD.discard(self.path.resolve())
         self.store.close()
 
     def __enter__(self) -> ArtIndex:
