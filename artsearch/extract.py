@@ -1,4 +1,4 @@
-"""Batched feature extraction: decode in worker processes, embed on CPU or GPU with one code path."""
+"""Batched feature extraction: decode in worker processes, embed on CPU or GPU, one code path."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ class Extractor:
             prefetch_factor=4 if self.num_workers else None,
         )
         batches = iter(loader)  # workers fork and start decoding while the model loads
-        self.model
+        _ = self.model
         for items, pixels in batches:
             ok = [it for it in items if not it.reason]
             vectors = self.embed_pixels(pixels) if pixels is not None else np.zeros(

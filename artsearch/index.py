@@ -167,7 +167,8 @@ class ArtIndex:
         in_faiss = Counter(vec.ids().tolist())
         repeated = {i for i, n in in_faiss.items() if n > 1}
         with self.store.session() as s, s.begin():
-            in_sql = set(s.scalars(select(Embedding.faiss_id).where(Embedding.space_id == space.id)))
+            in_sql = set(s.scalars(
+                select(Embedding.faiss_id).where(Embedding.space_id == space.id)))
             stray = (set(in_faiss) - in_sql) | repeated
             missing = (in_sql - set(in_faiss)) | repeated
             if missing:

@@ -237,8 +237,8 @@ def _embed(
                         s.add(art)
                         s.flush()
                     else:
-                        art.sha256, art.size, art.mtime = job.sha256, job.entry.size, job.entry.mtime
-                        art.width, art.height = w, h
+                        art.sha256, art.width, art.height = job.sha256, w, h
+                        art.size, art.mtime = job.entry.size, job.entry.mtime
                         old = s.get(Embedding, (space.id, art.id))
                         if old is not None:
                             old_ids.append(old.faiss_id)

@@ -19,7 +19,7 @@ def _build_fake(spec: BackboneSpec, layer: str):  # noqa: ANN202 - torch importe
     import torch
 
     class ColourGrid(torch.nn.Module):
-        """Mean colour of each cell of a 4x4 grid: deterministic, and similar for similar pictures."""
+        """Mean colour of each cell of a 4x4 grid: deterministic; alike for alike pictures."""
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             grid = torch.nn.functional.adaptive_avg_pool2d(x, 4)  # (N, 3, 4, 4)

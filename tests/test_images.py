@@ -127,3 +127,17 @@ def test_unreadable_file_fails_with_permission_reason(tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(BadImageError, match="permission denied"):
         read_file(path)
+
+
+def test_permission_errors_become_a_readable_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root (as in CI) can read anything, so the OS error is raised by hand here."""
+    from artsearch.images import read_file
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(BadImageError, match=r"permission denied; make the file readable"):
+        read_file(tmp_path / "x.jpg")

@@ -25,7 +25,8 @@ def test_a_0001_database_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
     store = Store(db)
     assert store.revision() == "0002"
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT path, artist FROM artworks").fetchall() == [("a.jpg", "Vermeer")]
+        rows = conn.execute("SELECT path, artist FROM artworks").fetchall()
+        assert rows == [("a.jpg", "Vermeer")]
         plan = conn.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM artworks WHERE artist = 'Vermeer'").fetchall()
     assert "ix_artworks_artist" in str(plan)

@@ -6,6 +6,7 @@ Importing this package registers the built-in backbones but imports no torch; ea
 
 from __future__ import annotations
 
+from artsearch.backbones._builtin import pretrained_timm_model  # registers the built-ins
 from artsearch.backbones._registry import (
     BackboneSpec,
     Preprocess,
@@ -15,7 +16,6 @@ from artsearch.backbones._registry import (
     register,
     unregister,
 )
-from artsearch.backbones._builtin import pretrained_timm_model  # registers the built-ins
 
 __all__ = [
     "BackboneSpec",
