@@ -152,3 +152,57 @@ def test_every_command_is_documented(command: str) -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"artsearch {command}" in readme
     assert cli.commands[command].help
+
+
+def _bad_input_corpus(root: Path) -> tuple[set[str], set[str]]:
+    """Write every awkward kind of file; return (names that must index, names that must fail)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def save(name: str, img: Image.Image, fmt: str, **kw: object) -> None:
+        img.save(root / name, fmt, **kw)
+
+    base = painting(7, (120, 90))
+    save("cmyk.jpg", base.convert("CMYK"), "JPEG")
+    save("sixteen.png", Image.fromarray((np.arange(120 * 90).reshape(90, 120) * 6)
+                                        .astype(np.uint16)), "PNG")
+    save("palette.png", base.convert("P"), "PNG")
+    save("rgba.png", base.convert("RGBA"), "PNG")
+    frames = [painting(8, (64, 64)), painting(9, (64, 64))]
+    save("animated.gif", frames[0], "GIF", save_all=True, append_images=frames[1:])
+    save("animated.webp", frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    good = {"cmyk.jpg", "sixteen.png", "palette.png", "rgba.png", "animated.gif",
+            "animated.webp"}
+
+    buf = io.BytesIO()
+    base.save(buf, "JPEG")
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[:700])
+    (root / "zero.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("Not a picture at all.")
+    (root / "._resource.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(80))
+    Image.new("1", (12000, 12000)).save(root / "bomb.png")
+    (root / "loop.jpg").symlink_to("loop.jpg")
+    (root / "dangling.jpg").symlink_to("gone.jpg")
+    bad = {"truncated.jpg", "zero.jpg", "text.jpg", "._resource.jpg", "bomb.png", "loop.jpg",
+           "dangling.jpg"}
+    return good, bad
+
+
+def test_the_bad_input_corpus_indexes_without_a_crash(collection: Path) -> None:
+    assert invoke(*index_args(collection))[0] == 0
+    good, bad = _bad_input_corpus(collection)
+    code, out, err = invoke(*index_args(collection, "--max-pixels", "100000000"))
+    assert code == 0
+    skipped = {line.split(":", 1)[0].removeprefix("skipped "): line
+               for line in err.splitlines() if line.startswith("skipped ")}
+    assert set(skipped) == bad
+    assert len(err.splitlines()) == len(bad)  # one line per bad file, nothing else
+    assert "exceeds the limit of 100,000,000" in skipped["bomb.png"]
+    assert "symbolic link loop" in skipped["loop.jpg"]
+    assert "truncated or corrupt" in skipped["truncated.jpg"]
+    code, out, _ = invoke("info", "--json")
+    data = json.loads(out)
+    assert data["artworks"] == 12 + len(good)  # the earlier works are all still there
+    assert data["failures"] == len(bad)
