@@ -99,7 +99,6 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     identical copies reuse them. A bad file is skipped with a one-line reason (also kept for
     `artsearch info --failures`); an interrupted run resumes where it stopped.
     """
-    from artsearch.backbones import DEFAULT_BACKBONE
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.indexing import IndexOptions, index_collection
@@ -114,7 +113,7 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
         raise click.ClickException(f"{metadata}: no such metadata file")
     path = resolve_index(index_name)
     options = IndexOptions(
-        space=space, backbone=backbone or _existing_backbone(path, space) or DEFAULT_BACKBONE,
+        space=space, backbone=backbone,
         layer=layer, pooling=pooling, prune=prune, relocate=relocate, metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
@@ -138,16 +137,6 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
         raise click.ClickException(f"{folder}: {hint}; nothing is in space {space!r}")
     if strict and report.failed:
         raise click.ClickException(f"{len(report.failed)} file(s) failed (--strict)")
-
-
-def _existing_backbone(path: Path, space: str) -> str | None:
-    """A re-run without --backbone keeps the space's own backbone."""
-    from artsearch.index import DB_NAME, ArtIndex
-
-    if not (path / DB_NAME).exists():
-        return None
-    with ArtIndex(path) as idx:
-        return next((sp.backbone for sp in idx.spaces() if sp.name == space), None)
 
 
 def _print_index_report(report: Any, path: Path, space: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from artsearch import backbones
@@ -31,7 +31,7 @@ class IndexOptions:
     """How to build or update one space; the CLI's `index` options map onto these."""
 
     space: str = "content"
-    backbone: str = backbones.DEFAULT_BACKBONE
+    backbone: str | None = None  # None: the space's own, or the default for a new space
     layer: str | None = None
     pooling: str = "avg"
     prune: bool = False
@@ -91,7 +91,8 @@ def index_collection(
     started = time.perf_counter()
     if not root.is_dir():
         raise ArtsearchError(f"{root}: not a folder; give the folder that holds the images")
-    spec = backbones.get(opts.backbone)
+    spec = backbones.get(opts.backbone or _space_backbone(index, opts.space)
+                         or backbones.DEFAULT_BACKBONE)
     layer = spec.check_layer(opts.layer)
     if make_extractor is None:
         def make_extractor() -> Extractor:
@@ -132,10 +133,15 @@ def index_collection(
         for failure in s.scalars(select(Failure)):
             if failure.path not in present:
                 s.delete(failure)
-        report.total = len(s.scalars(
-            select(Embedding.faiss_id).where(Embedding.space_id == space.id)).all())
+        report.total = s.scalar(select(func.count()).select_from(Embedding).where(
+            Embedding.space_id == space.id)) or 0
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _space_backbone(index: ArtIndex, name: str) -> str | None:
+    """A re-run that names no backbone keeps the one its space was built with."""
+    return next((sp.backbone for sp in index.spaces() if sp.name == name), None)
 
 
 def _plan(

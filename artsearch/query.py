@@ -131,8 +131,7 @@ def search(
             hits.append(Hit(len(hits) + 1, round(score, 6), art.id, art.path, art.title,
                             art.artist, art.date, art.style, art.genre, art.extra))
     if query_art is not None:  # an exact duplicate ties with the query: the query goes first
-        top = hits[0].score if hits else None
-        hits.sort(key=lambda h: (-h.score, h.id != query_art.id or h.score != top))
+        hits.sort(key=lambda h: (-h.score, h.id != query_art.id))
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
     if allowed is not None and len(allowed) < k:

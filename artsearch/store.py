@@ -18,7 +18,6 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from artsearch.errors import SchemaTooNewError
@@ -146,13 +145,11 @@ def _alembic_config() -> Any:
     return cfg
 
 
-@event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    if type(dbapi_conn).__module__.startswith("sqlite3"):
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
 
 
 class Store:
@@ -161,6 +158,7 @@ class Store:
     def __init__(self, path: Path, *, upgrade: bool = True) -> None:
         self.path = path
         self.engine = create_engine(f"sqlite:///{path}")
+        event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.connect() as conn:
             # WAL: readers are never blocked by an indexing run; a killed writer loses only
             # its open transaction.

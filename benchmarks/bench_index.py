@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -145,7 +146,6 @@ def main() -> None:
                 by_image = []
                 for i, p in enumerate(sample[:50]):
                     q = Path(qdir) / f"q{i}.png"  # a new file, so the model must run
-                    from PIL import ImageOps
                     ImageOps.mirror(decode_image(read_file(p))[0]).save(q)
                     t = time.perf_counter()
                     search(idx, image=q, k=10, make_extractor=lambda _sp: ex)
