@@ -68,10 +68,20 @@ def cli() -> None:
               help="CSV with a 'path' column (relative to FOLDER); title, artist, date, style, "
                    "genre, license and source go to their fields, other columns are kept too.")
 @click.option("--backbone", default=None, metavar="NAME",
-              help="Registered backbone for a new space. [default: efficientnet-lite0]")
-@click.option("--layer", default=None, metavar="NAME", help="Backbone layer to pool.")
-@click.option("--pooling", default="avg", show_default=True, help="How a feature map "
-              "becomes a vector.")
+              help="Backbone for a new space: a name from `artsearch backbones`, timm:ARCH or "
+                   "open_clip:ARCH/TAG. [default: efficientnet-lite0, or the space's own]")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="PATH", help="Checkpoint file for a torchvision, timm or open_clip "
+                                   "backbone (recorded in the space).")
+@click.option("--allow-download", is_flag=True,
+              help="Let a torchvision, timm or open_clip backbone fetch its published weights "
+                   "once (otherwise nothing is downloaded).")
+@click.option("--layer", default=None, metavar="NAME[,NAME...]",
+              help="Layer(s) to pool; several are normalised and concatenated. [default: the "
+                   "backbone's last; its style layers for gram and meanstd]")
+@click.option("--pooling", type=click.Choice(["avg", "max", "gem", "meanstd", "gram"]),
+              default=None, help="How feature maps become a vector: avg (content), max, gem, "
+                                 "meanstd or gram (style). [default: avg, or the space's own]")
 @click.option("--prune", is_flag=True, help="Remove entries whose files are gone from FOLDER.")
 @click.option("--relocate", is_flag=True,
               help="The collection moved: accept FOLDER as the index's new root.")
@@ -89,7 +99,8 @@ def cli() -> None:
               show_default=True, help="Seconds between saves of the vector index in a long run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
-          backbone: str | None, layer: str | None, pooling: str, prune: bool, relocate: bool,
+          backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
+          pooling: str | None, prune: bool, relocate: bool,
           strict: bool, device: str, precision: str, batch_size: int, workers: int | None,
           max_pixels: int | None, checkpoint_seconds: float, quiet: bool) -> None:
     """Index the images under FOLDER (new and changed files only).
@@ -98,7 +109,13 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     a re-run embeds only what is new or changed, moved files keep their vectors, and
     identical copies reuse them. A bad file is skipped with a one-line reason (also kept for
     `artsearch info --failures`); an interrupted run resumes where it stopped.
+
+    \b
+    An index can hold several spaces, each its own backbone, layers and pooling:
+      artsearch index DIR                                   (content: Lite0, avg)
+      artsearch index DIR --space style --backbone vgg16-hed --pooling gram
     """
+    from artsearch import backbones
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.indexing import IndexOptions, index_collection
@@ -112,8 +129,9 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     if metadata is not None and not metadata.is_file():
         raise click.ClickException(f"{metadata}: no such metadata file")
     path = resolve_index(index_name)
+    backbones.allow_downloads(allow_download)
     options = IndexOptions(
-        space=space, backbone=backbone,
+        space=space, backbone=backbone, weights=weights,
         layer=layer, pooling=pooling, prune=prune, relocate=relocate, metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
@@ -169,8 +187,13 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
 @click.argument("image", required=False, metavar="IMAGE")
 @_index_option
 @_space_option
+@click.option("--mix", default=None, metavar="SPACE=W,SPACE=W",
+              help="Blend spaces, e.g. content=0.6,style=0.4: each space's similarities are "
+                   "standardised for this query (z-scores), then averaged with the weights.")
 @click.option("--id", "artwork_id", type=int, default=None,
               help="Query by an indexed artwork's id instead of an image.")
+@click.option("--text", default=None, metavar="TEXT",
+              help="Query by a description, e.g. \"a stormy seascape\" (open_clip spaces).")
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True,
               help="Number of results.")
 @click.option("--where", multiple=True, metavar="FIELD=VALUE",
@@ -180,28 +203,37 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
               help="Drop results that share FIELD's value with the query artwork, e.g. "
                    "artist, to surface works by other hands.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def query(image: str | None, index_name: str | None, space: str, artwork_id: int | None,
-          k: int, where: tuple[str, ...], exclude_same: tuple[str, ...], as_json: bool) -> None:
-    """Show the artworks nearest to IMAGE.
+def query(image: str | None, index_name: str | None, space: str, mix: str | None,
+          artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
+          exclude_same: tuple[str, ...], as_json: bool) -> None:
+    """Show the artworks nearest to IMAGE (or to --id, or --text).
 
     IMAGE is an image file (inside or outside the collection) or the path of an indexed
     artwork as `artsearch info` shows it. An indexed image answers from its stored vector,
     and ranks itself first.
+
+    \b
+    Spaces answer different questions; choose with --space, or blend with --mix:
+      artsearch query IMG                      what shows the same thing (content)
+      artsearch query IMG --space style        what is painted the same way
+      artsearch query IMG --mix content=0.6,style=0.4
+      artsearch query --text "a stormy seascape" --space clip
     """
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
-    from artsearch.query import parse_where, search
+    from artsearch.query import parse_mix, parse_where, search
 
-    if (image is None) == (artwork_id is None):
-        raise click.UsageError("give either IMAGE or --id")
+    if sum(x is not None for x in (image, artwork_id, text)) != 1:
+        raise click.UsageError("give one of IMAGE, --id or --text")
     image_path = Path(image) if image is not None and Path(image).exists() else None
     artwork: str | int | None = artwork_id if artwork_id is not None else (
         None if image_path is not None else image)
     if image_path is not None and not image_path.is_file():
         raise click.ClickException(f"{image}: not a file; give an image file")
     with ArtIndex(resolve_index(index_name)) as idx:
-        result = search(idx, image=image_path, artwork=artwork, space=space, k=k,
-                        where=parse_where(where), exclude_same=exclude_same)
+        result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
+                        mix=parse_mix(mix) if mix else None, k=k, where=parse_where(where),
+                        exclude_same=exclude_same)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
         return
@@ -231,6 +263,55 @@ def _print_hits(result: Any) -> None:
 
 def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command(name="backbones")
+@click.option("--check", is_flag=True,
+              help="Also verify each available backbone's weights checksum (reads the files).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def backbones_cmd(check: bool, as_json: bool) -> None:
+    """List the registered backbones: weights on this machine, dims, layers.
+
+    \b
+    Use a name with `artsearch index DIR --backbone NAME`; families take any model of
+    their library, e.g. --backbone timm:convnext_tiny or open_clip:ViT-B-32/laion2b_s34b_b79k
+    (with --weights PATH for a local checkpoint, or --allow-download).
+    """
+    from artsearch import backbones
+    from artsearch.errors import WeightsError
+
+    rows = []
+    for spec in backbones.available():
+        ok, where = spec.weights.available()
+        if ok and check:
+            try:
+                spec.weights.verified_path()
+            except WeightsError as e:
+                ok, where = False, str(e)
+        rows.append({
+            "name": spec.name, "family": spec.family, "offline": ok, "weights": where,
+            "dims": spec.dims(), "default_layer": spec.default_layer,
+            "layers": spec.layers, "style_layers": list(spec.style_layers),
+            "poolings": list(spec.poolings or ["avg", "max", "gem", "meanstd", "gram"]),
+            "text": spec.text, "description": spec.description,
+        })
+    families = [{"pattern": f.pattern, "description": f.description}
+                for f in backbones.families()]
+    if as_json:
+        click.echo(json.dumps({"backbones": rows, "families": families}, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        status = "ready  " if r["offline"] else "missing"
+        click.echo(f"{r['name']:<{width}}  {status}  {r['dims']:>5}-d  {r['description']}")
+        layers = ", ".join(f"{n} {c}" for n, c in r["layers"].items())
+        click.echo(f"{'':<{width}}  layers: {layers} (default {r['default_layer']}"
+                   + (f"; style {','.join(r['style_layers'])}" if r["style_layers"] else "")
+                   + ")")
+        if not r["offline"]:
+            click.echo(f"{'':<{width}}  {r['weights']}")
+    for f in families:
+        click.echo(f"{f['pattern']:<{width}}  family   {f['description']}")
 
 
 @cli.command()

@@ -15,7 +15,7 @@ from PIL import Image
 from artsearch.backbones import BackboneSpec, Preprocess
 from artsearch.errors import BadImageError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file
-from artsearch.pooling import get_pooling
+from artsearch.pooling import FIT_SAMPLE, Params, get_pooling, gram_projection, pool_layers
 
 __all__ = ["EmbeddedBatch", "Extractor", "pick_device", "pick_precision"]
 
@@ -114,14 +114,21 @@ def _collate(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
 
 
 class Extractor:
-    """Turns images into L2-normalised vectors with one backbone, layer and pooling."""
+    """Turns images into L2-normalised vectors with one backbone, its layers and a pooling.
+
+    `layer` is a layer name, several joined by commas, or a tuple of names (None: the
+    backbone's default, or its style layers for a style pooling). A fitted pooling (gram)
+    takes its stored `params`; without them it starts from fresh projections, and `fit`
+    learns the rest from a sample.
+    """
 
     def __init__(
         self,
         spec: BackboneSpec,
         *,
-        layer: str | None = None,
+        layer: str | tuple[str, ...] | None = None,
         pooling: str = "avg",
+        params: Params | None = None,
         device: str | None = None,
         precision: Precision = "auto",
         batch_size: int | None = None,
@@ -130,20 +137,28 @@ class Extractor:
     ) -> None:
         self.pool = get_pooling(pooling)
         self.spec = spec
-        self.layer = spec.check_layer(layer)
+        self.layers = layer if isinstance(layer, tuple) else spec.parse_layers(layer, pooling)
         self.pooling = pooling
+        if params is None and self.pool.fitted:
+            params = gram_projection([spec.layers[n] for n in self.layers])
+        self.params: Params = params or {}
         self.device = pick_device(device)
         self.precision = pick_precision(self.device, precision)
         self.batch_size = batch_size or default_batch_size(self.device)
         self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self.max_pixels = max_pixels
-        self.dims = self.pool.dims(spec.layers[self.layer])
+        self.dims = spec.dims(self.layers, pooling)
         self._model: torch.nn.Module | None = None
+
+    @property
+    def layer(self) -> str:
+        """The layers as stored in a space: names joined by commas."""
+        return ",".join(self.layers)
 
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            model = self.spec.build(self.spec, self.layer).to(self.device)
+            model = self.spec.build(self.spec, self.layers).to(self.device)
             self._model = model.to(memory_format=torch.channels_last).eval()
             pre = self.spec.preprocess
             shape = (1, 3, 1, 1)
@@ -156,8 +171,8 @@ class Extractor:
                 "batch_size": self.batch_size, "workers": self.num_workers}
 
     @torch.inference_mode()
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """uint8 (N, 3, S, S) in RGB -> float32 (N, dims), each row of unit length."""
+    def feature_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 (N, 3, S, S) RGB pixels -> the model's feature map for each layer."""
         model = self.model
         pre = self.spec.preprocess
         x = pixels.to(self.device, non_blocking=True).float().mul_(pre.scale / 255.0)
@@ -166,8 +181,13 @@ class Extractor:
         x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            fmap = model(x)
-        pooled = self.pool.pool(fmap.float())
+            out = model(x)
+        return [f.float() for f in (out if isinstance(out, list | tuple) else [out])]
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """uint8 (N, 3, S, S) in RGB -> float32 (N, dims), each row of unit length."""
+        pooled = pool_layers(self.pool, self.feature_maps(pixels), self.params)
         pooled = torch.nn.functional.normalize(pooled, dim=1)
         return pooled.cpu().numpy().astype(np.float32, copy=False)
 
@@ -176,6 +196,55 @@ class Extractor:
         if not images:
             return np.zeros((0, self.dims), np.float32)
         return self.embed_pixels(torch.stack([prepare(im, self.spec.preprocess) for im in images]))
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed text queries into the image space of a joint image-text model (CLIP)."""
+        from artsearch.errors import BackboneError
+
+        model = self.model
+        if not self.spec.text or not hasattr(model, "embed_text"):
+            raise BackboneError(f"{self.spec.name} has no text encoder; text queries need an "
+                                "open_clip space (artsearch index DIR --space clip "
+                                "--backbone open_clip:ARCH/TAG)")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            vectors = model.embed_text(list(texts)).float()
+        vectors = torch.nn.functional.normalize(vectors, dim=1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+    def fit(self, paths: Sequence[Path], sample: int = FIT_SAMPLE) -> Params:
+        """Learn a fitted pooling's centre (the mean raw sketch per layer) from a sample.
+
+        The sample is evenly spaced over `paths` (sorted by the caller), so it is the same
+        for the same collection. Returns the complete params, which are also kept.
+        """
+        if not self.pool.fitted:
+            return self.params
+        chosen = list(paths)[:: max(1, len(paths) // sample)][:sample]
+        params = {k: v for k, v in self.params.items() if not k.startswith("m")}
+        sums: list[torch.Tensor] = []
+        count = 0
+        for pixels in self._pixel_batches(chosen):
+            with torch.inference_mode():
+                fmaps = self.feature_maps(pixels)
+                raw = [self.pool.pool(f, params, i).sum(0) for i, f in enumerate(fmaps)]
+            sums = raw if not sums else [a + b for a, b in zip(sums, raw, strict=True)]
+            count += len(pixels)
+        if not count:
+            raise BadImageError("none of the sample images could be read to fit the pooling")
+        for i, total in enumerate(sums):
+            params[f"m{i}"] = (total / count).cpu().numpy().astype(np.float32)
+        self.params = params
+        return params
+
+    def _pixel_batches(self, paths: Sequence[Path]) -> Iterator[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(
+            _ImageFiles(paths, self.spec.preprocess, self.max_pixels),
+            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate)
+        for _, pixels in loader:
+            if pixels is not None:
+                yield pixels
 
     def iter_files(self, paths: Sequence[Path]) -> Iterator[EmbeddedBatch]:
         """Embed files batch by batch, in worker processes; bad files come back as failures."""

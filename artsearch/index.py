@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import delete, func, select
 
 from artsearch.backbones import BackboneSpec
+from artsearch.backbones._registry import sha256_file
 from artsearch.errors import IndexLockedError, IndexMismatchError, NotIndexedError
 from artsearch.store import Artwork, Embedding, Failure, Space, Store
 
@@ -124,23 +126,63 @@ class ArtIndex:
         return space
 
     def ensure_space(
-        self, name: str, spec: BackboneSpec, *, layer: str, pooling: str, dims: int,
-        factory: str,
+        self, name: str, spec: BackboneSpec, *, layers: tuple[str, ...], pooling: str,
+        dims: int, factory: str,
     ) -> Space:
         """The named space, created on first use; refused if it was made differently."""
+        weights = spec.weights.checksum()  # locates and verifies the weights before any work
         with self.store.session() as s, s.begin():
             space = s.scalar(select(Space).where(Space.name == name))
             if space is None:
                 space = Space(
-                    name=name, backbone=spec.name, weights_sha256=spec.weights.sha256,
-                    layer=layer, pooling=pooling, dims=dims,
+                    name=name, backbone=spec.name, weights_sha256=weights,
+                    layer=",".join(layers), pooling=pooling, dims=dims,
                     preprocessing=spec.preprocess.as_dict(), faiss_factory=factory,
                     next_faiss_id=0,
+                    params={"weights": str(spec.weights.path) if spec.weights.path else None},
                 )
                 s.add(space)
                 return space
-        check_space(space, spec, layer=layer, pooling=pooling)
+        check_space(space, spec, layer=",".join(layers), pooling=pooling, weights=weights)
         return space
+
+    def spec_for(self, space: Space, weights: Path | None = None) -> BackboneSpec:
+        """The backbone a space was built with, with the checkpoint it recorded (or `weights`)."""
+        from artsearch import backbones
+
+        return backbones.resolve(space.backbone, weights or (space.params or {}).get("weights"))
+
+    # -- fitted pooling ------------------------------------------------------------------------
+
+    def pooling_params(self, space: Space) -> dict[str, np.ndarray] | None:
+        """A fitted pooling's stored projection and centre, checked against its checksum."""
+        meta = space.params or {}
+        if not meta.get("pooling_file"):
+            return None
+        path = self.path / meta["pooling_file"]
+        if not path.is_file() or sha256_file(path) != meta.get("pooling_sha256"):
+            raise IndexMismatchError(
+                f"{path}: the {space.pooling} projection of space {space.name!r} is missing or "
+                "changed, so new vectors would not match the stored ones; restore the file, "
+                "or rebuild the space under a new --space name")
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+    def save_pooling_params(self, space: Space, params: dict[str, np.ndarray]) -> None:
+        """Store a fitted pooling beside the space (atomically), then record its checksum."""
+        path = self.path / f"{space.name}.pooling.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        with tmp.open("wb") as fh:
+            np.savez(fh, **params)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        with self.store.session() as s, s.begin():
+            row = s.get(Space, space.id)
+            assert row is not None
+            row.params = {**(row.params or {}), "pooling_file": path.name,
+                          "pooling_sha256": sha256_file(path)}
+            space.params = row.params
 
     def vectors(self, space: Space) -> VectorIndex:
         from artsearch.vectors import VectorIndex
@@ -215,14 +257,22 @@ class ArtIndex:
         }
 
 
-def check_space(space: Space, spec: BackboneSpec, *, layer: str, pooling: str) -> None:
+def check_space(
+    space: Space, spec: BackboneSpec, *, layer: str, pooling: str, weights: str | None = None
+) -> None:
     """Refuse to mix vectors from a different backbone, weights, layer or pooling."""
-    made = (space.backbone, space.weights_sha256, space.layer, space.pooling)
-    asked = (spec.name, spec.weights.sha256, layer, pooling)
+    weights = weights or spec.weights.checksum()
+    if space.backbone == spec.name and weights != space.weights_sha256:
+        raise IndexMismatchError(
+            f"space {space.name!r} was built with {space.backbone} weights "
+            f"{space.weights_sha256[:12]}, but the weights found now are {weights[:12]} "
+            f"({spec.weights.description}); install or pass (--weights) the ones it was built "
+            "with, or rebuild under another --space name")
+    made = (space.backbone, space.layer, space.pooling)
+    asked = (spec.name, layer, pooling)
     if made != asked:
         raise IndexMismatchError(
-            f"space {space.name!r} was built with {space.backbone} (weights "
-            f"{space.weights_sha256[:12]}, layer {space.layer}, {space.pooling} pooling) but this "
-            f"run uses {spec.name} (weights {spec.weights.sha256[:12]}, layer {layer}, {pooling} "
+            f"space {space.name!r} was built with {space.backbone} (layer {space.layer}, "
+            f"{space.pooling} pooling) but this run uses {spec.name} (layer {layer}, {pooling} "
             "pooling); choose another --space name, or another --index"
         )

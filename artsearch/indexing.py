@@ -17,7 +17,6 @@ from artsearch.errors import ArtsearchError, BadImageError
 from artsearch.images import FileEntry, read_file, scan, sha256_bytes
 from artsearch.index import ArtIndex, Repair
 from artsearch.metadata import MetadataImport, apply_metadata
-from artsearch.pooling import get_pooling
 from artsearch.store import Artwork, Embedding, Failure, Space, utcnow
 
 if TYPE_CHECKING:
@@ -32,8 +31,9 @@ class IndexOptions:
 
     space: str = "content"
     backbone: str | None = None  # None: the space's own, or the default for a new space
-    layer: str | None = None
-    pooling: str = "avg"
+    weights: Path | None = None  # a checkpoint for backbones that take one
+    layer: str | None = None  # None: the space's own, or the backbone's default
+    pooling: str | None = None  # None: the space's own, or avg
     prune: bool = False
     relocate: bool = False
     metadata: Path | None = None
@@ -91,22 +91,29 @@ def index_collection(
     started = time.perf_counter()
     if not root.is_dir():
         raise ArtsearchError(f"{root}: not a folder; give the folder that holds the images")
-    spec = backbones.get(opts.backbone or _space_backbone(index, opts.space)
-                         or backbones.DEFAULT_BACKBONE)
-    layer = spec.check_layer(opts.layer)
+    existing = next((sp for sp in index.spaces() if sp.name == opts.space), None)
+    if opts.backbone is None and existing is not None:
+        spec = index.spec_for(existing, opts.weights)  # a re-run keeps the space's backbone
+    else:
+        spec = backbones.resolve(opts.backbone or backbones.DEFAULT_BACKBONE, opts.weights)
+    same = existing is not None and existing.backbone == spec.name
+    pooling = opts.pooling or (existing.pooling if same and existing else "avg")
+    layers = spec.parse_layers(
+        opts.layer or (existing.layer if same and existing and not opts.pooling else None),
+        pooling)
     if make_extractor is None:
         def make_extractor() -> Extractor:
             from artsearch.extract import Extractor
 
-            return Extractor(spec, layer=layer, pooling=opts.pooling, **opts.extractor)
+            return Extractor(spec, layer=layers, pooling=pooling, **opts.extractor)
 
-    dims = get_pooling(opts.pooling).dims(spec.layers[layer])
+    dims = spec.dims(layers, pooling)
 
     index.lock()
     index.bind_root(root, relocate=opts.relocate)
     from artsearch.vectors import DEFAULT_FACTORY
 
-    space = index.ensure_space(opts.space, spec, layer=layer, pooling=opts.pooling, dims=dims,
+    space = index.ensure_space(opts.space, spec, layers=layers, pooling=pooling, dims=dims,
                                factory=DEFAULT_FACTORY)
     report = IndexReport()
     report.repaired = index.reconcile(space)
@@ -137,11 +144,6 @@ def index_collection(
             Embedding.space_id == space.id)) or 0
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _space_backbone(index: ArtIndex, name: str) -> str | None:
-    """A re-run that names no backbone keeps the one its space was built with."""
-    return next((sp.backbone for sp in index.spaces() if sp.name == name), None)
 
 
 def _plan(
@@ -227,6 +229,13 @@ def _embed(
     vec = index.vectors(space)
     extractor = make_extractor()
     report.runtime = extractor.describe()
+    if extractor.pool.fitted:
+        stored = index.pooling_params(space)
+        if stored is None:  # a new space: learn the pooling's centre once, then keep it
+            index.save_pooling_params(
+                space, extractor.fit(sorted((j.entry.path for j in jobs), key=str)))
+        else:
+            extractor.params = stored
     last_save = time.monotonic()
     started = time.perf_counter()
     dirty = False

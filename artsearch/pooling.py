@@ -1,39 +1,121 @@
-"""Pooling: how a feature map (N, C, H, W) becomes one vector per image.
+"""Pooling: how feature maps (N, C, H, W) become one vector per image.
 
-Kept free of a torch import (the functions only call tensor methods), so planning code can ask
-for dimensions without loading torch.
+Each pooling turns one layer's map into a vector; with several layers, each layer's vector is
+L2-normalised before they are concatenated, so every layer has the same say in a similarity.
+
+    avg      channel means: what is present, wherever it is (content)
+    max      channel maxima: the strongest response of each detector
+    gem      generalised mean, p = 3: between avg and max, a retrieval favourite (Radenović)
+    meanstd  channel means and standard deviations: the AdaIN statistics of a style
+    gram     Gatys Gram matrices (channel co-activations: texture and brushwork), sketched
+
+A Gram matrix has C(C+1)/2 distinct values per layer (131,328 for a 512-channel layer), too
+many to store. `gram` reduces each layer to GRAM_DIMS values by a fixed bilinear sketch,
+y_k = u_kᵀ G v_k with Gaussian u_k, v_k drawn from a seeded generator, whose dot products
+estimate the Frobenius inner products of the Gram matrices without bias. The Gram matrices
+of all paintings share a large common part (the mean activation), so the sketch is centred by
+its mean over a sample of the collection: this mean is the one fitted part, learnt once when
+the space is created and stored beside it with the matrices (`<space>.pooling.npz`).
+
+The functions only call tensor methods, so planning code can import this module (and ask for
+dimensions) without loading torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from artsearch.errors import BackboneError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["POOLINGS", "Pooling", "get_pooling"]
+__all__ = ["GRAM_DIMS", "POOLINGS", "Pooling", "get_pooling", "gram_projection", "pool_layers"]
+
+GRAM_DIMS = 512  # sketch size per layer
+GEM_P = 3.0
+GRAM_SEED = 20261127
+FIT_SAMPLE = 64  # images a fitted pooling learns its centre from
+
+Params = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Pooling:
     name: str
-    pool: Callable[[torch.Tensor], torch.Tensor]
+    pool: Callable[[torch.Tensor, Params, int], torch.Tensor]  # (fmap, params, layer index)
     dims: Callable[[int], int]  # output size for C input channels
     description: str
+    fitted: bool = False  # needs params learnt from a sample before vectors are final
 
 
-def _avg(fmap: torch.Tensor) -> torch.Tensor:
+def _avg(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
     return fmap.mean(dim=(2, 3))
+
+
+def _max(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    return fmap.amax(dim=(2, 3))
+
+
+def _gem(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    # GeM is defined on non-negative (post-ReLU) maps; negative responses count as zero.
+    return fmap.clamp_min(1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+
+
+def _meanstd(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    flat = fmap.flatten(2)
+    return _cat(flat.mean(dim=2), flat.std(dim=2, correction=0))
+
+
+def _cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.cat([a, b], dim=1)
+
+
+def gram_matrices(fmap: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C): co-activations averaged over positions, unit Frobenius norm."""
+    n, c, h, w = fmap.shape
+    flat = fmap.reshape(n, c, h * w)
+    gram = flat @ flat.transpose(1, 2) / (h * w)
+    return gram / gram.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+
+
+def _gram(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    gram = gram_matrices(fmap.float())
+    u = fmap.new_tensor(params[f"u{i}"], dtype=gram.dtype)
+    v = fmap.new_tensor(params[f"v{i}"], dtype=gram.dtype)
+    sketch = ((gram @ v) * u).sum(dim=1) / math.sqrt(u.shape[1])  # y_k = u_kᵀ G v_k
+    centre = params.get(f"m{i}")
+    return sketch if centre is None else sketch - sketch.new_tensor(centre)
+
+
+def gram_projection(channels: Sequence[int], seed: int = GRAM_SEED) -> Params:
+    """The sketch matrices for layers of the given widths (legacy RandomState: stable output)."""
+    rng = np.random.RandomState(seed)
+    params: Params = {}
+    for i, c in enumerate(channels):
+        params[f"u{i}"] = rng.standard_normal((c, GRAM_DIMS)).astype(np.float32)
+        params[f"v{i}"] = rng.standard_normal((c, GRAM_DIMS)).astype(np.float32)
+    return params
 
 
 POOLINGS: dict[str, Pooling] = {
     p.name: p
     for p in [
-        Pooling("avg", _avg, lambda c: c, "global average: what is present, wherever it is"),
+        Pooling("avg", _avg, lambda c: c, "channel means: what is present (content)"),
+        Pooling("max", _max, lambda c: c, "channel maxima: the strongest response per detector"),
+        Pooling("gem", _gem, lambda c: c, f"generalised mean, p = {GEM_P:g}: between avg and max"),
+        Pooling("meanstd", _meanstd, lambda c: 2 * c,
+                "channel means and standard deviations (AdaIN statistics): style"),
+        Pooling("gram", _gram, lambda c: GRAM_DIMS,
+                f"Gatys Gram matrices, sketched to {GRAM_DIMS} values per layer: style",
+                fitted=True),
     ]
 }
 
@@ -45,3 +127,15 @@ def get_pooling(name: str) -> Pooling:
         raise BackboneError(
             f"unknown pooling {name!r}; choose one of: {', '.join(POOLINGS)}"
         ) from None
+
+
+def pool_layers(
+    pooling: Pooling, fmaps: Sequence[torch.Tensor], params: Params
+) -> torch.Tensor:
+    """Pool each layer, give each unit length, concatenate: (N, sum of per-layer dims)."""
+    import torch
+
+    parts = [pooling.pool(fmap.float(), params, i) for i, fmap in enumerate(fmaps)]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], dim=1)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select
 
-from artsearch import backbones
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
@@ -19,7 +18,7 @@ from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Space
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
 
-__all__ = ["Hit", "QueryResult", "parse_where", "search"]
+__all__ = ["Hit", "QueryResult", "default_extractor", "parse_mix", "parse_where", "search"]
 
 
 @dataclass
@@ -34,6 +33,7 @@ class Hit:
     style: str | None
     genre: str | None
     extra: dict[str, Any] | None = None
+    spaces: dict[str, Any] | None = None  # blended queries: each space's cosine and z-score
 
 
 @dataclass
@@ -72,109 +72,241 @@ def _equals(name: str, value: str) -> ColumnElement[bool]:
     return func.lower(_field_expr(name)) == value.lower()
 
 
+def parse_mix(text: str) -> dict[str, float]:
+    """`content=0.6,style=0.4` into {space: weight}; weights must be positive."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not name.strip() or not weight > 0:
+            raise MetadataError(f"--mix {text!r}: write SPACE=WEIGHT pairs with positive "
+                                "weights, e.g. content=0.6,style=0.4")
+        out[name.strip()] = weight
+    if len(out) < 2:
+        raise MetadataError(f"--mix {text!r}: name at least two spaces to blend; for one "
+                            "space use --space")
+    return out
+
+
+# Blended rankings are exact over every artwork up to this many vectors per space; above it,
+# over the union of each space's top MIX_CANDIDATES, with score statistics from a sample.
+MIX_EXACT_LIMIT = 50_000
+MIX_CANDIDATES = 2_000
+
+
 def search(
     index: ArtIndex,
     *,
     image: Path | None = None,
     artwork: str | int | None = None,
+    text: str | None = None,
     space: str = "content",
+    mix: dict[str, float] | None = None,
     k: int = 10,
     where: dict[str, list[str]] | None = None,
     exclude_same: Sequence[str] = (),
     make_extractor: Callable[[Space], Extractor] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> QueryResult:
-    """The k artworks nearest to an image file or an indexed artwork (id or indexed path).
+    """The k artworks nearest to an image file, an indexed artwork (id or path) or a text.
 
     An image file that is already in the index (same content) is answered from its stored
-    vector, without loading the model. Filters are applied inside the vector search, so a
+    vector, without loading a model. Filters are applied inside the vector search, so a
     filter matching few artworks still returns up to k of them.
+
+    With `mix` ({space: weight}), each space's similarities are standardised over the
+    collection for this query (z-scores: how far above the typical work this one is) and
+    averaged with the weights, since raw cosines of different spaces are not on one scale.
     """
     if k < 1:
         raise MetadataError(f"-k {k}: ask for at least one result")
-    sp = index.space(space)
-    vec = index.vectors(sp)
+    weights = mix or {space: 1.0}
+    spaces = [index.space(name) for name in weights]
+    make = make_extractor or (lambda sp: default_extractor(index, sp))
     notes: list[str] = []
-    query_art, query_vec, described = _resolve_query(
-        index, sp, vec, image, artwork, make_extractor, max_pixels)
+    query_art, described = _resolve_artwork(index, spaces, image, artwork, text)
+    query_vecs = {sp.name: _query_vector(index, sp, query_art, image, text, make, max_pixels)
+                  for sp in spaces}
+    if query_art is None and image is not None:
+        described = {"image": str(image), "indexed": False}
 
+    conditions = _conditions(where, exclude_same, query_art, notes)
+    with index.store.session() as s:
+        allowed: dict[str, np.ndarray | None] = {}
+        for sp in spaces:
+            allowed[sp.name] = None if not conditions else np.fromiter(s.scalars(
+                select(Embedding.faiss_id).join(Artwork).where(
+                    Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
+        if len(spaces) == 1:
+            sp = spaces[0]
+            scores, ids = index.vectors(sp).search(query_vecs[sp.name], k,
+                                                   allowed=allowed[sp.name])
+            ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True)
+                      if i >= 0]
+            arts = _artworks_by_faiss_id(s, sp, [i for _, i in ranked])
+            scored = [(sc, arts[i], None) for sc, i in ranked if i in arts]
+        else:
+            scored = _blend(index, s, spaces, weights, query_vecs, allowed, k, notes)
+        hits = [Hit(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
+                    art.style, art.genre, art.extra, parts)
+                for rank, (score, art, parts) in enumerate(scored[:k], 1)]
+    if query_art is not None:  # an exact duplicate ties with the query: the query goes first
+        hits.sort(key=lambda h: (-h.score, h.id != query_art.id))
+        for rank, hit in enumerate(hits, 1):
+            hit.rank = rank
+    first = allowed[spaces[0].name]
+    if first is not None and len(first) < k:
+        notes.append(f"only {len(first)} artworks match the filters")
+    label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
+    return QueryResult(described, label, hits, notes)
+
+
+def _conditions(
+    where: dict[str, list[str]] | None, exclude_same: Sequence[str], query_art: Artwork | None,
+    notes: list[str],
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     for name, values in (where or {}).items():
         conditions.append(or_(*[_equals(name, v) for v in values]))
     for name in exclude_same:
         if query_art is None:
             raise MetadataError(
-                f"--exclude-same {name}: the query image is not in the index, so it has no "
+                f"--exclude-same {name}: the query is not an indexed artwork, so it has no "
                 f"{name}; query an indexed artwork (--id or its path) instead")
         value = query_art.field(name)
         if value is None:
             notes.append(f"the query has no {name}; --exclude-same {name} excluded nothing")
             continue
         conditions.append(or_(_field_expr(name).is_(None), not_(_equals(name, str(value)))))
+    return conditions
 
-    allowed = None
+
+def _artworks_by_faiss_id(s: Any, sp: Space, ids: Sequence[int]) -> dict[int, Artwork]:
+    """Artworks behind FAISS ids; an id missing here is a vector from an interrupted run."""
+    return {e.faiss_id: e.artwork for e in s.scalars(
+        select(Embedding).where(Embedding.space_id == sp.id, Embedding.faiss_id.in_(list(ids))))}
+
+
+def _blend(
+    index: ArtIndex, s: Any, spaces: list[Space], weights: dict[str, float],
+    query_vecs: dict[str, np.ndarray], allowed: dict[str, np.ndarray | None], k: int,
+    notes: list[str],
+) -> list[tuple[float, Artwork, dict[str, Any]]]:
+    """Weighted mean of per-space z-scores over the artworks present in every space."""
+    per_space: dict[str, dict[int, float]] = {}  # space -> artwork id -> cosine
+    stats: dict[str, tuple[float, float]] = {}
+    artworks: dict[int, Artwork] = {}
+    for sp in spaces:
+        vec = index.vectors(sp)
+        q = query_vecs[sp.name]
+        exact = len(vec) <= MIX_EXACT_LIMIT
+        scores, ids = vec.search(q, len(vec) if exact else MIX_CANDIDATES,
+                                 allowed=allowed[sp.name])
+        keep = ids[0] >= 0
+        ids_sp, scores_sp = ids[0][keep], scores[0][keep]
+        if exact:
+            population = scores_sp if allowed[sp.name] is None else vec.search(q, len(vec))[0][0]
+        else:  # statistics from a fixed sample of the space's vectors
+            sample = np.random.default_rng(0).choice(vec.ids(), 5_000, replace=False)
+            population = vec.vectors(sample) @ q[0]
+        stats[sp.name] = (float(np.mean(population)), float(np.std(population)) or 1.0)
+        arts = _artworks_by_faiss_id(s, sp, ids_sp.tolist())
+        per_space[sp.name] = {arts[f].id: float(sc) for f, sc in zip(
+            ids_sp.tolist(), scores_sp.tolist(), strict=True) if f in arts}
+        artworks.update({a.id: a for a in arts.values()})
+    candidates = set().union(*per_space.values())
+    for sp in spaces:  # candidates from another space's top list: score them here exactly
+        missing = sorted(candidates - per_space[sp.name].keys())
+        if not missing:
+            continue
+        rows = list(s.execute(select(Embedding.artwork_id, Embedding.faiss_id).where(
+            Embedding.space_id == sp.id, Embedding.artwork_id.in_(missing))))
+        if rows:
+            vectors = index.vectors(sp).vectors(np.array([f for _, f in rows], np.int64))
+            scores_m = vectors @ query_vecs[sp.name][0]
+            per_space[sp.name].update(
+                {a: float(sc) for (a, _), sc in zip(rows, scores_m.tolist(), strict=True)})
+    total = sum(weights.values())
+    blended = []
+    absent = 0
+    for art_id in candidates:
+        if any(art_id not in per_space[sp.name] for sp in spaces):
+            absent += 1
+            continue
+        parts: dict[str, Any] = {}
+        score = 0.0
+        for sp in spaces:
+            mean, std = stats[sp.name]
+            cosine = per_space[sp.name][art_id]
+            z = (cosine - mean) / std
+            parts[sp.name] = {"cosine": round(cosine, 6), "z": round(z, 4)}
+            score += weights[sp.name] * z / total
+        blended.append((score, artworks[art_id], parts))
+    if absent:
+        notes.append(f"{absent} artworks are missing from some blended space and were left out; "
+                     "index the collection into every space")
+    blended.sort(key=lambda t: -t[0])
+    return blended
+
+
+def _resolve_artwork(
+    index: ArtIndex, spaces: list[Space], image: Path | None, artwork: str | int | None,
+    text: str | None,
+) -> tuple[Artwork | None, dict[str, Any]]:
+    """The indexed artwork the query is (by id, path or identical file), if it is one."""
+    if sum(x is not None for x in (image, artwork, text)) != 1:
+        raise NotIndexedError("give one of: an image file, an indexed path or --id, or --text")
+    if text is not None:
+        if not text.strip():
+            raise MetadataError("--text is empty; describe what to look for")
+        return None, {"text": text}
     with index.store.session() as s:
-        if conditions:
-            allowed = np.fromiter(s.scalars(
-                select(Embedding.faiss_id).join(Artwork).where(
-                    Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
-        scores, ids = vec.search(query_vec, k, allowed=allowed)
-        ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-        rows = {e.faiss_id: e.artwork for e in s.scalars(
-            select(Embedding).where(Embedding.space_id == sp.id,
-                                    Embedding.faiss_id.in_([i for _, i in ranked])))}
-        hits = []
-        for score, fid in ranked:
-            art = rows.get(fid)
-            if art is None:  # a vector from an interrupted run; the next `index` removes it
-                continue
-            hits.append(Hit(len(hits) + 1, round(score, 6), art.id, art.path, art.title,
-                            art.artist, art.date, art.style, art.genre, art.extra))
-    if query_art is not None:  # an exact duplicate ties with the query: the query goes first
-        hits.sort(key=lambda h: (-h.score, h.id != query_art.id))
-        for rank, hit in enumerate(hits, 1):
-            hit.rank = rank
-    if allowed is not None and len(allowed) < k:
-        notes.append(f"only {len(allowed)} artworks match the filters")
-    return QueryResult(described, sp.name, hits, notes)
-
-
-def _resolve_query(
-    index: ArtIndex, sp: Space, vec: Any, image: Path | None, artwork: str | int | None,
-    make_extractor: Callable[[Space], Extractor] | None, max_pixels: int,
-) -> tuple[Artwork | None, np.ndarray, dict[str, Any]]:
-    with index.store.session() as s:
-        art: Artwork | None = None
         if artwork is not None:
             art = (s.get(Artwork, int(artwork)) if str(artwork).isdigit()
                    else s.scalar(select(Artwork).where(Artwork.path == str(artwork))))
             if art is None:
                 raise NotIndexedError(f"{artwork}: no such artwork in {index.path}; "
                                       "see `artsearch info` or query by image file")
-        elif image is not None:
-            data = read_image_bytes(image)
-            sha = sha256_bytes(data)
-            art = s.scalar(select(Artwork).join(Embedding).where(
-                Artwork.sha256 == sha, Embedding.space_id == sp.id, Embedding.sha256 == sha))
-            if art is None:
-                try:  # decode before loading a model, so a bad file fails fast
-                    img, _ = decode_image(data, max_pixels=max_pixels,
-                                          min_side=backbones.get(sp.backbone).preprocess.resize)
-                except BadImageError as e:
-                    raise BadImageError(f"{image}: {e}") from e
-                extractor = (make_extractor or _default_extractor)(sp)
-                described = {"image": str(image), "indexed": False}
-                return None, extractor.embed_images([img]), described
-        else:
-            raise NotIndexedError("give an image file, an indexed path, or --id")
-        emb = s.get(Embedding, (sp.id, art.id))
-        if emb is None:
+            return art, {"id": art.id, "path": art.path, "indexed": True}
+        assert image is not None
+        sha = sha256_bytes(read_image_bytes(image))
+        art = s.scalar(select(Artwork).where(Artwork.sha256 == sha).order_by(Artwork.id))
+        if art is None:
+            return None, {"image": str(image), "indexed": False}
+        return art, {"id": art.id, "path": art.path, "indexed": True, "image": str(image)}
+
+
+def _query_vector(
+    index: ArtIndex, sp: Space, art: Artwork | None, image: Path | None, text: str | None,
+    make: Callable[[Space], Extractor], max_pixels: int,
+) -> np.ndarray:
+    """(1, dims): the stored vector of an indexed artwork, else a freshly embedded one."""
+    if art is not None:
+        with index.store.session() as s:
+            emb = s.get(Embedding, (sp.id, art.id))
+        if emb is not None and emb.sha256 == art.sha256:
+            return index.vectors(sp).reconstruct(emb.faiss_id)[None]
+        if image is None:
             raise NotIndexedError(
                 f"{art.path} has no vector in space {sp.name!r}; re-run `artsearch index`")
-        described = {"id": art.id, "path": art.path, "indexed": True}
-        if image is not None:
-            described["image"] = str(image)
-        return art, vec.reconstruct(emb.faiss_id)[None], described
+    if text is not None:
+        spec = index.spec_for(sp)
+        if not spec.text:
+            raise MetadataError(
+                f"--text: space {sp.name!r} uses {sp.backbone}, which has no text encoder; "
+                "text queries need an open_clip space (artsearch index DIR --space clip "
+                "--backbone open_clip:ARCH/TAG)")
+        return make(sp).embed_texts([text])
+    assert image is not None
+    try:  # decode before loading a model, so a bad file fails fast
+        img, _ = decode_image(read_image_bytes(image), max_pixels=max_pixels,
+                              min_side=index.spec_for(sp).preprocess.resize)
+    except BadImageError as e:
+        raise BadImageError(f"{image}: {e}") from e
+    return make(sp).embed_images([img])
 
 
 def read_image_bytes(image: Path) -> bytes:
@@ -184,9 +316,11 @@ def read_image_bytes(image: Path) -> bytes:
         raise BadImageError(f"{image}: {e}") from e
 
 
-def _default_extractor(sp: Space) -> Extractor:
+def default_extractor(index: ArtIndex, sp: Space) -> Extractor:
+    """An extractor that rebuilds the space's vectors exactly, or refuses with the reason."""
     from artsearch.extract import Extractor
 
-    spec = backbones.get(sp.backbone)
+    spec = index.spec_for(sp)
     check_space(sp, spec, layer=sp.layer, pooling=sp.pooling)
-    return Extractor(spec, layer=sp.layer, pooling=sp.pooling, num_workers=0)
+    return Extractor(spec, layer=tuple(sp.layer.split(",")), pooling=sp.pooling,
+                     params=index.pooling_params(sp), num_workers=0)

