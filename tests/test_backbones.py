@@ -73,3 +73,128 @@ def test_lite0_gives_unit_1280d_vectors_that_know_a_flip() -> None:
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
     again = ex.embed_images([a])
     np.testing.assert_allclose(again[0], vecs[0], atol=1e-5)
+
+
+def test_registry_lists_the_issue_backbones_and_families() -> None:
+    names = {spec.name for spec in backbones.available()}
+    assert {"efficientnet-lite2", "vgg16-hed", "resnet50", "vgg16", "vgg19", "efficientnet_b0",
+            "convnext_tiny"} <= names
+    assert {f.prefix for f in backbones.families()} == {"timm", "open_clip"}
+    assert backbones.get("vgg16-hed").style_layers == (
+        "conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def test_layers_and_dims_follow_the_pooling() -> None:
+    lite0 = backbones.get("efficientnet-lite0")
+    assert lite0.parse_layers(None) == ("final",)
+    assert lite0.parse_layers("stage5, final") == ("stage5", "final")
+    assert lite0.dims(("stage5", "final"), "avg") == 112 + 1280
+    assert lite0.parse_layers(None, "gram") == lite0.style_layers
+    assert lite0.dims(None, "meanstd") == 2 * (24 + 40 + 80 + 112)
+    with pytest.raises(BackboneError, match="names a layer twice"):
+        lite0.parse_layers("final,final")
+    with pytest.raises(BackboneError, match="fixed, packaged weights"):
+        lite0.with_weights(Path("x.pth"))
+
+
+def test_several_stages_come_from_one_pass_and_match_single_ones() -> None:
+    import timm
+
+    from artsearch.backbones._modules import EfficientNetStages
+
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0").eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        both = EfficientNetStages(model, ("stage3", "final"))(x)
+        alone = [EfficientNetStages(model, (n,))(x)[0] for n in ("stage3", "final")]
+        reference = model.forward_features(x)
+    assert [m.shape[1] for m in both] == [40, 1280]
+    for a, b in zip(both, alone, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(both[1], reference)
+
+
+def test_hed_weights_land_in_torchvision_layout_unflipped() -> None:
+    """conv1_1 at one pixel, by hand from the Keras arrays, equals the loaded torch conv."""
+    import h5py
+
+    from artsearch.backbones._builtin import load_hed_vgg16
+
+    path = backbones.get("vgg16-hed").weights.verified_path()
+    assert path is not None
+    state = load_hed_vgg16(path)
+    assert len(state) == 26 and state["28.weight"].shape == (512, 512, 3, 3)
+    with h5py.File(path, "r") as h5:
+        kernel = h5["block1/layers/conv2d/vars/0"][()]  # (kh, kw, in, out)
+        bias = h5["block1/layers/conv2d/vars/1"][()]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    out = torch.nn.functional.conv2d(torch.from_numpy(x), state["0.weight"], state["0.bias"])
+    by_hand = np.einsum("cij,ijco->o", x[0, :, 1:4, 1:4], kernel) + bias  # centre pixel (2, 2)
+    np.testing.assert_allclose(out[0, :, 1, 1].numpy(), by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_vgg16_hed_style_maps_from_bgr_input() -> None:
+    spec = backbones.get("vgg16-hed")
+    ex = Extractor(spec, pooling="gram", precision="fp32", num_workers=0)
+    assert ex.layers == spec.style_layers and ex.dims == 5 * 512
+    pixels = torch.from_numpy(np.array(painting(3, (224, 224)))).permute(2, 0, 1)[None]
+    maps = ex.feature_maps(pixels)
+    assert [m.shape[1:] for m in maps] == [(64, 224, 224), (128, 112, 112), (256, 56, 56),
+                                           (512, 28, 28), (512, 14, 14)]
+    assert all(torch.isfinite(m).all() and (m >= 0).all() for m in maps)  # after ReLU
+    flipped = ex.feature_maps(pixels.flip(1))  # RGB<->BGR swapped input
+    assert not torch.allclose(maps[0], flipped[0])
+
+
+def test_torchvision_backbone_takes_a_checkpoint_and_refuses_a_wrong_one(
+        tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ckpt)
+    spec = backbones.resolve("resnet18", ckpt)
+    assert spec.weights.checksum() == backbones._registry.sha256_file(ckpt)
+    ex = Extractor(spec, layer="layer2,layer4", pooling="gem", num_workers=0)
+    vecs = ex.embed_images([painting(1, (64, 80)), painting(2, (64, 80))])
+    assert vecs.shape == (2, 128 + 512)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+    wrong = backbones.resolve("resnet18", backbones.get("efficientnet-lite0").weights.locate())
+    with pytest.raises(WeightsError, match="not a torchvision resnet18 state dict"):
+        Extractor(wrong, num_workers=0).embed_images([painting(1)])
+
+
+def test_hub_backbones_never_download_unless_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert not backbones.downloads_allowed()
+    with pytest.raises(WeightsError, match="--weights PATH .* or --allow-download"):
+        backbones.get("resnet50").weights.verified_path()
+
+
+def test_timm_family_with_a_local_checkpoint(tmp_path: Path) -> None:
+    import timm
+
+    spec = backbones.get("timm:test_efficientnet")
+    assert spec.family == "timm" and "final" in spec.layers and "stage2" in spec.layers
+    with pytest.raises(WeightsError, match="--weights PATH"):
+        spec.weights.verified_path()  # nothing in the hub cache, and no download
+    torch.manual_seed(0)
+    ckpt = tmp_path / "test_efficientnet.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), ckpt)
+    ex = Extractor(backbones.resolve("timm:test_efficientnet", ckpt), layer="stage2,final",
+                   num_workers=0)
+    vecs = ex.embed_images([painting(4, (90, 70))])
+    assert vecs.shape == (1, spec.layers["stage2"] + spec.layers["final"])
+
+
+def test_unknown_family_members_are_named() -> None:
+    with pytest.raises(BackboneError, match="timm has no model 'no_such_net'"):
+        backbones.get("timm:no_such_net")
+    with pytest.raises(BackboneError, match="open_clip has no architecture 'No-Such'"):
+        backbones.get("open_clip:No-Such/tag")
+    with pytest.raises(BackboneError, match="families: timm:ARCH, open_clip:ARCH/TAG"):
+        backbones.get("keras:vgg16")

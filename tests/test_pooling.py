@@ -1,0 +1,86 @@
+"""Poolings: sizes, what each computes, the gram sketch's fidelity, multi-layer weighting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from artsearch.errors import BackboneError
+from artsearch.pooling import (
+    GRAM_DIMS,
+    POOLINGS,
+    get_pooling,
+    gram_matrices,
+    gram_projection,
+    pool_layers,
+)
+
+
+def test_each_pooling_gives_its_documented_size() -> None:
+    fmap = torch.rand(3, 8, 5, 5)
+    params = gram_projection([8])
+    for name, pooling in POOLINGS.items():
+        out = pooling.pool(fmap, params, 0)
+        assert out.shape == (3, pooling.dims(8)), name
+    assert get_pooling("meanstd").dims(8) == 16 and get_pooling("gram").dims(8) == GRAM_DIMS
+
+
+def test_simple_poolings_compute_what_they_say() -> None:
+    fmap = torch.rand(2, 4, 3, 3)
+    torch.testing.assert_close(POOLINGS["avg"].pool(fmap, {}, 0), fmap.mean((2, 3)))
+    torch.testing.assert_close(POOLINGS["max"].pool(fmap, {}, 0), fmap.amax((2, 3)))
+    gem = POOLINGS["gem"].pool(fmap, {}, 0)
+    assert torch.all(gem >= fmap.mean((2, 3)) - 1e-6) and torch.all(gem <= fmap.amax((2, 3)))
+    ms = POOLINGS["meanstd"].pool(fmap, {}, 0)
+    torch.testing.assert_close(ms[:, 4:], fmap.flatten(2).std(2, correction=0))
+
+
+def test_gram_sketch_preserves_gram_similarity() -> None:
+    """Centred sketches rank like the centred Gram matrices they stand for."""
+    torch.manual_seed(0)
+    maps = torch.rand(1, 32, 7, 7) + 0.6 * torch.rand(60, 32, 7, 7)
+    params = gram_projection([32])
+    grams = gram_matrices(maps).flatten(1)
+    grams = torch.nn.functional.normalize(grams - grams.mean(0), dim=1)
+    sketch = POOLINGS["gram"].pool(maps, params, 0)
+    centred = POOLINGS["gram"].pool(maps, {**params, "m0": sketch.mean(0).numpy()}, 0)
+    centred = torch.nn.functional.normalize(centred, dim=1)
+    true = (grams @ grams.T).numpy()[np.triu_indices(60, 1)]
+    est = (centred @ centred.T).numpy()[np.triu_indices(60, 1)]
+    # 512 values per layer: correlation 0.93 here (sketch noise ~ sqrt(2 / 512) per pair).
+    assert np.corrcoef(true, est)[0, 1] > 0.9
+    assert np.abs(true - est).mean() < 0.1
+
+
+def test_gram_is_invariant_to_where_things_are() -> None:
+    """A style descriptor: shuffling positions changes content, not the Gram matrix."""
+    fmap = torch.rand(1, 16, 6, 6)
+    shuffled = fmap.flatten(2)[:, :, torch.randperm(36)].reshape(1, 16, 6, 6)
+    params = gram_projection([16])
+    torch.testing.assert_close(POOLINGS["gram"].pool(fmap, params, 0),
+                               POOLINGS["gram"].pool(shuffled, params, 0), atol=1e-5, rtol=1e-4)
+
+
+def test_the_projection_is_reproducible_and_the_centre_is_subtracted() -> None:
+    a, b = gram_projection([8, 16]), gram_projection([8, 16])
+    assert sorted(a) == ["u0", "u1", "v0", "v1"]
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    fmap = torch.rand(2, 8, 4, 4)
+    raw = POOLINGS["gram"].pool(fmap, a, 0)
+    centred = POOLINGS["gram"].pool(fmap, {**a, "m0": raw[0].numpy()}, 0)
+    torch.testing.assert_close(centred[0], torch.zeros(GRAM_DIMS), atol=1e-5, rtol=0)
+
+
+def test_layers_weigh_equally_whatever_their_scale() -> None:
+    small, large = torch.rand(2, 4, 3, 3), 1000 * torch.rand(2, 6, 3, 3)
+    out = pool_layers(POOLINGS["avg"], [small, large], {})
+    assert out.shape == (2, 10)
+    np.testing.assert_allclose(out[:, :4].norm(dim=1).numpy(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 4:].norm(dim=1).numpy(), 1.0, rtol=1e-5)
+
+
+def test_unknown_pooling_lists_the_choices() -> None:
+    with pytest.raises(BackboneError, match="unknown pooling 'median'.*avg, max, gem"):
+        get_pooling("median")
