@@ -19,6 +19,9 @@ example: $(STAMP)
 	$(BIN)/artsearch index examples/collection --metadata examples/collection/metadata.csv --index example
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --exclude-same artist
+	$(BIN)/artsearch index examples/collection --index example --space style --backbone vgg16-hed --pooling gram
+	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --space style
+	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --mix content=0.5,style=0.5
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

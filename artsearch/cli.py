@@ -247,9 +247,14 @@ def _print_hits(result: Any) -> None:
         click.echo("no results")
         return
     width = shutil.get_terminal_size((120, 24)).columns
-    rows = [[str(h.rank), f"{h.score:.3f}", h.path, h.title or "", h.artist or "",
-             " / ".join(v for v in (h.style, h.genre) if v)] for h in result.hits]
-    header = ["#", "sim", "path", "title", "artist", "style / genre"]
+    blended = "=" in result.space
+    rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", h.path,
+             h.title or "", h.artist or "", " / ".join(v for v in (h.style, h.genre) if v)]
+            for h in result.hits]
+    # A blended score is a weighted z-score (how far above this query's typical work), not a
+    # cosine; the header says which.
+    header = ["#", "z" if blended else "sim", "path", "title", "artist",
+              "style / genre"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     # Shrink the widest text columns until the table fits the terminal.
     while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:]) > 12:

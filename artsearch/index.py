@@ -61,6 +61,8 @@ class ArtIndex:
         A POSIX record lock, not flock: forked decoding workers do not inherit it, so a
         killed writer's orphaned workers cannot keep the index locked.
         """
+        if self._lock_fd is not None:  # this ArtIndex already holds it
+            return
         key = self.path.resolve()
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

@@ -135,7 +135,8 @@ def test_help_imports_no_heavy_module() -> None:
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from artsearch.cli import cli\n"
-        "for args in (['--help'], ['index', '--help'], ['query', '--help'], ['info', '--help']):\n"
+        "for args in (['--help'], ['index', '--help'], ['query', '--help'], ['info', '--help'],\n"
+        "             ['backbones', '--help']):\n"
         "    r = CliRunner().invoke(cli, args)\n"
         "    assert r.exit_code == 0, r.output\n"
         "heavy = sorted(m for m in ('torch', 'faiss', 'open_clip', 'timm', 'sqlalchemy')"
@@ -145,6 +146,35 @@ def test_help_imports_no_heavy_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == ""
+
+
+def test_backbones_lists_the_registry_and_what_is_ready() -> None:
+    code, out, _ = invoke("backbones", "--json")
+    assert code == 0
+    data = json.loads(out)
+    rows = {r["name"]: r for r in data["backbones"]}
+    assert rows["efficientnet-lite0"]["offline"] and rows["efficientnet-lite0"]["dims"] == 1280
+    assert rows["vgg16-hed"]["offline"] and "conv5_1" in rows["vgg16-hed"]["layers"]
+    assert "--weights PATH" in rows["resnet50"]["weights"] or rows["resnet50"]["offline"]
+    assert [f["pattern"] for f in data["families"]] == ["timm:ARCH", "open_clip:ARCH/TAG"]
+    code, out, _ = invoke("backbones")
+    assert code == 0 and "efficientnet-lite0" in out and "open_clip:ARCH/TAG" in out
+
+
+def test_style_space_and_blend_from_the_command_line(collection: Path) -> None:
+    invoke(*index_args(collection))
+    code, out, err = invoke("index", str(collection), "--space", "style", "--backbone",
+                            "efficientnet-lite0", "--pooling", "meanstd", "--workers", "0")
+    assert code == 0, err
+    assert "[style]: 12 artworks indexed" in out
+    code, out, _ = invoke("query", "a/work_001.jpg", "--space", "style", "--json", "-k", "3")
+    assert code == 0 and json.loads(out)["results"][0]["path"] == "a/work_001.jpg"
+    code, out, _ = invoke("query", "a/work_001.jpg", "--mix", "content=0.5,style=0.5", "-k", "3")
+    assert code == 0 and "a/work_001.jpg" in out.splitlines()[1] and "z" in out.splitlines()[0]
+    code, _, err = invoke("query", "a/work_001.jpg", "--mix", "content=1,nope=1")
+    assert code == 1 and "no embedding space 'nope'" in err
+    code, _, err = invoke("query", "--text", "a stormy sea")
+    assert code == 1 and "no text encoder" in err
 
 
 @pytest.mark.parametrize("command", sorted(cli.commands))

@@ -45,3 +45,20 @@ def test_a_newer_schema_is_refused_with_a_fix(tmp_path: Path) -> None:
         conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(SchemaTooNewError, match="newer artsearch; upgrade artsearch"):
         ArtIndex(tmp_path)
+
+
+def test_a_0002_space_gains_empty_params(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    Store(db, upgrade=False).upgrade("0002")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO spaces (name, backbone, weights_sha256, layer, pooling, dims, "
+            "preprocessing, faiss_factory, next_faiss_id, created_at) VALUES ('content', "
+            "'efficientnet-lite0', 'abc', 'final', 'avg', 1280, '{}', 'IDMap2,Flat', 7, "
+            "'2026-01-01')")
+    store = Store(db)
+    with store.session() as s:
+        from artsearch.store import Space
+
+        space = s.get(Space, 1)
+    assert space is not None and space.params == {} and space.next_faiss_id == 7
