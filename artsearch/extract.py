@@ -139,7 +139,7 @@ class Extractor:
         self.spec = spec
         self.layers = layer if isinstance(layer, tuple) else spec.parse_layers(layer, pooling)
         self.pooling = pooling
-        if params is None and self.pool.fitted:
+        if params is None and pooling == "gram":
             params = gram_projection([spec.layers[n] for n in self.layers])
         self.params: Params = params or {}
         self.device = pick_device(device)

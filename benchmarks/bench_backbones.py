@@ -54,10 +54,12 @@ DESCRIPTORS = [
     Descriptor("lite0 final gem", "efficientnet-lite0", ("final",), "gem"),
     Descriptor("lite0 multi-layer avg", "efficientnet-lite0", ("stage4", "stage6", "final"),
                "avg"),
-    Descriptor("lite0 stages meanstd", "efficientnet-lite0",
+    Descriptor("lite0 early stages meanstd", "efficientnet-lite0",
                ("stage2", "stage3", "stage4", "stage5"), "meanstd"),
-    Descriptor("lite0 stages gram", "efficientnet-lite0",
-               ("stage2", "stage3", "stage4", "stage5"), "gram"),
+    Descriptor("lite0 style meanstd", "efficientnet-lite0", ("stage4", "stage6", "final"),
+               "meanstd"),
+    Descriptor("lite0 style gram", "efficientnet-lite0", ("stage4", "stage6", "final"),
+               "gram"),
     Descriptor("lite2 final avg", "efficientnet-lite2", ("final",), "avg"),
     Descriptor("vgg16-hed conv5_3 avg", "vgg16-hed", ("conv5_3",), "avg"),
     Descriptor("vgg16-hed gram", "vgg16-hed",
@@ -123,7 +125,7 @@ def kmeans_nmi(vectors: np.ndarray, labels: list[str], seeds: int = 3) -> float:
     scores = []
     for seed in range(seeds):
         km = faiss.Kmeans(vectors.shape[1], k, niter=25, seed=seed, spherical=True,
-                          verbose=False)
+                          verbose=False, min_points_per_centroid=1)
         km.train(np.ascontiguousarray(vectors, dtype=np.float32))
         _, assign = km.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
         scores.append(nmi(assign[:, 0], labels))
@@ -178,7 +180,7 @@ def extract(spec: BackboneSpec, descriptors: list[Descriptor], paths: list[Path]
     for d in descriptors:
         layers = [np.concatenate([batch[i] for batch in parts[d.name]])
                   for i in range(len(d.layers))]
-        if d.pooling == "gram":  # the fitted centre, learnt as `artsearch index` learns it
+        if get_pooling(d.pooling).fitted:  # the centre, learnt as `artsearch index` learns it
             layers = [x - x[sample].mean(0) for x in layers]
         if len(layers) > 1:
             layers = [x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12) for x in layers]

@@ -90,7 +90,7 @@ def test_layers_and_dims_follow_the_pooling() -> None:
     assert lite0.parse_layers("stage5, final") == ("stage5", "final")
     assert lite0.dims(("stage5", "final"), "avg") == 112 + 1280
     assert lite0.parse_layers(None, "gram") == lite0.style_layers
-    assert lite0.dims(None, "meanstd") == 2 * (24 + 40 + 80 + 112)
+    assert lite0.dims(None, "meanstd") == 2 * (80 + 192 + 1280)
     with pytest.raises(BackboneError, match="names a layer twice"):
         lite0.parse_layers("final,final")
     with pytest.raises(BackboneError, match="fixed, packaged weights"):

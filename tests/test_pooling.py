@@ -84,3 +84,11 @@ def test_layers_weigh_equally_whatever_their_scale() -> None:
 def test_unknown_pooling_lists_the_choices() -> None:
     with pytest.raises(BackboneError, match="unknown pooling 'median'.*avg, max, gem"):
         get_pooling("median")
+
+
+def test_style_poolings_are_fitted_and_centred() -> None:
+    assert [n for n, p in POOLINGS.items() if p.fitted] == ["meanstd", "gram"]
+    fmap = torch.rand(3, 4, 5, 5)
+    raw = POOLINGS["meanstd"].pool(fmap, {}, 0)
+    centred = POOLINGS["meanstd"].pool(fmap, {"m0": raw.mean(0).numpy()}, 0)
+    torch.testing.assert_close(centred.mean(0), torch.zeros(8), atol=1e-6, rtol=0)

@@ -101,7 +101,7 @@ def test_exclude_same_needs_an_indexed_query(indexed: tuple[Path, Path], tmp_pat
     root, idx_dir = indexed
     outside = tmp_path / "outside.jpg"
     painting(777).save(outside)
-    with ArtIndex(idx_dir) as idx, pytest.raises(MetadataError, match="not in the index"):
+    with ArtIndex(idx_dir) as idx, pytest.raises(MetadataError, match="not an indexed artwork"):
         search(idx, image=outside, k=3, exclude_same=["artist"])
 
 

@@ -42,9 +42,9 @@ def test_a_style_space_records_what_made_it(two_spaces: tuple[Path, Path]) -> No
         style = idx.space("style")
         lite0 = backbones.get("efficientnet-lite0")
         assert style.layer == ",".join(lite0.style_layers) and style.pooling == "gram"
-        assert style.dims == 4 * 512 and style.weights_sha256 == lite0.weights.sha256
+        assert style.dims == 3 * 512 and style.weights_sha256 == lite0.weights.sha256
         params = idx.pooling_params(style)
-        assert params is not None and {"u0", "v3", "m0", "m3"} <= set(params)
+        assert params is not None and {"u0", "v2", "m0", "m2"} <= set(params)
         assert (idx_dir / "style.pooling.npz").is_file()
         # A re-run that names only the space keeps its backbone, layers and pooling.
         again = index_collection(root, idx, IndexOptions(space="style",
