@@ -92,7 +92,11 @@ def cli() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Images per forward pass. [default: 128 on a GPU, 12 on a CPU]")
 @click.option("--workers", type=click.IntRange(0), default=None,
-              help="Decoding processes. [default: one per core, up to 4]")
+              help="Decoding processes. [default: one per core, up to 4; on a GPU host, up "
+                   "to 16]")
+@click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="Where JPEGs are decoded: worker processes (cpu) or "
+                                      "nvJPEG on the GPU (gpu; other formats stay on the CPU).")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels (decompression bombs). [default: 150,000,000]")
 @click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,
@@ -102,6 +106,7 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
           pooling: str | None, prune: bool, relocate: bool,
           strict: bool, device: str, precision: str, batch_size: int, workers: int | None,
+          decode: str,
           max_pixels: int | None, checkpoint_seconds: float, quiet: bool) -> None:
     """Index the images under FOLDER (new and changed files only).
 
@@ -121,7 +126,8 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     from artsearch.indexing import IndexOptions, index_collection
 
     extractor: dict[str, Any] = {"device": device, "precision": precision,
-                                 "batch_size": batch_size, "num_workers": workers}
+                                 "batch_size": batch_size, "num_workers": workers,
+                                 "decode": decode}
     if max_pixels is not None:
         extractor["max_pixels"] = max_pixels
     if not folder.is_dir():
@@ -168,7 +174,8 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
         rt = report.runtime
         click.echo(f"  {report.images_per_second:.1f} images/s on {rt.get('device')} "
                    f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
-                   f"{rt.get('workers')} decoding workers)")
+                   f"{rt.get('workers')} decoding workers"
+                   + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
     if report.repaired:
         click.echo(f"  repaired an interrupted run: {report.repaired.stray_vectors} stray vectors "
                    f"removed, {report.repaired.missing_vectors} lost vectors re-embedded")

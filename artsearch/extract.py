@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from artsearch.pooling import FIT_SAMPLE, Params, get_pooling, gram_projection, 
 __all__ = ["EmbeddedBatch", "Extractor", "pick_device", "pick_precision"]
 
 Precision = Literal["auto", "fp32", "bf16"]
+Decode = Literal["auto", "cpu", "gpu"]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -63,6 +66,36 @@ def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
+def prepare_on_device(img: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """`prepare` for a decoded (3, H, W) uint8 tensor already on the GPU (antialiased resize)."""
+    _, h, w = img.shape
+    scale = pre.resize / min(w, h)
+    nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
+    out = torch.nn.functional.interpolate(
+        img[None].float(), size=(nh, nw), mode=pre.interpolation, antialias=True,
+        align_corners=False)
+    left, top = (nw - pre.size) // 2, (nh - pre.size) // 2
+    out = out[0, :, top: top + pre.size, left: left + pre.size]
+    return out.clamp_(0, 255).round_().to(torch.uint8)
+
+
+def plain_jpeg_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
+    """(width, height) of a JPEG that nvJPEG can decode exactly as Pillow would: baseline,
+    RGB or greyscale, upright (no EXIF rotation), within the pixel limit. Else None."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        w, h = img.size
+        if (img.format != "JPEG" or img.mode not in ("RGB", "L") or img.info.get("progressive")
+                or img.info.get("progression") or not 0 < w * h <= max_pixels
+                or img.getexif().get(0x0112, 1) != 1):
+            return None
+        return w, h
+    except Exception:  # noqa: BLE001 - anything odd takes the careful CPU path
+        return None
+
+
 @dataclass
 class _Item:
     index: int
@@ -70,24 +103,35 @@ class _Item:
     width: int = 0
     height: int = 0
     reason: str = ""
+    jpeg: torch.Tensor | None = None  # undecoded bytes, for decoding on the GPU
 
 
 class _ImageFiles(torch.utils.data.Dataset[_Item]):
-    """Reads and decodes one file per item; a bad file becomes a reason, never an exception."""
+    """Reads and decodes one file per item; a bad file becomes a reason, never an exception.
 
-    def __init__(self, paths: Sequence[Path], pre: Preprocess, max_pixels: int) -> None:
+    With `gpu_jpeg`, plain JPEGs are only read and checked here, and decoded on the GPU in
+    the main process (`Extractor._decode_jpegs`); everything else is decoded here.
+    """
+
+    def __init__(self, paths: Sequence[Path], pre: Preprocess, max_pixels: int,
+                 gpu_jpeg: bool = False) -> None:
         self.paths = list(paths)
         self.pre = pre
         self.max_pixels = max_pixels
+        self.gpu_jpeg = gpu_jpeg
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> _Item:
         try:
-            img, (w, h) = decode_image(
-                read_file(self.paths[index]), min_side=self.pre.resize, max_pixels=self.max_pixels
-            )
+            data = read_file(self.paths[index])
+            size = plain_jpeg_size(data, self.max_pixels) if self.gpu_jpeg else None
+            if size is not None:
+                raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return _Item(index, None, size[0], size[1], jpeg=raw)
+            img, (w, h) = decode_image(data, min_side=self.pre.resize,
+                                       max_pixels=self.max_pixels)
             return _Item(index, prepare(img, self.pre), w, h)
         except BadImageError as e:
             return _Item(index, None, reason=str(e))
@@ -106,6 +150,7 @@ class EmbeddedBatch:
 
 
 def _collate(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
+    """Stack the CPU-decoded pixels; items keep their reasons and any undecoded JPEG bytes."""
     ok = [it for it in items if it.pixels is not None]
     pixels = torch.stack([it.pixels for it in ok]) if ok else None  # type: ignore[misc]
     for it in ok:
@@ -134,6 +179,7 @@ class Extractor:
         batch_size: int | None = None,
         num_workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        decode: Decode = "auto",
     ) -> None:
         self.pool = get_pooling(pooling)
         self.spec = spec
@@ -147,6 +193,7 @@ class Extractor:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self.max_pixels = max_pixels
+        self.decode = pick_decode(self.device, decode)
         self.dims = spec.dims(self.layers, pooling)
         self._model: torch.nn.Module | None = None
 
@@ -168,7 +215,8 @@ class Extractor:
 
     def describe(self) -> dict[str, Any]:
         return {"device": str(self.device), "precision": self.precision,
-                "batch_size": self.batch_size, "workers": self.num_workers}
+                "batch_size": self.batch_size, "workers": self.num_workers,
+                "decode": self.decode}
 
     @torch.inference_mode()
     def feature_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
@@ -252,7 +300,8 @@ class Extractor:
             return
         self.spec.weights.verified_path()  # a missing or damaged file fails before any work
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.spec.preprocess, self.max_pixels),
+            _ImageFiles(paths, self.spec.preprocess, self.max_pixels,
+                        gpu_jpeg=self.decode == "gpu"),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=_collate,
@@ -262,15 +311,68 @@ class Extractor:
         batches = iter(loader)  # workers fork and start decoding while the model loads
         _ = self.model
         for items, pixels in batches:
-            ok = [it for it in items if not it.reason]
-            vectors = self.embed_pixels(pixels) if pixels is not None else np.zeros(
-                (0, self.dims), np.float32)
+            on_gpu = [it for it in items if it.jpeg is not None]
+            on_cpu = [it for it in items if it.jpeg is None and not it.reason]
+            if on_gpu:
+                decoded = self._decode_jpegs(on_gpu)
+                if pixels is not None:
+                    decoded = torch.cat([pixels.to(self.device, non_blocking=True), decoded])
+                pixels = decoded if len(decoded) else pixels
+            # Row order of `pixels`: CPU-decoded items first, then the GPU-decoded ones.
+            ok = on_cpu + [it for it in on_gpu if not it.reason]
+            vectors = self.embed_pixels(pixels) if pixels is not None and len(pixels) else \
+                np.zeros((0, self.dims), np.float32)
             yield EmbeddedBatch(
                 indices=[it.index for it in ok],
                 vectors=vectors,
                 sizes=[(it.width, it.height) for it in ok],
                 failures=[(it.index, it.reason) for it in items if it.reason],
             )
+
+    def _decode_jpegs(self, items: list[_Item]) -> torch.Tensor:
+        """Decode JPEG bytes on the GPU with nvJPEG, in one batched call; prepare them there.
+
+        nvJPEG returns nothing for a whole batch if one file fails, so on an error each file
+        is decoded on the CPU instead, and the bad one gets its reason.
+        """
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        pre = self.spec.preprocess
+        try:
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they work.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                images = decode_jpeg([it.jpeg for it in items],  # type: ignore[misc]
+                                     mode=ImageReadMode.RGB, device=self.device)
+            out = [prepare_on_device(img, pre) for img in images]
+        except RuntimeError:
+            out = []
+            for it in items:
+                try:
+                    img, _ = decode_image(it.jpeg.numpy().tobytes(),  # type: ignore[union-attr]
+                                          min_side=pre.resize, max_pixels=self.max_pixels)
+                    out.append(prepare(img, pre).to(self.device))
+                except BadImageError as e:
+                    it.reason = str(e)
+                except Exception as e:  # noqa: BLE001 - as in the worker: one file, one reason
+                    it.reason = f"could not decode ({type(e).__name__}: {e})"
+        for it in items:
+            it.jpeg = None
+        size = pre.size
+        return torch.stack(out) if out else torch.zeros((0, 3, size, size), dtype=torch.uint8,
+                                                        device=self.device)
+
+
+def pick_decode(device: torch.device, decode: Decode = "auto") -> Literal["cpu", "gpu"]:
+    """Where JPEGs are decoded: "gpu" (nvJPEG) needs a CUDA device.
+
+    auto is "cpu" for now: worker processes decode, which also handles every format.
+    """
+    if decode == "gpu" and device.type != "cuda":
+        from artsearch.errors import BackboneError
+
+        raise BackboneError("--decode gpu needs a CUDA device; use --decode cpu here")
+    return "gpu" if decode == "gpu" else "cpu"
 
 
 def default_batch_size(device: torch.device) -> int:

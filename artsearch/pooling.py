@@ -96,11 +96,21 @@ def gram_matrices(fmap: torch.Tensor) -> torch.Tensor:
 
 
 def _gram(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
-    gram = gram_matrices(fmap.float())
-    u = fmap.new_tensor(params[f"u{i}"], dtype=gram.dtype)
-    v = fmap.new_tensor(params[f"v{i}"], dtype=gram.dtype)
-    sketch = ((gram @ v) * u).sum(dim=1) / math.sqrt(u.shape[1])  # y_k = u_kᵀ G v_k
-    return _centred(sketch, params, i)
+    n, c, h, w = fmap.shape
+    flat = fmap.float().reshape(n, c, h * w)
+    u = flat.new_tensor(params[f"u{i}"])
+    v = flat.new_tensor(params[f"v{i}"])
+    if h * w >= c:  # early layers: many positions, few channels; form G (C x C) itself
+        gram = gram_matrices(fmap.float())
+        sketch = ((gram @ v) * u).sum(dim=1)  # y_k = u_kᵀ G v_k
+    else:
+        # Late layers (e.g. 1280 channels at 7 x 7): never form G. With F the (C, P) map,
+        # u_kᵀ G v_k = Σ_p (f_p·u_k)(f_p·v_k) / P, and |G|_F = |Fᵀ F|_F / P (a P x P product).
+        fu, fv = flat.transpose(1, 2) @ u, flat.transpose(1, 2) @ v  # (N, P, d)
+        inner = flat.transpose(1, 2) @ flat  # (N, P, P)
+        norm = inner.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None]
+        sketch = (fu * fv).sum(dim=1) / norm
+    return _centred(sketch / math.sqrt(u.shape[1]), params, i)
 
 
 def gram_projection(channels: Sequence[int], seed: int = GRAM_SEED) -> Params:

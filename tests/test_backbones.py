@@ -198,3 +198,46 @@ def test_unknown_family_members_are_named() -> None:
         backbones.get("open_clip:No-Such/tag")
     with pytest.raises(BackboneError, match="families: timm:ARCH, open_clip:ARCH/TAG"):
         backbones.get("keras:vgg16")
+
+
+def test_jpegs_decoded_on_the_device_path_match_the_worker_path(tmp_path: Path) -> None:
+    """The nvJPEG path's logic, run with torchvision's CPU decoder: same vectors, same order,
+    other formats and odd JPEGs still decoded by the workers, a corrupt one reported."""
+    from artsearch.extract import plain_jpeg_size
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"plain_{i}.jpg")
+        painting(i, (200 + 10 * i, 150)).save(paths[-1], quality=92)
+    paths.append(tmp_path / "grey.jpg")
+    painting(7, (160, 200)).convert("L").save(paths[-1])
+    paths.append(tmp_path / "prog.jpg")
+    painting(8).save(paths[-1], progressive=True)
+    paths.append(tmp_path / "lossless.png")
+    painting(9).save(paths[-1])
+    corrupt = bytearray(paths[0].read_bytes())
+    corrupt[400:] = bytes(len(corrupt) - 400)  # header intact, scan data zeroed
+    paths.append(tmp_path / "corrupt.jpg")
+    paths[-1].write_bytes(bytes(corrupt[: len(corrupt) // 2]))
+    assert plain_jpeg_size(paths[0].read_bytes(), 10**9) == (200, 150)
+    assert plain_jpeg_size(paths[6].read_bytes(), 10**9) is None  # progressive
+    assert plain_jpeg_size(paths[7].read_bytes(), 10**9) is None  # PNG
+
+    spec = backbones.get(FAKE)
+    cpu = Extractor(spec, num_workers=0, batch_size=4)
+    dev = Extractor(spec, num_workers=0, batch_size=4)
+    dev.decode = "gpu"  # decode_jpeg then runs on the CPU: the same code, minus nvJPEG
+
+    def run(ex: Extractor) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        vecs, bad = {}, {}
+        for batch in ex.iter_files(paths):
+            vecs.update(zip(batch.indices, batch.vectors, strict=True))
+            bad.update(batch.failures)
+        return vecs, bad
+
+    (a, bad_a), (b, bad_b) = run(cpu), run(dev)
+    assert bad_a.keys() == bad_b.keys()
+    assert sorted(a) == sorted(b) == list(range(len(paths) - 1))
+    assert len(bad_b) == 1 and 8 in bad_b
+    for i in a:
+        assert float(a[i] @ b[i]) > 0.995, paths[i].name

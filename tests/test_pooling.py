@@ -92,3 +92,15 @@ def test_style_poolings_are_fitted_and_centred() -> None:
     raw = POOLINGS["meanstd"].pool(fmap, {}, 0)
     centred = POOLINGS["meanstd"].pool(fmap, {"m0": raw.mean(0).numpy()}, 0)
     torch.testing.assert_close(centred.mean(0), torch.zeros(8), atol=1e-6, rtol=0)
+
+
+def test_both_gram_routes_agree() -> None:
+    """Late layers (more channels than positions) take the factored route: same numbers."""
+    torch.manual_seed(1)
+    wide = torch.rand(2, 40, 3, 3)  # 40 channels, 9 positions: factored route
+    params = gram_projection([40])
+    fast = POOLINGS["gram"].pool(wide, params, 0)
+    gram = gram_matrices(wide)
+    u, v = torch.from_numpy(params["u0"]), torch.from_numpy(params["v0"])
+    direct = ((gram @ v) * u).sum(dim=1) / np.sqrt(GRAM_DIMS)
+    torch.testing.assert_close(fast, direct, atol=1e-5, rtol=1e-4)
