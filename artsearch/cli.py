@@ -82,6 +82,11 @@ def cli() -> None:
 @click.option("--pooling", type=click.Choice(["avg", "max", "gem", "meanstd", "gram"]),
               default=None, help="How feature maps become a vector: avg (content), max, gem, "
                                  "meanstd or gram (style). [default: avg, or the space's own]")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default=None,
+              help="Search structure: flat (exact), hnsw, or ivfpq (IVF-PQ with 8-bit "
+                   "re-ranking); auto: exact up to 100,000 vectors, then HNSW while it fits "
+                   "8 GiB, then IVF-PQ. Approximate ones are calibrated to recall@10 >= 0.95 "
+                   "on the collection. [default: auto, or the space's own]")
 @click.option("--prune", is_flag=True, help="Remove entries whose files are gone from FOLDER.")
 @click.option("--relocate", is_flag=True,
               help="The collection moved: accept FOLDER as the index's new root.")
@@ -104,7 +109,7 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
-          pooling: str | None, prune: bool, relocate: bool,
+          pooling: str | None, index_type: str | None, prune: bool, relocate: bool,
           strict: bool, device: str, precision: str, batch_size: int, workers: int | None,
           decode: str,
           max_pixels: int | None, checkpoint_seconds: float, quiet: bool) -> None:
@@ -137,7 +142,7 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     path = resolve_index(index_name)
     backbones.allow_downloads(allow_download)
     options = IndexOptions(
-        space=space, backbone=backbone, weights=weights,
+        space=space, backbone=backbone, weights=weights, index_type=index_type,
         layer=layer, pooling=pooling, prune=prune, relocate=relocate, metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
@@ -176,6 +181,11 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
                    f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
                    f"{rt.get('workers')} decoding workers"
                    + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
+    if report.ann:
+        a = report.ann
+        setting = "efSearch" if a["type"] == "hnsw" else "nprobe"
+        click.echo(f"  built a {a['type']} index in {a['build_seconds']:.1f} s: {setting} "
+                   f"{a['param']} gives recall@10 {a['recall10']:.3f} against exact search")
     if report.repaired:
         click.echo(f"  repaired an interrupted run: {report.repaired.stray_vectors} stray vectors "
                    f"removed, {report.repaired.missing_vectors} lost vectors re-embedded")
@@ -354,6 +364,13 @@ def info(index_name: str | None, as_json: bool, failures: bool) -> None:
         click.echo(f"space     {sp['name']}: {sp['embedded']} vectors, {sp['backbone']} "
                    f"[{sp['layer']}, {sp['pooling']}] {sp['dims']}-d, {sp['faiss_factory']}, "
                    f"weights {sp['weights_sha256'][:12]}")
+        if sp["ann"]:
+            a = sp["ann"]
+            click.echo(f"          search: {a['type']} (recall@10 {a['recall10']:.3f} at "
+                       f"{'efSearch' if a['type'] == 'hnsw' else 'nprobe'} {a['param']}; "
+                       f"--index-type {sp['index_type']})")
+        else:
+            click.echo(f"          search: exact (--index-type {sp['index_type']})")
     click.echo(f"failures  {data['failures']}")
     for reason, n in data["failure_reasons"].items():
         click.echo(f"          {n:>5}  {reason}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class ArtIndex:
                 )
             path.mkdir(parents=True, exist_ok=True)
         self.store = Store(db)
-        self._vectors: dict[str, VectorIndex] = {}
+        self._vectors: dict[str, Any] = {}  # space name -> VectorIndex; 'name#ann' -> AnnIndex
         self._lock_fd: int | None = None
 
     # -- locking -----------------------------------------------------------------------------
@@ -198,6 +199,78 @@ class ArtIndex:
     def faiss_path(self, space: Space) -> Path:
         return self.path / f"{space.name}.faiss"
 
+    # -- approximate search ----------------------------------------------------------------------
+
+    def _fingerprint(self, space: Space) -> list[int]:
+        from artsearch.ann import fingerprint
+
+        with self.store.session() as s:
+            count = s.scalar(select(func.count()).select_from(Embedding).where(
+                Embedding.space_id == space.id)) or 0
+            row = s.get(Space, space.id)
+            assert row is not None
+            return fingerprint(count, row.next_faiss_id)
+
+    def searcher(self, space: Space) -> tuple[Any, dict[str, Any]]:
+        """The approximate index when one was built from the space as it is now, else the
+        exact one; with a description of which (for query results)."""
+        from artsearch.ann import AnnIndex
+
+        ann = (space.params or {}).get("ann")
+        path = self.path / ann["file"] if ann else None
+        if ann and path is not None and path.is_file() \
+                and ann["fingerprint"] == self._fingerprint(space):
+            key = f"{space.name}#ann"
+            if key not in self._vectors:
+                self._vectors[key] = AnnIndex.load(  # type: ignore[assignment]
+                    path, ann["type"], ann["param"], ann["recall10"])
+            return self._vectors[key], {"index": ann["type"], "param": ann["param"],
+                                        "calibrated_recall10": ann["recall10"]}
+        info: dict[str, Any] = {"index": "flat (exact)"}
+        if ann:
+            info["note"] = "the approximate index is out of date; `artsearch index` rebuilds it"
+        return self.vectors(space), info
+
+    def update_ann(self, space: Space, requested: str) -> dict[str, Any] | None:
+        """After a writing run: (re)build the approximate index the space's size calls for.
+
+        Returns what was built, or None when the space stays exact or is already current.
+        """
+        from artsearch.ann import build, choose
+
+        vec = self.vectors(space)
+        kind = choose(requested, len(vec), space.dims)
+        current = (space.params or {}).get("ann")
+        path = self.path / f"{space.name}.ann.faiss"
+        record: dict[str, Any] | None = None
+        if kind != "flat" and len(vec) >= 2:
+            fp = self._fingerprint(space)
+            if current and current["type"] == kind and current["fingerprint"] == fp \
+                    and path.is_file():
+                return None
+            started = time.perf_counter()
+            ids, vectors = vec.everything()
+            ann = build(vectors, ids, kind)
+            ann.save(path)
+            record = {"type": kind, "file": path.name, "fingerprint": fp, "param": ann.param,
+                      "recall10": round(ann.recall, 4),
+                      "build_seconds": round(time.perf_counter() - started, 2)}
+        elif current is None and (space.params or {}).get("index_type") == requested:
+            return None
+        with self.store.session() as s, s.begin():
+            row = s.get(Space, space.id)
+            assert row is not None
+            params = {**(row.params or {}), "index_type": requested}
+            params.pop("ann", None)
+            if record is not None:
+                params["ann"] = record
+            row.params = params
+            space.params = params
+        if record is None:
+            path.unlink(missing_ok=True)
+        self._vectors.pop(f"{space.name}#ann", None)
+        return record
+
     # -- consistency ---------------------------------------------------------------------------
 
     def reconcile(self, space: Space) -> Repair:
@@ -244,6 +317,8 @@ class ArtIndex:
                 "name": sp.name, "backbone": sp.backbone, "weights_sha256": sp.weights_sha256,
                 "layer": sp.layer, "pooling": sp.pooling, "dims": sp.dims,
                 "faiss_factory": sp.faiss_factory, "embedded": per_space.get(sp.id, 0),
+                "index_type": (sp.params or {}).get("index_type", "auto"),
+                "ann": (sp.params or {}).get("ann"),
                 "bytes": fpath.stat().st_size if fpath.exists() else 0,
             })
         db_bytes = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*"))

@@ -34,6 +34,7 @@ class IndexOptions:
     weights: Path | None = None  # a checkpoint for backbones that take one
     layer: str | None = None  # None: the space's own, or the backbone's default
     pooling: str | None = None  # None: the space's own, or avg
+    index_type: str | None = None  # auto | flat | hnsw | ivfpq; None: the space's own, or auto
     prune: bool = False
     relocate: bool = False
     metadata: Path | None = None
@@ -57,6 +58,7 @@ class IndexReport:
     repaired: Repair = field(default_factory=Repair)
     metadata: MetadataImport | None = None
     total: int = 0  # artworks with a vector in this space after the run
+    ann: dict[str, Any] | None = None  # the approximate index this run built, if any
     seconds: float = 0.0
     embed_seconds: float = 0.0
     runtime: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +144,9 @@ def index_collection(
                 s.delete(failure)
         report.total = s.scalar(select(func.count()).select_from(Embedding).where(
             Embedding.space_id == space.id)) or 0
+    space = index.space(opts.space)
+    requested = opts.index_type or (space.params or {}).get("index_type") or "auto"
+    report.ann = index.update_ann(space, requested)
     report.seconds = time.perf_counter() - started
     return report
 

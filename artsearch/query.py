@@ -42,10 +42,11 @@ class QueryResult:
     space: str
     hits: list[Hit]
     notes: list[str] = field(default_factory=list)
+    search: dict[str, Any] = field(default_factory=dict)  # exact, or which approximate index
 
     def as_dict(self) -> dict[str, Any]:
         return {"query": self.query, "space": self.space, "notes": self.notes,
-                "results": [asdict(h) for h in self.hits]}
+                "search": self.search, "results": [asdict(h) for h in self.hits]}
 
 
 def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
@@ -140,10 +141,15 @@ def search(
             allowed[sp.name] = None if not conditions else np.fromiter(s.scalars(
                 select(Embedding.faiss_id).join(Artwork).where(
                     Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
+        how: dict[str, Any] = {"index": "flat (exact)"}
         if len(spaces) == 1:
             sp = spaces[0]
-            scores, ids = index.vectors(sp).search(query_vecs[sp.name], k,
-                                                   allowed=allowed[sp.name])
+            if allowed[sp.name] is None:  # filtered queries are always exact
+                searcher, how = index.searcher(sp)
+                scores, ids = searcher.search(query_vecs[sp.name], k)
+            else:
+                scores, ids = index.vectors(sp).search(query_vecs[sp.name], k,
+                                                       allowed=allowed[sp.name])
             ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True)
                       if i >= 0]
             arts = _artworks_by_faiss_id(s, sp, [i for _, i in ranked])
@@ -161,7 +167,7 @@ def search(
     if first is not None and len(first) < k:
         notes.append(f"only {len(first)} artworks match the filters")
     label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
-    return QueryResult(described, label, hits, notes)
+    return QueryResult(described, label, hits, notes, how)
 
 
 def _conditions(
@@ -203,8 +209,11 @@ def _blend(
         vec = index.vectors(sp)
         q = query_vecs[sp.name]
         exact = len(vec) <= MIX_EXACT_LIMIT
-        scores, ids = vec.search(q, len(vec) if exact else MIX_CANDIDATES,
-                                 allowed=allowed[sp.name])
+        if exact or allowed[sp.name] is not None:
+            scores, ids = vec.search(q, len(vec) if exact else MIX_CANDIDATES,
+                                     allowed=allowed[sp.name])
+        else:  # candidates from the approximate index where there is a current one
+            scores, ids = index.searcher(sp)[0].search(q, MIX_CANDIDATES)
         keep = ids[0] >= 0
         ids_sp, scores_sp = ids[0][keep], scores[0][keep]
         if exact:

@@ -58,6 +58,13 @@ class VectorIndex:
             return 0
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids_arr)))
 
+    def everything(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every stored vector, in storage order."""
+        n = len(self)
+        if not n:
+            return np.zeros(0, np.int64), np.zeros((0, self.dims), np.float32)
+        return self.ids(), self.index.index.reconstruct_n(0, n).astype(np.float32, copy=False)
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids), dims): the stored vectors of the given ids."""
         if not len(ids):

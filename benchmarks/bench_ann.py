@@ -28,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from artsearch.ann import REFINE_K_FACTOR, factory  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 RECALL_BAR = 0.95
 K = 10
@@ -62,21 +64,19 @@ def synthetic(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 def configs(n: int, dim: int) -> list[dict[str, Any]]:
-    nlist = 1 << max(6, round(np.log2(2 * np.sqrt(n))))  # ~2 sqrt(n), a power of two
-    m = dim // 8 if dim % 8 == 0 else dim // 4  # PQ sub-vectors of 8 (or 4) dimensions
+    """The index types compared; `ivfpq+sq8` is exactly what `--index-type ivfpq` builds."""
+    ivfpq = factory("ivfpq", n, dim)  # IVF{nlist},PQ{m},Refine(SQ8)
+    nlist = int(ivfpq.split(",")[0][3:])
     probes = [p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist]
     return [
         {"type": "flat", "factory": "Flat", "param": None, "values": [None]},
-        {"type": "hnsw", "factory": "HNSW32", "param": "efSearch",
+        {"type": "hnsw", "factory": factory("hnsw", n, dim), "param": "efSearch",
          "values": [16, 32, 64, 128, 256, 512]},
         {"type": "ivfflat", "factory": f"IVF{nlist},Flat", "param": "nprobe", "values": probes},
-        {"type": "ivfpq", "factory": f"IVF{nlist},PQ{m}", "param": "nprobe", "values": probes},
-        {"type": "ivfpq+sq8", "factory": f"IVF{nlist},PQ{m},Refine(SQ8)", "param": "nprobe",
+        {"type": "ivfpq", "factory": ivfpq.rsplit(",", 1)[0], "param": "nprobe",
          "values": probes},
+        {"type": "ivfpq+sq8", "factory": ivfpq, "param": "nprobe", "values": probes},
     ]
-
-
-REFINE_K_FACTOR = 4  # a re-ranking stage rescores 4 x k candidates with its finer codes
 
 
 def set_param(index: faiss.Index, name: str | None, value: int | None) -> None:

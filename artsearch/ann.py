@@ -1,0 +1,175 @@
+"""Approximate search for large spaces, derived from the exact store.
+
+Every space keeps its exact `IDMap2,Flat` FAISS file: the source of truth that indexing runs
+update batch by batch, crash-safely. When a space is large enough that exact search gets
+slow, an approximate index is built from it at the end of a writing run and saved beside it
+(`SPACE.ann.faiss`). Building from the exact store, rather than maintaining the approximate
+index incrementally, keeps the crash-safety argument in one place; the cost is a rebuild
+after each run that changed the space (seconds at 100k vectors, minutes at 1M; see
+benchmarks/README.md).
+
+Each build is *calibrated* on the collection itself: 200 stored vectors are searched exactly
+and approximately, and the search parameter (HNSW efSearch, IVF nprobe) is raised until
+recall@10 reaches RECALL_BAR. The setting and the recall it reached are recorded in the
+space. A query uses the approximate index only when it was built from the current state of
+the space (a fingerprint of count and next id); otherwise, and for filtered queries, it
+searches exactly, so answers are never silently stale.
+
+`--index-type auto` follows the rule in `choose`, set from benchmarks/bench_ann.py.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+__all__ = ["INDEX_TYPES", "RECALL_BAR", "AnnIndex", "build", "choose", "fingerprint"]
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+RECALL_BAR = 0.95
+CALIBRATION_QUERIES = 200
+REFINE_K_FACTOR = 8  # IVF-PQ ranks 8 x k candidates by PQ, then re-ranks them by 8-bit codes
+K = 10
+
+# The auto rule (benchmarks/README.md, ANN suite; 2-core CPU, 1280-d):
+FLAT_MAX = 100_000  # exact search stays under ~20 ms per query up to here
+HNSW_MAX_BYTES = 8 << 30  # HNSW keeps full vectors plus links: up to this much memory
+
+
+def choose(requested: str, n: int, dims: int) -> str:
+    """The index type a space of n vectors gets: exact while exact is fast enough, then HNSW
+    while its memory (full vectors plus graph links) fits the budget, then IVF-PQ with an
+    8-bit re-ranking stage (about a quarter of the memory of full vectors)."""
+    if requested != "auto":
+        return requested
+    if n <= FLAT_MAX:
+        return "flat"
+    if n * (4 * dims + 2 * 32 * 4) <= HNSW_MAX_BYTES:
+        return "hnsw"
+    return "ivfpq"
+
+
+def factory(kind: str, n: int, dims: int) -> str:
+    if kind == "hnsw":
+        return "HNSW32"
+    nlist = 1 << max(6, round(np.log2(2 * np.sqrt(max(n, 1)))))  # ~2 sqrt(n), a power of two
+    # PQ codes of 8 dimensions per byte for wide vectors (160 bytes at 1280-d), finer for
+    # narrow ones, where 8 would leave too few bytes to rank candidates usefully.
+    per_byte = 8 if dims >= 512 else 2
+    sub = dims // per_byte if dims % per_byte == 0 else dims
+    return f"IVF{nlist},PQ{sub},Refine(SQ8)"
+
+
+def fingerprint(count: int, next_id: int) -> list[int]:
+    """What a built index must match to be used: vectors in the space, and the next id."""
+    return [int(count), int(next_id)]
+
+
+@dataclass
+class AnnIndex:
+    """A built approximate index with its calibrated search parameter."""
+
+    index: faiss.Index
+    kind: str
+    param: int
+    recall: float
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        _set_param(self.index, self.kind, self.param)
+        k = max(1, min(k, int(self.index.ntotal)))
+        return self.index.search(queries, k)  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def save(self, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            os.close(fd)
+            faiss.write_index(self.index, tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path, kind: str, param: int, recall: float) -> AnnIndex:
+        return cls(faiss.read_index(str(path)), kind, param, recall)
+
+
+def _inner(index: faiss.Index) -> Any:
+    return faiss.downcast_index(faiss.downcast_index(index).index)  # under the IDMap
+
+
+def _set_param(index: faiss.Index, kind: str, value: int) -> None:
+    inner = _inner(index)
+    if kind == "hnsw":
+        inner.hnsw.efSearch = value
+    else:
+        inner.k_factor = REFINE_K_FACTOR
+        faiss.extract_index_ivf(inner).nprobe = value
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, kind: str, *, seed: int = 0) -> AnnIndex:
+    """Build and calibrate an approximate index over (ids, vectors)."""
+    n, dims = vectors.shape
+    inner = faiss.index_factory(dims, factory(kind, n, dims), faiss.METRIC_INNER_PRODUCT)
+    if kind == "hnsw":
+        faiss.downcast_index(inner).hnsw.efConstruction = 80
+    else:
+        nlist = faiss.extract_index_ivf(inner).nlist
+        rng = np.random.default_rng(seed)
+        sample = vectors[rng.choice(n, min(n, 64 * nlist), replace=False)]
+        inner.train(sample)
+    index = faiss.IndexIDMap(inner)
+    for start in range(0, n, 100_000):
+        index.add_with_ids(vectors[start: start + 100_000], ids[start: start + 100_000])
+    param, recall = calibrate(index, kind, vectors, ids, seed=seed)
+    return AnnIndex(index, kind, param, recall)
+
+
+def calibrate(index: faiss.Index, kind: str, vectors: np.ndarray, ids: np.ndarray, *,
+              seed: int = 0) -> tuple[int, float]:
+    """The smallest search setting whose recall@10 on stored vectors reaches RECALL_BAR.
+
+    Each sampled vector's own id is dropped from both result lists, so the easy self-match
+    does not flatter the recall. Returns the largest setting tried if none reaches the bar.
+    """
+    n = len(vectors)
+    rng = np.random.default_rng(seed + 1)
+    rows = rng.choice(n, min(n, CALIBRATION_QUERIES), replace=False)
+    queries = np.ascontiguousarray(vectors[rows])
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth_rows = exact.search(queries, K + 1)
+    truth = [[ids[r] for r in row if r != q][:K] for row, q in zip(truth_rows, rows,
+                                                                     strict=True)]
+    settings = [16, 32, 64, 128, 256, 512] if kind == "hnsw" else [
+        p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        if p <= faiss.extract_index_ivf(_inner(index)).nlist]
+    best = (settings[-1], 0.0)
+    for value in settings:
+        _set_param(index, kind, value)
+        _, found = index.search(queries, K + 1)
+        got = np.mean([len(set(f[f != ids[q]][:K]) & set(t)) / K
+                       for f, t, q in zip(found, truth, rows, strict=True)])
+        if got >= RECALL_BAR:
+            return value, float(got)
+        best = (value, float(got))
+    return best
+
+
+def timed_build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> tuple[AnnIndex, float]:
+    started = time.perf_counter()
+    ann = build(vectors, ids, kind)
+    return ann, time.perf_counter() - started

@@ -1,0 +1,73 @@
+"""Approximate indexes: the auto rule, calibrated recall, and never answering from a stale one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import delete
+
+from artsearch.ann import RECALL_BAR, build, choose
+from artsearch.index import ArtIndex
+from artsearch.indexing import IndexOptions, index_collection
+from artsearch.query import search
+from artsearch.store import Embedding
+from tests.conftest import FAKE, make_collection
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_auto_is_exact_then_hnsw_then_ivfpq() -> None:
+    assert choose("auto", 1_000, 1280) == "flat"
+    assert choose("auto", 100_000, 1280) == "flat"
+    assert choose("auto", 500_000, 1280) == "hnsw"
+    assert choose("auto", 5_000_000, 1280) == "ivfpq"  # full vectors would need 25 GB
+    assert choose("hnsw", 10, 1280) == "hnsw"  # an explicit choice is kept
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_builds_reach_the_recall_bar_on_their_own_data(kind: str) -> None:
+    everything = clustered(20_050, 64)
+    vectors, queries = everything[:20_000], everything[20_000:]  # fresh, same distribution
+    ids = np.arange(20_000, dtype=np.int64) * 3 + 7  # FAISS ids need not be contiguous
+    ann = build(vectors, ids, kind)
+    assert ann.recall >= RECALL_BAR and len(ann) == 20_000
+    _, found = ann.search(queries, 10)
+    exact = queries @ vectors.T
+    truth = ids[np.argsort(-exact, axis=1)[:, :10]]
+    measured = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert measured >= 0.9  # fresh queries: close to the calibrated figure
+
+
+def test_an_index_run_builds_uses_and_retires_the_approximate_index(tmp_path: Path) -> None:
+    root = tmp_path / "coll"
+    make_collection(root, 40)
+    opts = IndexOptions(backbone=FAKE, index_type="hnsw", extractor={"num_workers": 0})
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        report = index_collection(root, idx, opts)
+        assert report.ann is not None and report.ann["type"] == "hnsw"
+        assert (tmp_path / "idx" / "content.ann.faiss").is_file()
+        approx = search(idx, artwork=5, k=10)
+        exact = search(idx, artwork=5, k=10, where={"path": [p.path for p in approx.hits]})
+    assert approx.search["index"] == "hnsw" and exact.search["index"] == "flat (exact)"
+    assert [h.id for h in approx.hits] == [h.id for h in exact.hits]
+
+    with ArtIndex(tmp_path / "idx") as idx:  # a re-run with nothing new keeps it
+        again = index_collection(root, idx, IndexOptions(extractor={"num_workers": 0}))
+        assert again.ann is None and idx.space("content").params["index_type"] == "hnsw"
+        with idx.store.session() as s, s.begin():  # the space changes behind its back
+            s.execute(delete(Embedding).where(Embedding.faiss_id == 0))
+        stale = search(idx, artwork=5, k=10)
+    assert stale.search["index"] == "flat (exact)" and "out of date" in stale.search["note"]
+
+    with ArtIndex(tmp_path / "idx") as idx:  # back to exact: the file goes
+        index_collection(root, idx, IndexOptions(index_type="flat",
+                                                 extractor={"num_workers": 0}))
+        assert "ann" not in idx.space("content").params
+    assert not (tmp_path / "idx" / "content.ann.faiss").exists()
