@@ -43,10 +43,11 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(name: str, results: dict[str, Any], out_dir: Path) -> Path:
-    """results/NAME-HOST-DATE.json; returns the path."""
+    """results/NAME-HOST-DATE-torchV-faissV.json (machine, date, library versions); the path."""
     env = results["machine"]
     stamp = env["date"][:10]
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}-{env['host']}-{stamp}.json"
+    torch_version = env["torch"].split("+")[0]
+    path = out_dir / f"{name}-{env['host']}-{stamp}-torch{torch_version}-faiss{env['faiss']}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path

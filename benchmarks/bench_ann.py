@@ -194,7 +194,32 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    """Recall@10 against single-query latency for each type's sweep, one panel per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
+    for ax, res in zip(axes[0], results, strict=True):
+        for r in res["rows"]:
+            if r["sweep"]:
+                ax.plot([p["p50_ms"] for p in r["sweep"]], [p["recall10"] for p in r["sweep"]],
+                        marker="o", label=f"{r['type']} ({r.get('bytes_per_vector', '?')} B/vec)")
+        ax.axhline(RECALL_BAR, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("single-query latency p50 (ms)")
+        ax.set_ylabel("recall@10 vs exact")
+        ax.set_title(f"{res['n']:,} x {res['dim']}-d vectors")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--dim", type=int, default=1280)
@@ -202,7 +227,7 @@ def main() -> None:
     ap.add_argument("--build-budget", type=float, default=1200.0,
                     help="seconds an HNSW build may take before it is skipped")
     ap.add_argument("--out", type=Path, default=HERE / "results")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from benchmarks._env import machine, write_results
 
@@ -210,10 +235,13 @@ def main() -> None:
                for n in args.sizes.split(",")]
     text = table(results)
     print(text)
-    path = write_results("ann", {"machine": machine(), "faiss_threads": faiss.omp_get_max_threads(),
-                                 "results": results}, args.out)
+    report = {"machine": machine(), "faiss_threads": faiss.omp_get_max_threads(),
+              "results": results}
+    path = write_results("ann", report, args.out)
     path.with_suffix(".md").write_text(text + "\n")
+    chart(results, path.with_suffix(".png"))
     print(f"\nwrote {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
-"""Which descriptor finds what: backbone x layers x pooling on a labelled collection.
+"""Quality suite: which descriptor (backbone x layers x pooling) finds what, on any labelled
+collection (a folder with a metadata.csv).
 
-For each descriptor, every image of a label group queries the rest of its group:
-mAP@10 and precision@1 of same-label retrieval, then k-means (k = number of labels) NMI
-against the labels. Groups on the dev set: genre (5 genres, 971 works), WikiArt style
-(27 styles, 198) and Indian school (19 schools, 188). Also: extraction images/s per backbone
-pass and bytes per vector. Prints a Markdown table, writes JSON and a PNG chart.
+For each descriptor and label group, every image queries the rest of its group: mAP@10,
+precision@1 and recall@10 of same-label retrieval, each with a 95% bootstrap interval over
+queries; a linear probe's k-fold accuracy; k-means (k = number of labels) NMI and ARI against
+the labels (mean over 3 seeds). Groups default to every label column, split by source; on the
+dev set: genre (5 genres, 971 works), WikiArt style (27 styles, 198) and Indian school
+(19 schools, 188). Also: extraction images/s per backbone pass and bytes per vector. Prints a
+Markdown table, writes JSON, the table as .md, and a PNG chart.
 
 Each backbone runs once over the collection with the union of the layers its descriptors
 need; the descriptors are pooled from those maps with artsearch's own pooling code (the same
 functions `artsearch index` uses, including the gram sketch and its fitted centre).
 
-    python benchmarks/bench_backbones.py [--data ../shared/data/art-dev] [--limit N]
+    python benchmarks/bench_backbones.py [--data DIR] [--group NAME=COLUMN[@SOURCE]] [--limit N]
+    python -m benchmarks run --suite quality    (the same)
 """
 
 from __future__ import annotations
@@ -70,27 +74,56 @@ DESCRIPTORS = [
 ]
 
 
-def label_groups(data: Path, limit: int | None) -> dict[str, list[tuple[Path, str]]]:
+DEV_GROUPS = ["genre=genre", "wikiart style=style@martigasol",
+              "indian school=style@sreenatha"]
+
+
+def default_groups(rows: list[dict[str, str]]) -> list[str]:
+    """Label groups for any collection: each label column, split by source where a column
+    is filled by several sources (different taxonomies); the dev set gets readable names."""
+    sources = {r.get("source", "") for r in rows}
+    if any("martigasol" in x for x in sources) and any("sreenatha" in x for x in sources):
+        return DEV_GROUPS
+    groups = []
+    for column in ("genre", "style", "artist", "school", "period"):
+        filled = {r.get("source", "") for r in rows if r.get(column)}
+        if len(filled) <= 1:
+            groups += [f"{column}={column}"] if filled else []
+        else:
+            groups += [f"{column} @ {src}={column}@{src}" for src in sorted(filled)]
+    return groups
+
+
+def label_groups(data: Path, limit: int | None, specs: list[str] | None = None
+                 ) -> dict[str, list[tuple[Path, str]]]:
+    """{group name: [(image, label)]} from `NAME=COLUMN[@SOURCE-SUBSTRING]` specs; labels
+    with a single member are dropped (they can be neither retrieved nor probed)."""
     rows = list(csv.DictReader((data / "metadata.csv").open(encoding="utf-8")))
-    groups: dict[str, list[tuple[Path, str]]] = {"genre": [], "wikiart style": [],
-                                                 "indian school": []}
-    for row in rows:
-        path = data / row["path"]
-        if row["genre"]:
-            groups["genre"].append((path, row["genre"]))
-        elif row["path"].startswith("wikiart"):
-            groups["wikiart style"].append((path, row["style"]))
-        elif row["path"].startswith("indian"):
-            groups["indian school"].append((path, row["style"]))
-    if limit:
-        groups = {g: items[::max(1, len(items) // limit)][:limit] for g, items in groups.items()}
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for spec in specs or default_groups(rows):
+        name, _, rule = spec.partition("=")
+        column, _, source = (rule or name).partition("@")
+        items = [(data / r["path"], r[column]) for r in rows
+                 if r.get(column) and (not source or source in r.get("source", ""))]
+        counts: dict[str, int] = {}
+        for _, label in items:
+            counts[label] = counts.get(label, 0) + 1
+        items = [(p, lab) for p, lab in items if counts[lab] > 1]
+        if limit:
+            items = items[:: max(1, len(items) // limit)][:limit]
+        if len({lab for _, lab in items}) > 1:
+            groups[name.strip()] = items
+    if not groups:
+        raise SystemExit(f"{data}: no label column with two or more classes; "
+                         "name one with --group NAME=COLUMN")
     return groups
 
 
 # -- metrics --------------------------------------------------------------------------------
 
-def retrieval(vectors: np.ndarray, labels: list[str], k: int = 10) -> tuple[float, float]:
-    """mAP@k and precision@1 when each item queries all others (self excluded)."""
+def retrieval(vectors: np.ndarray, labels: list[str], k: int = 10
+              ) -> dict[str, np.ndarray]:
+    """Per-query AP@k, P@1 and recall@k when each item queries all others (self excluded)."""
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
     lab = np.array(labels)
@@ -100,7 +133,68 @@ def retrieval(vectors: np.ndarray, labels: list[str], k: int = 10) -> tuple[floa
     precision_at = np.cumsum(rel, axis=1) / np.arange(1, k + 1)
     ap = (precision_at * rel).sum(axis=1) / np.maximum(1, np.minimum(positives, k))
     valid = positives > 0
-    return float(ap[valid].mean()), float(rel[valid, 0].mean())
+    return {"map10": ap[valid], "p1": rel[valid, 0].astype(float),
+            "recall10": rel[valid].sum(axis=1) / positives[valid]}
+
+
+def bootstrap_ci(values: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean, resampling queries with replacement."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (reps, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def ari(a: np.ndarray | list[str], b: np.ndarray | list[str]) -> float:
+    """Adjusted Rand index (Hubert and Arabie)."""
+    _, ai = np.unique(np.asarray(a), return_inverse=True)
+    _, bi = np.unique(np.asarray(b), return_inverse=True)
+    table = np.zeros((ai.max() + 1, bi.max() + 1))
+    np.add.at(table, (ai, bi), 1)
+
+    def pairs(x: np.ndarray) -> float:
+        return float((x * (x - 1) / 2).sum())
+
+    n = len(ai)
+    index, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected = rows * cols / (n * (n - 1) / 2)
+    top = (rows + cols) / 2 - expected
+    return 0.0 if top == 0 else (index - expected) / top
+
+
+def linear_probe(vectors: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0
+                 ) -> list[float]:
+    """Accuracy of a multinomial logistic regression per stratified fold (L-BFGS, L2 1e-4)."""
+    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    folds = max(2, min(folds, int(np.bincount(y).min())))
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), int)
+    for c in range(len(classes)):  # stratified: deal each class's members round the folds
+        members = rng.permutation(np.flatnonzero(y == c))
+        fold_of[members] = np.arange(len(members)) % folds
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    target = torch.from_numpy(y)
+    scores = []
+    for f in range(folds):
+        train, test = fold_of != f, fold_of == f
+        head = _fit_probe(x[train], target[train], len(classes), seed)
+        with torch.no_grad():
+            scores.append(float((head(x[test]).argmax(1) == target[test]).float().mean()))
+    return scores
+
+
+def _fit_probe(x: torch.Tensor, y: torch.Tensor, classes: int, seed: int) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(x.shape[1], classes)
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(head(x), y) + 1e-4 * head.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
 
 
 def nmi(a: list[str] | np.ndarray, b: list[str] | np.ndarray) -> float:
@@ -118,18 +212,22 @@ def nmi(a: list[str] | np.ndarray, b: list[str] | np.ndarray) -> float:
     return 0.0 if ha + hb == 0 else 2 * mi / (ha + hb)
 
 
-def kmeans_nmi(vectors: np.ndarray, labels: list[str], seeds: int = 3) -> float:
+def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3
+                     ) -> dict[str, list[float]]:
+    """k-means (k = number of labels, spherical) NMI and ARI against the labels, per seed."""
     import faiss
 
     k = len(set(labels))
-    scores = []
+    out: dict[str, list[float]] = {"nmi": [], "ari": []}
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
     for seed in range(seeds):
         km = faiss.Kmeans(vectors.shape[1], k, niter=25, seed=seed, spherical=True,
                           verbose=False, min_points_per_centroid=1)
-        km.train(np.ascontiguousarray(vectors, dtype=np.float32))
-        _, assign = km.index.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
-        scores.append(nmi(assign[:, 0], labels))
-    return float(np.mean(scores))
+        km.train(data)
+        _, assign = km.index.search(data, 1)
+        out["nmi"].append(nmi(assign[:, 0], labels))
+        out["ari"].append(ari(assign[:, 0], labels))
+    return out
 
 
 # -- descriptors ----------------------------------------------------------------------------
@@ -209,16 +307,20 @@ def colour_histograms(paths: list[Path]) -> tuple[np.ndarray, float]:
 # -- report ---------------------------------------------------------------------------------
 
 def table(results: list[dict[str, Any]], groups: list[str]) -> str:
-    head = ["descriptor", "dims", "bytes/vec", "img/s"]
-    for g in groups:
-        head += [f"{g} mAP@10", f"{g} P@1", f"{g} NMI"]
+    """One row per descriptor and group: the mean, and the 95% bootstrap interval."""
+    head = ["descriptor", "dims", "img/s", "group", "mAP@10 [95% CI]", "P@1 [95% CI]",
+            "recall@10", "probe acc (k-fold)", "k-means NMI", "ARI"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["name"], str(r["dims"]), str(r["bytes_per_vector"]), f"{r['images_per_s']:.1f}"]
         for g in groups:
             m = r["groups"][g]
-            cells += [f"{m['map10']:.3f}", f"{m['p1']:.3f}", f"{m['nmi']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+            probe = (f"{m['probe_acc']:.3f} ± {m['probe_acc_sd']:.3f}" if "probe_acc" in m
+                     else "-")
+            lines.append("| " + " | ".join([
+                r["name"], str(r["dims"]), f"{r['images_per_s']:.1f}", g,
+                f"{m['map10']:.3f} [{m['map10_ci95'][0]:.3f}, {m['map10_ci95'][1]:.3f}]",
+                f"{m['p1']:.3f} [{m['p1_ci95'][0]:.3f}, {m['p1_ci95'][1]:.3f}]",
+                f"{m['recall10']:.3f}", probe, f"{m['nmi']:.3f}", f"{m['ari']:.3f}"]) + " |")
     return "\n".join(lines)
 
 
@@ -232,10 +334,13 @@ def chart(results: list[dict[str, Any]], groups: list[str], path: Path) -> None:
     width = 0.8 / len(groups)
     x = np.arange(len(results))
     for j, g in enumerate(groups):
-        ax.bar(x + j * width, [r["groups"][g]["map10"] for r in results], width, label=g)
+        means = np.array([r["groups"][g]["map10"] for r in results])
+        ci = np.array([r["groups"][g]["map10_ci95"] for r in results]).T
+        ax.bar(x + j * width, means, width, label=g,
+               yerr=np.abs(ci - means), capsize=2, error_kw={"linewidth": 0.8})
     ax.set_xticks(x + width * (len(groups) - 1) / 2)
     ax.set_xticklabels([r["name"] for r in results], rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("same-label retrieval mAP@10")
+    ax.set_ylabel("same-label retrieval mAP@10 (95% bootstrap CI)")
     ax.set_title("Descriptors on the dev collection: which finds the same genre, style, school")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
@@ -244,16 +349,19 @@ def chart(results: list[dict[str, Any]], groups: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--limit", type=int, default=None, help="images per group (quick runs)")
     ap.add_argument("--only", default=None, help="comma-separated descriptor names to run")
+    ap.add_argument("--group", action="append", metavar="NAME=COLUMN[@SOURCE]",
+                    help="a label group (repeat); default: every label column, split by source")
+    ap.add_argument("--no-probe", action="store_true", help="skip the k-fold linear probe")
     ap.add_argument("--out", type=Path, default=HERE / "results")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not (args.data / "metadata.csv").is_file():
         raise SystemExit(f"{args.data}: no metadata.csv; pass --data DIR of a labelled folder")
-    groups = label_groups(args.data, args.limit)
+    groups = label_groups(args.data, args.limit, args.group)
     paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
     row_of = {p: i for i, p in enumerate(paths)}
     wanted = [d for d in DESCRIPTORS
@@ -279,19 +387,31 @@ def main() -> None:
         for g, items in groups.items():
             rows = [row_of[p] for p, _ in items]
             labels = [lab for _, lab in items]
-            m, p1 = retrieval(v[rows], labels)
-            entry["groups"][g] = {"map10": m, "p1": p1, "nmi": kmeans_nmi(v[rows], labels),
-                                  "n": len(rows), "labels": len(set(labels))}
+            per_query = retrieval(v[rows], labels)
+            m: dict[str, Any] = {"n": len(rows), "labels": len(set(labels))}
+            for metric, values in per_query.items():
+                m[metric] = float(values.mean())
+                m[f"{metric}_ci95"] = bootstrap_ci(values)
+            agreement = kmeans_agreement(v[rows], labels)
+            for metric, values in agreement.items():
+                m[metric], m[f"{metric}_sd"] = float(np.mean(values)), float(np.std(values))
+            if not args.no_probe:
+                acc = linear_probe(v[rows], labels)
+                m["probe_acc"], m["probe_acc_sd"] = float(np.mean(acc)), float(np.std(acc))
+                m["probe_folds"] = len(acc)
+            entry["groups"][g] = m
         results.append(entry)
     names = list(groups)
     text = table(results, names)
     print(text)
     report = {"machine": machine(), "data": str(args.data), "limit": args.limit,
               "groups": {g: len(items) for g, items in groups.items()}, "results": results}
-    path = write_results("backbones", report, args.out)
+    path = write_results("quality", report, args.out)
+    path.with_suffix(".md").write_text(text + "\n")
     png = path.with_suffix(".png")
     chart(results, names, png)
-    print(f"\nwrote {path} and {png}")
+    print(f"\nwrote {path}, {path.with_suffix('.md').name} and {png.name}")
+    return report
 
 
 if __name__ == "__main__":

@@ -57,10 +57,10 @@ def synthetic_image(args: tuple[Path, int]) -> None:
     img.save(path, quality=90)
 
 
-def make_images(folder: Path, n: int) -> list[Path]:
+def make_images(folder: Path, n: int, first_seed: int = 0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"img_{i:06d}.jpg" for i in range(n)]
-    todo = [(p, i) for i, p in enumerate(paths) if not p.exists()]
+    todo = [(p, first_seed + i) for i, p in enumerate(paths) if not p.exists()]
     with multiprocessing.Pool() as pool:
         pool.map(synthetic_image, todo, chunksize=64)
     return paths
@@ -171,19 +171,39 @@ def decode_fidelity(spec: BackboneSpec, paths: list[Path], device: str) -> dict[
 
 def index_end_to_end(spec: BackboneSpec, folder: Path, device: str, decode: str
                      ) -> dict[str, Any]:
+    """index_collection on the folder, then warm query latency by id and by new image."""
     from artsearch.index import ArtIndex
     from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.query import search
 
     backbones.register(spec, replace=True)
+    outside = make_images(folder.parent / (folder.name + "-queries"), 50, first_seed=10**6)
     with tempfile.TemporaryDirectory() as tmp, ArtIndex(Path(tmp) / "idx", create=True) as idx:
         report = index_collection(folder, idx, IndexOptions(
             backbone=spec.name, extractor={"device": device, "decode": decode}))
-    return {"embedded": report.embedded, "seconds": round(report.seconds, 2),
-            "images_per_s": round(report.embedded / report.seconds, 1),
-            "embed_images_per_s": round(report.images_per_second, 1)}
+        ex = Extractor(spec, device=device, num_workers=0)
+        latency: dict[str, list[float]] = {"by_id": [], "by_image": []}
+        rng = random.Random(0)
+        for _ in range(220):
+            started = time.perf_counter()
+            search(idx, artwork=rng.randrange(1, report.total + 1), k=10)
+            latency["by_id"].append(time.perf_counter() - started)
+        for i in range(60):
+            started = time.perf_counter()
+            search(idx, image=outside[i % len(outside)], k=10,
+                   make_extractor=lambda _sp: ex)
+            latency["by_image"].append(time.perf_counter() - started)
+    out: dict[str, Any] = {"embedded": report.embedded, "seconds": round(report.seconds, 2),
+                           "images_per_s": round(report.embedded / report.seconds, 1),
+                           "embed_images_per_s": round(report.images_per_second, 1)}
+    for kind, times in latency.items():
+        warm = np.array(times[10:]) * 1e3  # the first queries load the model and the index
+        out[f"query_{kind}_ms"] = {"p50": round(float(np.percentile(warm, 50)), 2),
+                                   "p99": round(float(np.percentile(warm, 99)), 2)}
+    return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbones", default="efficientnet-lite0,resnet50")
     ap.add_argument("--images", type=int, default=None,
@@ -195,7 +215,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--index", action="store_true", help="also run index_collection")
     ap.add_argument("--out", type=Path, default=HERE / "results")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from benchmarks._env import machine, write_results
 
@@ -262,9 +282,19 @@ def main() -> None:
               f"{best['images_per_s']:.0f} img/s ({best_key}) | {r['decode_only']:.0f} img/s "
               f"({e['workers']}) | {e['images_per_s']:.0f} img/s ({e['precision']}, batch "
               f"{e['batch']}) | {100 * e['of_ceiling']:.1f}% |")
+    for r in rows:
+        q = r.get("index_collection")
+        if q:
+            print(f"| {r['backbone']} index_collection: {q['images_per_s']:.0f} img/s; query by "
+                  f"id p50/p99 {q['query_by_id_ms']['p50']}/{q['query_by_id_ms']['p99']} ms, "
+                  f"by new image {q['query_by_image_ms']['p50']}/"
+                  f"{q['query_by_image_ms']['p99']} ms |")
     results = {"machine": machine(), "device": str(device), "images": len(paths),
+               "gpu_rows": "measured" if gpu else "skipped: no GPU on this machine",
                "ceilings_flops": ceilings, "rows": rows}
-    print(f"\nwrote {write_results('speed', results, args.out)}")
+    path = write_results("speed", results, args.out)
+    print(f"\nwrote {path}")
+    return results
 
 
 if __name__ == "__main__":
