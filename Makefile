@@ -28,7 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py
-	$(BIN)/python benchmarks/bench_backbones.py
+	$(BIN)/python -m benchmarks run --suite all
 
 clean-example:
 	rm -rf indexes/example

@@ -312,14 +312,15 @@ class ArtIndex:
                 select(Embedding.space_id, func.count()).group_by(Embedding.space_id)).all())
         spaces = []
         for sp in self.spaces():
-            fpath = self.faiss_path(sp)
+            files = [self.faiss_path(sp), self.path / f"{sp.name}.ann.faiss",
+                     self.path / f"{sp.name}.pooling.npz"]
             spaces.append({
                 "name": sp.name, "backbone": sp.backbone, "weights_sha256": sp.weights_sha256,
                 "layer": sp.layer, "pooling": sp.pooling, "dims": sp.dims,
                 "faiss_factory": sp.faiss_factory, "embedded": per_space.get(sp.id, 0),
                 "index_type": (sp.params or {}).get("index_type", "auto"),
                 "ann": (sp.params or {}).get("ann"),
-                "bytes": fpath.stat().st_size if fpath.exists() else 0,
+                "bytes": sum(f.stat().st_size for f in files if f.exists()),
             })
         db_bytes = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*"))
         return {
