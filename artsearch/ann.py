@@ -108,7 +108,9 @@ class AnnIndex:
 
 
 def _inner(index: faiss.Index) -> Any:
-    return faiss.downcast_index(faiss.downcast_index(index).index)  # under the IDMap
+    """The index under an IDMap wrapper (or the index itself when it has none)."""
+    top = faiss.downcast_index(index)
+    return faiss.downcast_index(top.index) if isinstance(top, faiss.IndexIDMap) else top
 
 
 def _set_param(index: faiss.Index, kind: str, value: int) -> None:
