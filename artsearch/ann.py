@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,9 +168,3 @@ def calibrate(index: faiss.Index, kind: str, vectors: np.ndarray, ids: np.ndarra
             return value, float(got)
         best = (value, float(got))
     return best
-
-
-def timed_build(vectors: np.ndarray, ids: np.ndarray, kind: str) -> tuple[AnnIndex, float]:
-    started = time.perf_counter()
-    ann = build(vectors, ids, kind)
-    return ann, time.perf_counter() - started
