@@ -181,7 +181,9 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
                    f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
                    f"{rt.get('workers')} decoding workers"
                    + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
-    if report.ann:
+    if report.ann and "note" in report.ann:
+        click.echo(f"  {report.ann['note']}")
+    elif report.ann:
         a = report.ann
         setting = "efSearch" if a["type"] == "hnsw" else "nprobe"
         click.echo(f"  built a {a['type']} index in {a['build_seconds']:.1f} s: {setting} "

@@ -222,8 +222,9 @@ class ArtIndex:
                 and ann["fingerprint"] == self._fingerprint(space):
             key = f"{space.name}#ann"
             if key not in self._vectors:
-                self._vectors[key] = AnnIndex.load(  # type: ignore[assignment]
-                    path, ann["type"], ann["param"], ann["recall10"])
+                self._vectors[key] = AnnIndex.load(
+                    path, ann["type"], ann["param"], ann["recall10"],
+                    ann.get("k_factor", 8))
             return self._vectors[key], {"index": ann["type"], "param": ann["param"],
                                         "calibrated_recall10": ann["recall10"]}
         info: dict[str, Any] = {"index": "flat (exact)"}
@@ -236,13 +237,14 @@ class ArtIndex:
 
         Returns what was built, or None when the space stays exact or is already current.
         """
-        from artsearch.ann import build, choose
+        from artsearch.ann import RECALL_BAR, build, choose
 
         vec = self.vectors(space)
         kind = choose(requested, len(vec), space.dims)
         current = (space.params or {}).get("ann")
         path = self.path / f"{space.name}.ann.faiss"
         record: dict[str, Any] | None = None
+        fallback: dict[str, Any] | None = None
         if kind != "flat" and len(vec) >= 2:
             fp = self._fingerprint(space)
             if current and current["type"] == kind and current["fingerprint"] == fp \
@@ -251,10 +253,17 @@ class ArtIndex:
             started = time.perf_counter()
             ids, vectors = vec.everything()
             ann = build(vectors, ids, kind)
-            ann.save(path)
-            record = {"type": kind, "file": path.name, "fingerprint": fp, "param": ann.param,
-                      "recall10": round(ann.recall, 4),
-                      "build_seconds": round(time.perf_counter() - started, 2)}
+            if requested == "auto" and ann.recall < RECALL_BAR:
+                # auto never serves below the bar: the space stays exact, and says why.
+                fallback = {"type": "flat", "note": (
+                    f"{kind} reached only recall@10 {ann.recall:.3f} on this collection, "
+                    f"below {RECALL_BAR}; searching exactly")}
+            else:
+                ann.save(path)
+                record = {"type": kind, "file": path.name, "fingerprint": fp,
+                          "param": ann.param, "k_factor": ann.k_factor,
+                          "recall10": round(ann.recall, 4),
+                          "build_seconds": round(time.perf_counter() - started, 2)}
         elif current is None and (space.params or {}).get("index_type") == requested:
             return None
         with self.store.session() as s, s.begin():
@@ -269,7 +278,7 @@ class ArtIndex:
         if record is None:
             path.unlink(missing_ok=True)
         self._vectors.pop(f"{space.name}#ann", None)
-        return record
+        return record or fallback
 
     # -- consistency ---------------------------------------------------------------------------
 
