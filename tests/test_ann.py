@@ -71,3 +71,21 @@ def test_an_index_run_builds_uses_and_retires_the_approximate_index(tmp_path: Pa
                                                  extractor={"num_workers": 0}))
         assert "ann" not in idx.space("content").params
     assert not (tmp_path / "idx" / "content.ann.faiss").exists()
+
+
+def test_auto_searches_exactly_rather_than_below_the_bar(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import artsearch.ann
+
+    monkeypatch.setattr(artsearch.ann, "FLAT_MAX", 10)  # 30 works: auto picks HNSW
+    monkeypatch.setattr(artsearch.ann, "RECALL_BAR", 1.01)  # a bar no index can reach
+    root = tmp_path / "coll"
+    make_collection(root, 30)
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        report = index_collection(root, idx, IndexOptions(backbone=FAKE,
+                                                          extractor={"num_workers": 0}))
+        assert report.ann is not None and report.ann["type"] == "flat"
+        assert "below 1.01; searching exactly" in report.ann["note"]
+        assert "ann" not in idx.space("content").params
+        assert search(idx, artwork=3, k=5).search["index"] == "flat (exact)"
+    assert not (tmp_path / "idx" / "content.ann.faiss").exists()
