@@ -20,8 +20,6 @@ searches exactly, so answers are never silently stale.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,16 +89,9 @@ class AnnIndex:
         return int(self.index.ntotal)
 
     def save(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            os.close(fd)
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from artsearch.vectors import write_index_atomically
+
+        write_index_atomically(self.index, path)
 
     @classmethod
     def load(cls, path: Path, kind: str, param: int, recall: float,

@@ -101,7 +101,8 @@ def cli() -> None:
                    "to 16]")
 @click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
               show_default=True, help="Where JPEGs are decoded: worker processes (cpu) or "
-                                      "nvJPEG on the GPU (gpu; other formats stay on the CPU).")
+                                      "nvJPEG on the GPU (gpu; other formats stay on the CPU). "
+                                      "auto is cpu until nvJPEG is measured to pay.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels (decompression bombs). [default: 150,000,000]")
 @click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,

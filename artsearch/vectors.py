@@ -10,7 +10,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-__all__ = ["DEFAULT_FACTORY", "VectorIndex"]
+__all__ = ["DEFAULT_FACTORY", "VectorIndex", "write_index_atomically"]
 
 # Exact inner product over unit vectors (= cosine), with stable 64-bit ids that survive removals.
 DEFAULT_FACTORY = "IDMap2,Flat"
@@ -95,20 +95,24 @@ class VectorIndex:
         return scores, ids
 
     def save(self) -> None:
-        """Write to a temporary file, fsync it, rename over the old one, fsync the folder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            os.close(fd)
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_index_atomically(self.index, self.path)
+
+
+def write_index_atomically(index: faiss.Index, path: Path) -> None:
+    """Write to a temporary file, fsync it, rename over the old one, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        os.close(fd)
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
