@@ -216,6 +216,9 @@ class ArtIndex:
         exact one; with a description of which (for query results)."""
         from artsearch.ann import AnnIndex
 
+        cached = self._vectors.get(f"{space.name}#searcher")
+        if cached is not None:  # decided once per opened index, like the loaded vectors
+            return cached  # type: ignore[no-any-return]
         ann = (space.params or {}).get("ann")
         path = self.path / ann["file"] if ann else None
         if ann and path is not None and path.is_file() \
@@ -225,12 +228,16 @@ class ArtIndex:
                 self._vectors[key] = AnnIndex.load(
                     path, ann["type"], ann["param"], ann["recall10"],
                     ann.get("k_factor", 8))
-            return self._vectors[key], {"index": ann["type"], "param": ann["param"],
-                                        "calibrated_recall10": ann["recall10"]}
-        info: dict[str, Any] = {"index": "flat (exact)"}
-        if ann:
-            info["note"] = "the approximate index is out of date; `artsearch index` rebuilds it"
-        return self.vectors(space), info
+            decided = (self._vectors[key], {"index": ann["type"], "param": ann["param"],
+                                            "calibrated_recall10": ann["recall10"]})
+        else:
+            info: dict[str, Any] = {"index": "flat (exact)"}
+            if ann:
+                info["note"] = ("the approximate index is out of date; `artsearch index` "
+                                "rebuilds it")
+            decided = (self.vectors(space), info)
+        self._vectors[f"{space.name}#searcher"] = decided
+        return decided
 
     def update_ann(self, space: Space, requested: str) -> dict[str, Any] | None:
         """After a writing run: (re)build the approximate index the space's size calls for.
@@ -278,6 +285,7 @@ class ArtIndex:
         if record is None:
             path.unlink(missing_ok=True)
         self._vectors.pop(f"{space.name}#ann", None)
+        self._vectors.pop(f"{space.name}#searcher", None)
         return record or fallback
 
     # -- consistency ---------------------------------------------------------------------------
