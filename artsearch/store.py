@@ -26,6 +26,8 @@ __all__ = [
     "METADATA_FIELDS",
     "Artwork",
     "Base",
+    "ClusterAssignment",
+    "ClusterRun",
     "Embedding",
     "Failure",
     "Setting",
@@ -124,6 +126,32 @@ class Embedding(Base):
     sha256: Mapped[str] = mapped_column(String)
 
     artwork: Mapped[Artwork] = relationship(back_populates="embeddings")
+
+
+class ClusterRun(Base):
+    """One clustering of a space: how it was made, and how well it agrees with the catalogue."""
+
+    __tablename__ = "cluster_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String)
+    k: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # how k was chosen, iterations, ...
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # agreement with metadata fields
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ClusterAssignment(Base):
+    """Which cluster an artwork fell in, and its cosine distance to the cluster's centre."""
+
+    __tablename__ = "cluster_assignments"
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("cluster_runs.id", ondelete="CASCADE"), primary_key=True)
+    artwork_id: Mapped[int] = mapped_column(
+        ForeignKey("artworks.id", ondelete="CASCADE"), primary_key=True)
+    cluster: Mapped[int] = mapped_column(Integer)
+    distance: Mapped[float] = mapped_column(Float)
 
 
 class Failure(Base):

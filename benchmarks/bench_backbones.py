@@ -38,6 +38,7 @@ from artsearch import backbones  # noqa: E402
 from artsearch.backbones import BackboneSpec, WeightsSource  # noqa: E402
 from artsearch.extract import Extractor  # noqa: E402
 from artsearch.images import decode_image, read_file  # noqa: E402
+from artsearch.metrics import ari, nmi  # noqa: E402
 from artsearch.pooling import FIT_SAMPLE, get_pooling, gram_projection  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 
@@ -144,23 +145,6 @@ def bootstrap_ci(values: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[f
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def ari(a: np.ndarray | list[str], b: np.ndarray | list[str]) -> float:
-    """Adjusted Rand index (Hubert and Arabie)."""
-    _, ai = np.unique(np.asarray(a), return_inverse=True)
-    _, bi = np.unique(np.asarray(b), return_inverse=True)
-    table = np.zeros((ai.max() + 1, bi.max() + 1))
-    np.add.at(table, (ai, bi), 1)
-
-    def pairs(x: np.ndarray) -> float:
-        return float((x * (x - 1) / 2).sum())
-
-    n = len(ai)
-    index, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
-    expected = rows * cols / (n * (n - 1) / 2)
-    top = (rows + cols) / 2 - expected
-    return 0.0 if top == 0 else (index - expected) / top
-
-
 def linear_probe(vectors: np.ndarray, labels: list[str], folds: int = 5, seed: int = 0
                  ) -> list[float]:
     """Accuracy of a multinomial logistic regression per stratified fold (L-BFGS, L2 1e-4)."""
@@ -195,21 +179,6 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, classes: int, seed: int) -> tor
 
     opt.step(closure)
     return head
-
-
-def nmi(a: list[str] | np.ndarray, b: list[str] | np.ndarray) -> float:
-    """Normalised mutual information (arithmetic-mean normalisation, as scikit-learn)."""
-    _, ai = np.unique(np.asarray(a), return_inverse=True)
-    _, bi = np.unique(np.asarray(b), return_inverse=True)
-    joint = np.zeros((ai.max() + 1, bi.max() + 1))
-    np.add.at(joint, (ai, bi), 1)
-    p = joint / joint.sum()
-    pa, pb = p.sum(1), p.sum(0)
-    nz = p > 0
-    mi = float((p[nz] * np.log(p[nz] / (pa[:, None] * pb[None, :])[nz])).sum())
-    ha = -float((pa[pa > 0] * np.log(pa[pa > 0])).sum())
-    hb = -float((pb[pb > 0] * np.log(pb[pb > 0])).sum())
-    return 0.0 if ha + hb == 0 else 2 * mi / (ha + hb)
 
 
 def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from artsearch.metrics import ari, nmi, purity, silhouette
 from benchmarks.bench_ann import synthetic
 from benchmarks.bench_backbones import (
-    ari,
     bootstrap_ci,
     default_groups,
     linear_probe,
-    nmi,
     retrieval,
 )
 
@@ -29,6 +28,17 @@ def test_agreement_scores_at_their_extremes() -> None:
     rng = np.random.default_rng(0)
     shuffled = list(rng.permutation(labels))
     assert abs(ari(labels, shuffled)) < 0.1 and nmi(labels, shuffled) < 0.2
+    assert purity(labels, renamed) == 1.0 and purity(labels, ["x"] * 30) == pytest.approx(1 / 3)
+
+
+def test_silhouette_separates_tight_from_mixed_clusters() -> None:
+    rng = np.random.default_rng(3)
+    centres = np.eye(4, 16) * 5
+    x = np.concatenate([c + rng.standard_normal((20, 16)) * 0.3 for c in centres])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(4), 20)
+    assert silhouette(x, truth) > 0.7
+    assert silhouette(x, rng.permutation(truth)) < 0.05
 
 
 def test_retrieval_metrics_by_hand() -> None:
