@@ -290,6 +290,109 @@ def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
+@cli.command()
+@_index_option
+@_space_option
+@click.option("--k", "k", default="auto", show_default=True, metavar="N|auto",
+              help="Number of clusters; auto picks the k from 2 to 20 with the highest mean "
+                   "silhouette and says so.")
+@click.option("--method", type=click.Choice(["kmeans"]), default="kmeans", show_default=True,
+              help="Clustering method (k-means through FAISS, spherical).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed gives the same clusters.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
+            as_json: bool) -> None:
+    """Group the artworks of a space into clusters, and store the run.
+
+    Prints each cluster's size and how the clusters agree with catalogued fields (NMI, ARI,
+    purity). The run gets a number: `artsearch clusters` lists runs and exports
+    assignments.
+    """
+    from artsearch.cluster import cluster_space
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+
+    if k != "auto" and not k.isdigit():
+        raise click.UsageError(f"--k {k}: give a number of clusters or auto")
+    with ArtIndex(resolve_index(index_name)) as idx:
+        result = cluster_space(idx, space, k=k if k == "auto" else int(k), method=method,
+                               seed=seed)
+    if as_json:
+        click.echo(json.dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
+                               "agreement": result.metrics, "params": result.params},
+                              indent=2))
+        return
+    how = " (chosen by silhouette)" if "k_choice" in result.params else ""
+    click.echo(f"run {result.run_id}: {method}, k={result.k}{how}, seed {seed}, "
+               f"space {space}")
+    click.echo("sizes     " + ", ".join(f"#{i}: {n}" for i, n in enumerate(result.sizes)))
+    for field, m in result.metrics.items():
+        click.echo(f"{field:<9} NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  purity "
+                   f"{m['purity']:.3f}  ({m['works']} works, {m['labels']} values)")
+    if not result.metrics:
+        click.echo("no catalogued field to compare with (index with --metadata)")
+
+
+@cli.command()
+@click.argument("run", required=False, type=int)
+@_index_option
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, metavar="FILE", help="Write RUN's assignments as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
+             as_json: bool) -> None:
+    """List clustering runs, or show RUN's assignments (path, cluster, distance).
+
+    \b
+      artsearch clusters                 every run: id, space, method, k, seed, date
+      artsearch clusters 3 --csv out.csv RUN 3's assignments as CSV (or --json)
+    """
+    import csv
+
+    from sqlalchemy import select
+
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Space
+
+    with ArtIndex(resolve_index(index_name)) as idx, idx.store.session() as s:
+        if run is None:
+            runs = [{"run": r.id, "space": name, "method": r.method, "k": r.k, "seed": r.seed,
+                     "created": r.created_at.isoformat(timespec="seconds"),
+                     "agreement": r.metrics}
+                    for r, name in s.execute(select(ClusterRun, Space.name).join(
+                        Space, Space.id == ClusterRun.space_id).order_by(ClusterRun.id))]
+            if as_json:
+                click.echo(json.dumps(runs, indent=2))
+            elif not runs:
+                click.echo("no clustering runs yet; make one with `artsearch cluster`")
+            for r in runs if not as_json else []:
+                click.echo(f"run {r['run']}: space {r['space']}, {r['method']} k={r['k']} "
+                           f"seed {r['seed']}, {r['created']}")
+            return
+        if s.get(ClusterRun, run) is None:
+            raise click.ClickException(f"no clustering run {run}; `artsearch clusters` lists "
+                                       "them")
+        rows = [{"path": path, "cluster": c, "distance": round(d, 6)}
+                for path, c, d in s.execute(
+                    select(Artwork.path, ClusterAssignment.cluster, ClusterAssignment.distance)
+                    .join(Artwork, Artwork.id == ClusterAssignment.artwork_id)
+                    .where(ClusterAssignment.run_id == run)
+                    .order_by(ClusterAssignment.cluster, ClusterAssignment.distance))]
+    if csv_path is not None:
+        with csv_path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["path", "cluster", "distance"])
+            writer.writeheader()
+            writer.writerows(rows)
+        click.echo(f"wrote {len(rows)} assignments of run {run} to {csv_path}")
+    elif as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            click.echo(f"{r['cluster']:>4}  {r['distance']:.4f}  {r['path']}")
+
+
 @cli.command(name="backbones")
 @click.option("--check", is_flag=True,
               help="Also verify each available backbone's weights checksum (reads the files).")

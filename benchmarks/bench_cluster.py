@@ -1,0 +1,55 @@
+"""Clustering speed: k-means (artsearch's own call) on 100,000 synthetic vectors.
+
+    python benchmarks/bench_cluster.py [--n 100000] [--dim 1280] [--k 5,20,50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from artsearch.cluster import _kmeans, choose_k  # noqa: E402
+from benchmarks.bench_ann import synthetic  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--k", default="5,20,50")
+    ap.add_argument("--auto", action="store_true", help="also time --k auto (k = 2..20)")
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    args = ap.parse_args(argv)
+
+    from benchmarks._env import machine, write_results
+
+    vectors = synthetic(args.n, args.dim, seed=3)
+    rows = []
+    for k in (int(x) for x in args.k.split(",")):
+        started = time.perf_counter()
+        assign, _ = _kmeans(vectors, k, seed=0)
+        seconds = time.perf_counter() - started
+        again, _ = _kmeans(vectors, k, seed=0)
+        rows.append({"k": k, "seconds": round(seconds, 2),
+                     "same_seed_identical": bool((assign == again).all())})
+        print(f"k-means k={k} on {args.n:,} x {args.dim}: {seconds:.2f} s; same seed "
+              f"identical: {rows[-1]['same_seed_identical']}", flush=True)
+    if args.auto:
+        started = time.perf_counter()
+        k, _ = choose_k(vectors, seed=0)
+        rows.append({"k": f"auto -> {k}", "seconds": round(time.perf_counter() - started, 2)})
+        print(f"--k auto on {args.n:,}: k={k} in {rows[-1]['seconds']:.1f} s", flush=True)
+    report = {"machine": machine(), "n": args.n, "dim": args.dim, "rows": rows}
+    print(f"wrote {write_results('cluster', report, args.out)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Clustering runs: real groups are found, runs are stored and reproducible, k auto says why."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from artsearch.cli import cli
+from artsearch.cluster import cluster_space
+from artsearch.errors import MetadataError
+from artsearch.index import ArtIndex
+from artsearch.indexing import IndexOptions, index_collection
+from tests.conftest import FAKE
+
+
+def two_palettes(root: Path, per_group: int = 12) -> Path:
+    """Warm and cool pictures (the fake backbone sees colour), with a genre column."""
+    rows = ["path,genre"]
+    for i in range(2 * per_group):
+        warm = i % 2 == 0
+        img = Image.new("RGB", (64, 48), (200 + i % 5 * 10, 60 + i, 30) if warm
+                        else (30, 70 + i, 190 + i % 5 * 10))
+        ImageDraw.Draw(img).ellipse((10 + i, 8, 30 + i, 30), fill=(i * 9 % 255, 128, 128))
+        name = f"{'warm' if warm else 'cool'}_{i:02d}.png"
+        img.save(root / name)
+        rows.append(f"{name},{'sunset' if warm else 'seascape'}")
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    return root / "meta.csv"
+
+
+@pytest.fixture
+def indexed(tmp_path: Path) -> Path:
+    root = tmp_path / "coll"
+    root.mkdir()
+    meta = two_palettes(root)
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+    return tmp_path / "idx"
+
+
+def test_two_palettes_make_two_clusters_that_match_the_genre(indexed: Path) -> None:
+    with ArtIndex(indexed) as idx:
+        result = cluster_space(idx, k=2, seed=0)
+    assert sorted(result.sizes) == [12, 12]
+    genre = result.metrics["genre"]
+    assert genre["nmi"] == 1.0 and genre["ari"] == 1.0 and genre["purity"] == 1.0
+
+
+def test_the_same_seed_gives_the_same_assignments(indexed: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--index", str(indexed)]
+    for _ in range(2):
+        result = runner.invoke(cli, ["cluster", "--k", "4", "--seed", "7", *base, "--json"])
+        assert result.exit_code == 0, result.output
+    listing = json.loads(runner.invoke(cli, ["clusters", *base, "--json"]).output)
+    assert [r["run"] for r in listing] == [1, 2] and listing[0]["k"] == 4
+    exports = []
+    for run in (1, 2):
+        out = tmp_path / f"run{run}.csv"
+        result = runner.invoke(cli, ["clusters", str(run), *base, "--csv", str(out)])
+        assert result.exit_code == 0 and "wrote 24 assignments" in result.output
+        with out.open() as fh:
+            exports.append(sorted((r["path"], r["cluster"]) for r in csv.DictReader(fh)))
+    assert exports[0] == exports[1] and len(exports[0]) == 24
+
+
+def test_k_auto_is_chosen_by_silhouette_and_recorded(indexed: Path) -> None:
+    with ArtIndex(indexed) as idx:
+        result = cluster_space(idx, k="auto")
+    choice = result.params["k_choice"]
+    assert choice["criterion"] == "highest mean cosine silhouette"
+    scores = {int(k): v for k, v in choice["silhouette"].items()}
+    assert result.k == max(scores, key=lambda k: (scores[k], -k))
+    assert set(scores) == set(range(2, 21))
+
+
+def test_bad_requests_say_what_to_do(indexed: Path) -> None:
+    with ArtIndex(indexed) as idx, pytest.raises(MetadataError, match="choose between 2 and 24"):
+        cluster_space(idx, k=30)
+    result = CliRunner().invoke(cli, ["clusters", "9", "--index", str(indexed)])
+    assert result.exit_code == 1 and "no clustering run 9" in result.output
+    result = CliRunner().invoke(cli, ["cluster", "--k", "many", "--index", str(indexed)])
+    assert result.exit_code == 2 and "give a number of clusters or auto" in result.output
