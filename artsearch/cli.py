@@ -300,9 +300,11 @@ def _fit(text: str, width: int) -> str:
               help="Clustering method (k-means through FAISS, spherical).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed gives the same clusters.")
+@click.option("--restarts", type=click.IntRange(0), default=5, show_default=True,
+              help="Extra k-means runs from other seeds to measure stability (0: skip).")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
-            as_json: bool) -> None:
+            restarts: int, as_json: bool) -> None:
     """Group the artworks of a space into clusters, and store the run.
 
     Prints each cluster's size and how the clusters agree with catalogued fields (NMI, ARI,
@@ -317,7 +319,7 @@ def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
         raise click.UsageError(f"--k {k}: give a number of clusters or auto")
     with ArtIndex(resolve_index(index_name)) as idx:
         result = cluster_space(idx, space, k=k if k == "auto" else int(k), method=method,
-                               seed=seed)
+                               seed=seed, restarts=restarts)
     if as_json:
         click.echo(json.dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
                                "agreement": result.metrics, "params": result.params},
@@ -327,6 +329,11 @@ def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
     click.echo(f"run {result.run_id}: {method}, k={result.k}{how}, seed {seed}, "
                f"space {space}")
     click.echo("sizes     " + ", ".join(f"#{i}: {n}" for i, n in enumerate(result.sizes)))
+    stab = result.params.get("stability")
+    if stab:
+        click.echo(f"stability mean ARI {stab['mean_ari']:.3f} over {restarts} restarts; per "
+                   "cluster (Jaccard, < 0.6 = not robust): " + ", ".join(
+                       f"#{i}: {j:.2f}" for i, j in enumerate(stab["per_cluster_jaccard"])))
     for field, m in result.metrics.items():
         click.echo(f"{field:<9} NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  purity "
                    f"{m['purity']:.3f}  ({m['works']} works, {m['labels']} values)")

@@ -25,6 +25,7 @@ __all__ = ["AUTO_K_RANGE", "ClusterResult", "cluster_space"]
 AUTO_K_RANGE = (2, 20)  # --k auto tries these k (inclusive), capped below the collection size
 SILHOUETTE_SAMPLE = 2_000  # works the silhouette of each candidate k is measured on
 NITER = 25
+NREDO = 3  # k-means runs per clustering, keeping the best objective: one can be unlucky
 
 
 @dataclass
@@ -38,11 +39,37 @@ class ClusterResult:
 
 def _kmeans(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means; returns (cluster per row, cosine distance to its centre)."""
-    km = faiss.Kmeans(vectors.shape[1], k, niter=NITER, seed=seed, spherical=True,
-                      verbose=False, min_points_per_centroid=1, max_points_per_centroid=10**9)
+    km = faiss.Kmeans(vectors.shape[1], k, niter=NITER, nredo=NREDO, seed=seed,
+                      spherical=True, verbose=False, min_points_per_centroid=1,
+                      max_points_per_centroid=10**9)
     km.train(vectors)
     sims, assign = km.index.search(vectors, 1)
     return assign[:, 0].astype(np.int64), 1.0 - sims[:, 0]
+
+
+def stability(vectors: np.ndarray, assign: np.ndarray, k: int, seed: int, runs: int
+              ) -> dict[str, Any]:
+    """How much the clustering holds when k-means restarts from other seeds.
+
+    Overall: mean ARI between this run and each restart. Per cluster: the mean, over
+    restarts, of the best Jaccard overlap between its members and any restart cluster (after
+    Hennig's cluster-wise stability): near 1 = a robust group, below ~0.6 = an artefact of one
+    run that should not be read as a finding.
+    """
+    if runs < 1:
+        return {}
+    aris, per_cluster = [], np.zeros(k)
+    members = [set(np.flatnonzero(assign == c)) for c in range(k)]
+    for r in range(1, runs + 1):
+        other, _ = _kmeans(vectors, k, seed + r)
+        aris.append(ari(assign, other))
+        theirs = [set(np.flatnonzero(other == c)) for c in range(k)]
+        for c, mine in enumerate(members):
+            per_cluster[c] += max((len(mine & t) / len(mine | t) for t in theirs if t),
+                                  default=0.0) if mine else 0.0
+    return {"method": f"k-means restarted with seeds {seed + 1}..{seed + runs}",
+            "mean_ari": round(float(np.mean(aris)), 4),
+            "per_cluster_jaccard": [round(float(x / runs), 4) for x in per_cluster]}
 
 
 def choose_k(vectors: np.ndarray, seed: int) -> tuple[int, dict[int, float]]:
@@ -61,7 +88,7 @@ def choose_k(vectors: np.ndarray, seed: int) -> tuple[int, dict[int, float]]:
 
 
 def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "auto",
-                  method: str = "kmeans", seed: int = 0) -> ClusterResult:
+                  method: str = "kmeans", seed: int = 0, restarts: int = 5) -> ClusterResult:
     """Cluster every artwork of a space and store the run; see the module docstring."""
     if method != "kmeans":
         raise MetadataError(f"--method {method}: only kmeans is available so far")
@@ -76,7 +103,8 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "au
     ids, vectors = ids[order], vectors[order]
     artwork_ids = [by_faiss[int(i)] for i in ids]
     n = len(artwork_ids)
-    params: dict[str, Any] = {"niter": NITER, "spherical": True, "artworks": n}
+    params: dict[str, Any] = {"niter": NITER, "nredo": NREDO, "spherical": True,
+                              "artworks": n}
     if k == "auto":
         if n < 3:
             raise MetadataError(f"space {space!r} has {n} artworks; clustering needs at least 3")
@@ -89,6 +117,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "au
             raise MetadataError(f"--k {chosen}: choose between 2 and {n} (the artworks in "
                                 f"space {space!r}), or --k auto")
     assign, distance = _kmeans(vectors, chosen, seed)
+    params["stability"] = stability(vectors, assign, chosen, seed, restarts)
     metrics = _agreement(index, artwork_ids, assign)
     with index.store.session() as s, s.begin():
         run = ClusterRun(space_id=sp.id, method=method, k=chosen, seed=seed, params=params,

@@ -87,3 +87,23 @@ def test_bad_requests_say_what_to_do(indexed: Path) -> None:
     assert result.exit_code == 1 and "no clustering run 9" in result.output
     result = CliRunner().invoke(cli, ["cluster", "--k", "many", "--index", str(indexed)])
     assert result.exit_code == 2 and "give a number of clusters or auto" in result.output
+
+
+def test_stability_tells_real_groups_from_artefacts() -> None:
+    import numpy as np
+
+    from artsearch.cluster import _kmeans, stability
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((4, 32)) * 3
+    blobs = np.concatenate([c + rng.standard_normal((50, 32)) * 0.5 for c in centres])
+    blobs = (blobs / np.linalg.norm(blobs, axis=1, keepdims=True)).astype(np.float32)
+    assign, _ = _kmeans(blobs, 4, seed=0)
+    real = stability(blobs, assign, 4, seed=0, runs=4)
+    assert real["mean_ari"] > 0.95 and min(real["per_cluster_jaccard"]) > 0.9
+
+    noise = rng.standard_normal((200, 32)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    assign, _ = _kmeans(noise, 6, seed=0)
+    artefact = stability(noise, assign, 6, seed=0, runs=4)
+    assert artefact["mean_ari"] < 0.6
