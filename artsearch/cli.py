@@ -334,10 +334,13 @@ def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
         click.echo(f"stability mean ARI {stab['mean_ari']:.3f} over {restarts} restarts; per "
                    "cluster (Jaccard, < 0.6 = not robust): " + ", ".join(
                        f"#{i}: {j:.2f}" for i, j in enumerate(stab["per_cluster_jaccard"])))
-    for field, m in result.metrics.items():
+    for entry in result.metrics.get("clusters", []):
+        click.echo(f"  #{entry['cluster']}: {entry['label']}")
+    fields = {f: m for f, m in result.metrics.items() if f != "clusters"}
+    for field, m in fields.items():
         click.echo(f"{field:<9} NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  purity "
                    f"{m['purity']:.3f}  ({m['works']} works, {m['labels']} values)")
-    if not result.metrics:
+    if not fields:
         click.echo("no catalogued field to compare with (index with --metadata)")
 
 

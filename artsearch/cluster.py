@@ -17,13 +17,15 @@ from sqlalchemy import select
 
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
-from artsearch.metrics import ari, nmi, purity, silhouette
+from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
 from artsearch.store import METADATA_FIELDS, Artwork, ClusterAssignment, ClusterRun, Embedding
 
 __all__ = ["AUTO_K_RANGE", "ClusterResult", "cluster_space"]
 
 AUTO_K_RANGE = (2, 20)  # --k auto tries these k (inclusive), capped below the collection size
 SILHOUETTE_SAMPLE = 2_000  # works the silhouette of each candidate k is measured on
+LABEL_FIELDS = ("genre", "style", "artist", "date", "source")
+SIGNIFICANCE = 0.01  # Bonferroni-corrected p-value under which a value labels a cluster
 NITER = 25
 NREDO = 3  # k-means runs per clustering, keeping the best objective: one can be unlucky
 
@@ -119,6 +121,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "au
     assign, distance = _kmeans(vectors, chosen, seed)
     params["stability"] = stability(vectors, assign, chosen, seed, restarts)
     metrics = _agreement(index, artwork_ids, assign)
+    metrics["clusters"] = _labels(index, artwork_ids, assign, chosen)
     with index.store.session() as s, s.begin():
         run = ClusterRun(space_id=sp.id, method=method, k=chosen, seed=seed, params=params,
                          metrics=metrics)
@@ -148,4 +151,47 @@ def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> d
                       "nmi": round(nmi(assign[rows], labels), 4),
                       "ari": round(ari(assign[rows], labels), 4),
                       "purity": round(purity(assign[rows], labels), 4)}
+    return out
+
+
+def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
+            ) -> list[dict[str, Any]]:
+    """Per cluster: catalogue values over-represented against the whole collection.
+
+    Each (cluster, field, value) with at least 2 works in the cluster is tested with the
+    hypergeometric upper tail; p-values are Bonferroni-corrected for the number of tests.
+    A cluster's label joins its two most significant values, or says it has none.
+    """
+    with index.store.session() as s:
+        arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
+    tests: list[tuple[int, str, str, int, int, int, int]] = []
+    for field in LABEL_FIELDS:
+        values = [arts[a].field(field) for a in artwork_ids]
+        known = [i for i, v in enumerate(values) if v]
+        if not known:
+            continue
+        population = len(known)
+        totals: dict[str, int] = {}
+        for i in known:
+            totals[values[i]] = totals.get(values[i], 0) + 1
+        for c in range(k):
+            inside = [i for i in known if assign[i] == c]
+            counts: dict[str, int] = {}
+            for i in inside:
+                counts[values[i]] = counts.get(values[i], 0) + 1
+            for value, hits in counts.items():
+                if hits >= 2:
+                    tests.append((c, field, str(value), hits, len(inside), totals[value],
+                                  population))
+    out: list[dict[str, Any]] = [{"cluster": c, "over_represented": []} for c in range(k)]
+    for c, field, value, hits, drawn, successes, population in tests:
+        p = min(1.0, hypergeometric_tail(hits, drawn, successes, population) * len(tests))
+        if p < SIGNIFICANCE:
+            out[c]["over_represented"].append({
+                "field": field, "value": value, "in_cluster": hits, "of": drawn,
+                "expected": round(drawn * successes / population, 1), "p_adjusted": p})
+    for entry in out:
+        entry["over_represented"].sort(key=lambda e: e["p_adjusted"])
+        top = entry["over_represented"][:2]
+        entry["label"] = " · ".join(f"{e['value']}" for e in top) or "no distinctive metadata"
     return out

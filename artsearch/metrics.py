@@ -6,11 +6,12 @@ benchmark suites, so both report the same numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ari", "nmi", "purity", "silhouette"]
+__all__ = ["ari", "hypergeometric_tail", "nmi", "purity", "silhouette"]
 
 
 def _codes(a: Sequence[object] | np.ndarray) -> np.ndarray:
@@ -76,3 +77,22 @@ def silhouette(vectors: np.ndarray, clusters: np.ndarray) -> float:
     b = mean_to.min(axis=1)
     s = np.where(n_own > 1, (b - a) / np.maximum(a, b), 0.0)
     return float(s.mean())
+
+
+def hypergeometric_tail(hits: int, drawn: int, successes: int, population: int) -> float:
+    """P(X >= hits) for X ~ Hypergeometric(population, successes, drawn): the chance that a
+    random group of `drawn` works holds at least `hits` of the `successes` works with a value."""
+    def log_choose(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    top = min(drawn, successes)
+    if hits > top:
+        return 0.0
+    base = log_choose(population, drawn)
+    terms = [log_choose(successes, i) + log_choose(population - successes, drawn - i) - base
+             for i in range(max(hits, 0), top + 1)
+             if drawn - i <= population - successes]
+    if not terms:
+        return 0.0
+    peak = max(terms)
+    return min(1.0, math.exp(peak) * sum(math.exp(t - peak) for t in terms))

@@ -107,3 +107,25 @@ def test_stability_tells_real_groups_from_artefacts() -> None:
     assign, _ = _kmeans(noise, 6, seed=0)
     artefact = stability(noise, assign, 6, seed=0, runs=4)
     assert artefact["mean_ari"] < 0.6
+
+
+def test_clusters_are_labelled_by_significantly_over_represented_values(indexed: Path) -> None:
+    with ArtIndex(indexed) as idx:
+        result = cluster_space(idx, k=2, seed=0, restarts=0)
+    labels = sorted(entry["label"] for entry in result.metrics["clusters"])
+    assert labels == ["seascape", "sunset"]
+    top = result.metrics["clusters"][0]["over_represented"][0]
+    assert top["field"] == "genre" and top["in_cluster"] == 12 and top["expected"] == 6.0
+    assert top["p_adjusted"] < 1e-4
+
+
+def test_hypergeometric_tail_matches_a_hand_count() -> None:
+    from math import comb
+
+    from artsearch.metrics import hypergeometric_tail
+
+    # 3 of 4 drawn from 10 works of which 5 have the value: P(X >= 3).
+    exact = sum(comb(5, i) * comb(5, 4 - i) for i in (3, 4)) / comb(10, 4)
+    assert hypergeometric_tail(3, 4, 5, 10) == pytest.approx(exact)
+    assert hypergeometric_tail(0, 4, 5, 10) == pytest.approx(1.0)
+    assert hypergeometric_tail(5, 4, 5, 10) == 0.0
