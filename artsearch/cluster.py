@@ -18,7 +18,7 @@ from sqlalchemy import select
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
-from artsearch.store import METADATA_FIELDS, Artwork, ClusterAssignment, ClusterRun, Embedding
+from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding
 
 __all__ = ["AUTO_K_RANGE", "ClusterResult", "cluster_space"]
 
@@ -140,8 +140,7 @@ def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> d
     with index.store.session() as s:
         arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
     out: dict[str, Any] = {}
-    for field in ("artist", "style", "genre", "date", "source"):
-        assert field in METADATA_FIELDS
+    for field in LABEL_FIELDS:
         values = [arts[a].field(field) for a in artwork_ids]
         rows = [i for i, v in enumerate(values) if v]
         labels = [values[i] for i in rows]

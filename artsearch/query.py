@@ -128,8 +128,10 @@ def search(
     spaces = [index.space(name) for name in weights]
     make = make_extractor or (lambda sp: default_extractor(index, sp))
     notes: list[str] = []
-    query_art, described = _resolve_artwork(index, spaces, image, artwork, text)
-    query_vecs = {sp.name: _query_vector(index, sp, query_art, image, text, make, max_pixels)
+    data = read_image_bytes(image) if image is not None else None  # read once, for all spaces
+    query_art, described = _resolve_artwork(index, image, data, artwork, text)
+    query_vecs = {sp.name: _query_vector(index, sp, query_art, image, data, text, make,
+                                         max_pixels)
                   for sp in spaces}
     if query_art is None and image is not None:
         described = {"image": str(image), "indexed": False}
@@ -262,7 +264,7 @@ def _blend(
 
 
 def _resolve_artwork(
-    index: ArtIndex, spaces: list[Space], image: Path | None, artwork: str | int | None,
+    index: ArtIndex, image: Path | None, data: bytes | None, artwork: str | int | None,
     text: str | None,
 ) -> tuple[Artwork | None, dict[str, Any]]:
     """The indexed artwork the query is (by id, path or identical file), if it is one."""
@@ -280,8 +282,8 @@ def _resolve_artwork(
                 raise NotIndexedError(f"{artwork}: no such artwork in {index.path}; "
                                       "see `artsearch info` or query by image file")
             return art, {"id": art.id, "path": art.path, "indexed": True}
-        assert image is not None
-        sha = sha256_bytes(read_image_bytes(image))
+        assert image is not None and data is not None
+        sha = sha256_bytes(data)
         art = s.scalar(select(Artwork).where(Artwork.sha256 == sha).order_by(Artwork.id))
         if art is None:
             return None, {"image": str(image), "indexed": False}
@@ -289,8 +291,8 @@ def _resolve_artwork(
 
 
 def _query_vector(
-    index: ArtIndex, sp: Space, art: Artwork | None, image: Path | None, text: str | None,
-    make: Callable[[Space], Extractor], max_pixels: int,
+    index: ArtIndex, sp: Space, art: Artwork | None, image: Path | None, data: bytes | None,
+    text: str | None, make: Callable[[Space], Extractor], max_pixels: int,
 ) -> np.ndarray:
     """(1, dims): the stored vector of an indexed artwork, else a freshly embedded one."""
     if art is not None:
@@ -309,9 +311,9 @@ def _query_vector(
                 "text queries need an open_clip space (artsearch index DIR --space clip "
                 "--backbone open_clip:ARCH/TAG)")
         return make(sp).embed_texts([text])
-    assert image is not None
+    assert image is not None and data is not None
     try:  # decode before loading a model, so a bad file fails fast
-        img, _ = decode_image(read_image_bytes(image), max_pixels=max_pixels,
+        img, _ = decode_image(data, max_pixels=max_pixels,
                               min_side=index.spec_for(sp).preprocess.resize)
     except BadImageError as e:
         raise BadImageError(f"{image}: {e}") from e
