@@ -22,6 +22,8 @@ example: $(STAMP)
 	$(BIN)/artsearch index examples/collection --index example --space style --backbone vgg16-hed --pooling gram
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --space style
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --mix content=0.5,style=0.5
+	$(BIN)/artsearch cluster --index example --k 4 --report indexes/example/report
+	@echo "cluster report: open indexes/example/report/index.html in a browser"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -290,26 +290,51 @@ def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
+def _report_options(f: Any) -> Any:
+    f = click.option("--duplicates", "duplicate_threshold", type=click.FloatRange(0, 1),
+                     default=0.92, show_default=True, metavar="COSINE",
+                     help="Similarity at or above which the report flags two works as "
+                          "near-duplicates.")(f)
+    return click.option("--report", "report_dir", default=None, metavar="DIR",
+                        type=click.Path(path_type=Path, file_okay=False),
+                        help="Also write an HTML report to DIR (index.html + thumbnails; "
+                             "opens from disk, no server).")(f)
+
+
 @cli.command()
 @_index_option
 @_space_option
 @click.option("--k", "k", default="auto", show_default=True, metavar="N|auto",
               help="Number of clusters; auto picks the k from 2 to 20 with the highest mean "
-                   "silhouette and says so.")
-@click.option("--method", type=click.Choice(["kmeans"]), default="kmeans", show_default=True,
-              help="Clustering method (k-means through FAISS, spherical).")
+                   "silhouette and says so. Not used by hdbscan.")
+@click.option("--method", type=click.Choice(["kmeans", "agglomerative", "hdbscan"]),
+              default="kmeans", show_default=True,
+              help="kmeans: spherical k-means (FAISS). agglomerative: Ward linkage (SciPy; up "
+                   "to 20,000 works). hdbscan: density clusters on a 50-d PCA projection "
+                   "(scikit-learn); finds k itself and leaves outliers unclustered.")
+@click.option("--min-cluster-size", type=click.IntRange(2), default=None, metavar="N",
+              help="hdbscan: smallest group it reports. [default: 1% of the works, at least 5]")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed: the same seed gives the same clusters.")
 @click.option("--restarts", type=click.IntRange(0), default=5, show_default=True,
-              help="Extra k-means runs from other seeds to measure stability (0: skip).")
+              help="Redos that measure stability: k-means from other seeds; agglomerative and "
+                   "hdbscan on 80% subsamples (0: skip).")
+@_report_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
-            restarts: int, as_json: bool) -> None:
+def cluster(index_name: str | None, space: str, k: str, method: str,
+            min_cluster_size: int | None, seed: int, restarts: int, report_dir: Path | None,
+            duplicate_threshold: float, as_json: bool) -> None:
     """Group the artworks of a space into clusters, and store the run.
 
-    Prints each cluster's size and how the clusters agree with catalogued fields (NMI, ARI,
-    purity). The run gets a number: `artsearch clusters` lists runs and exports
-    assignments.
+    Prints each cluster's size, label (catalogue values over-represented in it) and
+    stability, and how the clusters agree with catalogued fields (NMI, ARI, purity). The run
+    gets a number: `artsearch clusters` lists runs, exports assignments and (re)writes
+    reports.
+
+    \b
+      artsearch cluster --k 5 --report out/             k-means, HTML report in out/
+      artsearch cluster --space style --k auto          k chosen by silhouette
+      artsearch cluster --method hdbscan --report out/  density groups plus outliers
     """
     from artsearch.cluster import cluster_space
     from artsearch.home import resolve_index
@@ -317,31 +342,61 @@ def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
 
     if k != "auto" and not k.isdigit():
         raise click.UsageError(f"--k {k}: give a number of clusters or auto")
+    if method == "hdbscan" and k != "auto":
+        raise click.UsageError("--k does not apply to --method hdbscan (it finds the number "
+                               "of groups itself); use --min-cluster-size")
     with ArtIndex(resolve_index(index_name)) as idx:
         result = cluster_space(idx, space, k=k if k == "auto" else int(k), method=method,
-                               seed=seed, restarts=restarts)
+                               seed=seed, restarts=restarts,
+                               min_cluster_size=min_cluster_size)
+        summary = (_write_cluster_report(idx, result.run_id, report_dir, duplicate_threshold,
+                                         quiet=as_json)
+                   if report_dir is not None else None)
     if as_json:
         click.echo(json.dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
-                               "agreement": result.metrics, "params": result.params},
-                              indent=2))
+                               "noise": result.noise, "agreement": result.metrics,
+                               "params": result.params,
+                               "report": str(summary.path) if summary else None}, indent=2))
         return
-    how = " (chosen by silhouette)" if "k_choice" in result.params else ""
+    how = (" (chosen by silhouette)" if "k_choice" in result.params else
+           " (found by HDBSCAN)" if method == "hdbscan" else "")
     click.echo(f"run {result.run_id}: {method}, k={result.k}{how}, seed {seed}, "
                f"space {space}")
-    click.echo("sizes     " + ", ".join(f"#{i}: {n}" for i, n in enumerate(result.sizes)))
+    click.echo("sizes     " + ", ".join(f"#{i + 1}: {n}" for i, n in enumerate(result.sizes))
+               + (f"; unclustered: {result.noise}" if result.noise else ""))
     stab = result.params.get("stability")
     if stab:
-        click.echo(f"stability mean ARI {stab['mean_ari']:.3f} over {restarts} restarts; per "
+        click.echo(f"stability mean ARI {stab['mean_ari']:.3f} over {restarts} redos; per "
                    "cluster (Jaccard, < 0.6 = not robust): " + ", ".join(
-                       f"#{i}: {j:.2f}" for i, j in enumerate(stab["per_cluster_jaccard"])))
+                       f"#{i + 1}: {j:.2f}" for i, j in enumerate(stab["per_cluster_jaccard"])))
     for entry in result.metrics.get("clusters", []):
-        click.echo(f"  #{entry['cluster']}: {entry['label']}")
+        click.echo(f"  #{entry['cluster'] + 1}: {entry['label']}")
     fields = {f: m for f, m in result.metrics.items() if f != "clusters"}
     for field, m in fields.items():
         click.echo(f"{field:<9} NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  purity "
                    f"{m['purity']:.3f}  ({m['works']} works, {m['labels']} values)")
     if not fields:
         click.echo("no catalogued field to compare with (index with --metadata)")
+    if summary is not None:
+        click.echo(f"report: {summary.path}")
+
+
+def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float, *,
+                          quiet: bool = False) -> Any:
+    from artsearch.cluster_report import cluster_report
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(f"report: {msg}", err=True)
+
+    summary = cluster_report(idx, run, out_dir, duplicate_threshold=threshold, progress=say)
+    for path, why in summary.unreadable[:10]:
+        click.echo(f"warning: {path}: no thumbnail ({why})", err=True)
+    if not quiet:
+        click.echo(f"report: {summary.works:,} works, map by {summary.map_method}, "
+                   f"{summary.duplicates} near-duplicate pairs, {summary.thumbnails:,} "
+                   "thumbnails", err=True)
+    return summary
 
 
 @cli.command()
@@ -349,14 +404,19 @@ def cluster(index_name: str | None, space: str, k: str, method: str, seed: int,
 @_index_option
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
               default=None, metavar="FILE", help="Write RUN's assignments as CSV.")
+@_report_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
-             as_json: bool) -> None:
+             report_dir: Path | None, duplicate_threshold: float, as_json: bool) -> None:
     """List clustering runs, or show RUN's assignments (path, cluster, distance).
 
+    Clusters are numbered from 1 in reports and printed output; exports (CSV/JSON) keep the
+    stored numbers, from 0, with -1 for works HDBSCAN left unclustered.
+
     \b
-      artsearch clusters                 every run: id, space, method, k, seed, date
-      artsearch clusters 3 --csv out.csv RUN 3's assignments as CSV (or --json)
+      artsearch clusters                    every run: id, space, method, k, seed, date
+      artsearch clusters 3 --csv out.csv    run 3's assignments as CSV (or --json)
+      artsearch clusters 3 --report out/    (re)write run 3's HTML report
     """
     import csv
 
@@ -384,6 +444,11 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
         if s.get(ClusterRun, run) is None:
             raise click.ClickException(f"no clustering run {run}; `artsearch clusters` lists "
                                        "them")
+        if report_dir is not None:
+            summary = _write_cluster_report(idx, run, report_dir, duplicate_threshold)
+            click.echo(f"report: {summary.path}")
+            if csv_path is None and not as_json:
+                return
         rows = [{"path": path, "cluster": c, "distance": round(d, 6)}
                 for path, c, d in s.execute(
                     select(Artwork.path, ClusterAssignment.cluster, ClusterAssignment.distance)

@@ -1,13 +1,24 @@
-"""Unsupervised grouping of a space: k-means through FAISS, stored as a numbered run.
+"""Unsupervised grouping of a space, stored as a numbered run.
 
-A run records the space, method, k (and how it was chosen), the seed, each artwork's
-cluster and cosine distance to its centre, and how the clusters agree with every catalogue
-field that is filled in (NMI, ARI, purity). The same seed on the same space gives the same
-assignments.
+Three methods, each on the space's unit vectors:
+- kmeans: spherical k-means through FAISS (best of NREDO starts); stability = restarts
+  from other seeds.
+- agglomerative: Ward linkage (SciPy), the tree cut at k; deterministic, so stability =
+  re-clustering 80% subsamples.
+- hdbscan: scikit-learn's HDBSCAN on a PCA projection to HDBSCAN_DIMS dimensions (density
+  is meaningless in 1,000+ dimensions); it finds the number of groups itself and leaves
+  works that belong to none as noise (cluster -1). Stability as for agglomerative.
+
+Clusters are numbered by size, largest first. A run records the space, method, k (and how it
+was chosen), the seed, each artwork's cluster and cosine distance to its cluster's centre,
+how the clusters agree with every catalogue field that is filled in (NMI, ARI, purity), and
+per-cluster labels from over-represented catalogue values. The same seed on the same space
+gives the same assignments.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +31,20 @@ from artsearch.index import ArtIndex
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
 from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding
 
-__all__ = ["AUTO_K_RANGE", "ClusterResult", "cluster_space"]
+__all__ = ["AUTO_K_RANGE", "METHODS", "ClusterResult", "century", "cluster_space",
+           "field_value", "space_matrix"]
 
+METHODS = ("kmeans", "agglomerative", "hdbscan")
 AUTO_K_RANGE = (2, 20)  # --k auto tries these k (inclusive), capped below the collection size
 SILHOUETTE_SAMPLE = 2_000  # works the silhouette of each candidate k is measured on
-LABEL_FIELDS = ("genre", "style", "artist", "date", "source")
+LABEL_FIELDS = ("genre", "style", "artist", "century", "source")
 SIGNIFICANCE = 0.01  # Bonferroni-corrected p-value under which a value labels a cluster
 NITER = 25
 NREDO = 3  # k-means runs per clustering, keeping the best objective: one can be unlucky
+AGGLOMERATIVE_MAX = 20_000  # Ward needs n^2/2 distances in memory: 1.6 GB at 20,000 works
+HDBSCAN_DIMS = 50
+SUBSAMPLE = 0.8  # share of works each stability re-clustering sees (agglomerative, hdbscan)
+NOISE = -1
 
 
 @dataclass
@@ -37,6 +54,46 @@ class ClusterResult:
     sizes: list[int]
     metrics: dict[str, Any]
     params: dict[str, Any]
+    noise: int = 0
+
+
+def century(date: str | None) -> str | None:
+    """'1663', 'c. 1650-55', 'the 1600s' -> '17th c.'; '17th century' -> '17th c.'; no year,
+    or a year BC -> None. Years count as collections write them: 1600 is the 1600s, the 17th
+    century (the strict reckoning, 1601-1700, would split a decade that catalogues keep
+    together)."""
+    if not date or re.search(r"\b(?:BC|BCE|B\.C\.)", str(date)):
+        return None
+    text = str(date)
+    named = re.search(r"\b(\d{1,2})(?:st|nd|rd|th)\s*(?:c\b|c\.|cent)", text, re.IGNORECASE)
+    if named:
+        number = int(named.group(1))
+    else:
+        year = re.search(r"(?<!\d)(\d{3,4})(?!\d)", text)
+        if not year:
+            return None
+        number = int(year.group(1)) // 100 + 1
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
+        number % 10, "th")
+    return f"{number}{suffix} c."
+
+
+def field_value(art: Artwork, name: str) -> Any:
+    """A catalogue field, with `century` derived from `date` unless catalogued itself."""
+    if name == "century":
+        return art.field("century") or century(art.date)
+    return art.field(name)
+
+
+def _renumber(assign: np.ndarray) -> np.ndarray:
+    """Clusters numbered by size, largest first (ties: the one whose first work comes first);
+    noise stays -1."""
+    ids = [c for c in np.unique(assign) if c != NOISE]
+    ids.sort(key=lambda c: (-(assign == c).sum(), int(np.argmax(assign == c))))
+    out = np.full_like(assign, NOISE)
+    for new, old in enumerate(ids):
+        out[assign == old] = new
+    return out
 
 
 def _kmeans(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,77 +106,182 @@ def _kmeans(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndar
     return assign[:, 0].astype(np.int64), 1.0 - sims[:, 0]
 
 
-def stability(vectors: np.ndarray, assign: np.ndarray, k: int, seed: int, runs: int
-              ) -> dict[str, Any]:
-    """How much the clustering holds when k-means restarts from other seeds.
+def _ward_tree(vectors: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import linkage
 
-    Overall: mean ARI between this run and each restart. Per cluster: the mean, over
-    restarts, of the best Jaccard overlap between its members and any restart cluster (after
-    Hennig's cluster-wise stability): near 1 = a robust group, below ~0.6 = an artefact of one
-    run that should not be read as a finding.
+    if len(vectors) > AGGLOMERATIVE_MAX:
+        raise MetadataError(
+            f"--method agglomerative: {len(vectors):,} works is more than Ward linkage can "
+            f"hold in memory here (up to {AGGLOMERATIVE_MAX:,}); use --method kmeans")
+    return linkage(vectors.astype(np.float64), method="ward")
+
+
+def _cut(tree: np.ndarray, k: int) -> np.ndarray:
+    from scipy.cluster.hierarchy import fcluster
+
+    return fcluster(tree, k, criterion="maxclust").astype(np.int64) - 1
+
+
+def pca(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """Projection onto the top `dims` principal axes (covariance eigenvectors; deterministic,
+    sign fixed so each axis's largest loading is positive)."""
+    x = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
+    dims = min(dims, x.shape[1], max(len(x) - 1, 1))
+    values, axes = np.linalg.eigh(x.T @ x)
+    axes = axes[:, np.argsort(values)[::-1][:dims]]
+    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(dims)])
+    return (x @ axes).astype(np.float32)
+
+
+def _hdbscan(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
+    from sklearn.cluster import HDBSCAN
+
+    reduced = pca(vectors, HDBSCAN_DIMS)
+    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(reduced)
+
+
+def _partition(vectors: np.ndarray, method: str, k: int, seed: int, min_cluster_size: int
+               ) -> np.ndarray:
+    if method == "kmeans":
+        return _kmeans(vectors, k, seed)[0]
+    if method == "agglomerative":
+        return _cut(_ward_tree(vectors), k)
+    return _hdbscan(vectors, min_cluster_size)
+
+
+def centre_distances(vectors: np.ndarray, assign: np.ndarray) -> np.ndarray:
+    """Cosine distance of each work to its cluster's mean direction (noise: to the nearest
+    cluster's)."""
+    ids = [c for c in np.unique(assign) if c != NOISE]
+    if not ids:
+        return np.ones(len(vectors), np.float32)
+    centres = np.stack([vectors[assign == c].mean(axis=0) for c in ids])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    sims = vectors @ centres.T
+    own = np.array([ids.index(c) if c != NOISE else -1 for c in assign])
+    best = np.where(own >= 0, sims[np.arange(len(vectors)), np.maximum(own, 0)],
+                    sims.max(axis=1))
+    return (1.0 - best).astype(np.float32)
+
+
+def _jaccards(mine: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
+    """Per cluster of `mine`: the best Jaccard overlap with any (non-noise) cluster of
+    `other`, over the same works."""
+    out = np.zeros(k)
+    theirs = [set(np.flatnonzero(other == c)) for c in np.unique(other) if c != NOISE]
+    for c in range(k):
+        members = set(np.flatnonzero(mine == c))
+        if members:
+            out[c] = max((len(members & t) / len(members | t) for t in theirs), default=0.0)
+    return out
+
+
+def stability(vectors: np.ndarray, assign: np.ndarray, k: int, seed: int, runs: int,
+              method: str = "kmeans", min_cluster_size: int = 5) -> dict[str, Any]:
+    """How much the clustering holds when it is redone.
+
+    k-means: restarts from other seeds over all works. agglomerative and hdbscan, which are
+    deterministic: re-clustering of `runs` random 80% subsamples, compared on the works each
+    one saw. Overall: mean ARI between this run and each redo. Per cluster: the mean, over
+    redos, of the best Jaccard overlap between its members and any redo cluster (after
+    Hennig's cluster-wise stability): near 1 = a robust group, below ~0.6 = an artefact of
+    one run that should not be read as a finding.
     """
     if runs < 1:
         return {}
     aris, per_cluster = [], np.zeros(k)
-    members = [set(np.flatnonzero(assign == c)) for c in range(k)]
+    rng = np.random.default_rng(seed)
     for r in range(1, runs + 1):
-        other, _ = _kmeans(vectors, k, seed + r)
-        aris.append(ari(assign, other))
-        theirs = [set(np.flatnonzero(other == c)) for c in range(k)]
-        for c, mine in enumerate(members):
-            per_cluster[c] += max((len(mine & t) / len(mine | t) for t in theirs if t),
-                                  default=0.0) if mine else 0.0
-    return {"method": f"k-means restarted with seeds {seed + 1}..{seed + runs}",
-            "mean_ari": round(float(np.mean(aris)), 4),
+        if method == "kmeans":
+            rows = np.arange(len(vectors))
+            other = _kmeans(vectors, k, seed + r)[0]
+        else:
+            rows = np.sort(rng.choice(len(vectors), max(int(SUBSAMPLE * len(vectors)), 2),
+                                      replace=False))
+            other = _partition(vectors[rows], method, k, seed + r,
+                               max(2, round(min_cluster_size * SUBSAMPLE)))
+        aris.append(ari(assign[rows], other))
+        per_cluster += _jaccards(assign[rows], other, k)
+    how = (f"k-means restarted with seeds {seed + 1}..{seed + runs}" if method == "kmeans"
+           else f"{method} redone on {runs} random {SUBSAMPLE:.0%} subsamples (seed {seed})")
+    return {"method": how, "runs": runs, "mean_ari": round(float(np.mean(aris)), 4),
             "per_cluster_jaccard": [round(float(x / runs), 4) for x in per_cluster]}
 
 
-def choose_k(vectors: np.ndarray, seed: int) -> tuple[int, dict[int, float]]:
+def choose_k(vectors: np.ndarray, seed: int, method: str = "kmeans"
+             ) -> tuple[int, dict[int, float]]:
     """k with the highest mean silhouette (cosine) over AUTO_K_RANGE, measured on a fixed
     sample of the works (ties go to the smaller k)."""
     rng = np.random.default_rng(seed)
     rows = (np.arange(len(vectors)) if len(vectors) <= SILHOUETTE_SAMPLE
             else np.sort(rng.choice(len(vectors), SILHOUETTE_SAMPLE, replace=False)))
+    tree = _ward_tree(vectors) if method == "agglomerative" else None
     lo, hi = AUTO_K_RANGE
     scores = {}
     for k in range(lo, min(hi, len(vectors) - 1) + 1):
-        assign, _ = _kmeans(vectors, k, seed)
+        assign = _kmeans(vectors, k, seed)[0] if tree is None else _cut(tree, k)
         scores[k] = round(silhouette(vectors[rows], assign[rows]), 4)
     best = max(scores, key=lambda k: (scores[k], -k))
     return best, scores
 
 
-def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "auto",
-                  method: str = "kmeans", seed: int = 0, restarts: int = 5) -> ClusterResult:
-    """Cluster every artwork of a space and store the run; see the module docstring."""
-    if method != "kmeans":
-        raise MetadataError(f"--method {method}: only kmeans is available so far")
+def space_matrix(index: ArtIndex, space: str) -> tuple[list[int], np.ndarray]:
+    """A space's artwork ids (ascending) and their unit vectors, row for row."""
     sp = index.space(space)
     ids, vectors = index.vectors(sp).everything()
     with index.store.session() as s:
         by_faiss = dict(s.execute(select(Embedding.faiss_id, Embedding.artwork_id).where(
             Embedding.space_id == sp.id)).all())
     keep = np.array([int(i) in by_faiss for i in ids], bool)
-    ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
+    ids, vectors = ids[keep], vectors[keep]
     order = np.argsort([by_faiss[int(i)] for i in ids])  # artwork order: stable across runs
-    ids, vectors = ids[order], vectors[order]
-    artwork_ids = [by_faiss[int(i)] for i in ids]
+    vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
+    return [by_faiss[int(i)] for i in ids[order]], vectors
+
+
+def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | None = "auto",
+                  method: str = "kmeans", seed: int = 0, restarts: int = 5,
+                  min_cluster_size: int | None = None) -> ClusterResult:
+    """Cluster every artwork of a space and store the run; see the module docstring."""
+    if method not in METHODS:
+        raise MetadataError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    sp = index.space(space)
+    artwork_ids, vectors = space_matrix(index, space)
     n = len(artwork_ids)
-    params: dict[str, Any] = {"niter": NITER, "nredo": NREDO, "spherical": True,
-                              "artworks": n}
-    if k == "auto":
-        if n < 3:
-            raise MetadataError(f"space {space!r} has {n} artworks; clustering needs at least 3")
-        chosen, scores = choose_k(vectors, seed)
-        params["k_choice"] = {"criterion": "highest mean cosine silhouette",
-                              "range": list(AUTO_K_RANGE), "silhouette": scores}
+    if n < 3:
+        raise MetadataError(f"space {space!r} has {n} artworks; clustering needs at least 3")
+    params: dict[str, Any] = {"artworks": n}
+    if method == "kmeans":
+        params |= {"niter": NITER, "nredo": NREDO, "spherical": True}
+    elif method == "agglomerative":
+        params |= {"linkage": "ward", "library": "scipy"}
+    if method == "hdbscan":
+        if k not in (None, "auto"):
+            raise MetadataError("--k does not apply to --method hdbscan (it finds the number "
+                                "of groups itself); set --min-cluster-size instead")
+        mcs = min_cluster_size or max(5, n // 100)
+        params |= {"min_cluster_size": mcs, "pca_dims": min(HDBSCAN_DIMS, vectors.shape[1]),
+                   "library": "scikit-learn"}
+        assign = _renumber(_hdbscan(vectors, mcs))
+        chosen = int(assign.max()) + 1
+        if chosen == 0:
+            raise MetadataError(f"HDBSCAN found no group among {n} works with "
+                                f"--min-cluster-size {mcs}; lower it, or use --method kmeans")
     else:
-        chosen = int(k)
-        if not 2 <= chosen <= n:
-            raise MetadataError(f"--k {chosen}: choose between 2 and {n} (the artworks in "
-                                f"space {space!r}), or --k auto")
-    assign, distance = _kmeans(vectors, chosen, seed)
-    params["stability"] = stability(vectors, assign, chosen, seed, restarts)
+        mcs = min_cluster_size or 5
+        if k in (None, "auto"):
+            chosen, scores = choose_k(vectors, seed, method)
+            params["k_choice"] = {"criterion": "highest mean cosine silhouette",
+                                  "range": list(AUTO_K_RANGE), "silhouette": scores}
+        else:
+            chosen = int(k)
+            if not 2 <= chosen <= n:
+                raise MetadataError(f"--k {chosen}: choose between 2 and {n} (the artworks in "
+                                    f"space {space!r}), or --k auto")
+        assign = _renumber(_partition(vectors, method, chosen, seed, mcs))
+        chosen = int(assign.max()) + 1  # a Ward cut can hold fewer groups than asked on ties
+    distance = centre_distances(vectors, assign)
+    params["stability"] = stability(vectors, assign, chosen, seed, restarts, method, mcs)
     metrics = _agreement(index, artwork_ids, assign)
     metrics["clusters"] = _labels(index, artwork_ids, assign, chosen)
     with index.store.session() as s, s.begin():
@@ -131,18 +293,20 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str = "au
                                     distance=float(d))
                   for a, c, d in zip(artwork_ids, assign, distance, strict=True))
         run_id = run.id
-    sizes = np.bincount(assign, minlength=chosen).tolist()
-    return ClusterResult(run_id, chosen, sizes, metrics, params)
+    sizes = np.bincount(assign[assign != NOISE], minlength=chosen).tolist()
+    return ClusterResult(run_id, chosen, sizes, metrics, params,
+                         noise=int((assign == NOISE).sum()))
 
 
 def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> dict[str, Any]:
-    """NMI, ARI and purity against each catalogue field, over the works that have it."""
+    """NMI, ARI and purity against each catalogue field, over the works that have it (and
+    belong to a cluster: HDBSCAN's noise is left out)."""
     with index.store.session() as s:
         arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
     out: dict[str, Any] = {}
     for field in LABEL_FIELDS:
-        values = [arts[a].field(field) for a in artwork_ids]
-        rows = [i for i, v in enumerate(values) if v]
+        values = [field_value(arts[a], field) for a in artwork_ids]
+        rows = [i for i, v in enumerate(values) if v and assign[i] != NOISE]
         labels = [values[i] for i in rows]
         if len(rows) < 2 or len(set(labels)) < 2:
             continue
@@ -165,7 +329,7 @@ def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
         arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
     tests: list[tuple[int, str, str, int, int, int, int]] = []
     for field in LABEL_FIELDS:
-        values = [arts[a].field(field) for a in artwork_ids]
+        values = [field_value(arts[a], field) for a in artwork_ids]
         known = [i for i, v in enumerate(values) if v]
         if not known:
             continue

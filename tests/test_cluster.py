@@ -129,3 +129,78 @@ def test_hypergeometric_tail_matches_a_hand_count() -> None:
     assert hypergeometric_tail(3, 4, 5, 10) == pytest.approx(exact)
     assert hypergeometric_tail(0, 4, 5, 10) == pytest.approx(1.0)
     assert hypergeometric_tail(5, 4, 5, 10) == 0.0
+
+
+def blobs(seed: int = 0, n: int = 40, dims: int = 32, groups: int = 3):  # noqa: ANN201
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((groups, dims)) * 3
+    x = np.concatenate([c + rng.standard_normal((n, dims)) * 0.4 for c in centres])
+    truth = np.repeat(np.arange(groups), n)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth
+
+
+@pytest.mark.parametrize("method", ["kmeans", "agglomerative", "hdbscan"])
+def test_every_method_recovers_separated_groups(method: str) -> None:
+    from artsearch.cluster import _partition, _renumber, stability
+    from artsearch.metrics import ari
+
+    x, truth = blobs()
+    assign = _renumber(_partition(x, method, 3, seed=0, min_cluster_size=10))
+    assert ari(assign, truth) > 0.95
+    assert list(_renumber(_partition(x, method, 3, seed=0, min_cluster_size=10))) == \
+        list(assign)  # deterministic
+    held = stability(x, assign, 3, seed=0, runs=3, method=method, min_cluster_size=10)
+    assert held["mean_ari"] > 0.9 and min(held["per_cluster_jaccard"]) > 0.9
+    assert held["method"].startswith("k-means restarted" if method == "kmeans"
+                                     else f"{method} redone on 3 random 80% subsamples")
+
+
+def test_hdbscan_leaves_stray_works_unclustered(tmp_path: Path) -> None:
+    import numpy as np
+
+    from artsearch.cluster import NOISE, _hdbscan, centre_distances
+
+    # Two groups near one another, and three works far from both (random directions).
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(32)
+    centres = base * 3 + rng.standard_normal((2, 32)) * 1.5
+    x = np.concatenate([*(c + rng.standard_normal((40, 32)) * 0.15 for c in centres),
+                        rng.standard_normal((3, 32))])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assign = _hdbscan(x, min_cluster_size=10)
+    assert set(assign[-3:]) == {NOISE} and (assign[:-3] != NOISE).mean() > 0.9
+    distance = centre_distances(x, assign)
+    assert distance[-3:].min() > distance[:-3].max()  # strays are far from every centre
+
+
+def test_methods_through_the_cli_and_their_limits(indexed: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    base = ["--index", str(indexed), "--json"]
+    ward = json.loads(runner.invoke(cli, ["cluster", "--method", "agglomerative", "--k", "2",
+                                          *base]).output)
+    assert sorted(ward["sizes"]) == [12, 12] and ward["agreement"]["genre"]["ari"] == 1.0
+    assert ward["params"]["linkage"] == "ward"
+    dense = runner.invoke(cli, ["cluster", "--method", "hdbscan", "--min-cluster-size", "5",
+                                *base])
+    assert dense.exit_code == 0, dense.output
+    found = json.loads(dense.output)
+    assert found["k"] >= 2 and sum(found["sizes"]) + found["noise"] == 24
+    result = runner.invoke(cli, ["cluster", "--method", "hdbscan", "--k", "3", *base])
+    assert result.exit_code == 2 and "use --min-cluster-size" in result.output
+    monkeypatch.setattr("artsearch.cluster.AGGLOMERATIVE_MAX", 10)
+    result = runner.invoke(cli, ["cluster", "--method", "agglomerative", "--k", "2", *base])
+    assert result.exit_code == 1 and "use --method kmeans" in result.output
+
+
+def test_clusters_are_numbered_by_size_and_centuries_read_from_dates() -> None:
+    import numpy as np
+
+    from artsearch.cluster import _renumber, century
+
+    assert list(_renumber(np.array([2, 2, 0, 1, 1, 1, -1]))) == [1, 1, 2, 0, 0, 0, -1]
+    assert [century(d) for d in ("1663", "c. 1650-55", "the 1600s", "17th century",
+                                 "1901", "21st c.", "1200 BC", "undated", None)] == [
+        "17th c.", "17th c.", "17th c.", "17th c.", "20th c.", "21st c.", None, None, None]

@@ -1,0 +1,202 @@
+"""What every HTML report shares: one stylesheet, a provenance header, thumbnails, bar charts.
+
+A report is a folder that opens from disk: `index.html`, `report.json` and `thumbs/`. Nothing
+is fetched when it is opened (no fonts, scripts or images from elsewhere), so it works
+offline, prints, and can be archived beside the collection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from artsearch import __version__
+
+__all__ = ["PALETTE", "Thumbnails", "bars", "colour", "esc", "page", "write_report"]
+
+THUMB_SIDE = 160
+
+# Twelve colours that stay apart for the colour-blind (Okabe-Ito, then Tol's muted set);
+# cluster i takes PALETTE[i % 12], noise is grey.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#882255",
+           "#117733", "#999933", "#332288", "#AA4499", "#44AA99")
+NOISE_COLOUR = "#9a9a9a"
+
+STYLE = """
+:root { --ink: #1d1d1f; --muted: #5f6368; --rule: #d9d9de; --paper: #fbfaf7; --accent: #0072B2; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: var(--ink); background: var(--paper); }
+header.provenance { padding: 20px 32px 12px; border-bottom: 1px solid var(--rule);
+                    background: #fff; }
+header h1 { margin: 0 0 4px; font-size: 24px; font-weight: 600; }
+header p.lede { margin: 0 0 12px; color: var(--muted); }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 0;
+           font-size: 13px; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+              overflow-wrap: anywhere; }
+nav.toc { padding: 8px 32px; font-size: 13px; border-bottom: 1px solid var(--rule); }
+nav.toc a { margin-right: 12px; }
+main { padding: 8px 32px 48px; max-width: 1280px; }
+section { margin: 28px 0; }
+h2 { font-size: 19px; font-weight: 600; margin: 0 0 8px; padding-top: 8px;
+     border-top: 1px solid var(--rule); }
+h3 { font-size: 15px; font-weight: 600; margin: 14px 0 6px; }
+p.note, .muted { color: var(--muted); font-size: 13px; }
+a { color: var(--accent); }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+th, td { padding: 3px 10px 3px 0; text-align: left; vertical-align: top; }
+th { font-weight: 600; border-bottom: 1px solid var(--rule); }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
+         color: #fff; vertical-align: middle; }
+.badge.good { background: #117733; } .badge.fair { background: #999933; }
+.badge.poor { background: #CC3311; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 6px;
+          vertical-align: -1px; margin-right: 6px; }
+.sheet { display: flex; flex-wrap: wrap; gap: 10px; margin: 6px 0; }
+figure.work { margin: 0; width: 132px; font-size: 11px; line-height: 1.25; }
+figure.work img, figure.work .missing { width: 132px; height: 132px; object-fit: contain;
+        background: #efeee9; border: 1px solid var(--rule); display: block; }
+figure.work .missing { display: flex; align-items: center; justify-content: center;
+        color: var(--muted); }
+figure.work figcaption { margin-top: 3px; overflow-wrap: anywhere; }
+figure.work.medoid img { outline: 3px solid var(--accent); outline-offset: -3px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr));
+          gap: 4px 24px; }
+.bars { font-size: 12px; }
+.bar { display: grid; grid-template-columns: 120px 1fr 44px; gap: 6px; align-items: center;
+       margin: 1px 0; }
+.bar .label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.bar .track { background: #ecebe6; height: 10px; border-radius: 2px; }
+.bar .fill { height: 10px; border-radius: 2px; }
+.bar .count { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
+.pair { display: flex; gap: 10px; align-items: flex-end; margin: 8px 24px 8px 0; }
+.pairs { display: flex; flex-wrap: wrap; }
+#map-wrap { position: relative; background: #fff; border: 1px solid var(--rule); }
+#map { width: 100%; height: auto; display: block; }
+#map circle { stroke: #fff; stroke-width: 0.6; }
+#map circle:hover { stroke: var(--ink); stroke-width: 2; }
+#hover-card { position: absolute; pointer-events: none; display: none; background: #fff;
+              border: 1px solid var(--rule); padding: 6px; font-size: 12px; width: 180px;
+              box-shadow: 0 2px 8px rgba(0,0,0,.15); }
+#hover-card img { width: 166px; height: 120px; object-fit: contain; display: block;
+                  background: #efeee9; }
+.legend { font-size: 13px; margin: 6px 0; }
+.legend span.item { margin-right: 14px; white-space: nowrap; }
+@media print { nav.toc, button { display: none; } body { background: #fff; }
+               section { break-inside: avoid-page; } }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def colour(cluster: int) -> str:
+    return NOISE_COLOUR if cluster < 0 else PALETTE[cluster % len(PALETTE)]
+
+
+def page(title: str, lede: str, facts: Sequence[tuple[str, object]], sections: Iterable[str],
+         *, toc: Sequence[tuple[str, str]] = (), script: str = "") -> str:
+    """A whole report page: provenance header (the facts that reproduce it), contents, body."""
+    facts_html = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
+    toc_html = ("<nav class=toc>" + "".join(f'<a href="#{esc(a)}">{esc(t)}</a>'
+                                              for a, t in toc) + "</nav>") if toc else ""
+    return (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width, initial-scale=1'>"
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
+            f"<header class=provenance><h1>{esc(title)}</h1><p class=lede>{esc(lede)}</p>"
+            f"<dl class=facts>{facts_html}</dl></header>{toc_html}<main>"
+            + "".join(sections) + "</main>"
+            + (f"<script>{script}</script>" if script else "") + "</body></html>\n")
+
+
+def standard_facts() -> list[tuple[str, object]]:
+    return [("made by", f"artsearch {__version__}"),
+            ("made on", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))]
+
+
+def bars(counts: Sequence[tuple[str, int]], total: int, fill: str, *, unknown: int = 0
+         ) -> str:
+    """Horizontal bars, one per value, as plain HTML (prints, needs no script)."""
+    if not counts:
+        return "<p class=note>not catalogued</p>"
+    top = max(n for _, n in counts)
+    rows = "".join(
+        f"<div class=bar title='{esc(v)}: {n} of {total}'><span class=label>{esc(v)}</span>"
+        f"<span class=track><span class=fill style='display:block;width:{100 * n / top:.1f}%;"
+        f"background:{fill}'></span></span><span class=count>{n}</span></div>"
+        for v, n in counts)
+    more = f"<p class=note>{unknown} not catalogued</p>" if unknown else ""
+    return f"<div class=bars>{rows}</div>{more}"
+
+
+def figure(thumb: str | None, caption: str, hover: str, *, css: str = "work") -> str:
+    img = (f"<img src='{esc(thumb)}' alt='{esc(hover)}' title='{esc(hover)}' loading=eager>"
+           if thumb else f"<div class=missing title='{esc(hover)}'>unreadable</div>")
+    return f"<figure class='{css}'>{img}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+class Thumbnails:
+    """Small JPEG copies of collection images under DIR/thumbs, made once per report.
+
+    An image that cannot be read (moved, deleted, damaged since indexing) gets no thumbnail;
+    the report shows "unreadable" in its place and lists it, rather than failing.
+    """
+
+    def __init__(self, root: Path | None, out_dir: Path, side: int = THUMB_SIDE) -> None:
+        self.root, self.dir, self.side = root, out_dir / "thumbs", side
+        self.made: dict[int, str | None] = {}
+        self.failed: list[tuple[str, str]] = []
+
+    def make(self, works: Iterable[tuple[int, str]]) -> None:
+        todo = [(i, p) for i, p in dict(works).items() if i not in self.made]
+        if not todo:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for (artwork_id, path), result in zip(todo, pool.map(self._one, todo),
+                                                  strict=True):
+                self.made[artwork_id] = result if not result.startswith("!") else None
+                if result.startswith("!"):
+                    self.failed.append((path, result[1:]))
+
+    def __getitem__(self, artwork_id: int) -> str | None:
+        return self.made.get(artwork_id)
+
+    def _one(self, work: tuple[int, str]) -> str:
+        from PIL import Image
+
+        from artsearch.errors import BadImageError
+        from artsearch.images import decode_image, read_file
+
+        artwork_id, path = work
+        name = f"{artwork_id}.jpg"
+        if self.root is None:
+            return "!the index does not know the collection folder"
+        try:
+            img, _ = decode_image(read_file(self.root / path), min_side=2 * self.side)
+        except (BadImageError, OSError) as e:
+            return f"!{e}"
+        img.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)
+        img.save(self.dir / name, "JPEG", quality=82, optimize=True)
+        return f"thumbs/{name}"
+
+
+def write_report(out_dir: Path, html_text: str, data: dict[str, Any]) -> Path:
+    """Write index.html and report.json (each replaced whole, never half-written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("report.json", json.dumps(data, indent=1, default=str)),
+                       ("index.html", html_text)):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / name)
+    return out_dir / "index.html"

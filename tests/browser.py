@@ -1,0 +1,74 @@
+"""Headless Chromium for report tests: Debian's /usr/bin/chromium driven by Playwright.
+
+Without Chromium the browser tests skip, unless ARTSEARCH_REQUIRE_BROWSER=1 (set by .ci/run,
+which installs it): there a missing browser is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    for name in (os.environ.get("ARTSEARCH_CHROMIUM"), "chromium", "chromium-browser"):
+        if name and (found := shutil.which(name)):
+            return found
+    return None
+
+
+@contextmanager
+def open_page(path: Path) -> Iterator[tuple[Any, dict[str, list[str]]]]:
+    """The page at `path` (file://), loaded; yields (page, log) where log holds console
+    errors, page errors and every request that left the report folder."""
+    exe = chromium_path()
+    if exe is None:
+        if os.environ.get("ARTSEARCH_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver")
+        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    log: dict[str, list[str]] = {"console": [], "errors": [], "outside": []}
+    folder = path.parent.resolve().as_uri()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=FLAGS, chromium_sandbox=False)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: log["console"].append(m.text)
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: log["errors"].append(str(e)))
+
+            def guard(route: Any) -> None:
+                if route.request.url.startswith(folder):
+                    route.continue_()
+                else:
+                    log["outside"].append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", guard)
+            page.goto(path.resolve().as_uri(), wait_until="load")
+            yield page, log
+        finally:
+            browser.close()
+
+
+def images_that_failed(page: Any) -> list[str]:
+    """Every <img> that did not load (after waiting for the page's load event)."""
+    return page.evaluate("""() => Array.from(document.images)
+        .filter(im => !(im.complete && im.naturalWidth > 0)).map(im => im.src)""")
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    out = ARTIFACTS / name
+    page.screenshot(path=str(out), full_page=True)
+    return out
