@@ -154,7 +154,7 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     facts = _provenance(index, run, space, len(ids), map_method, duplicate_threshold)
     body = [
         _overview(run, k, assign, labels, stab, coords, shown, works, map_method, gone),
-        _agreement_section(agreement),
+        _agreement_section(agreement, int((assign == NOISE).sum())),
         *(_cluster_html(sec, works, arts, ids, labels.get(sec["cluster"], {}), stab)
           for sec in sections),
         _duplicates_section(duplicates, works, duplicate_threshold, dup_note),
@@ -243,7 +243,8 @@ def _overview(run: ClusterRun, k: int, assign: np.ndarray, labels: dict[int, Any
     legend = "".join(
         f"<span class=item><span class=swatch style='background:{colour(c)}'></span>"
         f"<a href='#cluster-{c}'>{_name(c)}</a>: "
-        f"{esc(labels.get(c, {}).get('label', 'unlabelled'))} ({sizes[c]})</span>"
+        f"{esc(labels.get(c, {}).get('label', 'in no group' if c == NOISE else '?'))} "
+        f"({sizes[c]})</span>"
         for c in [*range(k), *([NOISE] if NOISE in sizes else [])])
     sample = (f" Drawn: a seeded sample of {len(shown):,} of the {len(assign):,} works."
               if len(shown) < len(assign) else "")
@@ -295,7 +296,7 @@ def _agreement_sentence(name: str, m: dict[str, Any]) -> str:
             f"{m['works']:,} catalogued works carry their cluster's most common {name}.")
 
 
-def _agreement_section(agreement: dict[str, Any]) -> str:
+def _agreement_section(agreement: dict[str, Any], noise: int) -> str:
     if not agreement:
         return ("<section id=agreement><h2>Agreement with the catalogue</h2><p class=note>"
                 "No catalogued field to compare with: index with --metadata CSV.</p></section>")
@@ -312,7 +313,9 @@ def _agreement_section(agreement: dict[str, Any]) -> str:
         "tells about the field. ARI: agreement of pairs, 0 = chance, 1 = the same grouping. "
         "Purity: share of works in their cluster's majority value (high by default when one "
         "value dominates). Agreement says how far the visual groups follow the catalogue, "
-        "not which of the two is right.</p></section>")
+        "not which of the two is right."
+        + (f" The {noise:,} unclustered works are left out of these figures." if noise else "")
+        + "</p></section>")
 
 
 def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[int, Artwork],

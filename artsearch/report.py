@@ -75,8 +75,8 @@ figure.work.medoid img { outline: 3px solid var(--accent); outline-offset: -3px;
 .bar { display: grid; grid-template-columns: 120px 1fr 44px; gap: 6px; align-items: center;
        margin: 1px 0; }
 .bar .label { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.bar .track { background: #ecebe6; height: 10px; border-radius: 2px; }
-.bar .fill { height: 10px; border-radius: 2px; }
+.track { background: #ecebe6; height: 10px; border-radius: 2px; }
+.fill { height: 10px; border-radius: 2px; }
 .bar .count { text-align: right; font-variant-numeric: tabular-nums; color: var(--muted); }
 .pair { display: flex; gap: 10px; align-items: flex-end; margin: 8px 24px 8px 0; }
 .pairs { display: flex; flex-wrap: wrap; }
