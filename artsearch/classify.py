@@ -172,8 +172,12 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int
         model = LogisticRegression(C=best, class_weight="balanced", max_iter=2000).fit(x, y)
     w = np.zeros((n_classes, x.shape[1]), np.float32)
     b = np.full(n_classes, -1e4, np.float32)  # a class absent from training is never predicted
-    w[model.classes_] = model.coef_.astype(np.float32)
-    b[model.classes_] = model.intercept_.astype(np.float32)
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # two classes: one logit z; softmax of (-z/2, z/2) is sigmoid(z)
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    w[model.classes_] = coef.astype(np.float32)
+    b[model.classes_] = intercept.astype(np.float32)
     info = {"C": best, "cv_folds": folds, "cv_log_loss": {str(c): round(-v, 4)
                                                           for c, v in scores.items()}}
     return w, b, info
@@ -411,7 +415,7 @@ def finetune(spec: Any, layers: Sequence[str], pooling: str, params: dict[str, n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
             seen += len(rows)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                              enabled=autocast):

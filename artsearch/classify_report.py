@@ -172,7 +172,7 @@ def _by_group(values: list[Any], test: np.ndarray, y: np.ndarray, pred: np.ndarr
     for n, row in enumerate(test):
         value = values[row] if row < len(values) else None
         groups.setdefault(str(value) if value else "(not catalogued)", []).append(n)
-    for value, rows in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+    for value, rows in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         s = scores(y[rows], pred[rows], classes)
         out.append({"value": value, "works": len(rows), "accuracy": s["accuracy"],
                     "macro_f1": s["macro_f1"]})

@@ -40,6 +40,44 @@ def fake_backbone() -> BackboneSpec:
     return spec
 
 
+TRAINABLE = "fake-conv"
+
+
+def _build_conv(spec: BackboneSpec, layers: tuple[str, ...]):  # noqa: ANN202
+    import torch
+
+    class TwoConvs(torch.nn.Module):
+        """Two seeded convolutions: a backbone with weights to fine-tune, in milliseconds."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            gen = torch.Generator().manual_seed(0)
+            self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.conv2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+            one = torch.relu(self.conv1(x))
+            two = torch.relu(self.conv2(one))
+            return [{"conv1": one, "conv2": two}[n] for n in layers]
+
+    return TwoConvs().eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trainable_backbone() -> BackboneSpec:
+    """A tiny convolutional backbone with fixed random weights, for fine-tuning tests."""
+    spec = BackboneSpec(
+        name=TRAINABLE, architecture="two-convs", description="test fake: two convolutions",
+        weights=WeightsSource("no weights"), preprocess=Preprocess(size=32, resize=36,
+                                                                   mean=(0.5,) * 3, std=(0.5,) * 3),
+        layers={"conv1": 8, "conv2": 16}, default_layer="conv2", build=_build_conv)
+    backbones.register(spec, replace=True)
+    return spec
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own ARTSEARCH_HOME, so none touches a real index."""

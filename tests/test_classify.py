@@ -1,0 +1,235 @@
+"""Classification: probe and fine-tune train, calibrate, evaluate, and predict honestly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from artsearch.classify import (
+    ModelError,
+    TrainOptions,
+    ece,
+    fit_temperature,
+    load_model,
+    softmax,
+    stratified_split,
+    train,
+)
+from artsearch.cli import cli
+from artsearch.index import ArtIndex
+from artsearch.indexing import IndexOptions, index_collection
+from tests.browser import images_that_failed, open_page
+from tests.conftest import FAKE, TRAINABLE
+from tests.test_cluster import two_palettes
+
+
+def palettes_index(tmp_path: Path, backbone: str = FAKE, extra_rows: str = "") -> Path:
+    """24 warm (sunset) and cool (seascape) pictures, plus two 'nocturne' ones (too few)."""
+    root = tmp_path / "coll"
+    root.mkdir(parents=True)
+    meta = two_palettes(root)
+    for i in range(2):
+        Image.new("RGB", (64, 48), (20, 20, 20 + i)).save(root / f"night_{i}.png")
+    meta.write_text(meta.read_text().replace("path,genre", "path,genre,source")
+                    .replace("sunset\n", "sunset,museum A\n")
+                    .replace("seascape\n", "seascape,museum B\n")
+                    + "night_0.png,nocturne,museum A\nnight_1.png,nocturne,museum B\n"
+                    + extra_rows)
+    index = tmp_path / "idx"
+    with ArtIndex(index, create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=backbone, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+    return index
+
+
+def test_split_is_stratified_disjoint_and_seeded() -> None:
+    y = np.repeat(np.arange(4), [5, 10, 20, 3])
+    train_, val, test = stratified_split(y, seed=1)
+    assert sorted(np.concatenate([train_, val, test]).tolist()) == list(range(len(y)))
+    for part in (train_, val, test):
+        assert set(y[part]) == {0, 1, 2, 3}  # every class in every part
+    assert np.bincount(y[test]).tolist() == [1, 2, 4, 1]
+    again = stratified_split(y, seed=1)
+    assert all((a == b).all() for a, b in zip((train_, val, test), again, strict=True))
+    assert not (stratified_split(y, seed=2)[2] == test).all()
+
+
+def test_temperature_scaling_repairs_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    logits = rng.standard_normal((2000, 3))
+    logits[np.arange(2000), y] += 1.0  # right about 60% of the time ...
+    logits *= 4.0  # ... but sure of itself
+    t = fit_temperature(logits, y)
+    assert 3.0 < t < 5.0
+    assert ece(softmax(logits / t), y) < 0.03 < 0.2 < ece(softmax(logits), y)
+
+
+def test_ece_by_hand() -> None:
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
+    y = np.array([0, 1, 0, 0])
+    # bin 0.9: confidence 0.9, accuracy 0.5; bin 0.6: confidence 0.6, accuracy 1.0
+    assert ece(probs, y) == pytest.approx(0.5 * 0.4 + 0.5 * 0.4)
+
+
+def test_probe_through_the_cli(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path)
+    model, report = tmp_path / "genre.pt", tmp_path / "report"
+    result = CliRunner().invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                                      "--out", str(model), "--report", str(report),
+                                      "--by", "source", "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert m["test"]["accuracy"] == 1.0 and m["classes"] == ["seascape", "sunset"]
+    assert m["works"]["set_aside"] == {"nocturne": 2}
+    assert m["works"] | {} == {"train": 16, "val": 4, "test": 4, "unlabelled": 0,
+                               "set_aside": {"nocturne": 2}}
+    assert m["calibration"]["val_ece_after"] <= m["calibration"]["val_ece_before"]
+    assert {p.name for p in report.iterdir()} >= {"index.html", "metrics.json",
+                                                  "confusion.svg", "calibration.svg"}
+    saved = json.loads((report / "metrics.json").read_text())
+    assert [g["value"] for g in saved["by"]["source"]] == ["museum A", "museum B"]
+    assert "ECE, validation" in (report / "index.html").read_text()
+
+    # A new warm picture is a sunset; the model id and the probability come with it.
+    Image.new("RGB", (64, 48), (230, 70, 30)).save(tmp_path / "new.png")
+    out = CliRunner().invoke(cli, ["classify", str(tmp_path / "new.png"), "--model",
+                                   str(model), "--json"])
+    assert out.exit_code == 0, out.output
+    answer = json.loads(out.output)
+    r = answer["results"][0]
+    assert r["prediction"] == "sunset" and r["probability"] > 0.5
+    assert [t["label"] for t in r["top"]] == ["sunset", "seascape"]
+    assert sum(t["probability"] for t in r["top"]) == pytest.approx(1.0, abs=1e-3)
+    # Below the threshold it says so instead of forcing a label.
+    Image.new("RGB", (64, 48), (115, 70, 110)).save(tmp_path / "between.png")
+
+    def between(threshold: float) -> dict:
+        out = CliRunner().invoke(cli, ["classify", str(tmp_path / "between.png"), "--model",
+                                       str(model), "--threshold", str(threshold), "--json"])
+        return json.loads(out.output)["results"][0]
+
+    p = between(0.5)["probability"]
+    assert p < 0.999
+    assert between(p + 0.0005)["prediction"] == "uncertain"
+    assert between(p - 0.0005)["prediction"] in ("sunset", "seascape")
+
+
+def test_write_stores_predictions_beside_never_over_the_catalogue(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path, extra_rows="")
+    model = tmp_path / "genre.pt"
+    with ArtIndex(index) as idx:
+        train(idx, TrainOptions(label="genre"), model)
+    runner = CliRunner()
+    image = tmp_path / "coll" / "warm_00.png"
+    bad = runner.invoke(cli, ["classify", str(image), "--model", str(model), "--index",
+                              str(index), "--write", "genre"])
+    assert bad.exit_code == 2 and "genre_predicted" in bad.output
+    done = runner.invoke(cli, ["classify", str(image), str(tmp_path / "coll" / "cool_01.png"),
+                               "--model", str(model), "--index", str(index), "--write",
+                               "genre_predicted"])
+    assert done.exit_code == 0, done.output
+    assert "wrote genre_predicted for 2 works" in done.output
+    from sqlalchemy import select
+
+    from artsearch.store import Artwork
+    with ArtIndex(index) as idx, idx.store.session() as s:
+        art = s.scalar(select(Artwork).where(Artwork.path == "warm_00.png"))
+        assert art.genre == "sunset"  # the catalogue is untouched
+        assert art.extra["genre_predicted"] == "sunset"
+        assert 0.5 < art.extra["genre_predicted_probability"] <= 1.0
+        assert art.extra["genre_predicted_model"] == load_model(model).id
+        # A catalogued column of that name is kept, not overwritten.
+        other = s.scalar(select(Artwork).where(Artwork.path == "cool_03.png"))
+        other.extra = {"genre_predicted": "from the catalogue"}
+        s.commit()
+    again = runner.invoke(cli, ["classify", str(tmp_path / "coll" / "cool_03.png"), "--model",
+                                str(model), "--index", str(index), "--write",
+                                "genre_predicted"])
+    assert "kept 1 catalogued values" in again.output
+    with ArtIndex(index) as idx, idx.store.session() as s:
+        other = s.scalar(select(Artwork).where(Artwork.path == "cool_03.png"))
+        assert other.extra == {"genre_predicted": "from the catalogue"}
+
+
+def test_a_model_refuses_other_backbone_weights(tmp_path: Path) -> None:
+    import torch
+
+    index = palettes_index(tmp_path)
+    model = tmp_path / "genre.pt"
+    with ArtIndex(index) as idx:
+        train(idx, TrainOptions(label="genre"), model)
+    saved = torch.load(model, weights_only=True)
+    saved["weights_sha256"] = "0" * 64
+    torch.save(saved, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="trained on fake-colour weights 000000000000"):
+        load_model(tmp_path / "other.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "coll" / "warm_00.png"),
+                                      "--model", str(tmp_path / "junk.pt")])
+    assert result.exit_code == 1 and "not an artsearch model file" in result.output
+    # A model cannot write into a space made by another backbone.
+    other_index = palettes_index(tmp_path / "b", backbone=TRAINABLE)
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "coll" / "warm_00.png"),
+                                      "--model", str(model), "--index", str(other_index),
+                                      "--write", "genre_predicted"])
+    assert result.exit_code == 1 and "was trained on fake-colour" in result.output
+
+
+def test_finetune_trains_the_unfrozen_layers_and_reloads_exactly(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path, backbone=TRAINABLE)
+    model = tmp_path / "ft.pt"
+    lines: list[str] = []
+    with ArtIndex(index) as idx:
+        result = train(idx, TrainOptions(label="genre", method="finetune", epochs=3, lr=1e-3,
+                                         batch_size=8, num_workers=0), model,
+                       progress=lines.append)
+    m = result.metrics
+    assert [r["epoch"] for r in m["history"]][:1] == [1] and len(m["history"]) <= 3
+    assert any(line.startswith("epoch 1/3  loss") and "val accuracy" in line for line in lines)
+    assert m["finetune"]["freeze_until"] == "conv1"
+    assert m["finetune"]["trained_parameters"] == 16 * 8 * 9 + 16  # conv2 only
+    clf = load_model(model)
+    assert set(clf.model["trunk_state"]) == {"conv2.weight", "conv2.bias"}
+    # The saved model gives the same calibrated probabilities as training measured.
+    from artsearch.images import decode_image, read_file
+    test_paths = [tmp_path / "coll" / result.data.paths[i] for i in result.split["test"]]
+    images = [decode_image(read_file(p))[0] for p in test_paths]
+    assert np.allclose(clf.probabilities(images), result.test_probs, atol=1e-4)
+    # The frozen layer is the pretrained one; the trained one moved.
+    import torch
+    fresh = torch.load(model, weights_only=True)["trunk_state"]["conv2.weight"]
+    from tests.conftest import _build_conv
+    start = _build_conv(clf.spec, ("conv2",)).conv2.weight
+    assert not torch.allclose(fresh, start)
+
+
+def test_train_refuses_what_it_cannot_learn(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--index", str(index), "--label", "artist"])
+    assert result.exit_code == 1 and "no work in space 'content' has a 'artist' value" in \
+        result.output
+    result = runner.invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                                 "--min-per-class", "13"])
+    assert result.exit_code == 1 and "lower --min-per-class" in result.output
+
+
+@pytest.mark.browser
+def test_evaluation_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path)
+    report = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                                      "--out", str(tmp_path / "m.pt"), "--report", str(report),
+                                      "--by", "source"])
+    assert result.exit_code == 0, result.output
+    with open_page(report / "index.html") as (page, log):
+        assert page.evaluate("document.images.length") >= 2  # confusion + calibration
+        assert images_that_failed(page) == []
+        assert page.locator("#by-source table tr").count() == 3
+        assert log == {"console": [], "errors": [], "outside": []}
