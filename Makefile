@@ -24,6 +24,8 @@ example: $(STAMP)
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --mix content=0.5,style=0.5
 	$(BIN)/artsearch cluster --index example --k 4 --report indexes/example/report
 	@echo "cluster report: open indexes/example/report/index.html in a browser"
+	$(BIN)/artsearch train --index example --label genre
+	$(BIN)/artsearch classify examples/collection/landscape/landscape_070.jpg --model indexes/example/models/genre-probe-content.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -76,6 +76,7 @@ class TrainOptions:
     patience: int = 3
     device: str | None = None
     num_workers: int | None = None
+    where: dict[str, str] = field(default_factory=dict)  # only works with these field values
 
 
 @dataclass
@@ -94,13 +95,22 @@ class LabelledSet:
 # -- data ---------------------------------------------------------------------------------------
 
 def labelled_works(index: ArtIndex, space: str, label: str, min_per_class: int,
-                   group_fields: Sequence[str] = ()) -> LabelledSet:
-    """The space's works that carry `label`, with their vectors; rare classes set aside."""
+                   group_fields: Sequence[str] = (), where: dict[str, str] | None = None
+                   ) -> LabelledSet:
+    """The space's works that carry `label` (and match `where`), with their vectors; rare
+    classes set aside."""
     from artsearch.cluster import field_value, space_matrix
 
     ids, vectors = space_matrix(index, space)
     with index.store.session() as s:
         arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(ids)))}
+    if where:
+        keep = [i for i, a in enumerate(ids)
+                if all(str(field_value(arts[a], f) or "") == v for f, v in where.items())]
+        if not keep:
+            raise MetadataError("no work matches " + ", ".join(
+                f"{f}={v}" for f, v in where.items()) + f" in space {space!r}")
+        ids, vectors = [ids[i] for i in keep], vectors[keep]
     values = [field_value(arts[a], label) for a in ids]
     counts: dict[str, int] = {}
     for v in values:
@@ -329,6 +339,7 @@ class Network:
 
         self.spec, self.device = spec, device
         self.trunk = spec.build(spec, tuple(layers)).to(device).eval()
+        self.trunk = self.trunk.to(memory_format=torch.channels_last)
         self.pool, self.params = get_pooling(pooling), params
         self.head = torch.nn.Linear(head_w.shape[1], head_w.shape[0]).to(device)
         with torch.no_grad():
@@ -347,7 +358,8 @@ class Network:
         x = pixels.to(self.device).float().mul(pre.scale / 255.0)
         if pre.channel_order == "BGR":
             x = x.flip(1)
-        out = self.trunk((x - self.mean) / self.std)
+        out = self.trunk(((x - self.mean) / self.std).contiguous(
+            memory_format=torch.channels_last))
         maps = [f.float() for f in (out if isinstance(out, list | tuple) else [out])]
         vectors = torch.nn.functional.normalize(pool_layers(self.pool, maps, self.params), dim=1)
         return self.head(vectors)
@@ -393,7 +405,9 @@ def finetune(spec: Any, layers: Sequence[str], pooling: str, params: dict[str, n
     opt = torch.optim.AdamW([{"params": trainable, "lr": opts.lr},
                              {"params": net.head.parameters(), "lr": opts.lr * 10}],
                             weight_decay=opts.weight_decay)
-    workers = default_workers(device) if opts.num_workers is None else opts.num_workers
+    # On a CPU, decoding workers would compete with training for the same cores.
+    workers = (opts.num_workers if opts.num_workers is not None else
+               default_workers(device) if device.type == "cuda" else 0)
     train_set = _Augmented([paths[i] for i in train], spec.preprocess, opts.seed, train=True)
     val_pixels = torch.stack([_Augmented([paths[i] for i in val], spec.preprocess, 0,
                                          train=False)[j] for j in range(len(val))])
@@ -493,7 +507,8 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
     sp = index.space(opts.space)
     spec = index.spec_for(sp)
     check_space(sp, spec, layer=sp.layer, pooling=sp.pooling)
-    data = labelled_works(index, opts.space, opts.label, opts.min_per_class, group_fields)
+    data = labelled_works(index, opts.space, opts.label, opts.min_per_class, group_fields,
+                          opts.where)
     tr, va, te = stratified_split(data.y, opts.seed, opts.val_size, opts.test_size)
     k = len(data.classes)
     say(f"{len(data.y):,} works in {k} classes: {len(tr)} train, {len(va)} validation, "
@@ -529,6 +544,7 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
     test_probs = softmax(test_logits / temperature)
     metrics = {
         "label": opts.label, "method": opts.method, "space": opts.space, "seed": opts.seed,
+        "where": opts.where,
         "classes": data.classes, "works": {"train": len(tr), "val": len(va), "test": len(te),
                   "unlabelled": data.unlabelled, "set_aside": data.dropped},
         "test": scores(data.y[te], test_probs.argmax(1), data.classes),

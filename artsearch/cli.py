@@ -52,8 +52,14 @@ def cli() -> None:
     \b
     Build an index over a folder of images, then ask for the nearest works:
       artsearch index examples/collection --metadata examples/collection/metadata.csv
-      artsearch query examples/collection/landscape/pissarro_springtime.jpg -k 5
+      artsearch query examples/collection/landscape/landscape_070.jpg -k 5
       artsearch info
+
+    \b
+    Group the collection, learn a catalogue field, predict it:
+      artsearch cluster --k 5 --report out/     clusters + an HTML report
+      artsearch train --label genre             linear probe (or --method finetune)
+      artsearch classify new.jpg --model MODEL  calibrated labels, or "uncertain"
 
     Indexes live in $ARTSEARCH_HOME (default: ./indexes), one folder per name.
     Nothing is downloaded: the default backbone's weights ship as a Python package.
@@ -487,6 +493,9 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
 @click.option("--by", "by", multiple=True, metavar="FIELD",
               help="Also break accuracy down by this field (repeatable): --by source "
                    "--by century shows whether some groups are served worse.")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
+              help="Train and test only on works with this value (repeatable), e.g. "
+                   "--where source=WikiArt.")
 @click.option("--min-per-class", type=click.IntRange(3), default=5, show_default=True,
               help="Classes with fewer labelled works are set aside (listed in the report).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -508,7 +517,8 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
                                              "cuda when present]")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def train(index_name: str | None, space: str, label: str, method: str, out: Path | None,
-          report_dir: Path | None, by: tuple[str, ...], min_per_class: int, seed: int,
+          report_dir: Path | None, by: tuple[str, ...], where: tuple[str, ...],
+          min_per_class: int, seed: int,
           freeze_until: str | None, lr: float, epochs: int, batch_size: int,
           weight_decay: float, patience: int, device: str | None, as_json: bool) -> None:
     """Learn a catalogue field (genre, style, artist ...) from the indexed works.
@@ -534,7 +544,14 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
         if not as_json:
             click.echo(msg, err=True)
 
+    conditions = {}
+    for item in where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"--where {item}: write FIELD=VALUE")
+        conditions[name.strip()] = value.strip()
     opts = TrainOptions(label=label, space=space, method=method, min_per_class=min_per_class,
+                        where=conditions,
                         seed=seed, freeze_until=freeze_until, lr=lr, epochs=epochs,
                         batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                         device=device)
