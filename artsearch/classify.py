@@ -280,17 +280,18 @@ def default_freeze(spec: Any, layers: Sequence[str]) -> str:
     return names[max(deepest - 2, 0)]
 
 
-def frozen_parameters(spec: Any, layer: str, size: int) -> set[str]:
-    """Names of the parameters that compute `layer` (found by back-propagating from it in a
-    separately built copy): these stay frozen."""
+def used_parameters(spec: Any, layers: Sequence[str], size: int) -> set[str]:
+    """Names of the parameters that compute `layers` (found by back-propagating from them in a
+    separately built copy; a registered network may carry parts these layers never use)."""
     import torch
 
-    if layer not in spec.layers:
-        raise MetadataError(f"--freeze-until {layer}: {spec.name} has layers "
-                            f"{', '.join(spec.layers)}")
-    probe = spec.build(spec, (layer,))
+    for layer in layers:
+        if layer not in spec.layers:
+            raise MetadataError(f"--freeze-until {layer}: {spec.name} has layers "
+                                f"{', '.join(spec.layers)}")
+    probe = spec.build(spec, tuple(layers))
     out = probe(torch.zeros(1, 3, size, size))
-    (out[0] if isinstance(out, list | tuple) else out).float().sum().backward()
+    sum(o.float().sum() for o in (out if isinstance(out, list | tuple) else [out])).backward()
     return {n for n, p in probe.named_parameters() if p.grad is not None}
 
 
@@ -388,12 +389,13 @@ def finetune(spec: Any, layers: Sequence[str], pooling: str, params: dict[str, n
     torch.manual_seed(opts.seed)
     device = pick_device(opts.device)
     freeze = opts.freeze_until or default_freeze(spec, layers)
-    frozen = frozen_parameters(spec, freeze, spec.preprocess.size)
+    frozen = used_parameters(spec, (freeze,), spec.preprocess.size)
+    tuned = used_parameters(spec, layers, spec.preprocess.size) - frozen
     net = Network(spec, layers, pooling, params, *head, device)
     trainable = []
     for name, p in net.trunk.named_parameters():
-        p.requires_grad_(name not in frozen)
-        if name not in frozen:
+        p.requires_grad_(name in tuned)
+        if name in tuned:
             trainable.append(p)
     if not trainable:
         raise MetadataError(f"--freeze-until {freeze} freezes every layer the space uses; "

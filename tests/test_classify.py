@@ -23,7 +23,7 @@ from artsearch.classify import (
 from artsearch.cli import cli
 from artsearch.index import ArtIndex
 from artsearch.indexing import IndexOptions, index_collection
-from tests.browser import images_that_failed, open_page
+from tests.browser import images_that_failed, open_page, screenshot
 from tests.conftest import FAKE, TRAINABLE
 from tests.test_cluster import two_palettes
 
@@ -233,3 +233,4 @@ def test_evaluation_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert images_that_failed(page) == []
         assert page.locator("#by-source table tr").count() == 3
         assert log == {"console": [], "errors": [], "outside": []}
+        assert screenshot(page, "classify-report.png").stat().st_size > 10_000

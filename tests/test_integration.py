@@ -166,3 +166,55 @@ def _consistent_or_repairable(index_dir: Path) -> tuple[int, int]:
         rows = s.execute(select(Embedding.faiss_id)).all()
         arts = s.scalars(select(Artwork.path)).all()
     return len(rows), len(arts)
+
+
+def test_dev_clusters_follow_genre_and_the_report_is_complete(
+        dev_index: tuple[Path, IndexReport], tmp_path: Path) -> None:
+    import json
+
+    from artsearch.cluster import cluster_space
+    from artsearch.cluster_report import cluster_report
+
+    path, _ = dev_index
+    with ArtIndex(path) as idx:
+        first = cluster_space(idx, k=5, seed=0, restarts=2)
+        again = cluster_space(idx, k=5, seed=0, restarts=0)
+        summary = cluster_report(idx, first.run_id, tmp_path / "report")
+        with idx.store.session() as s:
+            from artsearch.store import ClusterAssignment
+            runs = [sorted(s.execute(select(ClusterAssignment.artwork_id,
+                                            ClusterAssignment.cluster)
+                                     .where(ClusterAssignment.run_id == r)).all())
+                    for r in (first.run_id, again.run_id)]
+    assert runs[0] == runs[1]  # the same seed, the same assignments
+    assert first.metrics["genre"]["nmi"] > 0.5 and first.metrics["genre"]["ari"] > 0.4
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(data["clusters"]) == 5 and len(data["points"]) == N_DEV
+    assert summary.thumbnails == N_DEV and summary.unreadable == []
+    assert data["map"]["method"].startswith("t-SNE")
+
+
+def test_dev_probe_and_one_finetune_epoch(dev_index: tuple[Path, IndexReport],
+                                          tmp_path: Path) -> None:
+    from artsearch.classify import TrainOptions, load_model, train
+    from artsearch.classify_report import classify_report
+    from artsearch.images import decode_image, read_file
+
+    path, _ = dev_index
+    genre = {"source": "github.com/dads7202/assignment2"}
+    with ArtIndex(path) as idx:
+        probe = train(idx, TrainOptions(label="genre", where=genre), tmp_path / "probe.pt")
+        classify_report(idx, probe, tmp_path / "probe-report", group_fields=["source"])
+        m = probe.metrics
+        assert m["test"]["accuracy"] > 0.75 > 3 * m["majority_baseline"]
+        assert m["calibration"]["val_ece_after"] <= m["calibration"]["val_ece_before"]
+        indian = {"source": "github.com/sreenatha123/digital_humanities_project"}
+        ft = train(idx, TrainOptions(label="style", where=indian, method="finetune",
+                                     epochs=1), tmp_path / "ft.pt")
+    assert ft.metrics["finetune"]["freeze_until"] == "stage6"
+    assert len(ft.metrics["history"]) == 1 and ft.metrics["test"]["accuracy"] > 0.2
+    clf = load_model(tmp_path / "ft.pt")
+    test = [DEV / ft.data.paths[i] for i in ft.split["test"][:8]]
+    side = clf.spec.preprocess.resize
+    probs = clf.probabilities([decode_image(read_file(p), min_side=side)[0] for p in test])
+    assert np.allclose(probs, ft.test_probs[:8], atol=2e-3)
