@@ -53,7 +53,8 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
                 _history(m), _about(m, data)]
     toc = [("summary", "Summary"), ("classes", "Per class"), ("calibration", "Calibration"),
            ("mistakes", "Confident mistakes"),
-           *((f"by-{f}", f"By {f}") for f in groups), ("about", "About")]
+           *((f"by-{f}", f"By {f}") for f in groups), ("training", "Training"),
+           ("about", "About")]
     facts = _facts(index, result)
     html_text = page(f"Classifier for {m['label']}: {m['method']}",
                      f"{len(classes)} classes; accuracy {m['test']['accuracy']:.3f} on "
@@ -227,7 +228,7 @@ def _about(m: dict[str, Any], data: Any) -> str:
             f"<p class=note>{m['works']['unlabelled']} works of the space have no "
             f"{esc(m['label'])} and were not used. The backbone was pretrained on photographs "
             "(ImageNet) and inherits that data's blind spots; a confident prediction is a "
-            "lead for a cataloguer, not an attribution. `artsearch classify` answers "
+            "lead for a cataloguer, not an attribution. <code>artsearch classify</code> answers "
             "'uncertain' below its threshold rather than force a label.</p></section>")
 
 
