@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--methods", default="probe,finetune")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated seeds: each gives its own split and training run; "
+                         "the summary averages them")
     ap.add_argument("--quick", action="store_true", help="2 epochs, content space only")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
@@ -72,14 +75,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for space in spaces:
             for task in args.tasks.split(","):
                 label, where = TASKS[task]
-                for method in args.methods.split(","):
+                for seed, method in ((int(s), m) for s in args.seeds.split(",")
+                                     for m in args.methods.split(",")):
                     opts = TrainOptions(label=label, space=space, method=method, where=where,
-                                        epochs=epochs)
+                                        epochs=epochs, seed=seed)
                     started = time.perf_counter()
                     result = train(idx, opts, Path(tmp) / f"{space}-{task}-{method}.pt",
                                    progress=lambda m: print("  " + m, flush=True))
                     m = result.metrics
-                    row = {"space": space, "task": task, "method": method,
+                    row = {"space": space, "task": task, "method": method, "seed": seed,
                            "classes": len(m["classes"]), "train": m["works"]["train"],
                            "test": m["test"]["n"], "accuracy": m["test"]["accuracy"],
                            "macro_f1": m["test"]["macro_f1"],
@@ -100,19 +104,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           flush=True)
     report = {"machine": machine(), "data": str(args.data), "epochs": epochs, "rows": rows}
     path = write_results("classify", report, args.out)
-    path.with_suffix(".md").write_text(table(rows) + "\n")
+    text = table(rows) + ("\n\n" + summary(rows) if len(args.seeds.split(",")) > 1 else "")
+    path.with_suffix(".md").write_text(text + "\n")
     print(f"wrote {path}")
-    print(table(rows))
+    print(text)
     return report
 
 
+def summary(rows: list[dict[str, Any]]) -> str:
+    """Mean and standard deviation over seeds, per space, task and method."""
+    import numpy as np
+
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["space"], r["task"], r["method"]), []).append(r)
+    lines = ["| space | task | method | seeds | accuracy | macro-F1 | val ECE before -> after | "
+             "train s |", "|---|---|---|---:|---|---|---|---:|"]
+    for (space, task, method), rs in groups.items():
+        def ms(key: str, rs: list[dict[str, Any]] = rs) -> str:
+            v = np.array([r[key] for r in rs])
+            return f"{v.mean():.3f} ± {v.std():.3f}"
+        lines.append(f"| {space} | {task} | {method} | {len(rs)} | {ms('accuracy')} | "
+                     f"{ms('macro_f1')} | {np.mean([r['val_ece_before'] for r in rs]):.3f} -> "
+                     f"{np.mean([r['val_ece_after'] for r in rs]):.3f} | "
+                     f"{np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| space | task | classes | train / test | method | accuracy | macro-F1 | "
+    lines = ["| space | task | classes | train / test | seed | method | accuracy | macro-F1 | "
              "ECE test (before -> after T) | T | train s |",
-             "|---|---|---:|---:|---|---:|---:|---|---:|---:|"]
+             "|---|---|---:|---:|---:|---|---:|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['space']} | {r['task']} | {r['classes']} | {r['train']} / "
-                     f"{r['test']} | {r['method']} | {r['accuracy']:.3f} | "
+                     f"{r['test']} | {r['seed']} | {r['method']} | {r['accuracy']:.3f} | "
                      f"{r['macro_f1']:.3f} | {r['test_ece_before']:.3f} -> "
                      f"{r['test_ece_after']:.3f} | {r['temperature']:.2f} | "
                      f"{r['train_seconds']:.0f} |")
