@@ -352,8 +352,9 @@ def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[i
         rest = sum(known.values()) - sum(n for _, n in top)
         if rest:
             top.append((f"{len(known) - BAR_VALUES} other values", rest))
-        charts.append(f"<div><h3>{esc(name)}</h3>"
-                      f"{bars(top, len(members), colour(c), unknown=values.count(None))}</div>")
+        chart = bars(top, len(members), colour(c), unknown=values.count(None),
+                     rest=bool(rest))
+        charts.append(f"<div><h3>{esc(name)}</h3>{chart}</div>")
     heading = _name(c) + ("" if c == NOISE else f": {label.get('label', 'unlabelled')}")
     return (
         f"<section id='cluster-{c}' class=cluster><h2><span class=swatch "

@@ -124,17 +124,19 @@ def standard_facts() -> list[tuple[str, object]]:
             ("made on", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))]
 
 
-def bars(counts: Sequence[tuple[str, int]], total: int, fill: str, *, unknown: int = 0
-         ) -> str:
-    """Horizontal bars, one per value, as plain HTML (prints, needs no script)."""
+def bars(counts: Sequence[tuple[str, int]], total: int, fill: str, *, unknown: int = 0,
+         rest: bool = False) -> str:
+    """Horizontal bars, one per value, as plain HTML (prints, needs no script). With `rest`,
+    the last row sums the values not shown and is drawn in grey."""
     if not counts:
         return "<p class=note>not catalogued</p>"
     top = max(n for _, n in counts)
     rows = "".join(
         f"<div class=bar title='{esc(v)}: {n} of {total}'><span class=label>{esc(v)}</span>"
         f"<span class=track><span class=fill style='display:block;width:{100 * n / top:.1f}%;"
-        f"background:{fill}'></span></span><span class=count>{n}</span></div>"
-        for v, n in counts)
+        f"background:{NOISE_COLOUR if rest and i == len(counts) - 1 else fill}'></span>"
+        f"</span><span class=count>{n}</span></div>"
+        for i, (v, n) in enumerate(counts))
     more = f"<p class=note>{unknown} not catalogued</p>" if unknown else ""
     return f"<div class=bars>{rows}</div>{more}"
 
