@@ -309,10 +309,15 @@ class _Augmented:
         import torch
         from PIL import Image
 
+        from artsearch.errors import BadImageError
         from artsearch.extract import prepare
         from artsearch.images import decode_image, read_file
 
-        img, _ = decode_image(read_file(self.paths[i]), min_side=self.pre.resize)
+        try:
+            img, _ = decode_image(read_file(self.paths[i]), min_side=self.pre.resize)
+        except BadImageError as e:
+            raise BadImageError(f"{self.paths[i]}: {e}; it changed since indexing: re-run "
+                                "`artsearch index` (with --prune if it is gone)") from e
         if not self.train:
             return prepare(img, self.pre)
         rng = np.random.default_rng((self.seed, self.epoch, i))
@@ -532,6 +537,12 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
         if root is None:
             raise MetadataError(f"{index.path}: the index does not know its collection folder")
         paths = [root / p for p in data.paths]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise MetadataError(
+                f"{len(missing)} labelled works are no longer in the collection (first: "
+                f"{missing[0]}); fine-tuning reads the images: re-run `artsearch index "
+                f"{root} --prune`, or use --method probe")
         net, history, ft_info = finetune(spec, layers, sp.pooling, params, paths, data.y, tr,
                                          va, (w, b), opts, k, say)
         val_logits = network_logits(net, [paths[i] for i in va])

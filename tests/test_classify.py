@@ -234,3 +234,13 @@ def test_evaluation_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert page.locator("#by-source table tr").count() == 3
         assert log == {"console": [], "errors": [], "outside": []}
         assert screenshot(page, "classify-report.png").stat().st_size > 10_000
+
+
+def test_finetune_says_which_works_went_missing(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path, backbone=TRAINABLE)
+    (tmp_path / "coll" / "warm_04.png").unlink()
+    result = CliRunner().invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                                      "--method", "finetune", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "1 labelled works are no longer in the collection" in result.output
+    assert "warm_04.png" in result.output and "--prune" in result.output
