@@ -358,14 +358,11 @@ class Network:
     def logits(self, pixels: Any) -> Any:
         import torch
 
+        from artsearch.extract import model_input
         from artsearch.pooling import pool_layers
 
-        pre = self.spec.preprocess
-        x = pixels.to(self.device).float().mul(pre.scale / 255.0)
-        if pre.channel_order == "BGR":
-            x = x.flip(1)
-        out = self.trunk(((x - self.mean) / self.std).contiguous(
-            memory_format=torch.channels_last))
+        out = self.trunk(model_input(pixels.to(self.device), self.spec.preprocess, self.mean,
+                                     self.std))
         maps = [f.float() for f in (out if isinstance(out, list | tuple) else [out])]
         vectors = torch.nn.functional.normalize(pool_layers(self.pool, maps, self.params), dim=1)
         return self.head(vectors)

@@ -62,8 +62,7 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
     metrics = {**m, "model": str(result.model_path), "model_id": result.model_id,
                "by": {f: g for f, g in groups.items()}, "provenance": dict(facts),
                "reliability_val": curves}
-    write_report(out_dir, html_text, metrics)
-    (out_dir / "report.json").rename(out_dir / "metrics.json")
+    write_report(out_dir, html_text, metrics, data_name="metrics.json")
     return out_dir / "index.html"
 
 

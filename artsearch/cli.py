@@ -612,31 +612,25 @@ def classify(images: tuple[Path, ...], model_path: Path, top: int, threshold: fl
       artsearch classify new.jpg other.png --model genre-probe.pt
       artsearch classify coll/a.jpg --model genre-probe.pt --write genre_predicted
     """
-    import numpy as np
-
     from artsearch.classify import load_model
     from artsearch.errors import BadImageError
     from artsearch.images import decode_image, read_file
 
     model = load_model(model_path, weights=weights, device=device)
     results, failures = [], 0
-    for path in images:
-        try:
-            img, _ = decode_image(read_file(path), min_side=model.spec.preprocess.resize)
-        except BadImageError as e:
-            click.echo(f"error: {path}: {e}", err=True)
-            failures += 1
-            continue
-        probs = model.probabilities([img])[0]
-        order = np.argsort(-probs)[:top]
-        best = float(probs[order[0]])
-        results.append({"image": str(path),
-                        "prediction": model.classes[order[0]] if best >= threshold
-                        else "uncertain",
-                        "probability": round(best, 4),
-                        "top": [{"label": model.classes[i], "probability": round(float(probs[i]),
-                                                                                4)}
-                                for i in order]})
+    for start in range(0, len(images), 32):  # decoded a batch at a time: bounded memory
+        batch, decoded = [], []
+        for path in images[start:start + 32]:
+            try:
+                img, _ = decode_image(read_file(path), min_side=model.spec.preprocess.resize)
+            except BadImageError as e:
+                click.echo(f"error: {path}: {e}", err=True)
+                failures += 1
+                continue
+            batch.append(path)
+            decoded.append(img)
+        for path, probs in zip(batch, model.probabilities(decoded), strict=True):
+            results.append(_prediction(path, probs, model.classes, top, threshold))
     written = None
     if write_field is not None:
         written = _write_predictions(index_name, model, results, write_field)
@@ -656,6 +650,19 @@ def classify(images: tuple[Path, ...], model_path: Path, top: int, threshold: fl
                           if written["not_indexed"] else ""))
     if failures:
         sys.exit(1)
+
+
+def _prediction(path: Path, probs: Any, classes: list[str], top: int, threshold: float
+                ) -> dict[str, Any]:
+    import numpy as np
+
+    order = np.argsort(-probs)[:top]
+    best = float(probs[order[0]])
+    return {"image": str(path),
+            "prediction": classes[order[0]] if best >= threshold else "uncertain",
+            "probability": round(best, 4),
+            "top": [{"label": classes[i], "probability": round(float(probs[i]), 4)}
+                    for i in order]}
 
 
 def _write_predictions(index_name: str | None, model: Any, results: list[dict[str, Any]],

@@ -19,7 +19,7 @@ from artsearch.errors import BadImageError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file
 from artsearch.pooling import FIT_SAMPLE, Params, get_pooling, gram_projection, pool_layers
 
-__all__ = ["EmbeddedBatch", "Extractor", "pick_device", "pick_precision"]
+__all__ = ["EmbeddedBatch", "Extractor", "model_input", "pick_device", "pick_precision"]
 
 Precision = Literal["auto", "fp32", "bf16"]
 Decode = Literal["auto", "cpu", "gpu"]
@@ -64,6 +64,16 @@ def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     img = img.crop((left, top, left + pre.size, top + pre.size))
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def model_input(pixels: torch.Tensor, pre: Preprocess, mean: torch.Tensor, std: torch.Tensor
+                ) -> torch.Tensor:
+    """uint8 (N, 3, S, S) RGB pixels -> the normalised float input the backbone expects
+    (scaled, channel order, mean and std as its preprocessing says; channels-last)."""
+    x = pixels.float().mul_(pre.scale / 255.0)
+    if pre.channel_order == "BGR":
+        x = x.flip(1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def prepare_on_device(img: torch.Tensor, pre: Preprocess) -> torch.Tensor:
@@ -222,11 +232,8 @@ class Extractor:
     def feature_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (N, 3, S, S) RGB pixels -> the model's feature map for each layer."""
         model = self.model
-        pre = self.spec.preprocess
-        x = pixels.to(self.device, non_blocking=True).float().mul_(pre.scale / 255.0)
-        if pre.channel_order == "BGR":
-            x = x.flip(1)
-        x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
+        x = model_input(pixels.to(self.device, non_blocking=True), self.spec.preprocess,
+                        self._mean, self._std)
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
             out = model(x)

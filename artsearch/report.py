@@ -193,10 +193,12 @@ class Thumbnails:
         return f"thumbs/{name}"
 
 
-def write_report(out_dir: Path, html_text: str, data: dict[str, Any]) -> Path:
-    """Write index.html and report.json (each replaced whole, never half-written)."""
+def write_report(out_dir: Path, html_text: str, data: dict[str, Any],
+                 data_name: str = "report.json") -> Path:
+    """Write index.html and the JSON data beside it (each replaced whole, never
+    half-written)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("report.json", json.dumps(data, indent=1, default=str)),
+    for name, text in ((data_name, json.dumps(data, indent=1, default=str)),
                        ("index.html", html_text)):
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
