@@ -300,7 +300,8 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
 
 def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> dict[str, Any]:
     """NMI, ARI and purity against each catalogue field, over the works that have it (and
-    belong to a cluster: HDBSCAN's noise is left out)."""
+    belong to a cluster: HDBSCAN's noise is left out); fields with more distinct values than
+    half those works are skipped."""
     with index.store.session() as s:
         arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
     out: dict[str, Any] = {}
@@ -308,7 +309,9 @@ def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> d
         values = [field_value(arts[a], field) for a in artwork_ids]
         rows = [i for i, v in enumerate(values) if v and assign[i] != NOISE]
         labels = [values[i] for i in rows]
-        if len(rows) < 2 or len(set(labels)) < 2:
+        # Mostly-unique values (a URL, an inventory number) identify works, they do not
+        # group them: agreement with them means nothing.
+        if len(rows) < 2 or not 2 <= len(set(labels)) <= len(rows) / 2:
             continue
         out[field] = {"works": len(rows), "labels": len(set(labels)),
                       "nmi": round(nmi(assign[rows], labels), 4),

@@ -204,3 +204,18 @@ def test_clusters_are_numbered_by_size_and_centuries_read_from_dates() -> None:
     assert [century(d) for d in ("1663", "c. 1650-55", "the 1600s", "17th century",
                                  "1901", "21st c.", "1200 BC", "undated", None)] == [
         "17th c.", "17th c.", "17th c.", "17th c.", "20th c.", "21st c.", None, None, None]
+
+
+def test_agreement_skips_fields_that_identify_works(tmp_path: Path) -> None:
+    root = tmp_path / "coll"
+    root.mkdir()
+    meta = two_palettes(root)
+    lines = meta.read_text().splitlines()
+    meta.write_text("\n".join([lines[0] + ",source"] + [f"{line},https://x/{n}"
+                                                         for n, line in enumerate(lines[1:])])
+                    + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+        result = cluster_space(idx, k=2, restarts=0)
+    assert "genre" in result.metrics and "source" not in result.metrics
