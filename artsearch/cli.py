@@ -581,8 +581,11 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
 
 
 @cli.command()
-@click.argument("images", nargs=-1, required=True,
+@click.argument("images", nargs=-1,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--unlabelled", is_flag=True,
+              help="Also classify every work of the index (--index) that has no value for "
+                   "the model's field; with --write, fills FIELD_predicted for them.")
 @click.option("--model", "model_path", required=True, metavar="MODEL",
               type=click.Path(path_type=Path, dir_okay=False),
               help="A model file made by `artsearch train`.")
@@ -600,7 +603,8 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
 @_index_option
 @click.option("--device", default=None, help="cpu, cuda ... [default: cuda when present]")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def classify(images: tuple[Path, ...], model_path: Path, top: int, threshold: float,
+def classify(images: tuple[Path, ...], unlabelled: bool, model_path: Path, top: int,
+             threshold: float,
              weights: Path | None, write_field: str | None, index_name: str | None,
              device: str | None, as_json: bool) -> None:
     """Predict a catalogue field for images, with calibrated probabilities.
@@ -611,12 +615,18 @@ def classify(images: tuple[Path, ...], model_path: Path, top: int, threshold: fl
     \b
       artsearch classify new.jpg other.png --model genre-probe.pt
       artsearch classify coll/a.jpg --model genre-probe.pt --write genre_predicted
+      artsearch classify --unlabelled --model genre-probe.pt --write genre_predicted
     """
     from artsearch.classify import load_model
     from artsearch.errors import BadImageError
     from artsearch.images import decode_image, read_file
 
     model = load_model(model_path, weights=weights, device=device)
+    if unlabelled:
+        images = images + tuple(_unlabelled_works(index_name, model))
+    if not images:
+        raise click.UsageError("give IMAGE files, or --unlabelled to classify the index's works "
+                               "that lack the field")
     results, failures = [], 0
     for start in range(0, len(images), 32):  # decoded a batch at a time: bounded memory
         batch, decoded = [], []
@@ -650,6 +660,28 @@ def classify(images: tuple[Path, ...], model_path: Path, top: int, threshold: fl
                           if written["not_indexed"] else ""))
     if failures:
         sys.exit(1)
+
+
+def _unlabelled_works(index_name: str | None, model: Any) -> list[Path]:
+    from sqlalchemy import select
+
+    from artsearch.cluster import field_value
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.store import Artwork, Embedding
+
+    with ArtIndex(resolve_index(index_name)) as idx:
+        sp = idx.space(model.model["space"])
+        model.check_space(sp)
+        if idx.root is None:
+            raise click.ClickException(f"{idx.path}: the index does not know its collection "
+                                       "folder")
+        with idx.store.session() as s:
+            arts = s.scalars(select(Artwork).join(Embedding, Embedding.artwork_id == Artwork.id)
+                             .where(Embedding.space_id == sp.id).order_by(Artwork.path)).all()
+        found = [idx.root / a.path for a in arts if not field_value(a, model.label)]
+    click.echo(f"{len(found)} indexed works have no {model.label}", err=True)
+    return found
 
 
 def _prediction(path: Path, probs: Any, classes: list[str], top: int, threshold: float

@@ -244,3 +244,23 @@ def test_finetune_says_which_works_went_missing(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "1 labelled works are no longer in the collection" in result.output
     assert "warm_04.png" in result.output and "--prune" in result.output
+
+
+def test_unlabelled_works_get_predictions(tmp_path: Path) -> None:
+    index = palettes_index(tmp_path, extra_rows="warm_02.png,,museum A\n")
+    model = tmp_path / "genre.pt"
+    with ArtIndex(index) as idx:
+        train(idx, TrainOptions(label="genre"), model)
+    result = CliRunner().invoke(cli, ["classify", "--unlabelled", "--model", str(model),
+                                      "--index", str(index), "--write", "genre_predicted"])
+    assert result.exit_code == 0, result.output
+    assert "1 indexed works have no genre" in result.output
+    assert "wrote genre_predicted for 1 works" in result.output
+    from sqlalchemy import select
+
+    from artsearch.store import Artwork
+    with ArtIndex(index) as idx, idx.store.session() as s:
+        art = s.scalar(select(Artwork).where(Artwork.path == "warm_02.png"))
+        assert art.genre is None and art.extra["genre_predicted"] == "sunset"
+    result = CliRunner().invoke(cli, ["classify", "--model", str(model)])
+    assert result.exit_code == 2 and "--unlabelled" in result.output
