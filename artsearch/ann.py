@@ -88,10 +88,11 @@ class AnnIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> dict[str, Any]:
+        """Write atomically; returns the file's fingerprint (`vectors.file_fingerprint`)."""
         from artsearch.vectors import write_index_atomically
 
-        write_index_atomically(self.index, path)
+        return write_index_atomically(self.index, path)
 
     @classmethod
     def load(cls, path: Path, kind: str, param: int, recall: float,

@@ -221,7 +221,11 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
             fb = nll(logits / math.exp(b), y)
-    return float(math.exp((lo + hi) / 2))
+    best = float(math.exp((lo + hi) / 2))
+    # Never worse than leaving the logits alone: that is the property callers rely on.
+    if not math.isfinite(best) or nll(logits / best, y) > nll(logits, y):
+        return 1.0
+    return best
 
 
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -620,6 +624,11 @@ class Classifier:
         self.classes: list[str] = list(model["classes"])
         self.label: str = model["label"]
         self.spec = backbones.resolve(model["backbone"], weights or model.get("weights_path"))
+        dims = self.spec.dims(tuple(model["layers"]), model["pooling"])
+        if model["head_weight"].shape[1] != dims:
+            raise ModelError(f"{path}: damaged model file (head takes "
+                             f"{model['head_weight'].shape[1]} features, {model['backbone']} "
+                             f"gives {dims}); train it again with `artsearch train`")
         found = self.spec.weights.checksum()
         if found != model["weights_sha256"]:
             raise ModelError(
@@ -689,4 +698,33 @@ def load_model(path: Path, *, weights: Path | None = None, device: str | None = 
         raise ModelError(f"{path}: not an artsearch model file (format "
                          f"{model.get('format') if isinstance(model, dict) else None!r}, "
                          f"expected {FORMAT})")
+    _check_model(path, model)
     return Classifier(path, model, weights, device)
+
+
+_MODEL_KEYS = ("label", "classes", "backbone", "weights_sha256", "space", "layers", "pooling",
+               "pooling_params", "head_weight", "head_bias", "temperature", "trunk_state")
+
+
+def _check_model(path: Path, model: dict[str, Any]) -> None:
+    """Refuse a damaged or hand-edited model file with the reason, not a traceback later."""
+    import torch
+
+    def bad(why: str) -> ModelError:
+        return ModelError(f"{path}: damaged model file ({why}); train it again with "
+                          "`artsearch train`")
+
+    missing = [k for k in _MODEL_KEYS if k not in model]
+    if missing:
+        raise bad(f"missing {', '.join(missing)}")
+    classes, w, b, t = (model["classes"], model["head_weight"], model["head_bias"],
+                        model["temperature"])
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise bad("fewer than two classes")
+    if not (isinstance(w, torch.Tensor) and isinstance(b, torch.Tensor)) or w.ndim != 2 \
+            or b.shape != (len(classes),) or w.shape[0] != len(classes):
+        raise bad(f"head of shape {tuple(getattr(w, 'shape', ()))} for {len(classes)} classes")
+    if not bool(torch.isfinite(w).all()) or not bool(torch.isfinite(b).all()):
+        raise bad("non-finite head weights")
+    if not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        raise bad(f"temperature {t!r}; it must be a finite number above 0")

@@ -6,6 +6,7 @@ Heavy modules (torch, faiss, the database layer) are imported inside command bod
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import sys
@@ -16,20 +17,44 @@ import click
 
 from artsearch import __version__
 from artsearch.errors import ArtsearchError
+from artsearch.textsafe import terminal
 
 __all__ = ["main"]
 
 _FAILURES_SHOWN = 50
 
 
+def _dumps(value: Any) -> str:
+    """Indented JSON that is always valid: NaN and infinities become null."""
+    from artsearch.textsafe import json_safe
+
+    return json.dumps(json_safe(value), indent=2, ensure_ascii=False, allow_nan=False)
+
+
 class _Group(click.Group):
-    """Turns ArtsearchError into a one-line message and exit status 1, everywhere."""
+    """Turns ArtsearchError, and the OS errors a user can fix (a full disk, a read-only
+    folder), into a one-line message and exit status 1, everywhere."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ArtsearchError as e:
             raise click.ClickException(str(e)) from e
+        except OSError as e:
+            if e.errno not in _FIXABLE:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(
+                f"{where}{e.strerror or e}; {_FIXABLE[e.errno]} (what was committed before is "
+                "kept; run the same command again)") from e
+
+
+_FIXABLE = {
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some space within your disk quota",
+    errno.EROFS: "the file system is read-only; use a writable folder",
+    errno.EACCES: "check the permissions of that path",
+}
 
 
 def _index_option(f: Any) -> Any:
@@ -93,7 +118,11 @@ def cli() -> None:
                    "re-ranking); auto: exact up to 100,000 vectors, then HNSW while it fits "
                    "8 GiB, then IVF-PQ. Approximate ones are calibrated to recall@10 >= 0.95 "
                    "on the collection. [default: auto, or the space's own]")
-@click.option("--prune", is_flag=True, help="Remove entries whose files are gone from FOLDER.")
+@click.option("--prune", is_flag=True,
+              help="Remove entries whose files are gone from FOLDER. Refused when that would "
+                   "remove more than half the index (an unmounted drive looks empty) unless "
+                   "--force.")
+@click.option("--force", is_flag=True, help="With --prune: remove however many are gone.")
 @click.option("--relocate", is_flag=True,
               help="The collection moved: accept FOLDER as the index's new root.")
 @click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
@@ -111,15 +140,18 @@ def cli() -> None:
                                       "auto is cpu until nvJPEG is measured to pay.")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels (decompression bombs). [default: 150,000,000]")
+@click.option("--max-bytes", type=click.IntRange(1), default=None,
+              help="Skip files larger than this many bytes (each file is read into memory "
+                   "once). [default: 1 GiB]")
 @click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Seconds between saves of the vector index in a long run.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
-          pooling: str | None, index_type: str | None, prune: bool, relocate: bool,
-          strict: bool, device: str, precision: str, batch_size: int, workers: int | None,
-          decode: str,
-          max_pixels: int | None, checkpoint_seconds: float, quiet: bool) -> None:
+          pooling: str | None, index_type: str | None, prune: bool, force: bool,
+          relocate: bool, strict: bool, device: str, precision: str, batch_size: int,
+          workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
+          checkpoint_seconds: float, quiet: bool) -> None:
     """Index the images under FOLDER (new and changed files only).
 
     Files are matched by path, size and modification time, confirmed by content hash:
@@ -142,6 +174,8 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
                                  "decode": decode}
     if max_pixels is not None:
         extractor["max_pixels"] = max_pixels
+    if max_bytes is not None:
+        extractor["max_bytes"] = max_bytes
     if not folder.is_dir():
         raise click.ClickException(f"{folder}: not a folder; give the folder of images to index")
     if metadata is not None and not metadata.is_file():
@@ -150,7 +184,8 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     backbones.allow_downloads(allow_download)
     options = IndexOptions(
         space=space, backbone=backbone, weights=weights, index_type=index_type,
-        layer=layer, pooling=pooling, prune=prune, relocate=relocate, metadata=metadata,
+        layer=layer, pooling=pooling, prune=prune, force=force, relocate=relocate,
+        metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
     with ArtIndex(path, create=True) as idx:
@@ -160,8 +195,14 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
             click.echo("interrupted: every finished batch is saved; run the same command to "
                        "continue", err=True)
             sys.exit(130)
+    for line in report.damaged:
+        click.echo(f"repaired {line}", err=True)
+    if report.metadata is not None and report.metadata.repeated:
+        rep = report.metadata.repeated
+        click.echo(f"warning: {metadata}: {len(rep)} paths have more than one row (the last "
+                   f"is kept), e.g. {terminal(rep[0])}", err=True)
     for rel, reason in report.failed[:_FAILURES_SHOWN]:
-        click.echo(f"skipped {rel}: {reason}", err=True)
+        click.echo(f"skipped {terminal(rel)}: {reason}", err=True)
     if len(report.failed) > _FAILURES_SHOWN:
         click.echo(f"... and {len(report.failed) - _FAILURES_SHOWN} more; "
                    "`artsearch info --failures` lists them all", err=True)
@@ -216,7 +257,7 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
 @click.option("--mix", default=None, metavar="SPACE=W,SPACE=W",
               help="Blend spaces, e.g. content=0.6,style=0.4: each space's similarities are "
                    "standardised for this query (z-scores), then averaged with the weights.")
-@click.option("--id", "artwork_id", type=int, default=None,
+@click.option("--id", "artwork_id", type=click.IntRange(1, 2**63 - 1), default=None,
               help="Query by an indexed artwork's id instead of an image.")
 @click.option("--text", default=None, metavar="TEXT",
               help="Query by a description, e.g. \"a stormy seascape\" (open_clip spaces).")
@@ -235,8 +276,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
     """Show the artworks nearest to IMAGE (or to --id, or --text).
 
     IMAGE is an image file (inside or outside the collection) or the path of an indexed
-    artwork as `artsearch info` shows it. An indexed image answers from its stored vector,
-    and ranks itself first.
+    artwork as `artsearch info --works` lists it. An indexed image answers from its stored
+    vector, and ranks itself first.
 
     \b
     Spaces answer different questions; choose with --space, or blend with --mix:
@@ -258,24 +299,25 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
         raise click.ClickException(f"{image}: not a file; give an image file")
     with ArtIndex(resolve_index(index_name)) as idx:
         result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
-                        mix=parse_mix(mix) if mix else None, k=k, where=parse_where(where),
+                        mix=parse_mix(mix) if mix is not None else None, k=k, where=parse_where(where),
                         exclude_same=exclude_same)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        click.echo(_dumps(result.as_dict()))
         return
     _print_hits(result)
 
 
 def _print_hits(result: Any) -> None:
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {terminal(note)}", err=True)
     if not result.hits:
         click.echo("no results")
         return
     width = shutil.get_terminal_size((120, 24)).columns
     blended = "=" in result.space
-    rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", h.path,
-             h.title or "", h.artist or "", " / ".join(v for v in (h.style, h.genre) if v)]
+    rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", terminal(h.path),
+             terminal(h.title), terminal(h.artist),
+             " / ".join(terminal(v) for v in (h.style, h.genre) if v)]
             for h in result.hits]
     # A blended score is a weighted z-score (how far above this query's typical work), not a
     # cosine; the header says which.
@@ -359,10 +401,10 @@ def cluster(index_name: str | None, space: str, k: str, method: str,
                                          quiet=as_json)
                    if report_dir is not None else None)
     if as_json:
-        click.echo(json.dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
+        click.echo(_dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
                                "noise": result.noise, "agreement": result.metrics,
                                "params": result.params,
-                               "report": str(summary.path) if summary else None}, indent=2))
+                               "report": str(summary.path) if summary else None}))
         return
     how = (" (chosen by silhouette)" if "k_choice" in result.params else
            " (found by HDBSCAN)" if method == "hdbscan" else "")
@@ -376,7 +418,7 @@ def cluster(index_name: str | None, space: str, k: str, method: str,
                    "cluster (Jaccard, < 0.6 = not robust): " + ", ".join(
                        f"#{i + 1}: {j:.2f}" for i, j in enumerate(stab["per_cluster_jaccard"])))
     for entry in result.metrics.get("clusters", []):
-        click.echo(f"  #{entry['cluster'] + 1}: {entry['label']}")
+        click.echo(f"  #{entry['cluster'] + 1}: {terminal(entry['label'])}")
     fields = {f: m for f, m in result.metrics.items() if f != "clusters"}
     for field, m in fields.items():
         click.echo(f"{field:<9} NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}  purity "
@@ -431,6 +473,7 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Space
+    from artsearch.textsafe import csv_cell
 
     with ArtIndex(resolve_index(index_name)) as idx, idx.store.session() as s:
         if run is None:
@@ -440,7 +483,7 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
                     for r, name in s.execute(select(ClusterRun, Space.name).join(
                         Space, Space.id == ClusterRun.space_id).order_by(ClusterRun.id))]
             if as_json:
-                click.echo(json.dumps(runs, indent=2))
+                click.echo(_dumps(runs))
             elif not runs:
                 click.echo("no clustering runs yet; make one with `artsearch cluster`")
             for r in runs if not as_json else []:
@@ -465,13 +508,13 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
         with csv_path.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=["path", "cluster", "distance"])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
         click.echo(f"wrote {len(rows)} assignments of run {run} to {csv_path}")
     elif as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_dumps(rows))
     else:
         for r in rows:
-            click.echo(f"{r['cluster']:>4}  {r['distance']:.4f}  {r['path']}")
+            click.echo(f"{r['cluster']:>4}  {r['distance']:.4f}  {terminal(r['path'])}")
 
 
 @cli.command()
@@ -562,8 +605,8 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
         summary = classify_report(idx, result, report_dir, group_fields=by)
     m = result.metrics
     if as_json:
-        click.echo(json.dumps({"model": str(result.model_path), "model_id": result.model_id,
-                               "report": str(summary), **m}, indent=2))
+        click.echo(_dumps({"model": str(result.model_path), "model_id": result.model_id,
+                               "report": str(summary), **m}))
         return
     test, cal = m["test"], m["calibration"]
     click.echo(f"model {result.model_path} (id {result.model_id}): {label}, {method}, "
@@ -584,8 +627,9 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
 @click.argument("images", nargs=-1,
                 type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--unlabelled", is_flag=True,
-              help="Also classify every work of the index (--index) that has no value for "
-                   "the model's field; with --write, fills FIELD_predicted for them.")
+              help="Also classify every work of the index that has no value for the model's "
+                   "field; with --write, fills FIELD_predicted for them. The index is the "
+                   "one the model was trained on, unless --index says otherwise.")
 @click.option("--model", "model_path", required=True, metavar="MODEL",
               type=click.Path(path_type=Path, dir_okay=False),
               help="A model file made by `artsearch train`.")
@@ -622,8 +666,17 @@ def classify(images: tuple[Path, ...], unlabelled: bool, model_path: Path, top: 
     from artsearch.images import decode_image, read_file
 
     model = load_model(model_path, weights=weights, device=device)
+    if index_name is None and (unlabelled or write_field) and model.model.get("index"):
+        index_name = model.model["index"]  # the index it was trained on
+        if not Path(index_name).is_dir():
+            raise click.ClickException(f"{model_path} was trained on the index at "
+                                       f"{index_name}, which is not there; give --index")
     if unlabelled:
-        images = images + tuple(_unlabelled_works(index_name, model))
+        found = _unlabelled_works(index_name, model)
+        if not found and not images:
+            click.echo(f"nothing to classify: every indexed work has a {model.label}")
+            return
+        images = images + tuple(found)
     if not images:
         raise click.UsageError("give IMAGE files, or --unlabelled to classify the index's works "
                                "that lack the field")
@@ -645,13 +698,14 @@ def classify(images: tuple[Path, ...], unlabelled: bool, model_path: Path, top: 
     if write_field is not None:
         written = _write_predictions(index_name, model, results, write_field)
     if as_json:
-        click.echo(json.dumps({"model": str(model_path), "model_id": model.id,
+        click.echo(_dumps({"model": str(model_path), "model_id": model.id,
                                "label": model.label, "threshold": threshold,
-                               "results": results, "written": written}, indent=2))
+                               "results": results, "written": written}))
     else:
         for r in results:
             alternatives = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top"])
-            click.echo(f"{r['image']}: {r['prediction']} ({alternatives})")
+            click.echo(f"{terminal(r['image'])}: {terminal(r['prediction'])} "
+                       f"({terminal(alternatives)})")
         if written is not None:
             click.echo(f"wrote {write_field} for {written['written']} works"
                        + (f"; kept {written['kept']} catalogued values" if written["kept"]
@@ -774,7 +828,7 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
     families = [{"pattern": f.pattern, "description": f.description}
                 for f in backbones.families()]
     if as_json:
-        click.echo(json.dumps({"backbones": rows, "families": families}, indent=2))
+        click.echo(_dumps({"backbones": rows, "families": families}))
         return
     width = max(len(r["name"]) for r in rows)
     for r in rows:
@@ -794,27 +848,38 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
 @_index_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--failures", is_flag=True, help="List every file that failed, with its reason.")
-def info(index_name: str | None, as_json: bool, failures: bool) -> None:
+@click.option("--works", is_flag=True,
+              help="List every indexed work: id, path (as `artsearch query` takes it), title "
+                   "and artist.")
+def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> None:
     """Summarise an index: artworks, spaces, backbone, failures, size on disk."""
     from sqlalchemy import select
 
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
-    from artsearch.store import Failure
+    from artsearch.store import Artwork, Failure
 
     with ArtIndex(resolve_index(index_name)) as idx:
         data = idx.info()
+        if works:
+            with idx.store.session() as s:
+                data["works"] = [{"id": a.id, "path": a.path, "title": a.title,
+                                  "artist": a.artist}
+                                 for a in s.scalars(select(Artwork).order_by(Artwork.path))]
         if failures:
             with idx.store.session() as s:
                 data["failure_list"] = [{"path": f.path, "reason": f.reason, "at": f.at.isoformat()}
                                         for f in s.scalars(select(Failure).order_by(Failure.path))]
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(_dumps(data))
         return
     click.echo(f"index     {data['index']}  (schema {data['schema']})")
     click.echo(f"root      {data['root']}")
     click.echo(f"artworks  {data['artworks']}")
     for sp in data["spaces"]:
+        if sp["being_written"]:
+            click.echo(f"          (+{sp['being_written']} vectors an indexing run has not "
+                       "saved yet)")
         click.echo(f"space     {sp['name']}: {sp['embedded']} vectors, {sp['backbone']} "
                    f"[{sp['layer']}, {sp['pooling']}] {sp['dims']}-d, {sp['faiss_factory']}, "
                    f"weights {sp['weights_sha256'][:12]}")
@@ -831,7 +896,10 @@ def info(index_name: str | None, as_json: bool, failures: bool) -> None:
     b = data["bytes"]
     click.echo(f"on disk   {_size(b['sqlite'])} SQLite, {_size(b['faiss'])} FAISS")
     for f in data.get("failure_list", []):
-        click.echo(f"failed    {f['path']}: {f['reason']}")
+        click.echo(f"failed    {terminal(f['path'])}: {f['reason']}")
+    for w in data.get("works", []):
+        click.echo(f"{w['id']:>6}  {terminal(w['path'])}"
+                   + "".join(f"  {terminal(v)}" for v in (w["title"], w["artist"]) if v))
 
 
 def _size(n: int) -> str:
@@ -843,5 +911,12 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # `kill`: the same orderly stop as Ctrl-C, batches saved
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="artsearch")

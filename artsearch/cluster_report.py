@@ -435,7 +435,11 @@ def _provenance(index: ArtIndex, run: ClusterRun, space: Space, works: int, map_
 
 
 def _json_for_script(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=True).replace("</", "<\\/")
+    """JSON that cannot end or confuse the <script> element it sits in, whatever the
+    catalogue says: <, > and & as \\u escapes (no </script>, no <!--), and ensure_ascii
+    writes U+2028/U+2029 escaped too."""
+    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 _MAP_SCRIPT = """

@@ -6,11 +6,15 @@ __all__ = [
     "ArtsearchError",
     "BackboneError",
     "BadImageError",
+    "IndexDamagedError",
     "IndexLockedError",
     "IndexMismatchError",
+    "IndexReadOnlyError",
     "MetadataError",
     "NotIndexedError",
+    "PruneRefusedError",
     "SchemaTooNewError",
+    "SchemaTooOldError",
     "WeightsError",
 ]
 
@@ -49,3 +53,19 @@ class MetadataError(ArtsearchError):
 
 class NotIndexedError(ArtsearchError):
     """A query names an artwork or an index that does not exist."""
+
+
+class SchemaTooOldError(ArtsearchError):
+    """A reader found a database an older artsearch wrote; a writer must upgrade it first."""
+
+
+class IndexReadOnlyError(ArtsearchError):
+    """A command that writes was pointed at an index folder it cannot write."""
+
+
+class IndexDamagedError(ArtsearchError):
+    """A vector file does not match what the index recorded when it was saved."""
+
+
+class PruneRefusedError(ArtsearchError):
+    """--prune would remove so much of the index that the folder is more likely wrong."""

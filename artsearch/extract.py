@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,13 @@ from PIL import Image
 
 from artsearch.backbones import BackboneSpec, Preprocess
 from artsearch.errors import BadImageError
-from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file
+from artsearch.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FileRead,
+    decode_image,
+    read_snapshot,
+)
 from artsearch.pooling import FIT_SAMPLE, Params, get_pooling, gram_projection, pool_layers
 
 __all__ = ["EmbeddedBatch", "Extractor", "model_input", "pick_device", "pick_precision"]
@@ -53,9 +60,21 @@ def pick_precision(device: torch.device, precision: Precision = "auto") -> Liter
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
+# Above this ratio of long to short side, the long side is cropped before resizing: an 80000x4
+# strip would otherwise be resized to millions of pixels long only to be cut to a square.
+MAX_ASPECT = 4.0
+
+
 def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Resize the shorter side, centre-crop, and return uint8 pixels (3, size, size)."""
     w, h = img.size
+    if max(w, h) > MAX_ASPECT * min(w, h):  # keep the centre, with room for the filter
+        keep = math.ceil(MAX_ASPECT * min(w, h))
+        if w > h:
+            img = img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+        else:
+            img = img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+        w, h = img.size
     scale = pre.resize / min(w, h)
     nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
     resample = Image.Resampling.BICUBIC if pre.interpolation == "bicubic" else Image.BILINEAR
@@ -114,6 +133,7 @@ class _Item:
     height: int = 0
     reason: str = ""
     jpeg: torch.Tensor | None = None  # undecoded bytes, for decoding on the GPU
+    read: FileRead | None = None  # hash, size and time of the bytes decoded
 
 
 class _ImageFiles(torch.utils.data.Dataset[_Item]):
@@ -124,25 +144,26 @@ class _ImageFiles(torch.utils.data.Dataset[_Item]):
     """
 
     def __init__(self, paths: Sequence[Path], pre: Preprocess, max_pixels: int,
-                 gpu_jpeg: bool = False) -> None:
+                 gpu_jpeg: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.paths = list(paths)
         self.pre = pre
         self.max_pixels = max_pixels
         self.gpu_jpeg = gpu_jpeg
+        self.max_bytes = max_bytes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> _Item:
         try:
-            data = read_file(self.paths[index])
+            data, read = read_snapshot(self.paths[index], self.max_bytes)
             size = plain_jpeg_size(data, self.max_pixels) if self.gpu_jpeg else None
             if size is not None:
                 raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                return _Item(index, None, size[0], size[1], jpeg=raw)
+                return _Item(index, None, size[0], size[1], jpeg=raw, read=read)
             img, (w, h) = decode_image(data, min_side=self.pre.resize,
                                        max_pixels=self.max_pixels)
-            return _Item(index, prepare(img, self.pre), w, h)
+            return _Item(index, prepare(img, self.pre), w, h, read=read)
         except BadImageError as e:
             return _Item(index, None, reason=str(e))
         except Exception as e:  # noqa: BLE001 - one odd file must not end a long run
@@ -157,6 +178,7 @@ class EmbeddedBatch:
     vectors: np.ndarray
     sizes: list[tuple[int, int]]
     failures: list[tuple[int, str]] = field(default_factory=list)
+    reads: list[FileRead] = field(default_factory=list)  # per index: the bytes embedded
 
 
 def _collate(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
@@ -189,6 +211,7 @@ class Extractor:
         batch_size: int | None = None,
         num_workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         decode: Decode = "auto",
     ) -> None:
         self.pool = get_pooling(pooling)
@@ -203,6 +226,7 @@ class Extractor:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.decode = pick_decode(self.device, decode)
         self.dims = spec.dims(self.layers, pooling)
         self._model: torch.nn.Module | None = None
@@ -295,7 +319,7 @@ class Extractor:
 
     def _pixel_batches(self, paths: Sequence[Path]) -> Iterator[torch.Tensor]:
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.spec.preprocess, self.max_pixels),
+            _ImageFiles(paths, self.spec.preprocess, self.max_pixels, max_bytes=self.max_bytes),
             batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate)
         for _, pixels in loader:
             if pixels is not None:
@@ -308,7 +332,7 @@ class Extractor:
         self.spec.weights.verified_path()  # a missing or damaged file fails before any work
         loader = torch.utils.data.DataLoader(
             _ImageFiles(paths, self.spec.preprocess, self.max_pixels,
-                        gpu_jpeg=self.decode == "gpu"),
+                        gpu_jpeg=self.decode == "gpu", max_bytes=self.max_bytes),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=_collate,
@@ -334,6 +358,7 @@ class Extractor:
                 vectors=vectors,
                 sizes=[(it.width, it.height) for it in ok],
                 failures=[(it.index, it.reason) for it in items if it.reason],
+                reads=[it.read for it in ok],  # type: ignore[misc]
             )
 
     def _decode_jpegs(self, items: list[_Item]) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -17,11 +18,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from artsearch.errors import BadImageError
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
+    "FileRead",
     "IMAGE_EXTENSIONS",
     "FileEntry",
     "ScanFailure",
     "decode_image",
+    "display_name",
+    "hash_file",
+    "read_file",
+    "read_snapshot",
     "scan",
     "sha256_bytes",
 ]
@@ -31,6 +38,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # Large museum scans reach 100 MP; above this a file is more likely a decompression bomb.
 DEFAULT_MAX_PIXELS = 150_000_000
+# An uncompressed 150 MP, 16-bit RGB TIFF is about 900 MB; a file is read into memory whole.
+DEFAULT_MAX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,11 @@ def scan(root: Path) -> tuple[list[FileEntry], list[ScanFailure]]:
     failures: list[ScanFailure] = []
     root = root.resolve()
     for rel, path in _walk(root, root, set(), failures):
+        if not _utf8(rel):
+            failures.append(ScanFailure(display_name(rel), (
+                "the file name is not valid UTF-8 (an old encoding such as Latin-1), so it "
+                "cannot be stored; rename it (e.g. `convmv -f latin1 -t utf8`)")))
+            continue
         try:
             st = os.stat(path)
         except OSError as e:
@@ -109,6 +123,19 @@ def _walk(
             yield _rel(root, path), path
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_name(text: str) -> str:
+    """A path as it can be printed and stored: undecodable bytes shown as \\xNN."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path != root else "."
 
@@ -127,10 +154,49 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_file(path: Path) -> bytes:
-    """The file's bytes, with OS errors turned into one-line reasons."""
+@dataclass(frozen=True)
+class FileRead:
+    """What one read of a file saw: the hash of exactly those bytes, and the file's size and
+    modification time as they were when it was opened."""
+
+    sha256: str
+    size: int
+    mtime: float
+
+
+def _too_big(size: int, max_bytes: int) -> BadImageError:
+    return BadImageError(f"{size:,} bytes exceeds the limit of {max_bytes:,}; raise --max-bytes "
+                         "if the image is genuine")
+
+
+def read_snapshot(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, FileRead]:
+    """The file's bytes (one read, at most `max_bytes`) with their hash, size and time."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as fh:
+            st = os.fstat(fh.fileno())
+            if st.st_size > max_bytes:
+                raise _too_big(st.st_size, max_bytes)
+            data = fh.read(max_bytes + 1)
+    except OSError as e:
+        raise BadImageError(_os_reason(e)) from e
+    if len(data) > max_bytes:  # grew since it was opened
+        raise _too_big(len(data), max_bytes)
+    return data, FileRead(sha256_bytes(data), len(data), st.st_mtime)
+
+
+def read_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """The file's bytes, with OS errors turned into one-line reasons."""
+    return read_snapshot(path, max_bytes)[0]
+
+
+def hash_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """SHA-256 of the file's content, streamed: memory stays small whatever its size."""
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise _too_big(size, max_bytes)
+            return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as e:
         raise BadImageError(_os_reason(e)) from e
 
@@ -148,7 +214,7 @@ def decode_image(data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MA
         raise BadImageError("empty file (0 bytes); re-export or remove it")
     if data[:4] == b"\x00\x05\x16\x07":
         raise BadImageError("macOS resource fork (AppleDouble), not an image; safe to delete")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _pillow_limit(max_pixels):
         # We apply our own pixel limit below, with a message that says how to raise it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -171,7 +237,8 @@ def decode_image(data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MA
     try:
         if img.format == "JPEG" and min_side and img.mode in ("RGB", "L", "CMYK"):
             img.draft(img.mode, (min_side, min_side))
-        img.load()
+        with _pillow_limit(max_pixels):
+            img.load()
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img), (width, height)
     except BadImageError:
@@ -180,6 +247,21 @@ def decode_image(data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MA
         raise BadImageError(
             f"truncated or corrupt image data ({e}); re-export or re-download the file"
         ) from e
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Let Pillow open what `max_pixels` allows: it refuses above twice its own limit
+    (about 179 MP) whatever ours says, so a raised --max-pixels would not take effect."""
+    own = Image.MAX_IMAGE_PIXELS
+    if own is None or max_pixels <= 2 * own:
+        yield
+        return
+    Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = own
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -15,7 +15,14 @@ from sqlalchemy import delete, func, select
 
 from artsearch.backbones import BackboneSpec
 from artsearch.backbones._registry import sha256_file
-from artsearch.errors import IndexLockedError, IndexMismatchError, NotIndexedError
+from artsearch.errors import (
+    IndexDamagedError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexReadOnlyError,
+    NotIndexedError,
+    SchemaTooOldError,
+)
 from artsearch.store import Artwork, Embedding, Failure, Space, Store
 
 if TYPE_CHECKING:
@@ -44,26 +51,56 @@ class ArtIndex:
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
         db = path / DB_NAME
+        self._store: Store | None = None
         if not db.exists():
             if not create:
                 raise NotIndexedError(
                     f"{path}: no index here; build one with `artsearch index DIR --index {path}`"
                 )
-            path.mkdir(parents=True, exist_ok=True)
-        self.store = Store(db)
+            # Made by the first `lock()`: a run that finds nothing to index leaves nothing.
+        else:
+            readonly = not os.access(path, os.W_OK) or not os.access(db, os.W_OK)
+            self._store = Store(db, upgrade=False, readonly=readonly)
         self._vectors: dict[str, Any] = {}  # space name -> VectorIndex; 'name#ann' -> AnnIndex
         self._lock_fd: int | None = None
+        self.damaged: list[str] = []  # what `lock()` found broken and set aside, for the report
+
+    @property
+    def exists(self) -> bool:
+        return self._store is not None
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store; a reader of an index made by an older artsearch is told to
+        upgrade it, since only a writer, under the lock, may change the schema."""
+        if self._store is None:
+            raise NotIndexedError(f"{self.path}: no index here yet")
+        if self._lock_fd is None and not self._checked:
+            if not self._store.is_current():
+                raise SchemaTooOldError(
+                    f"{self.path}: made by an older artsearch; run `artsearch index FOLDER "
+                    f"--index {self.path}` once to upgrade it (readers never change it)")
+            self._checked = True
+        return self._store
+
+    _checked = False
 
     # -- locking -----------------------------------------------------------------------------
 
     def lock(self) -> None:
-        """Take the writer's lock; the OS releases it if the process dies.
+        """Take the writer's lock (the OS releases it if the process dies); then bring the
+        schema up to date and clear what a killed writer left behind.
 
         A POSIX record lock, not flock: forked decoding workers do not inherit it, so a
         killed writer's orphaned workers cannot keep the index locked.
         """
         if self._lock_fd is not None:  # this ArtIndex already holds it
             return
+        if self._store is not None and self._store.readonly:
+            raise IndexReadOnlyError(
+                f"{self.path}: the index folder is read-only; make it writable "
+                f"(chmod u+w {self.path}) or copy it somewhere writable")
+        self.path.mkdir(parents=True, exist_ok=True)
         key = self.path.resolve()
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -78,13 +115,20 @@ class ArtIndex:
             ) from None
         self._lock_fd = fd
         _HELD.add(key)
+        if self._store is None:
+            self._store = Store(self.path / DB_NAME, upgrade=False)
+        self._store.upgrade()
+        # Temporary files of a save that a kill interrupted: never renamed, never needed.
+        for leftover in [*self.path.glob("*.faiss.*.tmp"), *self.path.glob("*.tmp.npz")]:
+            leftover.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the only descriptor releases the POSIX lock
             self._lock_fd = None
             _HELD.discard(self.path.resolve())
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     def __enter__(self) -> ArtIndex:
         return self
@@ -96,6 +140,8 @@ class ArtIndex:
 
     @property
     def root(self) -> Path | None:
+        if self._store is None:
+            return None
         value = self.store.get_setting("root")
         return Path(value) if value else None
 
@@ -114,6 +160,8 @@ class ArtIndex:
     # -- spaces --------------------------------------------------------------------------------
 
     def spaces(self) -> list[Space]:
+        if self._store is None:
+            return []
         with self.store.session() as s:
             return list(s.scalars(select(Space).order_by(Space.id)))
 
@@ -188,13 +236,68 @@ class ArtIndex:
             space.params = row.params
 
     def vectors(self, space: Space) -> VectorIndex:
-        from artsearch.vectors import VectorIndex
+        """The space's exact vectors, checked against the fingerprint recorded at their save.
 
-        if space.name not in self._vectors:
-            self._vectors[space.name] = VectorIndex.load_or_create(
-                self.faiss_path(space), space.dims, space.faiss_factory
-            )
-        return self._vectors[space.name]
+        A file that fails the check (truncated, other dimensions, copied from another index)
+        is refused to a reader with the fix; a writer (under `lock()`) moves it aside and
+        starts the space's store afresh, and `reconcile` then re-embeds every work.
+        """
+        from artsearch.vectors import VectorIndex, file_fingerprint
+
+        if space.name in self._vectors:
+            return self._vectors[space.name]  # type: ignore[no-any-return]
+        path = self.faiss_path(space)
+        record = (space.params or {}).get("faiss") or {}
+        accepted = [fp for fp in (record.get("current"), record.get("pending")) if fp]
+        try:
+            if not path.exists():
+                if accepted and accepted[0].get("count"):
+                    raise IndexDamagedError(f"{path}: missing (it held "
+                                            f"{accepted[0]['count']} vectors)")
+            elif accepted:
+                found = file_fingerprint(path)
+                if not any(fp["bytes"] == found["bytes"] and fp["sample"] == found["sample"]
+                           for fp in accepted):
+                    raise IndexDamagedError(
+                        f"{path}: not the file this index saved ({found['bytes']:,} bytes, "
+                        f"expected {accepted[0]['bytes']:,}; replaced or damaged)")
+            vec = VectorIndex.load_or_create(path, space.dims, space.faiss_factory)
+        except IndexDamagedError as e:
+            if self._lock_fd is None:
+                raise IndexDamagedError(
+                    f"{e}; run `artsearch index FOLDER --index {self.path} --space "
+                    f"{space.name}` to rebuild it") from e
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            if path.exists():
+                os.replace(path, aside)
+            self.damaged.append(f"{e}; moved aside to {aside.name}, its works are re-embedded"
+                                if path.exists() or aside.exists() else str(e))
+            self._record_faiss(space, None)
+            vec = VectorIndex.create(path, space.dims, space.faiss_factory)
+        self._vectors[space.name] = vec
+        return vec
+
+    def save_vectors(self, space: Space) -> None:
+        """Save the space's vectors atomically and record the file's fingerprint: first as
+        pending (before the rename), then as current."""
+        vec = self.vectors(space)
+        fp = vec.save(before_rename=lambda new: self._record_faiss(space, new, pending=True))
+        self._record_faiss(space, fp)
+
+    def _record_faiss(self, space: Space, fp: dict[str, Any] | None, *,
+                      pending: bool = False) -> None:
+        with self.store.session() as s, s.begin():
+            row = s.get(Space, space.id)
+            assert row is not None
+            record = dict((row.params or {}).get("faiss") or {})
+            if fp is None:
+                record = {}
+            elif pending:
+                record["pending"] = {**fp, "next_id": row.next_faiss_id}
+            else:
+                record = {"current": {**fp, "next_id": row.next_faiss_id}}
+            row.params = {**(row.params or {}), "faiss": record}
+            space.params = row.params
 
     def faiss_path(self, space: Space) -> Path:
         return self.path / f"{space.name}.faiss"
@@ -221,7 +324,7 @@ class ArtIndex:
             return cached  # type: ignore[no-any-return]
         ann = (space.params or {}).get("ann")
         path = self.path / ann["file"] if ann else None
-        if ann and path is not None and path.is_file() \
+        if ann and path is not None and self._ann_intact(path, ann) \
                 and ann["fingerprint"] == self._fingerprint(space):
             key = f"{space.name}#ann"
             if key not in self._vectors:
@@ -239,6 +342,16 @@ class ArtIndex:
         self._vectors[f"{space.name}#searcher"] = decided
         return decided
 
+    @staticmethod
+    def _ann_intact(path: Path, record: dict[str, Any]) -> bool:
+        """The approximate index file is the one that was built (older records: it exists)."""
+        from artsearch.vectors import file_fingerprint
+
+        if not path.is_file():
+            return False
+        expected = record.get("file_fingerprint")
+        return expected is None or file_fingerprint(path) == expected
+
     def update_ann(self, space: Space, requested: str) -> dict[str, Any] | None:
         """After a writing run: (re)build the approximate index the space's size calls for.
 
@@ -255,7 +368,7 @@ class ArtIndex:
         if kind != "flat" and len(vec) >= 2:
             fp = self._fingerprint(space)
             if current and current["type"] == kind and current["fingerprint"] == fp \
-                    and path.is_file():
+                    and self._ann_intact(path, current):
                 return None
             started = time.perf_counter()
             ids, vectors = vec.everything()
@@ -266,8 +379,9 @@ class ArtIndex:
                     f"{kind} reached only recall@10 {ann.recall:.3f} on this collection, "
                     f"below {RECALL_BAR}; searching exactly")}
             else:
-                ann.save(path)
+                file_fp = ann.save(path)
                 record = {"type": kind, "file": path.name, "fingerprint": fp,
+                          "file_fingerprint": file_fp,
                           "param": ann.param, "k_factor": ann.k_factor,
                           "recall10": round(ann.recall, 4),
                           "build_seconds": round(time.perf_counter() - started, 2)}
@@ -315,10 +429,24 @@ class ArtIndex:
                 row.next_faiss_id = top + 1
         if stray:
             vec.remove(stray)
-            vec.save()
+            self.save_vectors(space)
         return Repair(len(stray - repeated), len(missing - repeated) + len(repeated))
 
     # -- reporting -----------------------------------------------------------------------------
+
+    def saved_count(self, space: Space) -> int:
+        """Works whose vector is in the space's saved file: committed rows with an id below
+        the next id recorded at the last save (ids are never reused). Rows committed since
+        belong to an indexing run still under way."""
+        record = ((space.params or {}).get("faiss") or {}).get("current")
+        query = select(func.count()).select_from(Embedding).where(
+            Embedding.space_id == space.id)
+        if record is not None:
+            query = query.where(Embedding.faiss_id < record["next_id"])
+        elif not self.faiss_path(space).exists():
+            return 0
+        with self.store.session() as s:
+            return s.scalar(query) or 0
 
     def info(self) -> dict[str, Any]:
         with self.store.session() as s:
@@ -331,10 +459,12 @@ class ArtIndex:
         for sp in self.spaces():
             files = [self.faiss_path(sp), self.path / f"{sp.name}.ann.faiss",
                      self.path / f"{sp.name}.pooling.npz"]
+            saved = self.saved_count(sp)
             spaces.append({
                 "name": sp.name, "backbone": sp.backbone, "weights_sha256": sp.weights_sha256,
                 "layer": sp.layer, "pooling": sp.pooling, "dims": sp.dims,
-                "faiss_factory": sp.faiss_factory, "embedded": per_space.get(sp.id, 0),
+                "faiss_factory": sp.faiss_factory, "embedded": saved,
+                "being_written": per_space.get(sp.id, 0) - saved,
                 "index_type": (sp.params or {}).get("index_type", "auto"),
                 "ann": (sp.params or {}).get("ann"),
                 "bytes": sum(f.stat().st_size for f in files if f.exists()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +13,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from artsearch import backbones
-from artsearch.errors import ArtsearchError, BadImageError
-from artsearch.images import FileEntry, read_file, scan, sha256_bytes
+from artsearch.errors import ArtsearchError, BadImageError, PruneRefusedError
+from artsearch.images import DEFAULT_MAX_BYTES, IMAGE_EXTENSIONS, FileEntry, hash_file, scan
 from artsearch.index import ArtIndex, Repair
-from artsearch.metadata import MetadataImport, apply_metadata
+from artsearch.metadata import MetadataImport, apply_metadata, read_metadata_csv
 from artsearch.store import Artwork, Embedding, Failure, Space, utcnow
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class IndexOptions:
     pooling: str | None = None  # None: the space's own, or avg
     index_type: str | None = None  # auto | flat | hnsw | ivfpq; None: the space's own, or auto
     prune: bool = False
+    force: bool = False  # prune even when most of the collection seems gone
     relocate: bool = False
     metadata: Path | None = None
     checkpoint_seconds: float = 30.0
@@ -56,6 +57,7 @@ class IndexReport:
     pruned: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     repaired: Repair = field(default_factory=Repair)
+    damaged: list[str] = field(default_factory=list)  # vector files found broken, set aside
     metadata: MetadataImport | None = None
     total: int = 0  # artworks with a vector in this space after the run
     ann: dict[str, Any] | None = None  # the approximate index this run built, if any
@@ -93,6 +95,15 @@ def index_collection(
     started = time.perf_counter()
     if not root.is_dir():
         raise ArtsearchError(f"{root}: not a folder; give the folder that holds the images")
+    if opts.metadata is not None:  # a bad catalogue fails before any work, not after it
+        catalogue = read_metadata_csv(opts.metadata)
+    entries, scan_failures = scan(root)
+    if not entries and not index.exists:
+        raise ArtsearchError(
+            f"{root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))}, in any "
+            "subfolder but hidden ones); nothing was indexed and no index was created"
+            + (f" ({len(scan_failures)} unreadable entries)" if scan_failures else ""))
+    index.lock()
     existing = next((sp for sp in index.spaces() if sp.name == opts.space), None)
     if opts.backbone is None and existing is not None:
         spec = index.spec_for(existing, opts.weights)  # a re-run keeps the space's backbone
@@ -111,7 +122,6 @@ def index_collection(
 
     dims = spec.dims(layers, pooling)
 
-    index.lock()
     index.bind_root(root, relocate=opts.relocate)
     from artsearch.vectors import DEFAULT_FACTORY
 
@@ -119,24 +129,24 @@ def index_collection(
                                factory=DEFAULT_FACTORY)
     report = IndexReport()
     report.repaired = index.reconcile(space)
-    entries, scan_failures = scan(root)
+    report.damaged = list(index.damaged)
     report.scanned = len(entries)
     vec = index.vectors(space)
-    dirty = False
+    max_bytes = opts.extractor.get("max_bytes", DEFAULT_MAX_BYTES)
     try:
         with index.store.session() as s, s.begin():
-            jobs, changed = _plan(s, space, entries, report, vec, opts.prune)
-            dirty |= changed
+            jobs = _plan(s, space, root, entries, report, vec, opts, max_bytes)
             _record_failures(s, [(f.rel, f.reason) for f in scan_failures])
             report.failed.extend((f.rel, f.reason) for f in scan_failures)
         if jobs:
-            dirty |= _embed(index, space, jobs, report, make_extractor, opts)
+            _embed(index, space, jobs, report, make_extractor, opts)
     finally:
-        if dirty:
-            vec.save()
+        # Also on Ctrl-C or an error: every batch committed to SQLite reaches the file.
+        if vec.dirty:
+            index.save_vectors(space)
     with index.store.session() as s, s.begin():
         if opts.metadata is not None:
-            report.metadata = apply_metadata(s, opts.metadata)
+            report.metadata = apply_metadata(s, catalogue)
         # Failures of files that are gone, or that indexed this time, are history.
         present = {e.rel for e in entries} | {f.rel for f in scan_failures}
         for failure in s.scalars(select(Failure)):
@@ -151,10 +161,15 @@ def index_collection(
     return report
 
 
+# --prune refuses, without --force, to remove more than this share of the indexed works: an
+# empty or unmounted folder looks exactly like a collection whose every file was deleted.
+PRUNE_MAX_SHARE = 0.5
+
+
 def _plan(
-    s: Session, space: Space, entries: list[FileEntry], report: IndexReport, vec: Any,
-    prune: bool,
-) -> tuple[list[_Job], bool]:
+    s: Session, space: Space, root: Path, entries: list[FileEntry], report: IndexReport,
+    vec: Any, opts: IndexOptions, max_bytes: int,
+) -> list[_Job]:
     """Sort files into unchanged, moved, copied and to-embed; apply the cheap cases at once."""
     artworks = {a.path: a for a in s.scalars(select(Artwork))}
     embedded = {e.artwork_id: e for e in s.scalars(
@@ -170,7 +185,7 @@ def _plan(
                 vanished.setdefault(art.sha256, []).append(art)
 
     jobs: list[_Job] = []
-    changed = False
+    copies: list[tuple[int, int]] = []  # (new faiss id, source faiss id): added after checks
     for entry in entries:
         art = artworks.get(entry.rel)
         emb = embedded.get(art.id) if art else None
@@ -179,7 +194,7 @@ def _plan(
             report.unchanged += 1
             continue
         try:
-            sha = sha256_bytes(read_file(entry.path))
+            sha = hash_file(entry.path, max_bytes)
         except BadImageError as e:
             _record_failures(s, [(entry.rel, str(e))])
             report.failed.append((entry.rel, str(e)))
@@ -204,33 +219,43 @@ def _plan(
             s.add(new)
             s.flush()
             faiss_id = _next_id(s, space)
-            vec.add([faiss_id], vec.reconstruct(embedded[source.id].faiss_id)[None])
+            copies.append((faiss_id, embedded[source.id].faiss_id))
             s.add(Embedding(space_id=space.id, artwork_id=new.id, faiss_id=faiss_id, sha256=sha))
             report.copied += 1
-            changed = True
             continue
         jobs.append(_Job(entry, sha, None))
 
-    for art in list(artworks.values()):
-        if art.path in on_disk:
-            continue
-        if prune:
+    gone = [art for art in artworks.values() if art.path not in on_disk]
+    if opts.prune and gone and not opts.force and len(gone) > PRUNE_MAX_SHARE * len(artworks):
+        # Raised before anything changed: the transaction rolls back, FAISS is untouched.
+        raise PruneRefusedError(
+            f"--prune would remove {len(gone):,} of {len(artworks):,} indexed works whose files "
+            f"are not under {root} ({len(entries):,} image files found "
+            "there); if the folder is right and they really are gone, add --force")
+    for source_id, target in ((src, new) for new, src in copies):
+        vec.add([target], vec.reconstruct(source_id)[None])
+    for art in gone:
+        if opts.prune:
             emb = embedded.get(art.id)
             if emb is not None:
                 vec.remove([emb.faiss_id])
-                changed = True
             s.delete(art)
             report.pruned += 1
         else:
             report.missing.append(art.path)
-    return jobs, changed
+    return jobs
 
 
 def _embed(
     index: ArtIndex, space: Space, jobs: list[_Job], report: IndexReport,
     make_extractor: Callable[[], Extractor], opts: IndexOptions,
-) -> bool:
-    """Embed the jobs batch by batch; each batch is one SQLite transaction."""
+) -> None:
+    """Embed the jobs batch by batch; each batch is one SQLite transaction.
+
+    The hash, size and time stored with each vector are those of the bytes the extractor
+    decoded, so a file that changed while being indexed is never recorded as the version
+    it was not.
+    """
     vec = index.vectors(space)
     extractor = make_extractor()
     report.runtime = extractor.describe()
@@ -243,22 +268,23 @@ def _embed(
             extractor.params = stored
     last_save = time.monotonic()
     started = time.perf_counter()
-    dirty = False
     with _progress(len(jobs), opts.progress) as bar:
         for batch in extractor.iter_files([j.entry.path for j in jobs]):
             with index.store.session() as s, s.begin():
                 old_ids: list[int] = []
                 new_ids: list[int] = []
-                for i, (w, h) in zip(batch.indices, batch.sizes, strict=True):
+                for i, (w, h), read in zip(batch.indices, batch.sizes, batch.reads, strict=True):
                     job = jobs[i]
+                    sha, entry = read.sha256, replace(job.entry, size=read.size,
+                                                      mtime=read.mtime)
                     art = s.get(Artwork, job.artwork_id) if job.artwork_id else None
                     if art is None:
-                        art = _new_artwork(job.entry, job.sha256, w, h)
+                        art = _new_artwork(entry, sha, w, h)
                         s.add(art)
                         s.flush()
                     else:
-                        art.sha256, art.width, art.height = job.sha256, w, h
-                        art.size, art.mtime = job.entry.size, job.entry.mtime
+                        art.sha256, art.width, art.height = sha, w, h
+                        art.size, art.mtime = entry.size, entry.mtime
                         old = s.get(Embedding, (space.id, art.id))
                         if old is not None:
                             old_ids.append(old.faiss_id)
@@ -267,7 +293,7 @@ def _embed(
                     faiss_id = _next_id(s, space)
                     new_ids.append(faiss_id)
                     s.add(Embedding(space_id=space.id, artwork_id=art.id, faiss_id=faiss_id,
-                                    sha256=job.sha256))
+                                    sha256=sha))
                 done = [jobs[i].entry.rel for i in batch.indices]
                 if done:
                     s.execute(delete(Failure).where(Failure.path.in_(done)))
@@ -277,14 +303,12 @@ def _embed(
                 # FAISS changes in memory now; they reach disk only after this commit.
                 vec.remove(old_ids)
                 vec.add(new_ids, batch.vectors)
-                dirty = True
             report.embedded += len(batch.indices)
             bar.update(len(batch.indices) + len(batch.failures))
             if time.monotonic() - last_save >= opts.checkpoint_seconds:
-                vec.save()
+                index.save_vectors(space)
                 last_save = time.monotonic()
     report.embed_seconds = time.perf_counter() - started
-    return dirty
 
 
 def _new_artwork(entry: FileEntry, sha: str, width: int | None, height: int | None) -> Artwork:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from artsearch.errors import MetadataError
 from artsearch.store import METADATA_FIELDS, Artwork
 
-__all__ = ["MetadataImport", "apply_metadata", "read_metadata_csv"]
+__all__ = ["Catalogue", "MetadataImport", "apply_metadata", "read_metadata_csv"]
 
 
 @dataclass
@@ -21,14 +21,29 @@ class MetadataImport:
     matched: int = 0
     unmatched: list[str] = field(default_factory=list)
     duplicates: int = 0
+    repeated: list[str] = field(default_factory=list)  # paths with several rows: last kept
 
 
 def _norm_path(value: str) -> str:
     return PurePosixPath(value.strip().replace("\\", "/")).as_posix().removeprefix("./")
 
 
-def read_metadata_csv(path: Path) -> tuple[dict[str, dict[str, str | None]], int]:
-    """Rows keyed by their `path` (relative to the collection root); and how many repeated."""
+@dataclass
+class Catalogue:
+    """A read metadata CSV: rows keyed by `path`, and the paths given more than once."""
+
+    path: Path
+    rows: dict[str, dict[str, str | None]]
+    repeated: list[str] = field(default_factory=list)
+
+
+# Catalogue texts (descriptions, provenance) can be long; the csv module's default cap is 128 KiB.
+MAX_FIELD_BYTES = 16 << 20
+
+
+def read_metadata_csv(path: Path) -> Catalogue:
+    """Read and check the whole CSV; a path given twice keeps its last row (and is listed)."""
+    previous = csv.field_size_limit(MAX_FIELD_BYTES)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -39,26 +54,35 @@ def read_metadata_csv(path: Path) -> tuple[dict[str, dict[str, str | None]], int
                     "them 'path' (each image's path relative to the collection folder)"
                 )
             rows: dict[str, dict[str, str | None]] = {}
-            repeats = 0
+            repeated: list[str] = []
             for raw in reader:
                 row = {(k or "").strip(): (v.strip() if isinstance(v, str) else None)
                        for k, v in raw.items()}
                 rel = _norm_path(row.pop("path") or "")
                 if not rel:
                     continue
-                repeats += rel in rows
+                if rel in rows:
+                    repeated.append(rel)
                 rows[rel] = {k: (v or None) for k, v in row.items() if k}
-            return rows, repeats
+            return Catalogue(path, rows, repeated)
     except OSError as e:
         raise MetadataError(f"{path}: cannot read the metadata file ({e.strerror})") from e
-    except (UnicodeDecodeError, csv.Error) as e:
+    except UnicodeDecodeError as e:
         raise MetadataError(f"{path}: not a UTF-8 CSV file ({e}); save it as CSV UTF-8") from e
+    except csv.Error as e:
+        raise MetadataError(f"{path}: not a readable CSV file ({e}); check the quoting near "
+                            "that line, or save it again as CSV UTF-8") from e
+    finally:
+        csv.field_size_limit(previous)
 
 
-def apply_metadata(session: Session, path: Path) -> MetadataImport:
+def apply_metadata(session: Session, catalogue: Catalogue | Path) -> MetadataImport:
     """Attach the CSV's fields to the indexed artworks it names (the CSV wins on conflict)."""
-    rows, repeats = read_metadata_csv(path)
-    result = MetadataImport(rows=len(rows), duplicates=repeats)
+    if not isinstance(catalogue, Catalogue):
+        catalogue = read_metadata_csv(catalogue)
+    rows = catalogue.rows
+    result = MetadataImport(rows=len(rows), duplicates=len(catalogue.repeated),
+                            repeated=catalogue.repeated)
     by_path = {a.path: a for a in session.scalars(select(Artwork))}
     for rel, values in rows.items():
         art = by_path.get(rel)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, text
 
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
@@ -18,7 +18,10 @@ from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Space
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
 
-__all__ = ["Hit", "QueryResult", "default_extractor", "parse_mix", "parse_where", "search"]
+__all__ = [
+    "Hit", "QueryResult", "check_fields", "default_extractor", "known_fields", "parse_mix",
+    "parse_where", "search",
+]
 
 
 @dataclass
@@ -74,18 +77,23 @@ def _equals(name: str, value: str) -> ColumnElement[bool]:
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """`content=0.6,style=0.4` into {space: weight}; weights must be positive."""
+    """`content=0.6,style=0.4` into {space: weight}; weights must be finite and positive,
+    and each space named once."""
     out: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, sep, value = part.partition("=")
+        name = name.strip()
         try:
             weight = float(value) if sep else float("nan")
         except ValueError:
             weight = float("nan")
-        if not name.strip() or not weight > 0:
-            raise MetadataError(f"--mix {text!r}: write SPACE=WEIGHT pairs with positive "
-                                "weights, e.g. content=0.6,style=0.4")
-        out[name.strip()] = weight
+        if not name or not 0 < weight < float("inf"):
+            raise MetadataError(f"--mix {text!r}: write SPACE=WEIGHT pairs with finite, "
+                                "positive weights, e.g. content=0.6,style=0.4")
+        if name in out:
+            raise MetadataError(f"--mix {text!r}: space {name!r} is named twice; give each "
+                                "space one weight")
+        out[name] = weight
     if len(out) < 2:
         raise MetadataError(f"--mix {text!r}: name at least two spaces to blend; for one "
                             "space use --space")
@@ -124,6 +132,9 @@ def search(
     """
     if k < 1:
         raise MetadataError(f"-k {k}: ask for at least one result")
+    if mix is not None and len(mix) < 2:
+        raise MetadataError("--mix: name at least two spaces to blend, e.g. "
+                            "content=0.6,style=0.4; for one space use --space")
     weights = mix or {space: 1.0}
     spaces = [index.space(name) for name in weights]
     make = make_extractor or (lambda sp: default_extractor(index, sp))
@@ -136,6 +147,7 @@ def search(
     if query_art is None and image is not None:
         described = {"image": str(image), "indexed": False}
 
+    check_fields(index, [*(where or {}), *exclude_same])
     conditions = _conditions(where, exclude_same, query_art, notes)
     with index.store.session() as s:
         allowed: dict[str, np.ndarray | None] = {}
@@ -170,6 +182,29 @@ def search(
         notes.append(f"only {len(first)} artworks match the filters")
     label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
     return QueryResult(described, label, hits, notes, how)
+
+
+def known_fields(index: ArtIndex) -> list[str]:
+    """The metadata fields at least one indexed work has a value for, plus `path`."""
+    with index.store.session() as s:
+        columns = [name for name in METADATA_FIELDS if s.scalar(
+            select(Artwork.id).where(getattr(Artwork, name).is_not(None)).limit(1))]
+        extra = s.scalars(text(
+            "SELECT DISTINCT je.key FROM artworks, json_each(artworks.extra) AS je "
+            "WHERE artworks.extra IS NOT NULL AND je.value IS NOT NULL")).all()
+    return ["path", *columns, *sorted(k for k in extra if k not in columns)]
+
+
+def check_fields(index: ArtIndex, names: Sequence[str]) -> None:
+    """Refuse a field no work has: a filter on it would quietly match nothing."""
+    if not names:
+        return
+    known = known_fields(index)
+    for name in names:
+        if name not in known:
+            raise MetadataError(
+                f"field {name!r}: no indexed work has it; fields in {index.path}: "
+                + ", ".join(known))
 
 
 def _conditions(
@@ -235,8 +270,10 @@ def _blend(
             continue
         rows = list(s.execute(select(Embedding.artwork_id, Embedding.faiss_id).where(
             Embedding.space_id == sp.id, Embedding.artwork_id.in_(missing))))
+        vec = index.vectors(sp)
+        rows = [(a, f) for a, f in rows if vec.has(f)]  # a running index may not have saved it
         if rows:
-            vectors = index.vectors(sp).vectors(np.array([f for _, f in rows], np.int64))
+            vectors = vec.vectors(np.array([f for _, f in rows], np.int64))
             scores_m = vectors @ query_vecs[sp.name][0]
             per_space[sp.name].update(
                 {a: float(sc) for (a, _), sc in zip(rows, scores_m.tolist(), strict=True)})
@@ -279,8 +316,10 @@ def _resolve_artwork(
             art = (s.get(Artwork, int(artwork)) if str(artwork).isdigit()
                    else s.scalar(select(Artwork).where(Artwork.path == str(artwork))))
             if art is None:
-                raise NotIndexedError(f"{artwork}: no such artwork in {index.path}; "
-                                      "see `artsearch info` or query by image file")
+                raise NotIndexedError(
+                    f"{artwork}: no such artwork in {index.path} (not an indexed id or path, "
+                    "and no image file there); `artsearch info --works` lists the indexed "
+                    "paths")
             return art, {"id": art.id, "path": art.path, "indexed": True}
         assert image is not None and data is not None
         sha = sha256_bytes(data)
@@ -299,7 +338,13 @@ def _query_vector(
         with index.store.session() as s:
             emb = s.get(Embedding, (sp.id, art.id))
         if emb is not None and emb.sha256 == art.sha256:
-            return index.vectors(sp).reconstruct(emb.faiss_id)[None]
+            try:
+                return index.vectors(sp).reconstruct(emb.faiss_id)[None]
+            except KeyError:  # committed, not yet saved: an indexing run is under way
+                if image is None:
+                    raise NotIndexedError(
+                        f"{art.path}: its vector in space {sp.name!r} is still being written "
+                        "by an indexing run; query again when it has finished") from None
         if image is None:
             raise NotIndexedError(
                 f"{art.path} has no vector in space {sp.name!r}; re-run `artsearch index`")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     JSON,
@@ -176,26 +178,51 @@ def _alembic_config() -> Any:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+def _on_connect(readonly: bool) -> Any:
+    def connect(dbapi_conn: Any, _record: Any) -> None:
+        # The driver must not manage transactions itself: it would commit before every DDL
+        # statement, so a migration killed half-way left a schema no version describes.
+        # `_on_begin` emits BEGIN instead, which makes DDL transactional too.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        if not readonly:
+            # WAL: readers are never blocked by an indexing run and read one committed
+            # snapshot per transaction; a killed writer loses only its open transaction.
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.close()
+    return connect
+
+
+def _on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN " + conn.get_execution_options().get("sqlite_begin", ""))
 
 
 class Store:
-    """The index's SQLite database. Opening it brings the schema up to date."""
+    """The index's SQLite database.
 
-    def __init__(self, path: Path, *, upgrade: bool = True) -> None:
+    Opening it checks the schema: a newer one is refused; an older one is upgraded only by
+    `upgrade()`, which a writer calls under the index's lock. `readonly` opens the file
+    without writing anything (for an index folder this user cannot write).
+    """
+
+    def __init__(self, path: Path, *, upgrade: bool = True, readonly: bool = False) -> None:
         self.path = path
-        self.engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        with self.engine.connect() as conn:
-            # WAL: readers are never blocked by an indexing run; a killed writer loses only
-            # its open transaction.
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        self.readonly = readonly
+        if readonly:
+            # immutable: no locks, no -wal/-shm files, which a read-only folder cannot hold.
+            uri = f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1"
+            self.engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+                uri, uri=True, check_same_thread=False))
+        else:
+            self.engine = create_engine(f"sqlite:///{path}")
+        event.listen(self.engine, "connect", _on_connect(readonly))
+        event.listen(self.engine, "begin", _on_begin)
         if upgrade:
             self.upgrade()
+        else:
+            self.check_not_newer()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -213,23 +240,38 @@ class Store:
 
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
-    def upgrade(self, target: str = "head") -> None:
-        """Apply pending migrations; refuse a database written by a newer artsearch."""
-        from alembic import command
+    def check_not_newer(self) -> str | None:
+        """The database's revision; refuse one written by a newer artsearch."""
         from alembic.script import ScriptDirectory
 
-        cfg = _alembic_config()
-        script = ScriptDirectory.from_config(cfg)
         current = self.revision()
+        script = ScriptDirectory.from_config(_alembic_config())
         known = {rev.revision for rev in script.walk_revisions()}
         if current is not None and current not in known:
             raise SchemaTooNewError(
                 f"{self.path}: database schema {current!r} was written by a newer artsearch; "
                 "upgrade artsearch (pip install -U artsearch) to open it"
             )
-        if target == "head" and current == script.get_current_head():
+        return current
+
+    def is_current(self) -> bool:
+        return self.check_not_newer() == self.head()
+
+    def upgrade(self, target: str = "head") -> None:
+        """Apply pending migrations in one transaction: all of them, or none.
+
+        BEGIN IMMEDIATE takes SQLite's write lock first, so a second process cannot start
+        the same upgrade; a kill or a full disk mid-way rolls back to the old schema.
+        """
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        current = self.check_not_newer()
+        cfg = _alembic_config()
+        if target == "head" and current == ScriptDirectory.from_config(cfg).get_current_head():
             return
-        with self.engine.begin() as conn:
+        with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, \
+                conn.begin():
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, target)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
-__all__ = ["DEFAULT_FACTORY", "VectorIndex", "write_index_atomically"]
+__all__ = [
+    "DEFAULT_FACTORY", "VectorIndex", "file_fingerprint", "write_index_atomically",
+]
 
 # Exact inner product over unit vectors (= cosine), with stable 64-bit ids that survive removals.
 DEFAULT_FACTORY = "IDMap2,Flat"
@@ -23,6 +27,7 @@ class VectorIndex:
         self.index = index
         self.path = path
         self.factory = factory
+        self.dirty = False  # changed in memory since the last load or save
 
     @classmethod
     def create(cls, path: Path, dims: int, factory: str = DEFAULT_FACTORY) -> VectorIndex:
@@ -30,11 +35,21 @@ class VectorIndex:
 
     @classmethod
     def load_or_create(cls, path: Path, dims: int, factory: str = DEFAULT_FACTORY) -> VectorIndex:
+        """The saved index, or an empty one where none was saved yet; a file FAISS cannot
+        read, or one of other dimensions, raises IndexDamagedError with the reason."""
+        from artsearch.errors import IndexDamagedError
+
         if not path.exists():
             return cls.create(path, dims, factory)
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:  # truncated, or not a FAISS file at all
+            first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+            raise IndexDamagedError(f"{path}: not a readable FAISS file ({first[:120]})") from e
         if index.d != dims:
-            raise ValueError(f"{path}: holds {index.d}-d vectors, expected {dims}")
+            raise IndexDamagedError(f"{path}: holds {index.d}-d vectors, the space has {dims}")
+        if not isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
+            raise IndexDamagedError(f"{path}: not an exact vector store (no id map)")
         return cls(index, path, factory)
 
     def __len__(self) -> int:
@@ -51,12 +66,15 @@ class VectorIndex:
         ids_arr = np.fromiter(ids, dtype=np.int64)
         if len(ids_arr):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids_arr)
+            self.dirty = True
 
     def remove(self, ids: Iterable[int]) -> int:
         ids_arr = np.fromiter(ids, dtype=np.int64)
         if not len(ids_arr):
             return 0
-        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids_arr)))
+        removed = int(self.index.remove_ids(faiss.IDSelectorBatch(ids_arr)))
+        self.dirty = self.dirty or removed > 0
+        return removed
 
     def everything(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every stored vector, in storage order."""
@@ -72,7 +90,18 @@ class VectorIndex:
         return np.stack([self.reconstruct(int(i)) for i in ids])
 
     def reconstruct(self, faiss_id: int) -> np.ndarray:
-        return self.index.reconstruct(int(faiss_id)).astype(np.float32)
+        """One stored vector; KeyError when this file does not hold it (yet)."""
+        try:
+            return self.index.reconstruct(int(faiss_id)).astype(np.float32)
+        except RuntimeError as e:
+            raise KeyError(faiss_id) from e
+
+    def has(self, faiss_id: int) -> bool:
+        try:
+            self.index.reconstruct(int(faiss_id))
+        except RuntimeError:
+            return False
+        return True
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -94,12 +123,51 @@ class VectorIndex:
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
 
-    def save(self) -> None:
-        write_index_atomically(self.index, self.path)
+    def fingerprint(self) -> dict[str, Any]:
+        return {"count": len(self), "dims": self.dims}
+
+    def save(self, before_rename: Callable[[dict[str, Any]], None] | None = None
+             ) -> dict[str, Any]:
+        """Write the file atomically; returns its fingerprint (see `file_fingerprint`)."""
+        fp = write_index_atomically(self.index, self.path, before_rename, self.fingerprint())
+        self.dirty = False
+        return fp
 
 
-def write_index_atomically(index: faiss.Index, path: Path) -> None:
-    """Write to a temporary file, fsync it, rename over the old one, fsync the folder."""
+# A fingerprint reads a fixed number of blocks, whatever the file's size: cheap enough to check
+# on every open, and a file from another index, or a truncated one, differs in it.
+_BLOCK = 64 << 10
+_BLOCKS = 16
+
+
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """{"bytes", "sample"}: the file's size and a SHA-256 over its first and last 64 KiB and
+    16 blocks evenly spaced between them."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        if size <= _BLOCK * (_BLOCKS + 2):
+            digest.update(fh.read())
+        else:
+            offsets = [0, *(size * i // (_BLOCKS + 1) for i in range(1, _BLOCKS + 1)),
+                       size - _BLOCK]
+            for offset in offsets:
+                fh.seek(offset)
+                digest.update(fh.read(_BLOCK))
+    return {"bytes": size, "sample": digest.hexdigest()}
+
+
+def write_index_atomically(
+    index: faiss.Index, path: Path,
+    before_rename: Callable[[dict[str, Any]], None] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write to a temporary file, fsync it, rename over the old one, fsync the folder.
+
+    `before_rename` gets the new file's fingerprint (plus `extra`) while the old file is still
+    in place, so the caller can record both as acceptable: a kill between the rename and the
+    caller's next record then leaves a file the index still recognises.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -107,6 +175,9 @@ def write_index_atomically(index: faiss.Index, path: Path) -> None:
         faiss.write_index(index, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        fp = {**file_fingerprint(Path(tmp)), **(extra or {})}
+        if before_rename is not None:
+            before_rename(fp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -116,3 +187,4 @@ def write_index_atomically(index: faiss.Index, path: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return fp

@@ -31,13 +31,15 @@ def test_auto_is_exact_then_hnsw_then_ivfpq() -> None:
     assert choose("hnsw", 10, 1280) == "hnsw"  # an explicit choice is kept
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["hnsw", pytest.param("ivfpq", marks=pytest.mark.slow)])
 def test_builds_reach_the_recall_bar_on_their_own_data(kind: str) -> None:
-    everything = clustered(20_050, 64)
-    vectors, queries = everything[:20_000], everything[20_000:]  # fresh, same distribution
-    ids = np.arange(20_000, dtype=np.int64) * 3 + 7  # FAISS ids need not be contiguous
+    # Small enough for the fast suite (IVF-PQ training dominates); benchmarks/bench_ann.py
+    # measures the same at 100k and 1M.
+    everything = clustered(6_050, 32)
+    vectors, queries = everything[:6_000], everything[6_000:]  # fresh, same distribution
+    ids = np.arange(6_000, dtype=np.int64) * 3 + 7  # FAISS ids need not be contiguous
     ann = build(vectors, ids, kind)
-    assert ann.recall >= RECALL_BAR and len(ann) == 20_000
+    assert ann.recall >= RECALL_BAR and len(ann) == 6_000
     _, found = ann.search(queries, 10)
     exact = queries @ vectors.T
     truth = ids[np.argsort(-exact, axis=1)[:, :10]]

@@ -16,6 +16,7 @@ from artsearch.classify import (
     ece,
     fit_temperature,
     load_model,
+    nll,
     softmax,
     stratified_split,
     train,
@@ -70,6 +71,21 @@ def test_temperature_scaling_repairs_overconfidence() -> None:
     assert ece(softmax(logits / t), y) < 0.03 < 0.2 < ece(softmax(logits), y)
 
 
+def test_temperature_never_raises_the_log_loss() -> None:
+    # Perfectly separated logits: the NLL keeps falling as T -> 0, the search stops at its
+    # bound; whatever it returns must not be worse than T = 1.
+    y = np.array([0, 1, 2] * 5)
+    logits = np.eye(3)[y] * 2.0
+    t = fit_temperature(logits, y)
+    assert 0 < t < float("inf")
+    assert nll(logits / t, y) <= nll(logits, y)
+    # Random labels: calibration can only soften, and never above the untouched log-loss.
+    rng = np.random.default_rng(1)
+    logits, y = rng.standard_normal((50, 4)) * 3, rng.integers(0, 4, 50)
+    t = fit_temperature(logits, y)
+    assert nll(logits / t, y) <= nll(logits, y) and t > 1
+
+
 def test_ece_by_hand() -> None:
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.6, 0.4]])
     y = np.array([0, 1, 0, 0])
@@ -89,7 +105,7 @@ def test_probe_through_the_cli(tmp_path: Path) -> None:
     assert m["works"]["set_aside"] == {"nocturne": 2}
     assert m["works"] | {} == {"train": 16, "val": 4, "test": 4, "unlabelled": 0,
                                "set_aside": {"nocturne": 2}}
-    assert m["calibration"]["val_ece_after"] <= m["calibration"]["val_ece_before"]
+    assert m["calibration"]["val_nll_after"] <= m["calibration"]["val_nll_before"]
     assert {p.name for p in report.iterdir()} >= {"index.html", "metrics.json",
                                                   "confusion.svg", "calibration.svg"}
     saved = json.loads((report / "metrics.json").read_text())

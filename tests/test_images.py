@@ -135,9 +135,9 @@ def test_permission_errors_become_a_readable_reason(
     """Root (as in CI) can read anything, so the OS error is raised by hand here."""
     from artsearch.images import read_file
 
-    def denied(self: Path) -> bytes:
+    def denied(self: Path, *args: object, **kwargs: object) -> bytes:
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(Path, "open", denied)
     with pytest.raises(BadImageError, match=r"permission denied; make the file readable"):
         read_file(tmp_path / "x.jpg")

@@ -157,7 +157,7 @@ def test_reconcile_repairs_both_directions(collection: Path, tmp_path: Path) -> 
         vec.add([10_000], np.ones((1, 48), np.float32) / np.sqrt(48))
         # ...and a crash after SQLite committed but before FAISS was saved loses one.
         vec.remove([ids["a/work_001.jpg"]])
-        vec.save()
+        idx.save_vectors(space)
     report = run(collection, tmp_path / "idx")
     assert (report.repaired.stray_vectors, report.repaired.missing_vectors) == (1, 1)
     assert report.embedded == 1 and report.total == 12
@@ -185,5 +185,5 @@ def test_an_index_refuses_another_collection(collection: Path, tmp_path: Path) -
     make_collection(other, 3)
     with pytest.raises(IndexMismatchError, match="--relocate"):
         run(other, tmp_path / "idx")
-    report = run(other, tmp_path / "idx", relocate=True, prune=True)
+    report = run(other, tmp_path / "idx", relocate=True, prune=True, force=True)
     assert report.total == 3

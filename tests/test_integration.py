@@ -207,7 +207,11 @@ def test_dev_probe_and_one_finetune_epoch(dev_index: tuple[Path, IndexReport],
         classify_report(idx, probe, tmp_path / "probe-report", group_fields=["source"])
         m = probe.metrics
         assert m["test"]["accuracy"] > 0.75 > 3 * m["majority_baseline"]
-        assert m["calibration"]["val_ece_after"] <= m["calibration"]["val_ece_before"]
+        # Temperature scaling minimises the validation log-loss (not the ECE, which is only
+        # reported): what it guarantees is a finite positive T and a log-loss no higher.
+        cal = m["calibration"]
+        assert 0 < cal["temperature"] < float("inf")
+        assert cal["val_nll_after"] <= cal["val_nll_before"]
         indian = {"source": "github.com/sreenatha123/digital_humanities_project"}
         ft = train(idx, TrainOptions(label="style", where=indian, method="finetune",
                                      epochs=1), tmp_path / "ft.pt")
