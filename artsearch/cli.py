@@ -299,8 +299,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
         raise click.ClickException(f"{image}: not a file; give an image file")
     with ArtIndex(resolve_index(index_name)) as idx:
         result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
-                        mix=parse_mix(mix) if mix is not None else None, k=k, where=parse_where(where),
-                        exclude_same=exclude_same)
+                        mix=parse_mix(mix) if mix is not None else None, k=k,
+                        where=parse_where(where), exclude_same=exclude_same)
     if as_json:
         click.echo(_dumps(result.as_dict()))
         return
