@@ -73,7 +73,7 @@ class IndexReport:
 @dataclass
 class _Job:
     entry: FileEntry
-    sha256: str
+    sha256: str | None  # None: not hashed ahead (nothing indexed it could be a copy of)
     artwork_id: int | None  # None: a new artwork row is made when its vector is ready
 
 
@@ -193,6 +193,9 @@ def _plan(
         if art and current and art.size == entry.size and art.mtime == entry.mtime:
             report.unchanged += 1
             continue
+        if art is None and not by_sha:  # a first run: the extractor hashes what it reads
+            jobs.append(_Job(entry, None, None))
+            continue
         try:
             sha = hash_file(entry.path, max_bytes)
         except BadImageError as e:
@@ -273,27 +276,31 @@ def _embed(
             with index.store.session() as s, s.begin():
                 old_ids: list[int] = []
                 new_ids: list[int] = []
+                row = s.get(Space, space.id)  # the batch takes its ids in one go
+                assert row is not None
+                known = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(
+                    [jobs[i].artwork_id for i in batch.indices if jobs[i].artwork_id])))}
                 for i, (w, h), read in zip(batch.indices, batch.sizes, batch.reads, strict=True):
                     job = jobs[i]
                     sha, entry = read.sha256, replace(job.entry, size=read.size,
                                                       mtime=read.mtime)
-                    art = s.get(Artwork, job.artwork_id) if job.artwork_id else None
+                    faiss_id = row.next_faiss_id
+                    row.next_faiss_id += 1
+                    new_ids.append(faiss_id)
+                    art = known.get(job.artwork_id or -1)
+                    old = s.get(Embedding, (space.id, art.id)) if art is not None else None
                     if art is None:
                         art = _new_artwork(entry, sha, w, h)
                         s.add(art)
-                        s.flush()
                     else:
                         art.sha256, art.width, art.height = sha, w, h
                         art.size, art.mtime = entry.size, entry.mtime
-                        old = s.get(Embedding, (space.id, art.id))
-                        if old is not None:
-                            old_ids.append(old.faiss_id)
-                            s.delete(old)
-                            s.flush()
-                    faiss_id = _next_id(s, space)
-                    new_ids.append(faiss_id)
-                    s.add(Embedding(space_id=space.id, artwork_id=art.id, faiss_id=faiss_id,
-                                    sha256=sha))
+                    if old is not None:  # re-embedded: the row points at the new vector
+                        old_ids.append(old.faiss_id)
+                        old.faiss_id, old.sha256 = faiss_id, sha
+                    else:  # inserted with the artwork (one flush a batch, not one a work)
+                        s.add(Embedding(space_id=space.id, artwork=art, faiss_id=faiss_id,
+                                        sha256=sha))
                 done = [jobs[i].entry.rel for i in batch.indices]
                 if done:
                     s.execute(delete(Failure).where(Failure.path.in_(done)))

@@ -26,6 +26,7 @@ from artsearch.errors import SchemaTooNewError
 
 __all__ = [
     "METADATA_FIELDS",
+    "SCHEMA_REVISIONS",
     "Artwork",
     "Base",
     "ClusterAssignment",
@@ -38,6 +39,10 @@ __all__ = [
     "migrations_dir",
     "utcnow",
 ]
+
+# The migrations in migrations/versions, oldest first (tests/test_migrations.py checks this
+# against Alembic's own reading of the scripts). A new migration adds its revision here.
+SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004")
 
 # Catalogue fields with their own columns; any other CSV column goes to Artwork.extra.
 METADATA_FIELDS = ("title", "artist", "date", "style", "genre", "license", "source")
@@ -228,26 +233,29 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     def revision(self) -> str | None:
-        from alembic.runtime.migration import MigrationContext
+        """The schema revision recorded in the database (Alembic's table), None when new.
 
+        Read with plain SQL: importing Alembic and parsing the migration scripts would add a
+        quarter of a second to every command, and only a writer needs them.
+        """
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+            ).first()
+            if exists is None:
+                return None
+            row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+        return row[0] if row else None
 
     @staticmethod
     def head() -> str | None:
         """The newest schema revision this artsearch knows."""
-        from alembic.script import ScriptDirectory
-
-        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        return SCHEMA_REVISIONS[-1]
 
     def check_not_newer(self) -> str | None:
         """The database's revision; refuse one written by a newer artsearch."""
-        from alembic.script import ScriptDirectory
-
         current = self.revision()
-        script = ScriptDirectory.from_config(_alembic_config())
-        known = {rev.revision for rev in script.walk_revisions()}
-        if current is not None and current not in known:
+        if current is not None and current not in SCHEMA_REVISIONS:
             raise SchemaTooNewError(
                 f"{self.path}: database schema {current!r} was written by a newer artsearch; "
                 "upgrade artsearch (pip install -U artsearch) to open it"
@@ -263,13 +271,12 @@ class Store:
         BEGIN IMMEDIATE takes SQLite's write lock first, so a second process cannot start
         the same upgrade; a kill or a full disk mid-way rolls back to the old schema.
         """
-        from alembic import command
-        from alembic.script import ScriptDirectory
-
         current = self.check_not_newer()
-        cfg = _alembic_config()
-        if target == "head" and current == ScriptDirectory.from_config(cfg).get_current_head():
+        if target == "head" and current == self.head():
             return
+        from alembic import command
+
+        cfg = _alembic_config()
         with self.engine.connect().execution_options(sqlite_begin="IMMEDIATE") as conn, \
                 conn.begin():
             cfg.attributes["connection"] = conn

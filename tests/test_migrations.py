@@ -62,3 +62,14 @@ def test_a_0002_space_gains_empty_params(tmp_path: Path) -> None:
 
         space = s.get(Space, 1)
     assert space is not None and space.params == {} and space.next_faiss_id == 7
+
+
+def test_the_known_revisions_are_the_migration_scripts_in_order() -> None:
+    from alembic.script import ScriptDirectory
+
+    from artsearch.store import SCHEMA_REVISIONS, _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    assert [r.revision for r in reversed(list(script.walk_revisions()))] == list(
+        SCHEMA_REVISIONS)
+    assert script.get_current_head() == Store.head()

@@ -78,7 +78,7 @@ class _Conv(torch.nn.Module):
                 total = max((math.ceil(size / 2) - 1) * 2 + self.k - size, 0)
                 pads += [total // 2, total - total // 2]
             y = F.conv2d(F.pad(x, pads), self.weight, self.bias, stride=2, groups=self.groups)
-        return F.relu6(y) if self.act else y
+        return F.relu6(y, inplace=True) if self.act else y  # in place: a pass saved
 
 
 class _Block(torch.nn.Module):
