@@ -570,7 +570,7 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
             "test_ece_after": round(ece(test_probs, data.y[te]), 4),
             "val_nll_before": round(nll(val_logits, data.y[va]), 4),
             "val_nll_after": round(nll(val_logits / temperature, data.y[va]), 4),
-            "bins": ECE_BINS},
+            "bins": ECE_BINS, "val_works": int(len(va))},
         "majority_baseline": round(float((data.y[te] == np.bincount(data.y[tr]).argmax())
                                          .mean()), 4),
         "train_seconds": round(seconds, 2), "probe": probe_info, "finetune": ft_info,

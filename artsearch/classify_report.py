@@ -113,10 +113,13 @@ def _per_class(t: dict[str, Any]) -> str:
         f"<td class=num>{e['support']}</td><td style='width:180px'>"
         f"{_bar('recall', e['recall'], '#0072B2')}</td></tr>"
         for e in t["per_class"])
+    axis = ("<span class=axis style='display:flex;justify-content:space-between;width:160px;"
+            "font-weight:400' aria-hidden=true><span>0</span><span>0.5</span><span>1</span>"
+            "</span>")
     return (
         "<section id=classes><h2>Per class</h2><table><tr><th>class</th>"
         "<th class=num>precision</th><th class=num>recall</th><th class=num>F1</th>"
-        f"<th class=num>works</th><th></th></tr>{rows}</table>"
+        f"<th class=num>works</th><th>recall (bar){axis}</th></tr>{rows}</table>"
         "<p class=note>Precision: of the works given this label, the share that carry it. "
         "Recall: of the works that carry it, the share found.</p>"
         "<h3>Confusion matrix</h3><img src=confusion.svg alt='confusion matrix' "
@@ -146,8 +149,23 @@ def _calibration(c: dict[str, Any]) -> str:
         f"<td class=num>{c['val_nll_after']:.4f}</td></tr></table>"
         "<img src=calibration.svg alt='calibration curve' style='max-width:520px;width:100%'>"
         f"<p class=note>Reliability diagram on the validation split: predictions grouped by "
-        "confidence; a calibrated model lies on the diagonal (when it says 0.8, it is right 8 "
-        f"times in 10). ECE with {c['bins']} bins.</p></section>")
+        "confidence into tenths; a calibrated model lies on the diagonal (when it says 0.8, it "
+        "is right 8 times in 10). The number by each point is how many works it stands on. "
+        f"ECE with {c['bins']} bins.</p>" + _few_works_note(c) + "</section>")
+
+
+# Below this many validation works the reliability curve is mostly noise: a bin of 3 works
+# can only show accuracies of 0, 1/3, 2/3 or 1.
+FEW_VALIDATION_WORKS = 100
+
+
+def _few_works_note(c: dict[str, Any]) -> str:
+    n = c.get("val_works")
+    if n is None or n >= FEW_VALIDATION_WORKS:
+        return ""
+    return (f"<p class=warn><b>Too few works to read this curve:</b> the validation split has "
+            f"{n} works, so most points stand on a handful and zig-zag by chance. Read the "
+            "log-loss row of the table instead, and treat the probabilities as rough.</p>")
 
 
 def _mistakes(wrong: list[int], test: np.ndarray, y: np.ndarray, pred: np.ndarray,
@@ -198,11 +216,16 @@ def _group_section(name: str, rows: list[dict[str, Any]]) -> str:
 def _history(m: dict[str, Any]) -> str:
     if not m.get("history"):
         probe = m["probe"]
-        cv = ", ".join(f"C {c}: {v}" for c, v in probe.get("cv_log_loss", {}).items())
+        cv_rows = "".join(
+            f"<tr><td class=num>{esc(c)}</td><td class=num>{v}</td>"
+            f"<td>{'chosen' if float(c) == float(probe['C']) else ''}</td></tr>"
+            for c, v in probe.get("cv_log_loss", {}).items())
         return ("<section id=training><h2>Training</h2><p>Multinomial logistic regression "
                 f"on the stored vectors, class-balanced; C = {probe['C']:g} chosen by "
                 f"{probe['cv_folds']}-fold cross-validated log-loss on the training split.</p>"
-                f"<p class=note>{esc(cv)}</p></section>")
+                "<table><tr><th class=num>C (inverse regularisation)</th>"
+                f"<th class=num>cross-validated log-loss ({probe['cv_folds']} folds; lower is "
+                f"better)</th><th></th></tr>{cv_rows}</table></section>")
     rows = "".join(
         f"<tr><td class=num>{r['epoch']}</td><td class=num>{r['train_loss']:.4f}</td>"
         f"<td class=num>{r['val_loss']:.4f}</td><td class=num>{r['val_accuracy']:.3f}</td>"
@@ -213,8 +236,9 @@ def _history(m: dict[str, Any]) -> str:
             f"<p>Frozen up to {esc(ft['freeze_until'])}; {ft['trained_parameters']:,} "
             f"parameters trained on {esc(ft['device'])}, head started from the linear probe; "
             f"the weights of epoch {ft['best_epoch']} (lowest validation loss) were kept.</p>"
-            "<table><tr><th class=num>epoch</th><th class=num>train loss</th>"
-            "<th class=num>val loss</th><th class=num>val accuracy</th><th class=num>s</th>"
+            "<table><tr><th class=num>epoch</th><th class=num>training log-loss</th>"
+            "<th class=num>validation log-loss</th><th class=num>validation accuracy</th>"
+            "<th class=num>seconds</th>"
             f"<th></th></tr>{rows}</table></section>")
 
 
@@ -234,7 +258,10 @@ def _about(m: dict[str, Any], data: Any) -> str:
 def _confusion_svg(confusion: np.ndarray, classes: Sequence[str]) -> str:
     k = len(classes)
     cell = max(14, min(44, 560 // max(k, 1)))
-    left, top = 150, 150
+    # Room for the labels as long as they are (at most 24 characters), not a fixed margin.
+    longest = max((len(c[:24]) for c in classes), default=1)
+    left = int(16 + 7 * longest)
+    top = int(16 + 7 * longest * 0.87)  # column labels are turned 60 degrees
     size = (left + k * cell + 20, top + k * cell + 20)
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{size[0]}' height='{size[1]}' "
              f"font-family='system-ui, sans-serif' font-size='{min(12, cell - 3)}'>",
@@ -297,6 +324,13 @@ def _calibration_svg(curves: dict[str, list[dict[str, float]]]) -> str:
             r = 2 + min(6, p["count"] ** 0.5 / 2)
             parts.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{r:.1f}' fill='{col}' "
                          "fill-opacity='0.7'/>")
+            if col == "#0072B2":  # counts once, by the calibrated curve's points
+                parts.append(f"<text x='{x + r + 3:.1f}' y='{y - r:.1f}' font-size='10' "
+                             f"fill='{col}'>n={p['count']}</text>")
+    total = sum(p["count"] for p in next(iter(curves.values()), []))
+    if total < FEW_VALIDATION_WORKS:
+        parts.append(f"<text x='{pad + side}' y='{pad - 10}' text-anchor='end' "
+                     f"fill='#CC3311'>only {total} works: read with care</text>")
     for n, (name, col) in enumerate((("before temperature", "#D55E00"),
                                      ("after temperature", "#0072B2"))):
         parts.append(f"<rect x='{pad + 10}' y='{pad + 10 + 18 * n}' width='12' height='12' "

@@ -358,6 +358,40 @@ def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
                 "expected": round(drawn * successes / population, 1), "p_adjusted": p})
     for entry in out:
         entry["over_represented"].sort(key=lambda e: e["p_adjusted"])
-        top = entry["over_represented"][:2]
-        entry["label"] = " · ".join(f"{e['value']}" for e in top) or "no distinctive metadata"
-    return out
+    return distinct_labels(out)
+
+
+NO_LABEL = "no distinctive metadata"
+
+
+def distinct_labels(entries: list[dict[str, Any]], words: int = 2) -> list[dict[str, Any]]:
+    """Give each entry a "label": its `words` most significant values, joined.
+
+    Clusters that would share a label take their next most significant values until they
+    differ (up to four); any still alike are numbered ("landscape · 1 of 2"), so no two
+    clusters read the same. Clusters with nothing over-represented say so, as they are.
+    """
+    def label(entry: dict[str, Any], n: int) -> str:
+        values = list(dict.fromkeys(e["value"] for e in entry["over_represented"]))
+        return " · ".join(values[:n]) or NO_LABEL
+
+    for entry in entries:
+        entry["label"] = label(entry, words)
+    for n in range(words + 1, 5):
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for entry in entries:
+            groups.setdefault(entry["label"], []).append(entry)
+        clashes = [g for lbl, g in groups.items() if len(g) > 1 and lbl != NO_LABEL]
+        if not clashes:
+            break
+        for group in clashes:
+            for entry in group:
+                entry["label"] = label(entry, n)
+    groups = {}
+    for entry in entries:
+        groups.setdefault(entry["label"], []).append(entry)
+    for lbl, group in groups.items():
+        if len(group) > 1 and lbl != NO_LABEL:
+            for i, entry in enumerate(group, 1):
+                entry["label"] = f"{lbl} · {i} of {len(group)}"
+    return entries

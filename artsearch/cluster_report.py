@@ -152,10 +152,11 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     stab = (run.params or {}).get("stability") or {}
     agreement = {f: m for f, m in (run.metrics or {}).items() if f != "clusters"}
     facts = _provenance(index, run, space, len(ids), map_method, duplicate_threshold)
+    unique = mostly_unique_fields([arts[a] for a in ids])
     body = [
         _overview(run, k, assign, labels, stab, coords, shown, works, map_method, gone),
         _agreement_section(agreement, int((assign == NOISE).sum())),
-        *(_cluster_html(sec, works, arts, ids, labels.get(sec["cluster"], {}), stab)
+        *(_cluster_html(sec, works, arts, ids, labels.get(sec["cluster"], {}), stab, unique)
           for sec in sections),
         _duplicates_section(duplicates, works, duplicate_threshold, dup_note),
         _about_section(thumbs.failed),
@@ -166,7 +167,8 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     title = f"Clusters of {Path(str(index.root or index.path)).name}: run {run_id}"
     lede = (f"{len(ids):,} works in {k} clusters"
             + (f" and {int((assign == NOISE).sum())} unclustered" if (assign == NOISE).any()
-               else "") + f", {run.method} on the {space.name!r} space")
+               else "") + f", {_METHOD_NAMES.get(run.method, run.method)} on the "
+             f"{space.name!r} space")
     points = [[w["title"], w["artist"], int(assign[r]), w["thumb"]]
               for r, w in ((int(r), works[int(r)]) for r in shown)]
     html_text = page(title, lede, facts, body, toc=toc,
@@ -199,7 +201,8 @@ def _name(cluster: int) -> str:
 
 
 def _work(art: Artwork, thumb: str | None) -> dict[str, Any]:
-    title = art.title or Path(art.path).stem.replace("_", " ")
+    # No catalogued title: say so, rather than pass the file name off as one.
+    title = art.title or f"untitled ({Path(art.path).name})"
     return {"path": art.path, "title": title, "artist": art.artist or "", "thumb": thumb,
             "caption": title + (f" — {art.artist}" if art.artist else ""),
             "date": art.date or ""}
@@ -227,12 +230,19 @@ def _cluster_sections(vectors: np.ndarray, assign: np.ndarray, k: int) -> list[d
 def _overview(run: ClusterRun, k: int, assign: np.ndarray, labels: dict[int, Any],
               stab: dict[str, Any], coords: np.ndarray, shown: np.ndarray,
               works: list[dict[str, Any]], map_method: str, gone: int) -> str:
-    width, height, pad = 1000, 640, 24
     lo, hi = coords.min(axis=0), coords.max(axis=0)
-    scale = min((width - 2 * pad) / max(hi[0] - lo[0], 1e-9),
-                (height - 2 * pad) / max(hi[1] - lo[1], 1e-9))
+    span = np.maximum(hi - lo, 1e-9)
+    # The box takes the layout's own proportions (within 2:1 and 1:1), so the map fills the
+    # page's width instead of sitting square in the middle of a wide box.
+    width = 1000
+    # Thumbnails on the map: as large as the works' share of the area allows, 24-72 units;
+    # the margin keeps those at the edge inside the box.
+    thumb = int(np.clip(0.7 * np.sqrt(width * 0.8 * width / max(len(shown), 1)), 24, 72))
+    pad = max(24, thumb // 2 + 4)
+    height = int(np.clip((width - 2 * pad) * span[1] / span[0] + 2 * pad, 500, width))
+    scale = min((width - 2 * pad) / span[0], (height - 2 * pad) / span[1])
     xy = (coords - lo) * scale + pad
-    xy += (np.array([width, height]) - 2 * pad - (hi - lo) * scale) / 2  # centre the layout
+    xy += (np.array([width, height]) - 2 * pad - span * scale) / 2  # centre the layout
     radius = 5 if len(shown) <= 1500 else 3.5
     circles = "".join(
         f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{radius}' fill='{colour(int(assign[r]))}' "
@@ -262,8 +272,9 @@ def _overview(run: ClusterRun, k: int, assign: np.ndarray, labels: dict[int, Any
         f"<div class=legend>{legend}</div>"
         "<p><button id=toggle-thumbs type=button>Show thumbnails on the map</button></p>"
         f"<div id=map-wrap><svg id=map viewBox='0 0 {width} {height}' role=img "
+        f"data-thumb='{thumb}' "
         f"aria-label='map of {len(shown)} works coloured by cluster' "
-        f"xmlns='http://www.w3.org/2000/svg'><g id=thumb-layer></g><g id=dots>{circles}</g>"
+        f"xmlns='http://www.w3.org/2000/svg'><g id=dots>{circles}</g><g id=thumb-layer></g>"
         "</svg><div id=hover-card></div></div>"
         f"{stab_note}</section>")
 
@@ -318,8 +329,21 @@ def _agreement_section(agreement: dict[str, Any], noise: int) -> str:
         + "</p></section>")
 
 
+def mostly_unique_fields(arts: list[Artwork]) -> list[str]:
+    """Composition fields whose values are mostly distinct (more values than half the works
+    that have one: URLs, inventory numbers): bars of them say nothing, as in the agreement
+    table, which leaves them out by the same rule."""
+    out = []
+    for name in COMPOSITION_FIELDS:
+        known = [v for v in (field_value(a, name) for a in arts) if v]
+        if known and len(set(known)) > len(known) / 2:
+            out.append(name)
+    return out
+
+
 def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[int, Artwork],
-                  ids: list[int], label: dict[str, Any], stab: dict[str, Any]) -> str:
+                  ids: list[int], label: dict[str, Any], stab: dict[str, Any],
+                  unique: list[str]) -> str:
     c = sec["cluster"]
     per = stab.get("per_cluster_jaccard") or []
     jaccard = per[c] if 0 <= c < len(per) else None
@@ -343,7 +367,7 @@ def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[i
         "(hypergeometric test, Bonferroni-corrected, p &lt; 0.01).</p>")
     charts = []
     members = [arts[ids[r]] for r in sec["rows"]]
-    for name in COMPOSITION_FIELDS:
+    for name in (f for f in COMPOSITION_FIELDS if f not in unique):
         values = [field_value(a, name) for a in members]
         known = Counter(v for v in values if v)
         if not known:
@@ -368,6 +392,8 @@ def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[i
         + ("" if c == NOISE else f"<h3>Over-represented catalogue values</h3>{over_html}")
         + (f"<h3>Catalogue make-up</h3><div class=charts>{''.join(charts)}</div>"
            if charts else "<p class=note>No catalogue fields for these works.</p>")
+        + (f"<p class=note>Not charted: {esc(', '.join(unique))} (a different value for "
+           "most works).</p>" if unique and c != NOISE else "")
         + "</section>")
 
 
@@ -420,9 +446,8 @@ def _provenance(index: ArtIndex, run: ClusterRun, space: Space, works: int, map_
         ("space", f"{space.name}: {space.backbone}, layers {layers}, {space.pooling} pooling, "
                   f"{space.dims} dimensions"),
         ("weights sha256", space.weights_sha256),
-        ("method", run.method + "".join(f", {k} {v}" for k, v in params.items()
-                                        if k in ("linkage", "min_cluster_size", "pca_dims",
-                                                 "nredo"))),
+        ("method", _METHOD_NAMES.get(run.method, run.method) + "".join(
+            ", " + _PARAM_NAMES[k].format(v) for k, v in params.items() if k in _PARAM_NAMES)),
         ("k", f"{run.k} ({how_k})"),
         ("seed", run.seed),
         ("works", f"{works:,}"),
@@ -440,6 +465,13 @@ def _json_for_script(value: Any) -> str:
     writes U+2028/U+2029 escaped too."""
     text = json.dumps(value, ensure_ascii=True, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+_METHOD_NAMES = {"kmeans": "k-means (spherical, FAISS)",
+                 "agglomerative": "agglomerative (Ward linkage)", "hdbscan": "HDBSCAN"}
+_PARAM_NAMES = {"nredo": "best of {} starts", "linkage": "{} linkage",
+                "min_cluster_size": "smallest group {} works",
+                "pca_dims": "on {} principal components"}
 
 
 _MAP_SCRIPT = """
@@ -464,21 +496,27 @@ _MAP_SCRIPT = """
   document.getElementById('toggle-thumbs').addEventListener('click', function (ev) {
     shown = !shown;
     if (shown && !built) {
-      var ns = 'http://www.w3.org/2000/svg';
+      var ns = 'http://www.w3.org/2000/svg', s = +svg.getAttribute('data-thumb');
       document.querySelectorAll('#dots circle').forEach(function (c) {
-        var p = points[+c.getAttribute('data-i')];
+        var i = c.getAttribute('data-i'), p = points[+i];
+        var x = +c.getAttribute('cx') - s / 2, y = +c.getAttribute('cy') - s / 2;
+        var frame = document.createElementNS(ns, 'rect');  // the cluster's colour, as a frame
+        frame.setAttribute('x', x - 2); frame.setAttribute('y', y - 2);
+        frame.setAttribute('width', s + 4); frame.setAttribute('height', s + 4);
+        frame.setAttribute('fill', c.getAttribute('fill')); frame.setAttribute('data-i', i);
+        layer.appendChild(frame);
         if (!p[3]) return;
-        var im = document.createElementNS(ns, 'image'), s = 26;
-        im.setAttribute('href', p[3]);
-        im.setAttribute('x', +c.getAttribute('cx') - s / 2);
-        im.setAttribute('y', +c.getAttribute('cy') - s / 2);
+        var im = document.createElementNS(ns, 'image');
+        im.setAttribute('href', p[3]); im.setAttribute('data-i', i);
+        im.setAttribute('x', x); im.setAttribute('y', y);
         im.setAttribute('width', s); im.setAttribute('height', s);
+        im.setAttribute('preserveAspectRatio', 'xMidYMid slice');
         layer.appendChild(im);
       });
       built = true;
     }
     layer.style.display = shown ? '' : 'none';
-    document.getElementById('dots').style.opacity = shown ? 0.35 : 1;
+    document.getElementById('dots').style.display = shown ? 'none' : '';
     ev.target.textContent = shown ? 'Show dots only' : 'Show thumbnails on the map';
   });
   document.body.setAttribute('data-map-points', String(points.length));

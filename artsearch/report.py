@@ -50,6 +50,8 @@ h2 { font-size: 19px; font-weight: 600; margin: 0 0 8px; padding-top: 8px;
      border-top: 1px solid var(--rule); }
 h3 { font-size: 15px; font-weight: 600; margin: 14px 0 6px; }
 p.note, .muted { color: var(--muted); font-size: 13px; }
+p.warn { font-size: 13px; border-left: 3px solid #CC3311; padding: 2px 10px; }
+.axis { font-size: 11px; color: var(--muted); }
 a { color: var(--accent); }
 table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
 th, td { padding: 3px 10px 3px 0; text-align: left; vertical-align: top; }

@@ -110,7 +110,14 @@ def test_probe_through_the_cli(tmp_path: Path) -> None:
                                                   "confusion.svg", "calibration.svg"}
     saved = json.loads((report / "metrics.json").read_text())
     assert [g["value"] for g in saved["by"]["source"]] == ["museum A", "museum B"]
-    assert "ECE, validation" in (report / "index.html").read_text()
+    page = (report / "index.html").read_text()
+    assert "ECE, validation" in page
+    # 4 validation works: the curve is flagged as unreadable, its points say how many works
+    # they stand on, and the training table says what its numbers are.
+    assert "Too few works to read this curve" in page and "validation split has 4 works" in page
+    assert "n=" in (report / "calibration.svg").read_text()
+    assert "cross-validated log-loss (5 folds; lower is better)" in page
+    assert "recall (bar)" in page
 
     # A new warm picture is a sunset; the model id and the probability come with it.
     Image.new("RGB", (64, 48), (230, 70, 30)).save(tmp_path / "new.png")
@@ -280,3 +287,15 @@ def test_unlabelled_works_get_predictions(tmp_path: Path) -> None:
         assert art.genre is None and art.extra["genre_predicted"] == "sunset"
     result = CliRunner().invoke(cli, ["classify", "--model", str(model)])
     assert result.exit_code == 2 and "--unlabelled" in result.output
+
+
+def test_the_confusion_matrix_leaves_only_the_room_its_labels_need() -> None:
+    from artsearch.classify_report import _confusion_svg
+
+    def height(names: list[str]) -> int:
+        svg = _confusion_svg(np.eye(len(names), dtype=int), names)
+        return int(svg.split("height='")[1].split("'")[0])
+
+    short, long_ = height(["a", "b"]), height(["a" * 24, "b" * 24])
+    # Two 44-px rows under a margin as deep as the labels (a fixed 150-px one made 258).
+    assert short <= 140 < 250 <= long_

@@ -147,6 +147,50 @@ def test_report_renders_in_headless_chromium(catalogued: tuple[Path, Path],
         assert card.is_visible() and "Study" in card.inner_text()
         page.click("#toggle-thumbs")
         assert page.locator("#thumb-layer image").count() == 25
+        # The map fills the page's width, its thumbnails are larger than a glance (not ~30
+        # px under a dot: the dots step aside), and hovering a thumbnail still names it.
+        main = page.locator("main").bounding_box()
+        box = page.locator("#map").bounding_box()
+        assert box and main and box["width"] >= 0.9 * (main["width"] - 64)
+        sides = page.evaluate("""() => Array.from(document.querySelectorAll(
+            '#thumb-layer image'), i => i.getBoundingClientRect().width)""")
+        assert min(sides) >= 48
+        assert not page.locator("#dots").is_visible()
+        page.hover("#thumb-layer image[data-i='3']")
+        assert card.is_visible() and "Study" in card.inner_text()
         shot = screenshot(page, "cluster-report.png")
         assert log == {"console": [], "errors": [], "outside": []}
     assert shot.stat().st_size > 10_000
+
+
+def test_labels_are_distinct_and_unique_fields_are_not_charted(tmp_path: Path) -> None:
+    from artsearch.cluster import NO_LABEL, distinct_labels
+
+    def entry(*values: str) -> dict:
+        return {"over_represented": [{"value": v} for v in values]}
+
+    labels = [e["label"] for e in distinct_labels([
+        entry("landscape", "Dutch", "17th c."), entry("landscape", "Dutch", "19th c."),
+        entry("landscape"), entry("landscape"), entry(), entry(), entry("portrait")])]
+    assert labels[:2] == ["landscape · Dutch · 17th c.", "landscape · Dutch · 19th c."]
+    assert labels[2:4] == ["landscape · 1 of 2", "landscape · 2 of 2"]
+    assert labels[4:] == [NO_LABEL, NO_LABEL, "portrait"]
+
+    root = tmp_path / "coll"
+    root.mkdir()
+    meta = two_palettes(root)
+    rows = meta.read_text().splitlines()
+    # A per-work URL (mostly unique) and no titles: the report must chart neither the URLs
+    # nor present file names as titles.
+    meta.write_text("\n".join([rows[0] + ",source"] + [
+        f"{r},https://example.org/{n}" for n, r in enumerate(rows[1:])]) + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+    make_report(tmp_path / "idx", tmp_path / "out")
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "<h3>source</h3>" not in html and "Not charted: source" in html
+    assert "<h3>genre</h3>" in html
+    assert "untitled (warm_00.png)" in html
+    header = html.split("</header>")[0]
+    assert "nredo" not in header and "best of 3 starts" in header
