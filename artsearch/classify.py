@@ -314,7 +314,7 @@ class _Augmented:
         from PIL import Image
 
         from artsearch.errors import BadImageError
-        from artsearch.extract import prepare
+        from artsearch.extract import crop_extreme, prepare
         from artsearch.images import decode_image, read_file
 
         try:
@@ -325,6 +325,7 @@ class _Augmented:
         if not self.train:
             return prepare(img, self.pre)
         rng = np.random.default_rng((self.seed, self.epoch, i))
+        img = crop_extreme(img)
         w, h = img.size
         scale = self.pre.resize * rng.uniform(1.0, 1.15) / min(w, h)
         nw, nh = max(self.pre.size, round(w * scale)), max(self.pre.size, round(h * scale))

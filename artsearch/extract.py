@@ -26,7 +26,9 @@ from artsearch.images import (
 )
 from artsearch.pooling import FIT_SAMPLE, Params, get_pooling, gram_projection, pool_layers
 
-__all__ = ["EmbeddedBatch", "Extractor", "model_input", "pick_device", "pick_precision"]
+__all__ = [
+    "EmbeddedBatch", "Extractor", "crop_extreme", "model_input", "pick_device", "pick_precision",
+]
 
 Precision = Literal["auto", "fp32", "bf16"]
 Decode = Literal["auto", "cpu", "gpu"]
@@ -65,16 +67,22 @@ def pick_precision(device: torch.device, precision: Precision = "auto") -> Liter
 MAX_ASPECT = 4.0
 
 
+def crop_extreme(img: Image.Image) -> Image.Image:
+    """The centre of a picture whose long side exceeds MAX_ASPECT times its short side (the
+    model sees a centred square anyway), so resizing never allocates more than that."""
+    w, h = img.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    keep = math.ceil(MAX_ASPECT * min(w, h))
+    if w > h:
+        return img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+    return img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
+
+
 def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     """Resize the shorter side, centre-crop, and return uint8 pixels (3, size, size)."""
+    img = crop_extreme(img)
     w, h = img.size
-    if max(w, h) > MAX_ASPECT * min(w, h):  # keep the centre, with room for the filter
-        keep = math.ceil(MAX_ASPECT * min(w, h))
-        if w > h:
-            img = img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
-        else:
-            img = img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
-        w, h = img.size
     scale = pre.resize / min(w, h)
     nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
     resample = Image.Resampling.BICUBIC if pre.interpolation == "bicubic" else Image.BILINEAR
