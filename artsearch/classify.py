@@ -664,7 +664,8 @@ class Classifier:
                 missing = set(m["trunk_state"]) - set(dict(net.trunk.named_parameters()))
                 if missing:
                     raise ModelError(f"{self.path}: fine-tuned layers {sorted(missing)[:3]} "
-                                     f"do not exist in {m['backbone']} as built here")
+                                     f"do not exist in {m['backbone']} as built here (a "
+                                     "model made by an older artsearch?); train it again")
                 net.trunk.load_state_dict(m["trunk_state"], strict=False)
             net.trunk.requires_grad_(False)
             self._net = net

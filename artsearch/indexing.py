@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from artsearch import backbones
@@ -274,33 +274,7 @@ def _embed(
     with _progress(len(jobs), opts.progress) as bar:
         for batch in extractor.iter_files([j.entry.path for j in jobs]):
             with index.store.session() as s, s.begin():
-                old_ids: list[int] = []
-                new_ids: list[int] = []
-                row = s.get(Space, space.id)  # the batch takes its ids in one go
-                assert row is not None
-                known = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(
-                    [jobs[i].artwork_id for i in batch.indices if jobs[i].artwork_id])))}
-                for i, (w, h), read in zip(batch.indices, batch.sizes, batch.reads, strict=True):
-                    job = jobs[i]
-                    sha, entry = read.sha256, replace(job.entry, size=read.size,
-                                                      mtime=read.mtime)
-                    faiss_id = row.next_faiss_id
-                    row.next_faiss_id += 1
-                    new_ids.append(faiss_id)
-                    art = known.get(job.artwork_id or -1)
-                    old = s.get(Embedding, (space.id, art.id)) if art is not None else None
-                    if art is None:
-                        art = _new_artwork(entry, sha, w, h)
-                        s.add(art)
-                    else:
-                        art.sha256, art.width, art.height = sha, w, h
-                        art.size, art.mtime = entry.size, entry.mtime
-                    if old is not None:  # re-embedded: the row points at the new vector
-                        old_ids.append(old.faiss_id)
-                        old.faiss_id, old.sha256 = faiss_id, sha
-                    else:  # inserted with the artwork (one flush a batch, not one a work)
-                        s.add(Embedding(space_id=space.id, artwork=art, faiss_id=faiss_id,
-                                        sha256=sha))
+                old_ids, new_ids = _store_batch(s, space, jobs, batch)
                 done = [jobs[i].entry.rel for i in batch.indices]
                 if done:
                     s.execute(delete(Failure).where(Failure.path.in_(done)))
@@ -316,6 +290,46 @@ def _embed(
                 index.save_vectors(space)
                 last_save = time.monotonic()
     report.embed_seconds = time.perf_counter() - started
+
+
+def _store_batch(s: Session, space: Space, jobs: list[_Job], batch: Any
+                 ) -> tuple[list[int], list[int]]:
+    """Record one embedded batch: ids taken in one go, new works inserted in bulk, changed
+    works re-pointed at their new vectors. Returns (replaced FAISS ids, new FAISS ids)."""
+    row = s.get(Space, space.id)
+    assert row is not None
+    known = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(
+        [jobs[i].artwork_id for i in batch.indices if jobs[i].artwork_id])))}
+    old_ids: list[int] = []
+    new_ids: list[int] = []
+    fresh: list[dict[str, Any]] = []  # new artworks, with their vector's id and hash
+    now = utcnow()
+    for i, (w, h), read in zip(batch.indices, batch.sizes, batch.reads, strict=True):
+        faiss_id = row.next_faiss_id
+        row.next_faiss_id += 1
+        new_ids.append(faiss_id)
+        art = known.get(jobs[i].artwork_id or -1)
+        if art is None:
+            fresh.append({"path": jobs[i].entry.rel, "sha256": read.sha256, "size": read.size,
+                          "mtime": read.mtime, "width": w, "height": h, "added_at": now,
+                          "updated_at": now, "faiss_id": faiss_id})
+            continue
+        art.sha256, art.width, art.height = read.sha256, w, h
+        art.size, art.mtime = read.size, read.mtime
+        old = s.get(Embedding, (space.id, art.id))
+        if old is not None:  # re-embedded: the row points at the new vector
+            old_ids.append(old.faiss_id)
+            old.faiss_id, old.sha256 = faiss_id, read.sha256
+        else:
+            s.add(Embedding(space_id=space.id, artwork_id=art.id, faiss_id=faiss_id,
+                            sha256=read.sha256))
+    if fresh:  # one INSERT ... RETURNING for the batch, not an ORM flush per work
+        ids = s.scalars(insert(Artwork).returning(Artwork.id, sort_by_parameter_order=True),
+                        [{k: v for k, v in f.items() if k != "faiss_id"} for f in fresh]).all()
+        s.execute(insert(Embedding), [
+            {"space_id": space.id, "artwork_id": a, "faiss_id": f["faiss_id"],
+             "sha256": f["sha256"]} for a, f in zip(ids, fresh, strict=True)])
+    return old_ids, new_ids
 
 
 def _new_artwork(entry: FileEntry, sha: str, width: int | None, height: int | None) -> Artwork:

@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "query_by_image": median_of(args.runs, [*ARTSEARCH, "query", str(outside),
                                                     "--index", str(index)]),
         }
+        # What any process pays before its first image: the interpreter, torch and artsearch.
+        rows["startup"] = median_of(args.runs, [sys.executable, "-c",
+                                                "import artsearch.extract, artsearch.indexing"])
         fresh = work / "fresh"
         rows["index_cold"] = median_of(
             args.index_runs, [*ARTSEARCH, "index", str(args.data), "--index", str(fresh), "-q"],
@@ -103,14 +106,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                                    "runs_s": [round(t, 3) for t in loops]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    ratio = rows["index_cold"]["median_s"] / rows["extraction_loop"]["median_s"]  # type: ignore[operator]
+    loop = rows["extraction_loop"]["median_s"]
+    ratio = rows["index_cold"]["median_s"] / loop  # type: ignore[operator]
+    # The loop is timed inside a process that has already imported torch; the same start-up
+    # taken off the index run compares the work each does.
+    net = (rows["index_cold"]["median_s"] - rows["startup"]["median_s"]) / loop  # type: ignore[operator]
     results = {"machine": machine(), "data": str(args.data), "rows": rows,
-               "index_over_loop": round(ratio, 3),
+               "index_over_loop": round(ratio, 3), "index_less_startup_over_loop": round(net, 3),
                "targets": {"query_by_image_s": 2.5, "index_over_loop": 1.1}}
     print(f"{'what':<16} {'median s':>9}  runs")
     for name, row in rows.items():
         print(f"{name:<16} {row['median_s']:>9.3f}  {row['runs_s']}")
-    print(f"cold index / extraction loop: {ratio:.3f} (target <= 1.1)")
+    print(f"cold index / extraction loop: {ratio:.3f} whole process; {net:.3f} less the "
+          "start-up both pay (target <= 1.1)")
     path = write_results("cold", results, args.out)
     print(f"wrote {path}")
     return json.loads(path.read_text())
