@@ -48,6 +48,13 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"{where}{e.strerror or e}; {_FIXABLE[e.errno]} (what was committed before is "
                 "kept; run the same command again)") from e
+        except Exception as e:
+            # SQLite reports a full disk through the database driver, not as an OSError.
+            if "database or disk is full" not in str(getattr(e, "orig", "")):
+                raise
+            raise click.ClickException(
+                "the index database could not grow: database or disk is full; free some disk "
+                "space (what was committed before is kept; run the same command again)") from e
 
 
 _FIXABLE = {

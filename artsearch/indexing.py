@@ -280,10 +280,11 @@ def _embed(
                     s.execute(delete(Failure).where(Failure.path.in_(done)))
                 bad = [(jobs[i].entry.rel, reason) for i, reason in batch.failures]
                 _record_failures(s, bad)
-                report.failed.extend(bad)
-                # FAISS changes in memory now; they reach disk only after this commit.
-                vec.remove(old_ids)
-                vec.add(new_ids, batch.vectors)
+            report.failed.extend(bad)
+            # Only a committed batch changes FAISS (in memory; on disk at the next save), so
+            # a failed commit leaves nothing behind to repair.
+            vec.remove(old_ids)
+            vec.add(new_ids, batch.vectors)
             report.embedded += len(batch.indices)
             bar.update(len(batch.indices) + len(batch.failures))
             if time.monotonic() - last_save >= opts.checkpoint_seconds:

@@ -402,6 +402,34 @@ def test_a_full_disk_while_saving_is_one_line_and_loses_nothing(
     assert len(rows(tmp_path / "idx")) == 15
 
 
+def test_a_full_disk_while_committing_is_one_line_and_loses_nothing(
+        collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import artsearch.store as store
+
+    index = str(tmp_path / "idx")
+    invoke("index", str(collection), "--backbone", FAKE, "--workers", "0", "--index", index)
+    make_collection(collection, 40, start=200)
+    real = store._on_connect
+
+    def tight(readonly: bool):  # noqa: ANN202 - SQLite may not grow the file any more
+        inner = real(readonly)
+
+        def connect(conn, record):  # noqa: ANN001, ANN202
+            inner(conn, record)
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={pages}")
+        return connect
+
+    monkeypatch.setattr(store, "_on_connect", tight)
+    code, _, err = invoke("index", str(collection), "--workers", "0", "--index", index)
+    assert code == 1 and "database or disk is full; free some disk space" in err, err
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    assert len(rows(tmp_path / "idx")) >= 12  # what was saved before is all there
+    code, out, _ = invoke("index", str(collection), "--workers", "0", "--index", index)
+    assert code == 0 and "52 artworks indexed" in out
+
+
 def test_an_id_beyond_64_bits_is_a_usage_error(collection: Path) -> None:
     invoke("index", str(collection), "--backbone", FAKE, "--workers", "0")
     code, _, err = invoke("query", "--id", str(2**70))
