@@ -589,7 +589,7 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
         "trunk_state": trunk_state,
         "training": {k_: v for k_, v in asdict(opts).items() if k_ not in ("device",
                                                                          "num_workers")},
-        "metrics": _plain(metrics), "index": str(index.path),
+        "metrics": _plain(metrics), "index": str(index.path.resolve()),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
