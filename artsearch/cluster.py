@@ -18,7 +18,6 @@ gives the same assignments.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +25,14 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
+from artsearch.catalogue import century, field_value
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
-from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding
+from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
 
-__all__ = ["AUTO_K_RANGE", "METHODS", "ClusterResult", "century", "cluster_space",
-           "field_value", "space_matrix"]
+__all__ = ["AUTO_K_RANGE", "METHODS", "ClusterResult", "StoredRun", "assignments", "century",
+           "cluster_space", "field_value", "load_run", "runs", "space_matrix"]
 
 METHODS = ("kmeans", "agglomerative", "hdbscan")
 AUTO_K_RANGE = (2, 20)  # --k auto tries these k (inclusive), capped below the collection size
@@ -55,34 +55,6 @@ class ClusterResult:
     metrics: dict[str, Any]
     params: dict[str, Any]
     noise: int = 0
-
-
-def century(date: str | None) -> str | None:
-    """'1663', 'c. 1650-55', 'the 1600s' -> '17th c.'; '17th century' -> '17th c.'; no year,
-    or a year BC -> None. Years count as collections write them: 1600 is the 1600s, the 17th
-    century (the strict reckoning, 1601-1700, would split a decade that catalogues keep
-    together)."""
-    if not date or re.search(r"\b(?:BC|BCE|B\.C\.)", str(date)):
-        return None
-    text = str(date)
-    named = re.search(r"\b(\d{1,2})(?:st|nd|rd|th)\s*(?:c\b|c\.|cent)", text, re.IGNORECASE)
-    if named:
-        number = int(named.group(1))
-    else:
-        year = re.search(r"(?<!\d)(\d{3,4})(?!\d)", text)
-        if not year:
-            return None
-        number = int(year.group(1)) // 100 + 1
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
-        number % 10, "th")
-    return f"{number}{suffix} c."
-
-
-def field_value(art: Artwork, name: str) -> Any:
-    """A catalogue field, with `century` derived from `date` unless catalogued itself."""
-    if name == "century":
-        return art.field("century") or century(art.date)
-    return art.field(name)
 
 
 def _renumber(assign: np.ndarray) -> np.ndarray:
@@ -395,3 +367,51 @@ def distinct_labels(entries: list[dict[str, Any]], words: int = 2) -> list[dict[
             for i, entry in enumerate(group, 1):
                 entry["label"] = f"{lbl} · {i} of {len(group)}"
     return entries
+
+
+# -- stored runs ----------------------------------------------------------------------------------
+
+@dataclass
+class StoredRun:
+    """A clustering run as stored: the run and its space, each work's cluster, the works."""
+
+    run: Any  # ClusterRun: id, method, k, seed, params, metrics, created_at
+    space: Any  # Space
+    assigned: dict[int, int]  # artwork id -> cluster
+    artworks: dict[int, Any]  # artwork id -> Artwork
+
+
+def runs(index: ArtIndex) -> list[dict[str, Any]]:
+    """Every stored run, oldest first: id, space, method, k, seed, date, agreement."""
+    with index.store.session() as s:
+        return [{"run": r.id, "space": name, "method": r.method, "k": r.k, "seed": r.seed,
+                 "created": r.created_at.isoformat(timespec="seconds"), "agreement": r.metrics}
+                for r, name in s.execute(select(ClusterRun, Space.name).join(
+                    Space, Space.id == ClusterRun.space_id).order_by(ClusterRun.id))]
+
+
+def load_run(index: ArtIndex, run_id: int) -> StoredRun:
+    """One stored run with its assignments and works; refused if there is no such run."""
+    with index.store.session() as s:
+        run = s.get(ClusterRun, run_id)
+        if run is None:
+            raise MetadataError(f"no clustering run {run_id}; `artsearch clusters` lists them")
+        space = s.get(Space, run.space_id)
+        assigned = dict(s.execute(select(ClusterAssignment.artwork_id, ClusterAssignment.cluster)
+                                  .where(ClusterAssignment.run_id == run_id)).all())
+        arts = {a.id: a for a in s.scalars(select(Artwork).where(
+            Artwork.id.in_(list(assigned))))}
+    return StoredRun(run, space, assigned, arts)
+
+
+def assignments(index: ArtIndex, run_id: int) -> list[dict[str, Any]]:
+    """A run's works by cluster, nearest its centre first: path, cluster (stored number:
+    from 0, -1 unclustered), cosine distance to the centre."""
+    load_run(index, run_id)  # refuses an unknown run
+    with index.store.session() as s:
+        return [{"path": path, "cluster": c, "distance": round(d, 6)}
+                for path, c, d in s.execute(
+                    select(Artwork.path, ClusterAssignment.cluster, ClusterAssignment.distance)
+                    .join(Artwork, Artwork.id == ClusterAssignment.artwork_id)
+                    .where(ClusterAssignment.run_id == run_id)
+                    .order_by(ClusterAssignment.cluster, ClusterAssignment.distance))]

@@ -14,12 +14,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
-from artsearch.cluster import NOISE, field_value, pca, space_matrix
+from artsearch.catalogue import field_value
+from artsearch.cluster import NOISE, load_run, pca, space_matrix
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
 from artsearch.report import (
@@ -32,7 +32,9 @@ from artsearch.report import (
     standard_facts,
     write_report,
 )
-from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Space
+
+if TYPE_CHECKING:
+    from artsearch.store import Artwork, ClusterRun, Space
 
 __all__ = ["DUPLICATE_THRESHOLD", "ReportSummary", "cluster_report", "project_2d"]
 
@@ -101,16 +103,8 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     """Write the report of clustering run `run_id` to `out_dir` (index.html, report.json,
     thumbs/)."""
     say = progress or (lambda _msg: None)
-    with index.store.session() as s:
-        run = s.get(ClusterRun, run_id)
-        if run is None:
-            raise MetadataError(f"no clustering run {run_id}; `artsearch clusters` lists them")
-        space = s.get(Space, run.space_id)
-        assigned = dict(s.execute(select(ClusterAssignment.artwork_id,
-                                         ClusterAssignment.cluster)
-                                  .where(ClusterAssignment.run_id == run_id)).all())
-        arts = {a.id: a for a in s.scalars(select(Artwork).where(
-            Artwork.id.in_(list(assigned))))}
+    stored = load_run(index, run_id)
+    run, space, assigned, arts = stored.run, stored.space, stored.assigned, stored.artworks
     ids, vectors = space_matrix(index, space.name)
     keep = [i for i, a in enumerate(ids) if a in assigned and a in arts]
     gone = len(assigned) - len(keep)

@@ -8,20 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, text
+from sqlalchemy import and_, select
 
+from artsearch.catalogue import check_fields, parse_where, where_conditions
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
-from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Space
+from artsearch.store import Artwork, Embedding, Space
 
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
 
-__all__ = [
-    "Hit", "QueryResult", "check_fields", "default_extractor", "known_fields", "parse_mix",
-    "parse_where", "search",
-]
+__all__ = ["Hit", "QueryResult", "default_extractor", "parse_mix", "parse_where", "search"]
 
 
 @dataclass
@@ -50,30 +48,6 @@ class QueryResult:
     def as_dict(self) -> dict[str, Any]:
         return {"query": self.query, "space": self.space, "notes": self.notes,
                 "search": self.search, "results": [asdict(h) for h in self.hits]}
-
-
-def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
-    """`field=value` strings into {field: [values]}; repeated fields mean any of the values."""
-    out: dict[str, list[str]] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise MetadataError(f"--where {item!r}: write it as FIELD=VALUE, e.g. genre=landscape")
-        out.setdefault(name, []).append(value.strip())
-    return out
-
-
-def _field_expr(name: str) -> ColumnElement[Any]:
-    if name in METADATA_FIELDS or name == "path":
-        return getattr(Artwork, name)  # type: ignore[no-any-return]
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise MetadataError(f"field {name!r}: use letters, digits, '_' or '-'")
-    return func.json_extract(Artwork.extra, f'$."{name}"')
-
-
-def _equals(name: str, value: str) -> ColumnElement[bool]:
-    return func.lower(_field_expr(name)) == value.lower()
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -148,7 +122,7 @@ def search(
         described = {"image": str(image), "indexed": False}
 
     check_fields(index, [*(where or {}), *exclude_same])
-    conditions = _conditions(where, exclude_same, query_art, notes)
+    conditions = where_conditions(index, where, exclude_same, query_art, notes)
     with index.store.session() as s:
         allowed: dict[str, np.ndarray | None] = {}
         for sp in spaces:
@@ -182,49 +156,6 @@ def search(
         notes.append(f"only {len(first)} artworks match the filters")
     label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
     return QueryResult(described, label, hits, notes, how)
-
-
-def known_fields(index: ArtIndex) -> list[str]:
-    """The metadata fields at least one indexed work has a value for, plus `path`."""
-    with index.store.session() as s:
-        columns = [name for name in METADATA_FIELDS if s.scalar(
-            select(Artwork.id).where(getattr(Artwork, name).is_not(None)).limit(1))]
-        extra = s.scalars(text(
-            "SELECT DISTINCT je.key FROM artworks, json_each(artworks.extra) AS je "
-            "WHERE artworks.extra IS NOT NULL AND je.value IS NOT NULL")).all()
-    return ["path", *columns, *sorted(k for k in extra if k not in columns)]
-
-
-def check_fields(index: ArtIndex, names: Sequence[str]) -> None:
-    """Refuse a field no work has: a filter on it would quietly match nothing."""
-    if not names:
-        return
-    known = known_fields(index)
-    for name in names:
-        if name not in known:
-            raise MetadataError(
-                f"field {name!r}: no indexed work has it; fields in {index.path}: "
-                + ", ".join(known))
-
-
-def _conditions(
-    where: dict[str, list[str]] | None, exclude_same: Sequence[str], query_art: Artwork | None,
-    notes: list[str],
-) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    for name, values in (where or {}).items():
-        conditions.append(or_(*[_equals(name, v) for v in values]))
-    for name in exclude_same:
-        if query_art is None:
-            raise MetadataError(
-                f"--exclude-same {name}: the query is not an indexed artwork, so it has no "
-                f"{name}; query an indexed artwork (--id or its path) instead")
-        value = query_art.field(name)
-        if value is None:
-            notes.append(f"the query has no {name}; --exclude-same {name} excluded nothing")
-            continue
-        conditions.append(or_(_field_expr(name).is_(None), not_(_equals(name, str(value)))))
-    return conditions
 
 
 def _artworks_by_faiss_id(s: Any, sp: Space, ids: Sequence[int]) -> dict[int, Artwork]:

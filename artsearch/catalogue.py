@@ -1,0 +1,221 @@
+"""The catalogue: artworks' fields (catalogued and derived), one meaning of a filter, lookups.
+
+Every question about the works of an index that the commands, the reports and the server ask
+is answered here, so they never write SQL themselves. A filter means one thing everywhere
+(`query --where`, `train --where`): FIELD=VALUE pairs, case-insensitive; a field repeated
+means any of its values, different fields must all match; `century` is derived from `date`
+unless catalogued.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, not_, or_, select, text
+
+from artsearch.errors import MetadataError, NotIndexedError
+from artsearch.index import ArtIndex
+from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Failure
+
+__all__ = [
+    "DERIVED_FIELDS", "artworks", "by_faiss_id", "century", "check_fields", "embedded_works",
+    "failures", "field_value", "find_artwork", "known_fields", "matching_ids", "parse_where",
+    "set_extra", "where_conditions",
+]
+
+DERIVED_FIELDS = ("century",)
+
+
+def century(date: str | None) -> str | None:
+    """'1663', 'c. 1650-55', 'the 1600s' -> '17th c.'; '17th century' -> '17th c.'; no year,
+    or a year BC -> None. Years count as collections write them: 1600 is the 1600s, the 17th
+    century (the strict reckoning, 1601-1700, would split a decade that catalogues keep
+    together)."""
+    if not date or re.search(r"\b(?:BC|BCE|B\.C\.)", str(date)):
+        return None
+    value = str(date)
+    named = re.search(r"\b(\d{1,2})(?:st|nd|rd|th)\s*(?:c\b|c\.|cent)", value, re.IGNORECASE)
+    if named:
+        number = int(named.group(1))
+    else:
+        year = re.search(r"(?<!\d)(\d{3,4})(?!\d)", value)
+        if not year:
+            return None
+        number = int(year.group(1)) // 100 + 1
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(
+        number % 10, "th")
+    return f"{number}{suffix} c."
+
+
+def field_value(art: Any, name: str) -> Any:
+    """A catalogue field, with `century` derived from `date` unless catalogued itself."""
+    if name == "century":
+        return art.field("century") or century(art.date)
+    return art.field(name)
+
+
+# -- filters --------------------------------------------------------------------------------------
+
+def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
+    """`field=value` strings into {field: [values]}; repeated fields mean any of the values."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise MetadataError(f"--where {item!r}: write it as FIELD=VALUE, e.g. genre=landscape")
+        out.setdefault(name, []).append(value.strip())
+    return out
+
+
+def _field_expr(name: str) -> ColumnElement[Any]:
+    if name in METADATA_FIELDS or name == "path":
+        return getattr(Artwork, name)  # type: ignore[no-any-return]
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise MetadataError(f"field {name!r}: use letters, digits, '_' or '-'")
+    return func.json_extract(Artwork.extra, f'$."{name}"')
+
+
+def _equals(name: str, value: str) -> ColumnElement[bool]:
+    return func.lower(_field_expr(name)) == value.lower()
+
+
+def _derived_ids(index: ArtIndex, name: str, values: Iterable[str]) -> list[int]:
+    """Ids of works whose derived field (century) is one of `values`, case-insensitive."""
+    wanted = {v.lower() for v in values}
+    return [a.id for a in artworks(index)
+            if str(field_value(a, name) or "").lower() in wanted]
+
+
+def where_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
+                     exclude_same: Sequence[str] = (), query_art: Any = None,
+                     notes: list[str] | None = None) -> list[ColumnElement[bool]]:
+    """SQL conditions on Artwork for a filter and for `--exclude-same` fields of a query."""
+    conditions: list[ColumnElement[bool]] = []
+    for name, values in (where or {}).items():
+        if name in DERIVED_FIELDS and not _catalogued(index, name):
+            conditions.append(Artwork.id.in_(_derived_ids(index, name, values)))
+        else:
+            conditions.append(or_(*[_equals(name, v) for v in values]))
+    for name in exclude_same:
+        if query_art is None:
+            raise MetadataError(
+                f"--exclude-same {name}: the query is not an indexed artwork, so it has no "
+                f"{name}; query an indexed artwork (--id or its path) instead")
+        value = field_value(query_art, name)
+        if value is None:
+            if notes is not None:
+                notes.append(f"the query has no {name}; --exclude-same {name} excluded nothing")
+            continue
+        if name in DERIVED_FIELDS and not _catalogued(index, name):
+            conditions.append(not_(Artwork.id.in_(_derived_ids(index, name, [str(value)]))))
+        else:
+            conditions.append(or_(_field_expr(name).is_(None),
+                                  not_(_equals(name, str(value)))))
+    return conditions
+
+
+def matching_ids(index: ArtIndex, where: dict[str, list[str]]) -> set[int]:
+    """Ids of the artworks that match a filter."""
+    conditions = where_conditions(index, where)
+    with index.store.session() as s:
+        return set(s.scalars(select(Artwork.id).where(*conditions)))
+
+
+def _catalogued(index: ArtIndex, name: str) -> bool:
+    return name in known_fields(index, derived=False)
+
+
+def known_fields(index: ArtIndex, *, derived: bool = True) -> list[str]:
+    """The fields at least one indexed work has a value for, plus `path` (and `century`
+    where dates give one)."""
+    with index.store.session() as s:
+        columns = [name for name in METADATA_FIELDS if s.scalar(
+            select(Artwork.id).where(getattr(Artwork, name).is_not(None)).limit(1))]
+        extra = s.scalars(text(
+            "SELECT DISTINCT je.key FROM artworks, json_each(artworks.extra) AS je "
+            "WHERE artworks.extra IS NOT NULL AND je.value IS NOT NULL")).all()
+    fields = ["path", *columns, *sorted(k for k in extra if k not in columns)]
+    if derived and "date" in columns and "century" not in fields:
+        fields.append("century")
+    return fields
+
+
+def check_fields(index: ArtIndex, names: Sequence[str]) -> None:
+    """Refuse a field no work has: a filter on it would quietly match nothing."""
+    if not names:
+        return
+    known = known_fields(index)
+    for name in names:
+        if name not in known:
+            raise MetadataError(
+                f"field {name!r}: no indexed work has it; fields in {index.path}: "
+                + ", ".join(known))
+
+
+# -- lookups --------------------------------------------------------------------------------------
+
+def artworks(index: ArtIndex, ids: Iterable[int] | None = None) -> list[Any]:
+    """Artworks (all, or those with `ids`), ordered by path."""
+    query = select(Artwork).order_by(Artwork.path)
+    if ids is not None:
+        query = query.where(Artwork.id.in_(list(ids)))
+    with index.store.session() as s:
+        return list(s.scalars(query))
+
+
+def embedded_works(index: ArtIndex, space: str) -> list[Any]:
+    """The artworks that have a vector in `space`, ordered by path."""
+    sp = index.space(space)
+    with index.store.session() as s:
+        return list(s.scalars(select(Artwork).join(Embedding, Embedding.artwork_id == Artwork.id)
+                              .where(Embedding.space_id == sp.id).order_by(Artwork.path)))
+
+
+def by_faiss_id(index: ArtIndex, space: str, faiss_ids: Sequence[int]) -> dict[int, Any]:
+    """Artworks behind FAISS ids of a space; an id missing here is a vector from an
+    interrupted run."""
+    sp = index.space(space)
+    with index.store.session() as s:
+        return {e.faiss_id: e.artwork for e in s.scalars(
+            select(Embedding).where(Embedding.space_id == sp.id,
+                                    Embedding.faiss_id.in_(list(faiss_ids))))}
+
+
+def find_artwork(index: ArtIndex, *, id: int | None = None, path: str | Path | None = None,
+                 sha256: str | None = None) -> Any:
+    """One artwork by id, by path (relative to the collection root, or absolute inside it),
+    or by content hash; None when there is none."""
+    with index.store.session() as s:
+        if id is not None:
+            return s.get(Artwork, id)
+        if path is not None:
+            rel = Path(path)
+            root = index.root
+            if rel.is_absolute() and root is not None and rel.resolve().is_relative_to(root):
+                rel = rel.resolve().relative_to(root)
+            return s.scalar(select(Artwork).where(Artwork.path == rel.as_posix()))
+        if sha256 is not None:
+            return s.scalar(select(Artwork).where(Artwork.sha256 == sha256)
+                            .order_by(Artwork.id).limit(1))
+    raise NotIndexedError("find_artwork: give an id, a path or a content hash")
+
+
+def failures(index: ArtIndex) -> list[dict[str, str]]:
+    """Every file that could not be indexed, with its reason and when."""
+    with index.store.session() as s:
+        return [{"path": f.path, "reason": f.reason, "at": f.at.isoformat()}
+                for f in s.scalars(select(Failure).order_by(Failure.path))]
+
+
+def set_extra(index: ArtIndex, values: dict[int, dict[str, Any]]) -> None:
+    """Merge {artwork id: {field: value}} into the works' extra fields, in one transaction
+    (the caller holds the writer's lock)."""
+    with index.store.session() as s, s.begin():
+        for art_id, fields in values.items():
+            art = s.get(Artwork, art_id)
+            if art is not None:
+                art.extra = {**(art.extra or {}), **fields}

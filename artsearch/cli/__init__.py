@@ -1,0 +1,50 @@
+"""The `artsearch` command: a thin shell that parses options, calls the core, prints results.
+
+Each command lives in a module of this package by what it works on; `_app` holds the group.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from artsearch.cli import clusters, indexing, models, search  # noqa: F401 - registers commands
+from artsearch.cli._app import cli
+
+__all__ = ["cli", "main"]
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # `kill`: the same orderly stop as Ctrl-C, batches saved
+
+
+def _exit_now(code: object) -> None:
+    """Leave at once: the interpreter's own teardown of torch's objects costs about a
+    third of a second, a tenth of a query. Only once the command is finished, its output
+    flushed, and no child process (decoding workers) or tracer is left to wait for."""
+    import multiprocessing
+
+    if multiprocessing.active_children() or sys.gettrace() or sys.getprofile():
+        sys.exit(code)  # let children, profilers and coverage finish in the usual way
+    if code is not None and not isinstance(code, int):
+        click.echo(code, err=True)
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`| head`): nothing more can be said anyway
+        pass
+    os._exit(code or 0)
+
+
+def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        cli(prog_name="artsearch")
+    except SystemExit as e:
+        _exit_now(e.code)

@@ -1,0 +1,109 @@
+"""The `artsearch` command group and what its commands share: one-line errors, JSON that is
+always valid, the --index and --space options.
+
+Heavy modules (torch, faiss, the database layer) are imported inside command bodies, so
+`artsearch --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from artsearch import __version__
+from artsearch.errors import ArtsearchError
+
+__all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "report_options", "space_option"]
+
+FAILURES_SHOWN = 50
+
+
+def dumps(value: Any) -> str:
+    """Indented JSON that is always valid: NaN and infinities become null."""
+    from artsearch.textsafe import json_safe
+
+    return json.dumps(json_safe(value), indent=2, ensure_ascii=False, allow_nan=False)
+
+
+class _Group(click.Group):
+    """Turns ArtsearchError, and the OS errors a user can fix (a full disk, a read-only
+    folder), into a one-line message and exit status 1, everywhere."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ArtsearchError as e:
+            raise click.ClickException(str(e)) from e
+        except OSError as e:
+            if e.errno not in _FIXABLE:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(
+                f"{where}{e.strerror or e}; {_FIXABLE[e.errno]} (what was committed before is "
+                "kept; run the same command again)") from e
+        except Exception as e:
+            # SQLite reports a full disk through the database driver, not as an OSError.
+            if "database or disk is full" not in str(getattr(e, "orig", "")):
+                raise
+            raise click.ClickException(
+                "the index database could not grow: database or disk is full; free some disk "
+                "space (what was committed before is kept; run the same command again)") from e
+
+
+_FIXABLE = {
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some space within your disk quota",
+    errno.EROFS: "the file system is read-only; use a writable folder",
+    errno.EACCES: "check the permissions of that path",
+}
+
+
+def index_option(f: Any) -> Any:
+    return click.option(
+        "--index", "index_name", metavar="NAME|PATH", default=None,
+        help="Index to use: a name under $ARTSEARCH_HOME (default ./indexes), or a folder path. "
+             "[default: default]")(f)
+
+
+def space_option(f: Any) -> Any:
+    return click.option("--space", default="content", show_default=True,
+                        help="Embedding space within the index.")(f)
+
+
+def report_options(f: Any) -> Any:
+    f = click.option("--duplicates", "duplicate_threshold", type=click.FloatRange(0, 1),
+                     default=0.92, show_default=True, metavar="COSINE",
+                     help="Similarity at or above which the report flags two works as "
+                          "near-duplicates.")(f)
+    return click.option("--report", "report_dir", default=None, metavar="DIR",
+                        type=click.Path(path_type=Path, file_okay=False),
+                        help="Also write an HTML report to DIR (index.html + thumbnails; "
+                             "opens from disk, no server).")(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="artsearch")
+def cli() -> None:
+    """Find related artworks by what they show and how they look.
+
+    \b
+    Build an index over a folder of images, then ask for the nearest works:
+      artsearch index examples/collection --metadata examples/collection/metadata.csv
+      artsearch query examples/collection/landscape/landscape_070.jpg -k 5
+      artsearch info
+
+    \b
+    Group the collection, learn a catalogue field, predict it:
+      artsearch cluster --k 5 --report out/     clusters + an HTML report
+      artsearch train --label genre             linear probe (or --method finetune)
+      artsearch classify new.jpg --model MODEL  calibrated labels, or "uncertain"
+
+    Indexes live in $ARTSEARCH_HOME (default: ./indexes), one folder per name.
+    Nothing is downloaded: the default backbone's weights ship as a Python package.
+    """
+
+

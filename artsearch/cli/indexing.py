@@ -1,0 +1,289 @@
+"""`artsearch index`, `info` and `backbones`: build an index and say what it holds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from artsearch.cli._app import (
+    FAILURES_SHOWN,
+    cli,
+    dumps,
+    index_option,
+    space_option,
+)
+from artsearch.textsafe import terminal
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@index_option
+@space_option
+@click.option("--metadata", type=click.Path(path_type=Path, dir_okay=False), metavar="CSV",
+              help="CSV with a 'path' column (relative to FOLDER); title, artist, date, style, "
+                   "genre, license and source go to their fields, other columns are kept too.")
+@click.option("--backbone", default=None, metavar="NAME",
+              help="Backbone for a new space: a name from `artsearch backbones`, timm:ARCH or "
+                   "open_clip:ARCH/TAG. [default: efficientnet-lite0, or the space's own]")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="PATH", help="Checkpoint file for a torchvision, timm or open_clip "
+                                   "backbone (recorded in the space).")
+@click.option("--allow-download", is_flag=True,
+              help="Let a torchvision, timm or open_clip backbone fetch its published weights "
+                   "once (otherwise nothing is downloaded).")
+@click.option("--layer", default=None, metavar="NAME[,NAME...]",
+              help="Layer(s) to pool; several are normalised and concatenated. [default: the "
+                   "backbone's last; its style layers for gram and meanstd]")
+@click.option("--pooling", type=click.Choice(["avg", "max", "gem", "meanstd", "gram"]),
+              default=None, help="How feature maps become a vector: avg (content), max, gem, "
+                                 "meanstd or gram (style). [default: avg, or the space's own]")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default=None,
+              help="Search structure: flat (exact), hnsw, or ivfpq (IVF-PQ with 8-bit "
+                   "re-ranking); auto: exact up to 100,000 vectors, then HNSW while it fits "
+                   "8 GiB, then IVF-PQ. Approximate ones are calibrated to recall@10 >= 0.95 "
+                   "on the collection. [default: auto, or the space's own]")
+@click.option("--prune", is_flag=True,
+              help="Remove entries whose files are gone from FOLDER. Refused when that would "
+                   "remove more than half the index (an unmounted drive looks empty) unless "
+                   "--force.")
+@click.option("--force", is_flag=True, help="With --prune: remove however many are gone.")
+@click.option("--relocate", is_flag=True,
+              help="The collection moved: accept FOLDER as the index's new root.")
+@click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto: bf16 where the hardware runs it natively.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Images per forward pass. [default: 128 on a GPU, 12 on a CPU]")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Decoding processes. [default: one per core, up to 4; on a GPU host, up "
+                   "to 16]")
+@click.option("--decode", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="Where JPEGs are decoded: worker processes (cpu) or "
+                                      "nvJPEG on the GPU (gpu; other formats stay on the CPU). "
+                                      "auto is cpu until nvJPEG is measured to pay.")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Refuse images with more pixels (decompression bombs). [default: 150,000,000]")
+@click.option("--max-bytes", type=click.IntRange(1), default=None,
+              help="Skip files larger than this many bytes (each file is read into memory "
+                   "once). [default: 1 GiB]")
+@click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,
+              show_default=True, help="Seconds between saves of the vector index in a long run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
+          backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
+          pooling: str | None, index_type: str | None, prune: bool, force: bool,
+          relocate: bool, strict: bool, device: str, precision: str, batch_size: int,
+          workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
+          checkpoint_seconds: float, quiet: bool) -> None:
+    """Index the images under FOLDER (new and changed files only).
+
+    Files are matched by path, size and modification time, confirmed by content hash:
+    a re-run embeds only what is new or changed, moved files keep their vectors, and
+    identical copies reuse them. A bad file is skipped with a one-line reason (also kept for
+    `artsearch info --failures`); an interrupted run resumes where it stopped.
+
+    \b
+    An index can hold several spaces, each its own backbone, layers and pooling:
+      artsearch index DIR                                   (content: Lite0, avg)
+      artsearch index DIR --space style --backbone vgg16-hed --pooling gram
+    """
+    from artsearch import backbones
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.indexing import IndexOptions, index_collection
+
+    extractor: dict[str, Any] = {"device": device, "precision": precision,
+                                 "batch_size": batch_size, "num_workers": workers,
+                                 "decode": decode}
+    if max_pixels is not None:
+        extractor["max_pixels"] = max_pixels
+    if max_bytes is not None:
+        extractor["max_bytes"] = max_bytes
+    if not folder.is_dir():
+        raise click.ClickException(f"{folder}: not a folder; give the folder of images to index")
+    if metadata is not None and not metadata.is_file():
+        raise click.ClickException(f"{metadata}: no such metadata file")
+    path = resolve_index(index_name)
+    backbones.allow_downloads(allow_download)
+    options = IndexOptions(
+        space=space, backbone=backbone, weights=weights, index_type=index_type,
+        layer=layer, pooling=pooling, prune=prune, force=force, relocate=relocate,
+        metadata=metadata,
+        checkpoint_seconds=checkpoint_seconds,
+        progress=not quiet and sys.stderr.isatty(), extractor=extractor)
+    with ArtIndex(path, create=True) as idx:
+        try:
+            report = index_collection(folder, idx, options)
+        except KeyboardInterrupt:
+            click.echo("interrupted: every finished batch is saved; run the same command to "
+                       "continue", err=True)
+            sys.exit(130)
+    for line in report.damaged:
+        click.echo(f"repaired {line}", err=True)
+    if report.metadata is not None and report.metadata.repeated:
+        rep = report.metadata.repeated
+        click.echo(f"warning: {metadata}: {len(rep)} paths have more than one row (the last "
+                   f"is kept), e.g. {terminal(rep[0])}", err=True)
+    for rel, reason in report.failed[:FAILURES_SHOWN]:
+        click.echo(f"skipped {terminal(rel)}: {reason}", err=True)
+    if len(report.failed) > FAILURES_SHOWN:
+        click.echo(f"... and {len(report.failed) - FAILURES_SHOWN} more; "
+                   "`artsearch info --failures` lists them all", err=True)
+    if not quiet:
+        _print_index_report(report, path, space)
+    if report.total == 0:
+        hint = ("no image files found" if not report.scanned and not report.failed
+                else "no image could be indexed")
+        raise click.ClickException(f"{folder}: {hint}; nothing is in space {space!r}")
+    if strict and report.failed:
+        raise click.ClickException(f"{len(report.failed)} file(s) failed (--strict)")
+
+
+def _print_index_report(report: Any, path: Path, space: str) -> None:
+    parts = [f"{report.embedded} embedded", f"{report.unchanged} unchanged"]
+    parts += [f"{n} {label}" for n, label in [(report.moved, "moved"),
+              (report.copied, "copies reused"), (report.pruned, "pruned"),
+              (len(report.failed), "failed")] if n]
+    click.echo(f"{path} [{space}]: {report.total} artworks indexed ({', '.join(parts)}) "
+               f"in {report.seconds:.1f} s")
+    if report.embedded:
+        rt = report.runtime
+        click.echo(f"  {report.images_per_second:.1f} images/s on {rt.get('device')} "
+                   f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
+                   f"{rt.get('workers')} decoding workers"
+                   + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
+    if report.ann and "note" in report.ann:
+        click.echo(f"  {report.ann['note']}")
+    elif report.ann:
+        a = report.ann
+        setting = "efSearch" if a["type"] == "hnsw" else "nprobe"
+        click.echo(f"  built a {a['type']} index in {a['build_seconds']:.1f} s: {setting} "
+                   f"{a['param']} gives recall@10 {a['recall10']:.3f} against exact search")
+    if report.repaired:
+        click.echo(f"  repaired an interrupted run: {report.repaired.stray_vectors} stray vectors "
+                   f"removed, {report.repaired.missing_vectors} lost vectors re-embedded")
+    if report.missing:
+        click.echo(f"  {len(report.missing)} indexed files are gone from disk (kept); "
+                   "--prune removes them")
+    if report.metadata is not None:
+        m = report.metadata
+        line = f"  metadata: {m.matched} of {m.rows} rows matched an indexed image"
+        if m.unmatched:
+            line += f"; unmatched, e.g. {m.unmatched[0]}"
+        click.echo(line)
+
+
+@cli.command(name="backbones")
+@click.option("--check", is_flag=True,
+              help="Also verify each available backbone's weights checksum (reads the files).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def backbones_cmd(check: bool, as_json: bool) -> None:
+    """List the registered backbones: weights on this machine, dims, layers.
+
+    \b
+    Use a name with `artsearch index DIR --backbone NAME`; families take any model of
+    their library, e.g. --backbone timm:convnext_tiny or open_clip:ViT-B-32/laion2b_s34b_b79k
+    (with --weights PATH for a local checkpoint, or --allow-download).
+    """
+    from artsearch import backbones
+    from artsearch.errors import WeightsError
+
+    rows = []
+    for spec in backbones.available():
+        ok, where = spec.weights.available()
+        if ok and check:
+            try:
+                spec.weights.verified_path()
+            except WeightsError as e:
+                ok, where = False, str(e)
+        rows.append({
+            "name": spec.name, "family": spec.family, "offline": ok, "weights": where,
+            "dims": spec.dims(), "default_layer": spec.default_layer,
+            "layers": spec.layers, "style_layers": list(spec.style_layers),
+            "poolings": list(spec.poolings or ["avg", "max", "gem", "meanstd", "gram"]),
+            "text": spec.text, "description": spec.description,
+        })
+    families = [{"pattern": f.pattern, "description": f.description}
+                for f in backbones.families()]
+    if as_json:
+        click.echo(dumps({"backbones": rows, "families": families}))
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        status = "ready  " if r["offline"] else "missing"
+        click.echo(f"{r['name']:<{width}}  {status}  {r['dims']:>5}-d  {r['description']}")
+        layers = ", ".join(f"{n} {c}" for n, c in r["layers"].items())
+        click.echo(f"{'':<{width}}  layers: {layers} (default {r['default_layer']}"
+                   + (f"; style {','.join(r['style_layers'])}" if r["style_layers"] else "")
+                   + ")")
+        if not r["offline"]:
+            click.echo(f"{'':<{width}}  {r['weights']}")
+    for f in families:
+        click.echo(f"{f['pattern']:<{width}}  family   {f['description']}")
+
+
+@cli.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--failures", is_flag=True, help="List every file that failed, with its reason.")
+@click.option("--works", is_flag=True,
+              help="List every indexed work: id, path (as `artsearch query` takes it), title "
+                   "and artist.")
+def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> None:
+    """Summarise an index: artworks, spaces, backbone, failures, size on disk."""
+    from artsearch import catalogue
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+
+    with ArtIndex(resolve_index(index_name)) as idx:
+        data = idx.info()
+        if works:
+            data["works"] = [{"id": a.id, "path": a.path, "title": a.title, "artist": a.artist}
+                             for a in catalogue.artworks(idx)]
+        if failures:
+            data["failure_list"] = catalogue.failures(idx)
+    if as_json:
+        click.echo(dumps(data))
+        return
+    click.echo(f"index     {data['index']}  (schema {data['schema']})")
+    click.echo(f"root      {data['root']}")
+    click.echo(f"artworks  {data['artworks']}")
+    for sp in data["spaces"]:
+        click.echo(f"space     {sp['name']}: {sp['embedded']} vectors, {sp['backbone']} "
+                   f"[{sp['layer']}, {sp['pooling']}] {sp['dims']}-d, {sp['faiss_factory']}, "
+                   f"weights {sp['weights_sha256'][:12]}")
+        if sp["being_written"]:
+            click.echo(f"          +{sp['being_written']} vectors an indexing run has not "
+                       "saved yet")
+        if sp["ann"]:
+            a = sp["ann"]
+            click.echo(f"          search: {a['type']} (recall@10 {a['recall10']:.3f} at "
+                       f"{'efSearch' if a['type'] == 'hnsw' else 'nprobe'} {a['param']}; "
+                       f"--index-type {sp['index_type']})")
+        else:
+            click.echo(f"          search: exact (--index-type {sp['index_type']})")
+    click.echo(f"failures  {data['failures']}")
+    for reason, n in data["failure_reasons"].items():
+        click.echo(f"          {n:>5}  {reason}")
+    b = data["bytes"]
+    click.echo(f"on disk   {_size(b['sqlite'])} SQLite, {_size(b['faiss'])} FAISS")
+    for f in data.get("failure_list", []):
+        click.echo(f"failed    {terminal(f['path'])}: {f['reason']}")
+    for w in data.get("works", []):
+        click.echo(f"{w['id']:>6}  {terminal(w['path'])}"
+                   + "".join(f"  {terminal(v)}" for v in (w["title"], w["artist"]) if v))
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+

@@ -1,0 +1,225 @@
+"""`artsearch train` and `classify`: learn a catalogue field, predict it with calibration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from artsearch.cli._app import (
+    cli,
+    dumps,
+    index_option,
+    space_option,
+)
+from artsearch.textsafe import terminal
+
+
+@cli.command()
+@index_option
+@space_option
+@click.option("--label", required=True, metavar="FIELD",
+              help="Catalogue field to learn (genre, style, artist, century, or any CSV column).")
+@click.option("--method", type=click.Choice(["probe", "finetune"]), default="probe",
+              show_default=True,
+              help="probe: logistic regression on the stored vectors (seconds). finetune: "
+                   "retrain the backbone's last layers and a head on the images (minutes).")
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="MODEL",
+              help="Model file to write. [default: INDEX/models/LABEL-METHOD-SPACE.pt]")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, metavar="DIR",
+              help="Evaluation report folder (index.html, metrics.json). [default: the model "
+                   "path without .pt, plus -report]")
+@click.option("--by", "by", multiple=True, metavar="FIELD",
+              help="Also break accuracy down by this field (repeatable): --by source "
+                   "--by century shows whether some groups are served worse.")
+@click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
+              help="Train and test only on works with this value (repeatable), e.g. "
+                   "--where source=WikiArt.")
+@click.option("--min-per-class", type=click.IntRange(3), default=5, show_default=True,
+              help="Classes with fewer labelled works are set aside (listed in the report).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the stratified 60/20/20 train/validation/test split and training.")
+@click.option("--freeze-until", default=None, metavar="LAYER",
+              help="finetune: layers up to and including LAYER stay frozen. [default: two "
+                   "named layers before the deepest the space uses; Lite0: stage6]")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True,
+              help="finetune: learning rate of the unfrozen layers (the head: 10x).")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True,
+              help="finetune: most epochs (early stopping may end sooner).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="finetune: images per step.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=1e-4, show_default=True,
+              help="finetune: AdamW weight decay.")
+@click.option("--patience", type=click.IntRange(1), default=3, show_default=True,
+              help="finetune: stop after this many epochs without a lower validation loss.")
+@click.option("--device", default=None, help="finetune: cpu, cuda, cuda:1 ... [default: "
+                                             "cuda when present]")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def train(index_name: str | None, space: str, label: str, method: str, out: Path | None,
+          report_dir: Path | None, by: tuple[str, ...], where: tuple[str, ...],
+          min_per_class: int, seed: int,
+          freeze_until: str | None, lr: float, epochs: int, batch_size: int,
+          weight_decay: float, patience: int, device: str | None, as_json: bool) -> None:
+    """Learn a catalogue field (genre, style, artist ...) from the indexed works.
+
+    The labelled works are split 60/20/20 (stratified, seeded) into train, validation and
+    test. A temperature fitted on the validation split calibrates the probabilities; the
+    test split gives the figures in the report: accuracy, macro-F1, per-class precision and
+    recall, confusion matrix, calibration curve (ECE before and after), the most confident
+    mistakes, and accuracy per --by group.
+
+    \b
+      artsearch train --label genre                        linear probe, seconds
+      artsearch train --label genre --method finetune      fine-tune, minutes on a CPU
+      artsearch classify new.jpg --model MODEL             use it
+    """
+    from artsearch.classify import TrainOptions
+    from artsearch.classify import train as run_train
+    from artsearch.classify_report import classify_report
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+
+    def say(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+
+    conditions = {}
+    for item in where:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"--where {item}: write FIELD=VALUE")
+        conditions[name.strip()] = value.strip()
+    opts = TrainOptions(label=label, space=space, method=method, min_per_class=min_per_class,
+                        where=conditions,
+                        seed=seed, freeze_until=freeze_until, lr=lr, epochs=epochs,
+                        batch_size=batch_size, weight_decay=weight_decay, patience=patience,
+                        device=device)
+    with ArtIndex(resolve_index(index_name)) as idx:
+        out = out or idx.path / "models" / f"{label}-{method}-{space}.pt"
+        report_dir = report_dir or out.with_name(out.stem + "-report")
+        result = run_train(idx, opts, out, group_fields=by, progress=say)
+        summary = classify_report(idx, result, report_dir, group_fields=by)
+    m = result.metrics
+    if as_json:
+        click.echo(dumps({"model": str(result.model_path), "model_id": result.model_id,
+                               "report": str(summary), **m}))
+        return
+    test, cal = m["test"], m["calibration"]
+    click.echo(f"model {result.model_path} (id {result.model_id}): {label}, {method}, "
+               f"{len(result.classes)} classes, trained in {m['train_seconds']:.1f} s")
+    click.echo(f"test ({test['n']} works): accuracy {test['accuracy']:.3f}, macro-F1 "
+               f"{test['macro_f1']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f} "
+               f"(majority class: {m['majority_baseline']:.3f})")
+    click.echo(f"calibration: temperature {cal['temperature']:.2f}; ECE on validation "
+               f"{cal['val_ece_before']:.3f} -> {cal['val_ece_after']:.3f}, on test "
+               f"{cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
+    if m["works"]["set_aside"]:
+        click.echo(f"set aside (< {min_per_class} works): " + ", ".join(
+            f"{c} ({n})" for c, n in m["works"]["set_aside"].items()))
+    click.echo(f"report: {summary}")
+
+
+@cli.command()
+@click.argument("images", nargs=-1,
+                type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--unlabelled", is_flag=True,
+              help="Also classify every work of the index that has no value for the model's "
+                   "field; with --write, fills FIELD_predicted for them. The index is the "
+                   "one the model was trained on, unless --index says otherwise.")
+@click.option("--model", "model_path", required=True, metavar="MODEL",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="A model file made by `artsearch train`.")
+@click.option("--top", type=click.IntRange(1), default=3, show_default=True,
+              help="Labels shown per image.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Below this calibrated probability the answer is 'uncertain'.")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Checkpoint of the model's backbone, where it is not where training found "
+                   "it (checked against the SHA-256 in the model).")
+@click.option("--write", "write_field", default=None, metavar="FIELD_predicted",
+              help="Store each prediction in the index's metadata under this field (with the "
+                   "probability and the model id); images must be indexed works. Catalogued "
+                   "values are never overwritten.")
+@index_option
+@click.option("--device", default=None, help="cpu, cuda ... [default: cuda when present]")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def classify(images: tuple[Path, ...], unlabelled: bool, model_path: Path, top: int,
+             threshold: float,
+             weights: Path | None, write_field: str | None, index_name: str | None,
+             device: str | None, as_json: bool) -> None:
+    """Predict a catalogue field for images, with calibrated probabilities.
+
+    A prediction below --threshold is reported as "uncertain" rather than forced: an
+    attribution is a claim, and the model may not know.
+
+    \b
+      artsearch classify new.jpg other.png --model genre-probe.pt
+      artsearch classify coll/a.jpg --model genre-probe.pt --write genre_predicted
+      artsearch classify --unlabelled --model genre-probe.pt --write genre_predicted
+    """
+    from artsearch.classify import load_model
+    from artsearch.classify.predict import (
+        predict_files,
+        prediction_field_problem,
+        unlabelled_works,
+        write_predictions,
+    )
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+
+    model = load_model(model_path, weights=weights, device=device)
+    if write_field is not None and (problem := prediction_field_problem(write_field,
+                                                                        model.label)):
+        raise click.UsageError(problem)
+    if index_name is None and (unlabelled or write_field) and model.model.get("index"):
+        index_name = model.model["index"]  # the index it was trained on
+        if not Path(index_name).is_dir():
+            raise click.ClickException(f"{model_path} was trained on the index at "
+                                       f"{index_name}, which is not there; give --index")
+    if unlabelled:
+        with ArtIndex(resolve_index(index_name)) as idx:
+            found = unlabelled_works(idx, model)
+        click.echo(f"{len(found)} indexed works have no {model.label}", err=True)
+        if not found and not images:
+            click.echo(f"nothing to classify: every indexed work has a {model.label}")
+            return
+        images = images + tuple(found)
+    if not images:
+        raise click.UsageError("give IMAGE files, or --unlabelled to classify the index's works "
+                               "that lack the field")
+    failures: list[Path] = []
+
+    def failed(path: Path, reason: str) -> None:
+        click.echo(f"error: {terminal(str(path))}: {reason}", err=True)
+        failures.append(path)
+
+    results = list(predict_files(model, images, top=top, threshold=threshold,
+                                 on_error=failed))
+    written = None
+    if write_field is not None:
+        with ArtIndex(resolve_index(index_name)) as idx:
+            written = write_predictions(
+                idx, model, results, write_field,
+                warn=lambda m: click.echo(f"warning: {terminal(m)}", err=True))
+    if as_json:
+        click.echo(dumps({"model": str(model_path), "model_id": model.id,
+                               "label": model.label, "threshold": threshold,
+                               "results": results, "written": written}))
+    else:
+        for r in results:
+            alternatives = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in r["top"])
+            click.echo(f"{terminal(r['image'])}: {terminal(r['prediction'])} "
+                       f"({terminal(alternatives)})")
+        if written is not None:
+            click.echo(f"wrote {write_field} for {written['written']} works"
+                       + (f"; kept {written['kept']} catalogued values" if written["kept"]
+                          else "")
+                       + (f"; {written['not_indexed']} images are not indexed works"
+                          if written["not_indexed"] else ""))
+    if failures:
+        sys.exit(1)
+
+

@@ -1,0 +1,107 @@
+"""`artsearch query`: the nearest works to an image, an indexed work or a text."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from artsearch.cli._app import (
+    cli,
+    dumps,
+    index_option,
+    space_option,
+)
+from artsearch.textsafe import terminal
+
+
+@cli.command()
+@click.argument("image", required=False, metavar="IMAGE")
+@index_option
+@space_option
+@click.option("--mix", default=None, metavar="SPACE=W,SPACE=W",
+              help="Blend spaces, e.g. content=0.6,style=0.4: each space's similarities are "
+                   "standardised for this query (z-scores), then averaged with the weights.")
+@click.option("--id", "artwork_id", type=click.IntRange(1, 2**63 - 1), default=None,
+              help="Query by an indexed artwork's id instead of an image.")
+@click.option("--text", default=None, metavar="TEXT",
+              help="Query by a description, e.g. \"a stormy seascape\" (open_clip spaces).")
+@click.option("-k", type=click.IntRange(1), default=10, show_default=True,
+              help="Number of results.")
+@click.option("--where", multiple=True, metavar="FIELD=VALUE",
+              help="Keep only matching artworks (case-insensitive). Repeat: different fields "
+                   "must all match, the same field any of its values.")
+@click.option("--exclude-same", multiple=True, metavar="FIELD",
+              help="Drop results that share FIELD's value with the query artwork, e.g. "
+                   "artist, to surface works by other hands.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def query(image: str | None, index_name: str | None, space: str, mix: str | None,
+          artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
+          exclude_same: tuple[str, ...], as_json: bool) -> None:
+    """Show the artworks nearest to IMAGE (or to --id, or --text).
+
+    IMAGE is an image file (inside or outside the collection) or the path of an indexed
+    artwork as `artsearch info --works` lists it. An indexed image answers from its stored
+    vector, and ranks itself first.
+
+    \b
+    Spaces answer different questions; choose with --space, or blend with --mix:
+      artsearch query IMG                      what shows the same thing (content)
+      artsearch query IMG --space style        what is painted the same way
+      artsearch query IMG --mix content=0.6,style=0.4
+      artsearch query --text "a stormy seascape" --space clip
+    """
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.query import parse_mix, parse_where, search
+
+    if sum(x is not None for x in (image, artwork_id, text)) != 1:
+        raise click.UsageError("give one of IMAGE, --id or --text")
+    image_path = Path(image) if image is not None and Path(image).exists() else None
+    artwork: str | int | None = artwork_id if artwork_id is not None else (
+        None if image_path is not None else image)
+    if image_path is not None and not image_path.is_file():
+        raise click.ClickException(f"{image}: not a file; give an image file")
+    with ArtIndex(resolve_index(index_name)) as idx:
+        result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
+                        mix=parse_mix(mix) if mix is not None else None, k=k,
+                        where=parse_where(where), exclude_same=exclude_same)
+    if as_json:
+        click.echo(dumps(result.as_dict()))
+        return
+    _print_hits(result)
+
+
+def _print_hits(result: Any) -> None:
+    for note in result.notes:
+        click.echo(f"note: {terminal(note)}", err=True)
+    if not result.hits:
+        click.echo("no results")
+        return
+    width = shutil.get_terminal_size((120, 24)).columns
+    blended = "=" in result.space
+    rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", terminal(h.path),
+             terminal(h.title), terminal(h.artist),
+             " / ".join(terminal(v) for v in (h.style, h.genre) if v)]
+            for h in result.hits]
+    # A blended score is a weighted z-score (how far above this query's typical work), not a
+    # cosine; the header says which.
+    header = ["#", "z" if blended else "sim", "path", "title", "artist",
+              "style / genre"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    # Shrink the widest text columns until the table fits the terminal.
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:]) > 12:
+        i = max(range(2, len(widths)), key=lambda j: widths[j])
+        widths[i] -= 1
+    for row in [header, *rows]:
+        cells = [_fit(c, w) for c, w in zip(row, widths, strict=True)]
+        cells[0], cells[1] = cells[0].rjust(widths[0]), cells[1].rjust(widths[1])
+        click.echo("  ".join(cells).rstrip())
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
