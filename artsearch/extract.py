@@ -265,13 +265,23 @@ class Extractor:
     @torch.inference_mode()
     def feature_maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (N, 3, S, S) RGB pixels -> the model's feature map for each layer."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            return self._maps(pixels)
+
+    def _maps(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         model = self.model
         x = model_input(pixels.to(self.device, non_blocking=True), self.spec.preprocess,
                         self._mean, self._std)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
-            out = model(x)
+        out = model(x)
         return [f.float() for f in (out if isinstance(out, list | tuple) else [out])]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The same unit vectors as `embed_pixels`, as a tensor that gradients flow through:
+        fine-tuning trains this very trunk, preprocessing and pooling (the caller chooses
+        autocast and grad mode)."""
+        pooled = pool_layers(self.pool, self._maps(pixels), self.params)
+        return torch.nn.functional.normalize(pooled, dim=1)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:

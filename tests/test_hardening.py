@@ -607,3 +607,27 @@ def test_vectors_of_a_collection_are_unchanged_by_the_fingerprints(
         assert "pending" not in sp.params["faiss"]
         ids, vectors = idx.vectors(sp).everything()
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5) and len(ids) == 12
+
+
+def test_where_means_one_thing_in_query_and_train(tmp_path: Path) -> None:
+    """Case-insensitive, a repeated field is "any of", and `century` comes from `date`."""
+    from artsearch.catalogue import matching_ids
+    from artsearch.classify import labelled_works
+
+    root = tmp_path / "coll"
+    paths = make_collection(root, 12)
+    meta = root / "meta.csv"
+    meta.write_text("path,genre,date,source\n" + "".join(
+        f"{p.relative_to(root).as_posix()},{'landscape' if i % 2 else 'portrait'},"
+        f"{1650 + 100 * (i % 3)},{'Museum A' if i < 6 else 'museum b'}\n"
+        for i, p in enumerate(paths)))
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+        both = matching_ids(idx, {"source": ["museum a", "MUSEUM B"]})
+        c17 = matching_ids(idx, {"century": ["17th C."]})
+        assert len(both) == 12 and len(c17) == 4
+        hits = search(idx, artwork=1, k=12, where={"century": ["17th c."]}).hits
+        assert len(hits) == 4
+        data = labelled_works(idx, "content", "genre", 2, where={"source": ["MUSEUM A"]})
+        assert len(data.artwork_ids) == 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -10,11 +11,10 @@ from artsearch.classify._base import LabelledSet
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
 
-# -- data ---------------------------------------------------------------------------------------
 
 def labelled_works(index: ArtIndex, space: str, label: str, min_per_class: int,
                    group_fields: Sequence[str] = (),
-                   where: dict[str, list[str]] | None = None) -> LabelledSet:
+                   where: dict[str, Any] | None = None) -> LabelledSet:
     """The space's works that carry `label` (and match `where`), with their vectors; rare
     classes set aside."""
     from artsearch import catalogue
@@ -23,7 +23,8 @@ def labelled_works(index: ArtIndex, space: str, label: str, min_per_class: int,
     field_value = catalogue.field_value
     ids, vectors = space_matrix(index, space)
     arts = {a.id: a for a in catalogue.artworks(index, ids)}
-    if where:
+    if where:  # one value, or any of several, per field (catalogue.parse_where's shape)
+        where = {f: [v] if isinstance(v, str) else list(v) for f, v in where.items()}
         catalogue.check_fields(index, list(where))
         matching = catalogue.matching_ids(index, where)
         keep = [i for i, a in enumerate(ids) if a in matching]

@@ -77,38 +77,27 @@ class _Augmented:
 
 
 class Network:
-    """Backbone (cut at the space's layers) -> pooling -> unit vector -> linear head."""
+    """The space's extractor (backbone cut at its layers, its preprocessing and pooling, to a
+    unit vector) with a linear head: the same code that indexed the vectors, now trained."""
 
     def __init__(self, spec: Any, layers: Sequence[str], pooling: str,
                  params: dict[str, np.ndarray], head_w: np.ndarray, head_b: np.ndarray,
                  device: Any) -> None:
         import torch
 
-        from artsearch.pooling import get_pooling
+        from artsearch.extract import Extractor
 
         self.spec, self.device = spec, device
-        self.trunk = spec.build(spec, tuple(layers)).to(device).eval()
-        self.trunk = self.trunk.to(memory_format=torch.channels_last)
-        self.pool, self.params = get_pooling(pooling), params
+        self.extractor = Extractor(spec, layer=tuple(layers), pooling=pooling, params=params,
+                                   device=str(device), precision="fp32", num_workers=0)
+        self.trunk = self.extractor.model
         self.head = torch.nn.Linear(head_w.shape[1], head_w.shape[0]).to(device)
         with torch.no_grad():
             self.head.weight.copy_(torch.from_numpy(head_w))
             self.head.bias.copy_(torch.from_numpy(head_b))
-        pre = spec.preprocess
-        self.mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
 
     def logits(self, pixels: Any) -> Any:
-        import torch
-
-        from artsearch.extract import model_input
-        from artsearch.pooling import pool_layers
-
-        out = self.trunk(model_input(pixels.to(self.device), self.spec.preprocess, self.mean,
-                                     self.std))
-        maps = [f.float() for f in (out if isinstance(out, list | tuple) else [out])]
-        vectors = torch.nn.functional.normalize(pool_layers(self.pool, maps, self.params), dim=1)
-        return self.head(vectors)
+        return self.head(self.extractor.forward(pixels))
 
 
 def _batches(dataset: Any, batch_size: int, workers: int, shuffle_seed: int | None) -> Any:

@@ -36,8 +36,9 @@ from artsearch.textsafe import terminal
               help="Also break accuracy down by this field (repeatable): --by source "
                    "--by century shows whether some groups are served worse.")
 @click.option("--where", "where", multiple=True, metavar="FIELD=VALUE",
-              help="Train and test only on works with this value (repeatable), e.g. "
-                   "--where source=WikiArt.")
+              help="Train and test only on works with this value, as in `query --where`: "
+                   "case-insensitive; repeat a field for any of its values, e.g. "
+                   "--where source=WikiArt --where century=\"17th c.\".")
 @click.option("--min-per-class", type=click.IntRange(3), default=5, show_default=True,
               help="Classes with fewer labelled works are set aside (listed in the report).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -86,14 +87,10 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
         if not as_json:
             click.echo(msg, err=True)
 
-    conditions = {}
-    for item in where:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.UsageError(f"--where {item}: write FIELD=VALUE")
-        conditions[name.strip()] = value.strip()
+    from artsearch.catalogue import parse_where
+
     opts = TrainOptions(label=label, space=space, method=method, min_per_class=min_per_class,
-                        where=conditions,
+                        where=parse_where(where),
                         seed=seed, freeze_until=freeze_until, lr=lr, epochs=epochs,
                         batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                         device=device)
