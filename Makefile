@@ -31,6 +31,7 @@ example: $(STAMP)
 	@echo "cluster report: open indexes/example/report/index.html in a browser"
 	$(BIN)/artsearch train --index example --label genre
 	$(BIN)/artsearch classify examples/collection/landscape/landscape_070.jpg --model indexes/example/models/genre-probe-content.pt
+	@echo "browse it in a web browser: $(BIN)/artsearch serve --index example --open"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

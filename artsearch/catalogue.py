@@ -21,10 +21,12 @@ from artsearch.index import ArtIndex
 from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
 __all__ = [
-    "DERIVED_FIELDS", "artworks", "by_faiss_id", "century", "check_fields", "embedded_works",
-    "failures", "field_value", "find_artwork", "known_fields", "matching_ids", "parse_where",
-    "set_extra", "where_conditions",
+    "DERIVED_FIELDS", "FACET_FIELDS", "artworks", "browse", "by_faiss_id", "century",
+    "check_fields", "embedded_works", "facets", "failures", "field_value", "find_artwork",
+    "known_fields", "matching_ids", "parse_where", "set_extra", "where_conditions",
 ]
+
+FACET_FIELDS = ("artist", "style", "genre", "century", "source", "license")
 
 DERIVED_FIELDS = ("century",)
 
@@ -219,3 +221,57 @@ def set_extra(index: ArtIndex, values: dict[int, dict[str, Any]]) -> None:
             art = s.get(Artwork, art_id)
             if art is not None:
                 art.extra = {**(art.extra or {}), **fields}
+
+
+# -- browsing -------------------------------------------------------------------------------------
+
+def _browse_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
+                       text_query: str | None) -> list[ColumnElement[bool]]:
+    conditions = where_conditions(index, where)
+    if text_query and text_query.strip():
+        # LIKE with escaped wildcards: the words typed are matched as they are.
+        for word in text_query.split()[:8]:
+            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_") + "%"
+            conditions.append(or_(Artwork.title.ilike(pattern, escape="\\"),
+                                  Artwork.artist.ilike(pattern, escape="\\"),
+                                  Artwork.path.ilike(pattern, escape="\\")))
+    return conditions
+
+
+def browse(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
+           text_query: str | None = None, offset: int = 0, limit: int = 60
+           ) -> tuple[int, list[Any]]:
+    """(how many works match, one page of them by path) for a filter and words typed."""
+    conditions = _browse_conditions(index, where, text_query)
+    with index.store.session() as s:
+        total = s.scalar(select(func.count()).select_from(Artwork).where(*conditions)) or 0
+        page = list(s.scalars(select(Artwork).where(*conditions).order_by(Artwork.path)
+                              .offset(max(0, offset)).limit(max(1, min(limit, 500)))))
+    return total, page
+
+
+def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
+           text_query: str | None = None, fields: Sequence[str] = FACET_FIELDS,
+           top: int = 12) -> dict[str, list[tuple[str, int]]]:
+    """For each field, its most common values among the matching works, with counts."""
+    conditions = _browse_conditions(index, where, text_query)
+    out: dict[str, list[tuple[str, int]]] = {}
+    with index.store.session() as s:
+        for name in fields:
+            if name in DERIVED_FIELDS and not _catalogued(index, name):
+                counts: dict[str, int] = {}
+                for date, extra in s.execute(select(Artwork.date, Artwork.extra)
+                                             .where(*conditions)):
+                    value = (extra or {}).get(name) or century(date)
+                    if value:
+                        counts[value] = counts.get(value, 0) + 1
+                rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+            else:
+                expr = _field_expr(name)
+                rows = [(str(v), int(n)) for v, n in s.execute(
+                    select(expr, func.count()).where(*conditions, expr.is_not(None))
+                    .group_by(expr).order_by(func.count().desc(), expr).limit(top))]
+            if rows:
+                out[name] = rows
+    return out

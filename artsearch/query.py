@@ -93,6 +93,7 @@ def search(
     exclude_same: Sequence[str] = (),
     make_extractor: Callable[[Space], Extractor] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    image_bytes: bytes | None = None,
 ) -> QueryResult:
     """The k artworks nearest to an image file, an indexed artwork (id or path) or a text.
 
@@ -113,7 +114,9 @@ def search(
     spaces = [index.space(name) for name in weights]
     make = make_extractor or (lambda sp: default_extractor(index, sp))
     notes: list[str] = []
-    data = read_image_bytes(image) if image is not None else None  # read once, for all spaces
+    # Read once, for all spaces; an upload's bytes come in memory (`image` is then its name).
+    data = image_bytes if image_bytes is not None else (
+        read_image_bytes(image) if image is not None else None)
     query_art, described = _resolve_artwork(index, image, data, artwork, text)
     query_vecs = {sp.name: _query_vector(index, sp, query_art, image, data, text, make,
                                          max_pixels)

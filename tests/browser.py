@@ -31,6 +31,14 @@ def chromium_path() -> str | None:
 def open_page(path: Path) -> Iterator[tuple[Any, dict[str, list[str]]]]:
     """The page at `path` (file://), loaded; yields (page, log) where log holds console
     errors, page errors and every request that left the report folder."""
+    with open_url(path.resolve().as_uri(), path.parent.resolve().as_uri()) as opened:
+        yield opened
+
+
+@contextmanager
+def open_url(url: str, allowed: str) -> Iterator[tuple[Any, dict[str, list[str]]]]:
+    """The page at `url`, loaded; requests outside `allowed` (a URL prefix) are blocked and
+    logged, with console errors and page errors."""
     exe = chromium_path()
     if exe is None:
         if os.environ.get("ARTSEARCH_REQUIRE_BROWSER"):
@@ -38,7 +46,6 @@ def open_page(path: Path) -> Iterator[tuple[Any, dict[str, list[str]]]]:
         pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
     sync_api = pytest.importorskip("playwright.sync_api")
     log: dict[str, list[str]] = {"console": [], "errors": [], "outside": []}
-    folder = path.parent.resolve().as_uri()
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=FLAGS, chromium_sandbox=False)
         try:
@@ -48,14 +55,14 @@ def open_page(path: Path) -> Iterator[tuple[Any, dict[str, list[str]]]]:
             page.on("pageerror", lambda e: log["errors"].append(str(e)))
 
             def guard(route: Any) -> None:
-                if route.request.url.startswith(folder):
+                if route.request.url.startswith(allowed):
                     route.continue_()
                 else:
                     log["outside"].append(route.request.url)
                     route.abort()
 
             page.route("**/*", guard)
-            page.goto(path.resolve().as_uri(), wait_until="load")
+            page.goto(url, wait_until="load")
             yield page, log
         finally:
             browser.close()

@@ -1,0 +1,56 @@
+"""`artsearch serve`: the web app over one index, on this machine unless told otherwise."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+
+from artsearch.cli._app import cli, index_option
+
+
+@cli.command()
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --token (one is "
+                   "generated and printed if not given).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--token", default=None, metavar="TOKEN",
+              help="Require this token of every request (header `Authorization: Bearer "
+                   "TOKEN`, or open the page once with ?token=TOKEN).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def serve(index_name: str | None, host: str, port: int, token: str | None,
+          open_browser: bool) -> None:
+    """Browse, search and compare the works of an index in a web browser.
+
+    Click a work to see its nearest works in every space side by side, blend two spaces,
+    leave out the same artist; narrow the collection by artist, style, genre, century,
+    source or licence; drop a photograph on the page to find works like it (it is not
+    kept). The same answers as JSON under /api/ (shapes as `artsearch query --json`).
+    `artsearch index` may run on the index meanwhile: new vectors show once it has saved.
+
+    \b
+      artsearch serve --index example --open
+      artsearch serve --host 0.0.0.0 --token SECRET     (reachable from other machines)
+    """
+    import uvicorn
+
+    from artsearch.home import resolve_index
+    from artsearch.web import build
+    from artsearch.web.security import is_loopback
+
+    if not is_loopback(host) and token is None:
+        token = secrets.token_urlsafe(24)
+        click.echo(f"listening beyond this machine: every request needs the token {token}",
+                   err=True)
+    app = build(resolve_index(index_name), host=host, port=port, token=token)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/" + (
+        f"?token={token}" if token else "")
+    click.echo(f"serving {resolve_index(index_name)} at {url} (Ctrl-C to stop)", err=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    sys.exit(0)

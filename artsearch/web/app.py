@@ -1,0 +1,301 @@
+"""The web app of `artsearch serve`: browse, a work and its neighbours, query by upload, JSON.
+
+Every page and every JSON answer comes from the same core calls as the command line
+(`catalogue`, `query.search`); the JSON has the shapes of the CLI's `--json`. Images are
+served by artwork id only, from inside the collection folder. The index is re-read when an
+`artsearch index` run on it has saved new vectors, so the server never needs a restart.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from artsearch import catalogue
+from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
+from artsearch.index import ArtIndex
+from artsearch.textsafe import json_safe
+
+__all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
+
+HERE = Path(__file__).resolve().parent
+MAX_UPLOAD_BYTES = 32 << 20  # a 100-megapixel JPEG is about 30 MB
+THUMB_SIZES = {"s": 200, "m": 560}
+PAGE = 48
+MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no artwork, not an overflow
+IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg",
+               ".png": "image/png", ".gif": "image/gif", ".webp": "image/webp",
+               ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
+
+
+class LiveIndex:
+    """The opened index, reopened when a writer has saved since (its spaces' recorded files
+    changed): queries always see one consistent, saved state."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._index: ArtIndex | None = None
+        self._stamp: object = None
+        self._extractors: dict[tuple[str, str], Any] = {}
+
+    def _stamp_of(self, index: ArtIndex) -> object:
+        return tuple((sp.name, (sp.params or {}).get("faiss"), (sp.params or {}).get("ann"))
+                     for sp in index.spaces())
+
+    def get(self) -> ArtIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = ArtIndex(self.path)
+                self._stamp = self._stamp_of(self._index)
+                return self._index
+            stamp = self._stamp_of(self._index)
+            if stamp != self._stamp:  # a writer saved: open afresh (the old one is let go)
+                self._index = ArtIndex(self.path)
+                self._stamp = self._stamp_of(self._index)
+            return self._index
+
+    def extractor(self, index: ArtIndex, space: Any) -> Any:
+        """One model per space, built on first use and kept (query by upload)."""
+        from artsearch.query import default_extractor
+
+        key = (space.name, space.weights_sha256)
+        with self._lock:
+            if key not in self._extractors:
+                self._extractors[key] = default_extractor(index, space)
+            return self._extractors[key]
+
+
+def _where(items: list[str]) -> dict[str, list[str]]:
+    return catalogue.parse_where([i for i in items if i.strip()])
+
+
+def _work_dict(art: Any) -> dict[str, Any]:
+    return {"id": art.id, "path": art.path, "title": art.title, "artist": art.artist,
+            "date": art.date, "style": art.style, "genre": art.genre, "license": art.license,
+            "source": art.source, "extra": art.extra, "width": art.width, "height": art.height,
+            "century": catalogue.field_value(art, "century")}
+
+
+def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The app over one index folder (no security middleware: `serve.build` adds it)."""
+    from artsearch.query import parse_mix, search
+
+    live = LiveIndex(index_path)
+    live.get()  # a missing or unreadable index fails at start, not at the first request
+    app = FastAPI(title="artsearch", docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    # Autoescaping on for every template, whatever its name: catalogue text is never markup.
+    templates = Jinja2Templates(env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.exception_handler(ArtsearchError)
+    async def refused(request: Request, exc: ArtsearchError) -> Response:
+        status = 404 if isinstance(exc, NotIndexedError) else 400
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return templates.TemplateResponse(request, "message.html", {"message": str(exc)},
+                                          status_code=status)
+
+    def artwork(index: ArtIndex, artwork_id: int) -> Any:
+        art = catalogue.find_artwork(index, id=artwork_id)
+        if art is None:
+            raise NotIndexedError(f"no artwork {artwork_id} in this index")
+        return art
+
+    def neighbours(index: ArtIndex, art_id: int, *, space: str | None, mix: str | None,
+                   k: int, where: dict[str, list[str]], exclude: list[str]) -> Any:
+        return search(index, artwork=art_id, space=space or "content",
+                      mix=parse_mix(mix) if mix else None, k=k, where=where or None,
+                      exclude_same=exclude)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    def browse_page(request: Request, q: str = "", where: list[str] = Query([]),
+                    page: int = Query(1, ge=1, le=100_000)) -> Response:
+        index = live.get()
+        filters = _where(where)
+        catalogue.check_fields(index, list(filters))
+        total, works = catalogue.browse(index, where=filters, text_query=q,
+                                        offset=(page - 1) * PAGE, limit=PAGE)
+        return templates.TemplateResponse(request, "browse.html", {
+            "q": q, "where": where, "filters": filters, "works": works, "total": total,
+            "page": page, "pages": max(1, -(-total // PAGE)),
+            "facets": catalogue.facets(index, where=filters, text_query=q),
+            "spaces": [sp.name for sp in index.spaces()]})
+
+    @app.get("/work/{artwork_id}", response_class=HTMLResponse)
+    def work_page(request: Request, artwork_id: int = PathParam(ge=1, le=MAX_ID),
+                  k: int = Query(12, ge=1, le=100),
+                  blend: int = Query(50, ge=0, le=100), exclude: list[str] = Query([]),
+                  where: list[str] = Query([])) -> Response:
+        index = live.get()
+        art = artwork(index, artwork_id)
+        filters = _where(where)
+        catalogue.check_fields(index, [*filters, *exclude])
+        spaces = [sp.name for sp in index.spaces()]
+        columns = [(name, neighbours(index, art.id, space=name, mix=None, k=k,
+                                     where=filters, exclude=exclude)) for name in spaces]
+        blended = None
+        if len(spaces) >= 2 and 0 < blend < 100:
+            a, b = spaces[:2]
+            mix = f"{a}={(100 - blend) / 100:g},{b}={blend / 100:g}"
+            blended = (mix, neighbours(index, art.id, space=None, mix=mix, k=k,
+                                       where=filters, exclude=exclude))
+        return templates.TemplateResponse(request, "work.html", {
+            "art": art, "work": _work_dict(art), "columns": columns, "blended": blended,
+            "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces})
+
+    @app.post("/query", response_class=HTMLResponse)
+    async def upload_page(request: Request, image: UploadFile = File(...),
+                          space: str = Form("content"), k: int = Form(12)) -> Response:
+        data = await _read_upload(image, max_upload)
+        index = live.get()
+        result = search(index, image=Path(image.filename or "upload"), image_bytes=data,
+                        space=space, k=max(1, min(k, 100)),
+                        make_extractor=lambda sp: live.extractor(index, sp))
+        return templates.TemplateResponse(request, "results.html", {
+            "result": result, "name": image.filename or "upload", "space": space,
+            "spaces": [sp.name for sp in index.spaces()]})
+
+    # -- images -----------------------------------------------------------------------------
+
+    @app.get("/image/{artwork_id}")
+    def image(artwork_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
+        index = live.get()
+        path = _inside_collection(index, artwork(index, artwork_id))
+        return FileResponse(path, media_type=IMAGE_TYPES.get(path.suffix.lower(),
+                                                             "application/octet-stream"),
+                            headers={"cache-control": "private, max-age=3600"})
+
+    @app.get("/thumb/{artwork_id}")
+    def thumb(request: Request, artwork_id: int = PathParam(ge=1, le=MAX_ID),
+              size: str = Query("s", pattern="^[sm]$")) -> Response:
+        index = live.get()
+        art = artwork(index, artwork_id)
+        etag = f'"{art.sha256[:20]}-{size}"'
+        headers = {"etag": etag, "cache-control": "private, max-age=86400"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        body = _thumbnail(index, art, THUMB_SIZES[size])
+        return Response(body, media_type="image/jpeg", headers=headers)
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    @app.get("/api/works")
+    def api_works(q: str = "", where: list[str] = Query([]),
+                  offset: int = Query(0, ge=0, le=10**9), limit: int = Query(PAGE, ge=1, le=500)
+                  ) -> JSONResponse:
+        index = live.get()
+        filters = _where(where)
+        catalogue.check_fields(index, list(filters))
+        total, works = catalogue.browse(index, where=filters, text_query=q, offset=offset,
+                                        limit=limit)
+        return JSONResponse(json_safe({"total": total, "offset": offset,
+                                       "works": [_work_dict(a) for a in works]}))
+
+    @app.get("/api/facets")
+    def api_facets(q: str = "", where: list[str] = Query([])) -> JSONResponse:
+        index = live.get()
+        filters = _where(where)
+        catalogue.check_fields(index, list(filters))
+        found = catalogue.facets(index, where=filters, text_query=q)
+        return JSONResponse({f: [{"value": v, "count": n} for v, n in rows]
+                             for f, rows in found.items()})
+
+    @app.get("/api/works/{artwork_id}")
+    def api_work(artwork_id: int = PathParam(ge=1, le=MAX_ID)) -> JSONResponse:
+        return JSONResponse(json_safe(_work_dict(artwork(live.get(), artwork_id))))
+
+    @app.get("/api/works/{artwork_id}/neighbours")
+    def api_neighbours(artwork_id: int = PathParam(ge=1, le=MAX_ID), space: str = "content",
+                       mix: str | None = None,
+                       k: int = Query(10, ge=1, le=1000), where: list[str] = Query([]),
+                       exclude_same: list[str] = Query([])) -> JSONResponse:
+        index = live.get()
+        art = artwork(index, artwork_id)
+        filters = _where(where)
+        catalogue.check_fields(index, [*filters, *exclude_same])
+        result = neighbours(index, art.id, space=space, mix=mix, k=k, where=filters,
+                            exclude=exclude_same)
+        return JSONResponse(json_safe(result.as_dict()))
+
+    @app.post("/api/query")
+    async def api_query(image: UploadFile = File(...), space: str = Form("content"),
+                        k: int = Form(10)) -> JSONResponse:
+        data = await _read_upload(image, max_upload)
+        index = live.get()
+        result = search(index, image=Path(image.filename or "upload"), image_bytes=data,
+                        space=space, k=max(1, min(k, 1000)),
+                        make_extractor=lambda sp: live.extractor(index, sp))
+        return JSONResponse(json_safe(result.as_dict()))
+
+    return app
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, refused past `limit` without reading further; never written to
+    disk by us, and gone once the answer is sent."""
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise BadImageError(f"the upload is over {limit:,} bytes; send a smaller image")
+        chunks.append(chunk)
+    if not size:
+        raise BadImageError("the upload is empty; choose an image file")
+    return b"".join(chunks)
+
+
+def _inside_collection(index: ArtIndex, art: Any) -> Path:
+    """The work's file, refused unless it (links resolved) lies inside the collection."""
+    if index.root is None:
+        raise NotIndexedError("the index does not know its collection folder")
+    root = index.root.resolve()
+    path = (root / art.path).resolve()
+    if not path.is_relative_to(root):
+        raise NotIndexedError(f"artwork {art.id}: its file points outside the collection; "
+                              "not served")
+    if not path.is_file():
+        raise NotIndexedError(f"artwork {art.id}: its file is gone from the collection")
+    return path
+
+
+def _thumbnail(index: ArtIndex, art: Any, side: int) -> bytes:
+    """A JPEG at most `side` px, cached under INDEX/thumbs by content hash and size."""
+    from PIL import Image
+
+    from artsearch.images import decode_image, read_file
+
+    cache = index.path / "thumbs" / f"{art.sha256}-{side}.jpg"
+    if cache.is_file():
+        return cache.read_bytes()
+    path = _inside_collection(index, art)
+    try:
+        img, _ = decode_image(read_file(path), min_side=side)
+    except BadImageError as e:
+        raise BadImageError(f"artwork {art.id}: {e}") from e
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    body = out.getvalue()
+    try:  # a read-only index folder still serves, it only does not cache
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return body

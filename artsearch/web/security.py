@@ -1,0 +1,104 @@
+"""What every response of `artsearch serve` is held to: the Host it answers to, the token it
+asks for off loopback, and the headers that keep a browser from doing more than showing it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+__all__ = ["HEADERS", "LOOPBACK", "TOKEN_COOKIE", "Guard", "is_loopback"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+TOKEN_COOKIE = "artsearch_token"
+
+# No inline script or style anywhere, nothing from another origin, no framing, no plugins.
+HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
+                               "script-src 'self'; style-src 'self'; object-src 'none'; "
+                               "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]") in LOOPBACK or host.startswith("127.")
+
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+App = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
+
+
+class Guard:
+    """ASGI middleware: refuse a Host header the server was not bound to (DNS rebinding),
+    refuse requests without the token when one is set, and add the security headers.
+
+    The token may come as `Authorization: Bearer TOKEN`, as a cookie (set when a page is
+    opened with `?token=TOKEN`, so links and images in it work), or as `?token=` itself.
+    """
+
+    def __init__(self, app: App, *, hosts: Iterable[str], token: str | None) -> None:
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+        self.token = token
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        host = headers.get("host", "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.strip("[]") not in {h.strip("[]") for h in self.hosts}:
+            await _plain(send, 421, "unknown Host header: this server answers only to the "
+                                    "address it was started on")
+            return
+        set_cookie = None
+        if self.token is not None:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            given = [headers.get("authorization", "").removeprefix("Bearer ").strip(),
+                     _cookie(headers.get("cookie", "")), *query.get("token", [])]
+            if not any(g and secrets.compare_digest(g, self.token) for g in given):
+                await _plain(send, 401, "this server needs its token: open the address it "
+                                        "printed at start, with ?token=...")
+                return
+            if query.get("token"):
+                set_cookie = (f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; "
+                              "SameSite=Strict")
+
+        async def guarded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                if set_cookie:
+                    extra.append((b"set-cookie", set_cookie.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, guarded)
+
+
+def _cookie(header: str) -> str:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except Exception:  # noqa: BLE001 - a malformed cookie header is no token
+        return ""
+    morsel = jar.get(TOKEN_COOKIE)
+    return morsel.value if morsel else ""
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in HEADERS.items())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,285 @@
+"""`artsearch serve`: pages and JSON through an HTTP client, its guard against hostile input,
+and a real browser against a real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from starlette.testclient import TestClient
+
+from artsearch.cli import cli
+from artsearch.index import ArtIndex
+from artsearch.indexing import IndexOptions, index_collection
+from artsearch.web import build
+from tests.browser import images_that_failed, open_url, screenshot
+from tests.conftest import FAKE, make_collection, painting
+
+HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>',
+           'javascript:alert(3)']
+
+
+def index_into(root: Path, index: Path, **kw: object) -> None:
+    with ArtIndex(index, create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, extractor={"num_workers": 0},
+                                                 **kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> tuple[Path, Path]:
+    """(collection, index): 12 works with artists, genres and dates (three with hostile
+    titles), in two spaces (content: avg; tone: max)."""
+    root = tmp_path / "coll"
+    paths = make_collection(root, 12)
+    meta = root / "meta.csv"
+    rows = ["path,title,artist,genre,date"]
+    for i, p in enumerate(paths):
+        title = HOSTILE[i] if i < 3 else f"Study {i}"
+        rows.append(f'{p.relative_to(root).as_posix()},"{title.replace(chr(34), chr(34) * 2)}",'
+                    f'{"Ann" if i % 2 else "Bo"},{"landscape" if i % 3 else "portrait"},'
+                    f"{1650 + 100 * (i % 2)}")
+    meta.write_text("\n".join(rows) + "\n")
+    index_into(root, tmp_path / "idx", metadata=meta)
+    index_into(root, tmp_path / "idx", space="tone", pooling="max")
+    return root, tmp_path / "idx"
+
+
+def client(index: Path, **kw: object) -> TestClient:
+    return TestClient(build(index, **kw), base_url="http://127.0.0.1:8765")  # type: ignore[arg-type]
+
+
+def jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_browse_facets_and_paging(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    page = c.get("/")
+    assert page.status_code == 200 and page.text.count('class="tile"') == 12
+    facets = c.get("/api/facets").json()
+    assert {"value": "Ann", "count": 6} in facets["artist"]
+    assert {r["value"]: r["count"] for r in facets["century"]} == {"17th c.": 6, "18th c.": 6}
+    narrowed = c.get("/api/works", params={"where": ["artist=ann", "century=17th c."]}).json()
+    assert narrowed["total"] == 0  # Ann's works are all 18th-century here
+    ann = c.get("/api/works", params={"where": "artist=ann", "limit": 4}).json()
+    assert ann["total"] == 6 and len(ann["works"]) == 4
+    assert c.get("/", params={"q": "Study 7"}).text.count('class="tile"') == 1
+
+
+def test_a_work_page_shows_each_space_and_a_blend(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    page = c.get("/work/4", params={"k": 5, "blend": 30, "exclude": "artist"})
+    assert page.status_code == 200
+    assert 'data-space="content"' in page.text and 'data-space="tone"' in page.text
+    assert 'data-space="blend"' in page.text and "content=0.7,tone=0.3" in page.text
+    # The JSON answer is the CLI's `query --json`, field for field.
+    api = c.get("/api/works/4/neighbours", params={"k": 5, "exclude_same": "artist"}).json()
+    result = CliRunner().invoke(cli, ["query", "--id", "4", "-k", "5", "--exclude-same",
+                                      "artist", "--index", str(index), "--json"])
+    assert api == json.loads(result.stdout)
+    artist = c.get("/api/works/4").json()["artist"]
+    assert api["results"] and all(h["artist"] != artist for h in api["results"])
+
+
+def test_an_upload_finds_its_original_and_is_not_kept(served: tuple[Path, Path]) -> None:
+    root, index = served
+    before = sorted(p.name for p in root.rglob("*"))
+    original = Image.open(root / "b" / "work_004.jpg")
+    crop = original.crop((2, 2, original.width - 2, original.height - 2))
+    answer = client(index).post("/api/query", files={"image": ("crop.jpg", jpeg(crop))},
+                                data={"k": "3"})
+    assert answer.status_code == 200
+    assert answer.json()["results"][0]["path"] == "b/work_004.jpg"
+    assert sorted(p.name for p in root.rglob("*")) == before
+
+
+def test_new_vectors_show_without_a_restart(served: tuple[Path, Path]) -> None:
+    root, index = served
+    c = client(index)
+    assert c.get("/api/works").json()["total"] == 12
+    make_collection(root, 3, start=50)
+    index_into(root, index)  # a writer runs while the server is up
+    assert c.get("/api/works").json()["total"] == 15
+    new = c.get("/api/works", params={"q": "work_050"}).json()["works"][0]
+    hits = c.get(f"/api/works/{new['id']}/neighbours", params={"k": 1}).json()["results"]
+    assert hits[0]["id"] == new["id"]
+
+
+# -- the guard ------------------------------------------------------------------------------------
+
+def test_hostile_catalogue_text_is_inert(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    for url in ("/", "/work/1", "/work/2", "/work/3"):
+        text = c.get(url).text
+        assert "<script>alert" not in text and "<img src=x" not in text
+        assert 'href="javascript' not in text and "src=\"javascript" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in c.get("/work/1").text
+    headers = c.get("/").headers
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "access-control-allow-origin" not in headers
+
+
+@pytest.mark.parametrize("url", [
+    "/image/../../etc/passwd", "/image/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/thumb/1?size=../../x",
+    "/work/..%2f..%2fetc", "/api/works/1/neighbours?space=../../etc/passwd",
+    "/api/works?where=path=../../etc/passwd", "/static/../artsearch.db",
+    "/static/%2e%2e/app.py", "/image/99999", "/api/works/-1", "/api/works/99999999999999999999",
+])
+def test_paths_from_the_request_never_reach_the_disk(served: tuple[Path, Path],
+                                                     url: str) -> None:
+    _, index = served
+    r = client(index).get(url)
+    assert r.status_code in (400, 404, 422) or (
+        r.status_code == 200 and r.json().get("total") == 0), (url, r.status_code)
+    assert b"root:" not in r.content and b"SQLite format" not in r.content
+
+
+def test_a_link_out_of_the_collection_is_not_served(served: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    root, index = served
+    secret = tmp_path / "secret.jpg"
+    painting(99).save(secret)
+    os.symlink(secret, root / "a" / "link.jpg")
+    index_into(root, index)
+    c = client(index)
+    work = c.get("/api/works", params={"q": "link"}).json()["works"][0]
+    for url in (f"/image/{work['id']}", f"/thumb/{work['id']}"):
+        r = c.get(url)
+        assert r.status_code == 404 and "outside the collection" in r.text
+
+
+def test_oversized_and_bomb_uploads_are_refused(served: tuple[Path, Path]) -> None:
+    _, index = served
+    small = client(index, max_upload=10_000)
+    big = jpeg(painting(1, (400, 300)).resize((1600, 1200)))
+    r = small.post("/api/query", files={"image": ("big.jpg", big)})
+    assert r.status_code == 400 and "over 10,000 bytes" in r.json()["error"]
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, format="PNG")  # 400 MP in a few KB
+    r = client(index).post("/api/query", files={"image": ("bomb.png", bomb.getvalue())})
+    assert r.status_code == 400 and "decompression bomb" in r.json()["error"]
+    r = client(index).post("/api/query", files={"image": ("empty.jpg", b"")})
+    assert r.status_code == 400
+
+
+def test_host_header_and_token(served: tuple[Path, Path]) -> None:
+    _, index = served
+    assert client(index).get("/", headers={"host": "attacker.example"}).status_code == 421
+    open_app = build(index, host="0.0.0.0", token="s3cret")
+    c = TestClient(open_app, base_url="http://0.0.0.0:8765")
+    assert c.get("/api/works").status_code == 401
+    assert c.get("/api/works", headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/works", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    first = c.get("/?token=s3cret")
+    assert first.status_code == 200 and "HttpOnly" in first.headers["set-cookie"]
+    assert c.get("/api/works").status_code == 200  # the cookie now carries it
+
+
+def test_the_json_api_answers_any_input_without_a_server_error(
+        served: tuple[Path, Path]) -> None:
+    """A seeded fuzz of every JSON route's parameters: nothing gives a 500."""
+    import random
+    from urllib.parse import quote
+
+    _, index = served
+    c = client(index)
+    rng = random.Random(0)
+    junk = ["", "0", "-1", "1e309", "nan", "%00", "a=b=c", "=", "path=", "century=",
+            "x" * 5000, "\u202e\u0000", "'; DROP TABLE artworks; --", "content=inf,tone=1",
+            "../../", "{}", "[]", "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")]
+    routes = [("/api/works", ["q", "where", "offset", "limit"]),
+              ("/api/facets", ["q", "where"]),
+              ("/api/works/1/neighbours", ["space", "mix", "k", "where", "exclude_same"]),
+              ("/api/works/{}", [])]
+    for _ in range(300):
+        route, params = rng.choice(routes)
+        url = route.format(quote(rng.choice(junk + ["1", "2"]), safe=""))
+        query = {p: rng.choice(junk) for p in params if rng.random() < 0.7}
+        r = c.get(url, params=query)
+        assert r.status_code < 500, (url, query, r.status_code, r.text[:200])
+
+
+# -- a real browser against a real server --------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(served: tuple[Path, Path]) -> Iterator[str]:
+    import uvicorn
+
+    _, index = served
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build(index, port=port), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.mark.browser
+def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_server: str,
+                                              tmp_path: Path) -> None:
+    root, _ = served
+    with open_url(live_server + "/", live_server) as (page, log):
+        assert page.locator(".tile").count() == 12
+        assert images_that_failed(page) == []
+        # A facet narrows the grid.
+        page.click(".facet[data-field='artist'] a:text('Ann')")
+        page.wait_for_load_state("load")
+        assert page.locator("#grid .tile").count() == 6
+        # A work and its neighbours in both spaces; a neighbour walks on.
+        page.click("#grid .tile >> nth=0")
+        page.wait_for_load_state("load")
+        assert page.locator(".neighbours[data-space='content'] .tile").count() >= 1
+        assert page.locator(".neighbours[data-space='tone'] .tile").count() >= 1
+        first = page.get_attribute(".work", "data-id")
+        page.click(".neighbours[data-space='content'] .tile >> nth=1")
+        page.wait_for_load_state("load")
+        assert page.get_attribute(".work", "data-id") != first
+        # Blend and leave out the artist: the form, no script needed.
+        page.check("#exclude-artist")
+        page.fill("input[name=k]", "4")
+        page.click("#apply")
+        page.wait_for_load_state("load")
+        assert page.locator(".neighbours[data-space='blend'] .tile").count() == 4
+        shot_work = screenshot(page, "serve-work.png")
+        # Upload a cropped copy: the original comes first.
+        original = Image.open(root / "a" / "work_007.jpg")
+        crop = tmp_path / "crop.jpg"
+        original.crop((2, 2, original.width - 2, original.height - 2)).save(crop)
+        page.set_input_files("#upload-file", str(crop))  # app.js submits on change
+        page.wait_for_url("**/query")
+        page.wait_for_load_state("load")
+        top = page.locator("#upload-results .tile >> nth=0")
+        assert top.get_attribute("href") is not None
+        top_id = top.get_attribute("data-id")
+        shot_upload = screenshot(page, "serve-upload.png")
+        page.goto(live_server + f"/api/works/{top_id}")
+        assert json.loads(page.inner_text("body"))["path"] == "a/work_007.jpg"
+        assert log == {"console": [], "errors": [], "outside": []}
+    assert shot_work.stat().st_size > 10_000 and shot_upload.stat().st_size > 5_000
