@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, not_, or_, select, text
+from sqlalchemy import ColumnElement, Integer, column, func, not_, or_, select, text
 
 from artsearch.errors import MetadataError, NotIndexedError
 from artsearch.index import ArtIndex
@@ -228,14 +228,14 @@ def set_extra(index: ArtIndex, values: dict[int, dict[str, Any]]) -> None:
 def _browse_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
                        text_query: str | None) -> list[ColumnElement[bool]]:
     conditions = where_conditions(index, where)
-    if text_query and text_query.strip():
-        # LIKE with escaped wildcards: the words typed are matched as they are.
-        for word in text_query.split()[:8]:
-            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace(
-                "_", "\\_") + "%"
-            conditions.append(or_(Artwork.title.ilike(pattern, escape="\\"),
-                                  Artwork.artist.ilike(pattern, escape="\\"),
-                                  Artwork.path.ilike(pattern, escape="\\")))
+    words = [w for w in (text_query or "").split() if w.strip('"*')][:8]
+    if words:
+        # FTS5 (migration 0005): each word a quoted prefix, all of them required; quoting
+        # makes every character literal, so nothing typed is read as query syntax.
+        match = " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+        fts = text("SELECT rowid FROM artworks_fts WHERE artworks_fts MATCH :match")
+        conditions.append(Artwork.id.in_(fts.bindparams(match=match).columns(
+            column("rowid", Integer))))
     return conditions
 
 

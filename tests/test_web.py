@@ -118,6 +118,34 @@ def test_new_vectors_show_without_a_restart(served: tuple[Path, Path]) -> None:
     assert hits[0]["id"] == new["id"]
 
 
+def test_cluster_and_model_reports_are_served_with_their_own_policy(
+        served: tuple[Path, Path]) -> None:
+    _, index = served
+    runner = CliRunner()
+    assert runner.invoke(cli, ["cluster", "--index", str(index), "--k", "2", "--restarts",
+                               "0"]).exit_code == 0
+    assert runner.invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                               "--min-per-class", "3"]).exit_code == 0
+    c = client(index)
+    listing = c.get("/clusters").text
+    assert "/clusters/1/index.html" in listing and "genre-probe-content" in listing
+    page = c.get("/clusters/1/index.html")
+    assert page.status_code == 200 and "Map of the collection" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "'sha256-" in policy and "script-src 'self' 'sha256-" in policy
+    assert "unsafe-inline" not in policy.split("style-src-attr")[0]  # only style attributes
+    thumb = page.text.split("src='thumbs/")[1].split("'")[0]
+    assert c.get(f"/clusters/1/thumbs/{thumb}").headers["content-type"] == "image/jpeg"
+    model = c.get("/models/genre-probe-content/index.html")
+    assert model.status_code == 200 and "Calibration" in model.text
+    assert c.get("/models/genre-probe-content/calibration.svg").status_code == 200
+    for bad in ("/clusters/1/..%2f..%2fartsearch.db", "/clusters/99/index.html",
+                "/models/..%2fmodels/index.html", "/models/nope/index.html",
+                "/clusters/1/thumbs/..%2f..%2f..%2fartsearch.db"):
+        r = c.get(bad)
+        assert r.status_code in (404, 422) and b"SQLite" not in r.content, bad
+
+
 # -- the guard ------------------------------------------------------------------------------------
 
 def test_hostile_catalogue_text_is_inert(served: tuple[Path, Path]) -> None:
@@ -279,6 +307,15 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         assert top.get_attribute("href") is not None
         top_id = top.get_attribute("data-id")
         shot_upload = screenshot(page, "serve-upload.png")
+        # A stored clustering run's report, in the app, under its own policy.
+        CliRunner().invoke(cli, ["cluster", "--index", str(served[1]), "--k", "2",
+                                 "--restarts", "0"])
+        page.click("#nav-reports")
+        page.wait_for_load_state("load")
+        page.click(".run-link >> nth=0")
+        page.wait_for_load_state("load")
+        assert page.get_attribute("body", "data-map-points") == "12"
+        assert images_that_failed(page) == []
         page.goto(live_server + f"/api/works/{top_id}")
         assert json.loads(page.inner_text("body"))["path"] == "a/work_007.jpg"
         assert log == {"console": [], "errors": [], "outside": []}

@@ -25,6 +25,7 @@ from artsearch import catalogue
 from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
+from artsearch.web.reports import report_routes
 
 __all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
 
@@ -76,8 +77,12 @@ class LiveIndex:
             return self._extractors[key]
 
 
-def _where(items: list[str]) -> dict[str, list[str]]:
-    return catalogue.parse_where([i for i in items if i.strip()])
+def _filters(index: ArtIndex, items: list[str], also: list[str] | None = None
+             ) -> dict[str, list[str]]:
+    """`where` parameters as a filter, refused when a field (or one of `also`) no work has."""
+    filters = catalogue.parse_where([i for i in items if i.strip()])
+    catalogue.check_fields(index, [*filters, *(also or [])])
+    return filters
 
 
 def _work_dict(art: Any) -> dict[str, Any]:
@@ -99,6 +104,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     templates = Jinja2Templates(env=jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(report_routes(live, templates))
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
@@ -126,8 +132,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     def browse_page(request: Request, q: str = "", where: list[str] = Query([]),
                     page: int = Query(1, ge=1, le=100_000)) -> Response:
         index = live.get()
-        filters = _where(where)
-        catalogue.check_fields(index, list(filters))
+        filters = _filters(index, where)
         total, works = catalogue.browse(index, where=filters, text_query=q,
                                         offset=(page - 1) * PAGE, limit=PAGE)
         return templates.TemplateResponse(request, "browse.html", {
@@ -143,8 +148,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
                   where: list[str] = Query([])) -> Response:
         index = live.get()
         art = artwork(index, artwork_id)
-        filters = _where(where)
-        catalogue.check_fields(index, [*filters, *exclude])
+        filters = _filters(index, where, exclude)
         spaces = [sp.name for sp in index.spaces()]
         columns = [(name, neighbours(index, art.id, space=name, mix=None, k=k,
                                      where=filters, exclude=exclude)) for name in spaces]
@@ -199,8 +203,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
                   offset: int = Query(0, ge=0, le=10**9), limit: int = Query(PAGE, ge=1, le=500)
                   ) -> JSONResponse:
         index = live.get()
-        filters = _where(where)
-        catalogue.check_fields(index, list(filters))
+        filters = _filters(index, where)
         total, works = catalogue.browse(index, where=filters, text_query=q, offset=offset,
                                         limit=limit)
         return JSONResponse(json_safe({"total": total, "offset": offset,
@@ -209,8 +212,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     @app.get("/api/facets")
     def api_facets(q: str = "", where: list[str] = Query([])) -> JSONResponse:
         index = live.get()
-        filters = _where(where)
-        catalogue.check_fields(index, list(filters))
+        filters = _filters(index, where)
         found = catalogue.facets(index, where=filters, text_query=q)
         return JSONResponse({f: [{"value": v, "count": n} for v, n in rows]
                              for f, rows in found.items()})
@@ -226,8 +228,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
                        exclude_same: list[str] = Query([])) -> JSONResponse:
         index = live.get()
         art = artwork(index, artwork_id)
-        filters = _where(where)
-        catalogue.check_fields(index, [*filters, *exclude_same])
+        filters = _filters(index, where, exclude_same)
         result = neighbours(index, art.id, space=space, mix=mix, k=k, where=filters,
                             exclude=exclude_same)
         return JSONResponse(json_safe(result.as_dict()))

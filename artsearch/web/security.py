@@ -76,7 +76,9 @@ class Guard:
 
         async def guarded(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                extra = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.encode(), v.encode()) for k, v in HEADERS.items()
+                         if k.encode() not in have]  # a route may narrow its own policy
                 if set_cookie:
                     extra.append((b"set-cookie", set_cookie.encode()))
                 message["headers"] = [*message.get("headers", []), *extra]

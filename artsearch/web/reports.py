@@ -1,0 +1,114 @@
+"""The reports an index already has, in the app: clustering runs (written on first view into
+INDEX/reports/) and the evaluation reports of the models in INDEX/models/.
+
+A report is a folder made to open from disk, with its script and style inline; here each
+page gets a Content-Security-Policy that allows exactly those inline blocks, by hash, and
+nothing else. Files are looked up by run number or model name, never by a path from the
+request, and only inside their report's folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from artsearch.errors import MetadataError, NotIndexedError
+from artsearch.web.security import HEADERS
+
+__all__ = ["report_routes"]
+
+_INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json",
+          ".jpg": "image/jpeg", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+def _csp_for(html: str) -> str:
+    """The app's policy, plus the hash of each inline script and style element of this
+    page, and style attributes."""
+    hashes: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE.findall(html):
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    # Reports size bars and colour swatches with style attributes: those (never script, never
+    # a <style> element) are allowed on report pages alone.
+    policy = HEADERS["content-security-policy"] + "; style-src-attr 'unsafe-inline'"
+    policy = policy.replace("script-src 'self'", "script-src 'self' " + " ".join(
+        hashes["script"])).replace("style-src 'self'", "style-src 'self' " + " ".join(
+            hashes["style"]))
+    return policy
+
+
+def _serve(folder: Path, name: str) -> Response:
+    """`name` from inside `folder` (no link or '..' out of it); HTML with its own policy."""
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+        raise NotIndexedError(f"no {name!r} in this report")
+    media = _TYPES.get(path.suffix.lower(), "application/octet-stream")
+    if path.suffix.lower() == ".html":
+        text = path.read_text(encoding="utf-8")
+        return HTMLResponse(text, headers={"content-security-policy": _csp_for(text)})
+    return FileResponse(path, media_type=media)
+
+
+def model_reports(index_path: Path) -> dict[str, Path]:
+    """Model name -> its evaluation report folder, for the models in INDEX/models/."""
+    folder = index_path / "models"
+    return {p.name.removesuffix("-report"): p for p in sorted(folder.glob("*-report"))
+            if (p / "index.html").is_file()} if folder.is_dir() else {}
+
+
+def report_routes(live: Any, templates: Any) -> APIRouter:
+    """Routes: /clusters, /clusters/RUN/FILE, /models, /models/NAME/FILE."""
+    from artsearch import cluster as clustering
+
+    router = APIRouter()
+
+    @router.get("/clusters", response_class=HTMLResponse)
+    def runs_page(request: Request) -> Response:
+        index = live.get()
+        return templates.TemplateResponse(request, "reports.html", {
+            "runs": clustering.runs(index), "models": list(model_reports(index.path)),
+            "spaces": [sp.name for sp in index.spaces()]})
+
+    @router.get("/clusters/{run}/{name}")
+    def run_file(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "index.html"
+                 ) -> Response:
+        from artsearch.cluster_report import cluster_report
+
+        index = live.get()
+        try:
+            clustering.load_run(index, run)
+        except MetadataError as e:  # no such run: not found, like any unknown address
+            raise NotIndexedError(str(e)) from e
+        folder = index.path / "reports" / f"cluster-run-{run}"
+        if not (folder / "index.html").is_file():  # written once, on first view
+            cluster_report(index, run, folder)
+        return _serve(folder, name)
+
+    @router.get("/clusters/{run}/thumbs/{name}")
+    def run_thumb(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "") -> Response:
+        index = live.get()
+        return _serve(index.path / "reports" / f"cluster-run-{run}" / "thumbs", name)
+
+    @router.get("/models/{model}/{name}")
+    def model_file(model: str, name: str = "index.html") -> Response:
+        reports = model_reports(live.get().path)
+        if model not in reports:
+            raise NotIndexedError(f"no model {model!r} in this index")
+        return _serve(reports[model], name)
+
+    @router.get("/models/{model}/thumbs/{name}")
+    def model_thumb(model: str, name: str) -> Response:
+        reports = model_reports(live.get().path)
+        if model not in reports:
+            raise NotIndexedError(f"no model {model!r} in this index")
+        return _serve(reports[model] / "thumbs", name)
+
+    return router
