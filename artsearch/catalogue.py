@@ -85,11 +85,14 @@ def _equals(name: str, value: str) -> ColumnElement[bool]:
     return func.lower(_field_expr(name)) == value.lower()
 
 
-def _derived_ids(index: ArtIndex, name: str, values: Iterable[str]) -> list[int]:
-    """Ids of works whose derived field (century) is one of `values`, case-insensitive."""
+def _derived_ids(index: ArtIndex, name: str, values: Iterable[str]) -> ColumnElement[bool]:
+    """A condition for works whose derived field (century) is one of `values`: the dates
+    that give one of them, each distinct date read once (not every work)."""
     wanted = {v.lower() for v in values}
-    return [a.id for a in artworks(index)
-            if str(field_value(a, name) or "").lower() in wanted]
+    with index.store.session() as s:
+        dates = [d for d in s.scalars(select(Artwork.date).distinct())
+                 if str(century(d) or "").lower() in wanted]
+    return Artwork.date.in_(dates)
 
 
 def where_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
@@ -99,7 +102,7 @@ def where_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
     conditions: list[ColumnElement[bool]] = []
     for name, values in (where or {}).items():
         if name in DERIVED_FIELDS and not _catalogued(index, name):
-            conditions.append(Artwork.id.in_(_derived_ids(index, name, values)))
+            conditions.append(_derived_ids(index, name, values))
         else:
             conditions.append(or_(*[_equals(name, v) for v in values]))
     for name in exclude_same:
@@ -113,7 +116,8 @@ def where_conditions(index: ArtIndex, where: dict[str, list[str]] | None,
                 notes.append(f"the query has no {name}; --exclude-same {name} excluded nothing")
             continue
         if name in DERIVED_FIELDS and not _catalogued(index, name):
-            conditions.append(not_(Artwork.id.in_(_derived_ids(index, name, [str(value)]))))
+            conditions.append(or_(Artwork.date.is_(None),
+                                  not_(_derived_ids(index, name, [str(value)]))))
         else:
             conditions.append(or_(_field_expr(name).is_(None),
                                   not_(_equals(name, str(value)))))
@@ -133,17 +137,27 @@ def _catalogued(index: ArtIndex, name: str) -> bool:
 
 def known_fields(index: ArtIndex, *, derived: bool = True) -> list[str]:
     """The fields at least one indexed work has a value for, plus `path` (and `century`
-    where dates give one)."""
+    where dates give one). Remembered on the opened index until its works change."""
+    with index.store.session() as s:
+        version = tuple(s.execute(select(func.count(), func.max(Artwork.updated_at))).one())
+    cached = index.cache.get("known-fields")
+    if cached is None or cached[0] != version:
+        cached = (version, _read_fields(index))
+        index.cache["known-fields"] = cached
+    fields = list(cached[1])
+    if derived and "date" in fields and "century" not in fields:
+        fields.append("century")
+    return fields
+
+
+def _read_fields(index: ArtIndex) -> list[str]:
     with index.store.session() as s:
         columns = [name for name in METADATA_FIELDS if s.scalar(
             select(Artwork.id).where(getattr(Artwork, name).is_not(None)).limit(1))]
         extra = s.scalars(text(
             "SELECT DISTINCT je.key FROM artworks, json_each(artworks.extra) AS je "
             "WHERE artworks.extra IS NOT NULL AND je.value IS NOT NULL")).all()
-    fields = ["path", *columns, *sorted(k for k in extra if k not in columns)]
-    if derived and "date" in columns and "century" not in fields:
-        fields.append("century")
-    return fields
+    return ["path", *columns, *sorted(k for k in extra if k not in columns)]
 
 
 def check_fields(index: ArtIndex, names: Sequence[str]) -> None:
@@ -260,12 +274,12 @@ def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
     with index.store.session() as s:
         for name in fields:
             if name in DERIVED_FIELDS and not _catalogued(index, name):
-                counts: dict[str, int] = {}
-                for date, extra in s.execute(select(Artwork.date, Artwork.extra)
-                                             .where(*conditions)):
-                    value = (extra or {}).get(name) or century(date)
+                counts: dict[str, int] = {}  # per distinct date, then by its century
+                for date, n in s.execute(select(Artwork.date, func.count()).where(
+                        *conditions, Artwork.date.is_not(None)).group_by(Artwork.date)):
+                    value = century(date)
                     if value:
-                        counts[value] = counts.get(value, 0) + 1
+                        counts[value] = counts.get(value, 0) + int(n)
                 rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
             else:
                 expr = _field_expr(name)

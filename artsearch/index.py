@@ -64,6 +64,7 @@ class ArtIndex:
         self._vectors: dict[str, Any] = {}  # space name -> VectorIndex; 'name#ann' -> AnnIndex
         self._lock_fd: int | None = None
         self.damaged: list[str] = []  # what `lock()` found broken and set aside, for the report
+        self.cache: dict[str, Any] = {}  # answers the catalogue keeps while the works stay
 
     @property
     def exists(self) -> bool:
@@ -281,6 +282,7 @@ class ArtIndex:
         """Save the space's vectors atomically and record the file's fingerprint: first as
         pending (before the rename), then as current."""
         vec = self.vectors(space)
+        self._vectors.pop(f"{space.name}#id-maps", None)  # rows changed with the vectors
         fp = vec.save(before_rename=lambda new: self._record_faiss(space, new, pending=True))
         self._record_faiss(space, fp)
 
@@ -298,6 +300,17 @@ class ArtIndex:
                 record = {"current": {**fp, "next_id": row.next_faiss_id}}
             row.params = {**(row.params or {}), "faiss": record}
             space.params = row.params
+
+    def id_maps(self, space: Space) -> tuple[np.ndarray, np.ndarray]:
+        """(FAISS ids, their artwork ids) of a space, read once per opened index."""
+        key = f"{space.name}#id-maps"
+        if key not in self._vectors:
+            with self.store.session() as s:
+                rows = s.execute(select(Embedding.faiss_id, Embedding.artwork_id).where(
+                    Embedding.space_id == space.id)).all()
+            pairs = np.array(rows, np.int64).reshape(-1, 2)
+            self._vectors[key] = (pairs[:, 0].copy(), pairs[:, 1].copy())
+        return self._vectors[key]  # type: ignore[no-any-return]
 
     def faiss_path(self, space: Space) -> Path:
         return self.path / f"{space.name}.faiss"

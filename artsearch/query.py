@@ -172,12 +172,20 @@ def _blend(
     query_vecs: dict[str, np.ndarray], allowed: dict[str, np.ndarray | None], k: int,
     notes: list[str],
 ) -> list[tuple[float, Artwork, dict[str, Any]]]:
-    """Weighted mean of per-space z-scores over the artworks present in every space."""
-    per_space: dict[str, dict[int, float]] = {}  # space -> artwork id -> cosine
+    """Weighted mean of per-space z-scores over the artworks present in every space.
+
+    Works as arrays indexed by artwork id throughout (a 100,000-work blend touches no ORM
+    object but the k it returns).
+    """
+    size = 1 + max((int(a.max()) for sp in spaces if len(a := index.id_maps(sp)[1])),
+                   default=0)
+    cosines: dict[str, np.ndarray] = {}  # space -> cosine per artwork id (NaN: not scored)
     stats: dict[str, tuple[float, float]] = {}
-    artworks: dict[int, Artwork] = {}
     for sp in spaces:
         vec = index.vectors(sp)
+        faiss_ids, art_ids = index.id_maps(sp)
+        lut = np.full(int(faiss_ids.max()) + 1 if len(faiss_ids) else 1, -1, np.int64)
+        lut[faiss_ids] = art_ids
         q = query_vecs[sp.name]
         exact = len(vec) <= MIX_EXACT_LIMIT
         if exact or allowed[sp.name] is not None:
@@ -185,7 +193,7 @@ def _blend(
                                      allowed=allowed[sp.name])
         else:  # candidates from the approximate index where there is a current one
             scores, ids = index.searcher(sp)[0].search(q, MIX_CANDIDATES)
-        keep = ids[0] >= 0
+        keep = (ids[0] >= 0) & (ids[0] < len(lut))
         ids_sp, scores_sp = ids[0][keep], scores[0][keep]
         if exact:
             population = scores_sp if allowed[sp.name] is None else vec.search(q, len(vec))[0][0]
@@ -193,45 +201,46 @@ def _blend(
             sample = np.random.default_rng(0).choice(vec.ids(), 5_000, replace=False)
             population = vec.vectors(sample) @ q[0]
         stats[sp.name] = (float(np.mean(population)), float(np.std(population)) or 1.0)
-        arts = _artworks_by_faiss_id(s, sp, ids_sp.tolist())
-        per_space[sp.name] = {arts[f].id: float(sc) for f, sc in zip(
-            ids_sp.tolist(), scores_sp.tolist(), strict=True) if f in arts}
-        artworks.update({a.id: a for a in arts.values()})
-    candidates = set().union(*per_space.values())
+        column = np.full(size, np.nan, np.float64)
+        arts = lut[ids_sp]
+        known = arts >= 0  # a vector whose row is gone (an interrupted run) is skipped
+        column[arts[known]] = scores_sp[known]
+        cosines[sp.name] = column
+    scored = np.zeros(size, bool)
+    for column in cosines.values():
+        scored |= ~np.isnan(column)
     for sp in spaces:  # candidates from another space's top list: score them here exactly
-        missing = sorted(candidates - per_space[sp.name].keys())
-        if not missing:
+        column = cosines[sp.name]
+        missing = np.flatnonzero(scored & np.isnan(column))
+        if not len(missing):
             continue
-        rows = list(s.execute(select(Embedding.artwork_id, Embedding.faiss_id).where(
-            Embedding.space_id == sp.id, Embedding.artwork_id.in_(missing))))
+        faiss_ids, art_ids = index.id_maps(sp)
+        rev = np.full(size, -1, np.int64)
+        rev[art_ids] = faiss_ids
         vec = index.vectors(sp)
-        rows = [(a, f) for a, f in rows if vec.has(f)]  # a running index may not have saved it
-        if rows:
-            vectors = vec.vectors(np.array([f for _, f in rows], np.int64))
-            scores_m = vectors @ query_vecs[sp.name][0]
-            per_space[sp.name].update(
-                {a: float(sc) for (a, _), sc in zip(rows, scores_m.tolist(), strict=True)})
+        pairs = [(int(a), int(rev[a])) for a in missing if rev[a] >= 0 and vec.has(int(rev[a]))]
+        if pairs:
+            vectors = vec.vectors(np.array([f for _, f in pairs], np.int64))
+            column[[a for a, _ in pairs]] = vectors @ query_vecs[sp.name][0]
     total = sum(weights.values())
-    blended = []
-    absent = 0
-    for art_id in candidates:
-        if any(art_id not in per_space[sp.name] for sp in spaces):
-            absent += 1
-            continue
-        parts: dict[str, Any] = {}
-        score = 0.0
-        for sp in spaces:
-            mean, std = stats[sp.name]
-            cosine = per_space[sp.name][art_id]
-            z = (cosine - mean) / std
-            parts[sp.name] = {"cosine": round(cosine, 6), "z": round(z, 4)}
-            score += weights[sp.name] * z / total
-        blended.append((score, artworks[art_id], parts))
+    z = {sp.name: (cosines[sp.name] - stats[sp.name][0]) / stats[sp.name][1] for sp in spaces}
+    blended = sum(weights[name] * column for name, column in z.items()) / total
+    complete = ~np.isnan(blended)
+    absent = int((scored & ~complete).sum())
     if absent:
         notes.append(f"{absent} artworks are missing from some blended space and were left out; "
                      "index the collection into every space")
-    blended.sort(key=lambda t: -t[0])
-    return blended
+    candidates = np.flatnonzero(complete)
+    top = candidates[np.argsort(-blended[candidates], kind="stable")[: max(k, 0) + 1]]
+    arts_by_id = {a.id: a for a in s.scalars(select(Artwork).where(
+        Artwork.id.in_(top.tolist())))}
+    out = []
+    for art_id in top.tolist():
+        parts = {sp.name: {"cosine": round(float(cosines[sp.name][art_id]), 6),
+                           "z": round(float(z[sp.name][art_id]), 4)} for sp in spaces}
+        if art_id in arts_by_id:
+            out.append((float(blended[art_id]), arts_by_id[art_id], parts))
+    return out
 
 
 def _resolve_artwork(

@@ -291,6 +291,7 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         assert page.get_attribute(".work", "data-id") != first
         # Blend and leave out the artist: the form, no script needed.
         page.check("#exclude-artist")
+        page.fill("#blend", "40")
         page.fill("input[name=k]", "4")
         page.click("#apply")
         page.wait_for_load_state("load")

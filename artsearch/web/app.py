@@ -144,7 +144,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     @app.get("/work/{artwork_id}", response_class=HTMLResponse)
     def work_page(request: Request, artwork_id: int = PathParam(ge=1, le=MAX_ID),
                   k: int = Query(12, ge=1, le=100),
-                  blend: int = Query(50, ge=0, le=100), exclude: list[str] = Query([]),
+                  blend: int = Query(0, ge=0, le=100), exclude: list[str] = Query([]),
                   where: list[str] = Query([])) -> Response:
         index = live.get()
         art = artwork(index, artwork_id)
