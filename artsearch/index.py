@@ -137,6 +137,13 @@ class ArtIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def touch(self) -> None:
+        """Record that the works or their catalogue changed (readers drop what they cached)."""
+        self.store.set_setting("changed", repr(time.time()))
+
+    def changed(self) -> str | None:
+        return self.store.get_setting("changed")
+
     # -- collection root -----------------------------------------------------------------------
 
     @property

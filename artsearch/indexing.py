@@ -154,6 +154,9 @@ def index_collection(
                 s.delete(failure)
         report.total = s.scalar(select(func.count()).select_from(Embedding).where(
             Embedding.space_id == space.id)) or 0
+    if (report.embedded or report.moved or report.copied or report.pruned
+            or report.metadata is not None or report.repaired):
+        index.touch()
     space = index.space(opts.space)
     requested = opts.index_type or (space.params or {}).get("index_type") or "auto"
     report.ann = index.update_ann(space, requested)

@@ -107,4 +107,5 @@ def write_predictions(index: ArtIndex, model: Any, results: Sequence[dict[str, A
                           f"{field}_model": model.id}
         counts["written"] += 1
     catalogue.set_extra(index, values)
+    index.touch()
     return counts

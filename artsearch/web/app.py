@@ -49,10 +49,11 @@ class LiveIndex:
         self._index: ArtIndex | None = None
         self._stamp: object = None
         self._extractors: dict[tuple[str, str], Any] = {}
+        self._memo: dict[object, Any] = {}
 
     def _stamp_of(self, index: ArtIndex) -> object:
-        return tuple((sp.name, (sp.params or {}).get("faiss"), (sp.params or {}).get("ann"))
-                     for sp in index.spaces())
+        return (index.changed(), *((sp.name, (sp.params or {}).get("faiss"),
+                                    (sp.params or {}).get("ann")) for sp in index.spaces()))
 
     def get(self) -> ArtIndex:
         with self._lock:
@@ -64,7 +65,21 @@ class LiveIndex:
             if stamp != self._stamp:  # a writer saved: open afresh (the old one is let go)
                 self._index = ArtIndex(self.path)
                 self._stamp = self._stamp_of(self._index)
+                self._memo.clear()
             return self._index
+
+    def memo(self, key: object, compute: Any) -> Any:
+        """`compute()`, remembered until the index changes: browsing and facet counts over
+        a large collection are read far more often than a writer saves."""
+        with self._lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            if len(self._memo) >= 512:
+                self._memo.clear()
+            self._memo[key] = value
+        return value
 
     def extractor(self, index: ArtIndex, space: Any) -> Any:
         """One model per space, built on first use and kept (query by upload)."""
@@ -133,12 +148,14 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
                     page: int = Query(1, ge=1, le=100_000)) -> Response:
         index = live.get()
         filters = _filters(index, where)
-        total, works = catalogue.browse(index, where=filters, text_query=q,
-                                        offset=(page - 1) * PAGE, limit=PAGE)
+        key = (tuple(sorted((f, tuple(v)) for f, v in filters.items())), q)
+        total, works = live.memo(("browse", key, page), lambda: catalogue.browse(
+            index, where=filters, text_query=q, offset=(page - 1) * PAGE, limit=PAGE))
         return templates.TemplateResponse(request, "browse.html", {
             "q": q, "where": where, "filters": filters, "works": works, "total": total,
             "page": page, "pages": max(1, -(-total // PAGE)),
-            "facets": catalogue.facets(index, where=filters, text_query=q),
+            "facets": live.memo(("facets", key), lambda: catalogue.facets(
+                index, where=filters, text_query=q)),
             "spaces": [sp.name for sp in index.spaces()]})
 
     @app.get("/work/{artwork_id}", response_class=HTMLResponse)
@@ -213,7 +230,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     def api_facets(q: str = "", where: list[str] = Query([])) -> JSONResponse:
         index = live.get()
         filters = _filters(index, where)
-        found = catalogue.facets(index, where=filters, text_query=q)
+        key = (tuple(sorted((f, tuple(v)) for f, v in filters.items())), q)
+        found = live.memo(("facets", key), lambda: catalogue.facets(
+            index, where=filters, text_query=q))
         return JSONResponse({f: [{"value": v, "count": n} for v, n in rows]
                              for f, rows in found.items()})
 
