@@ -23,6 +23,7 @@ from artsearch.indexing import IndexOptions, index_collection
 from artsearch.web import build
 from tests.browser import images_that_failed, open_url, screenshot
 from tests.conftest import FAKE, make_collection, painting
+from tests.test_spaces import tiny_clip  # noqa: F401 - the fixture, for the text test
 
 HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>',
            'javascript:alert(3)']
@@ -144,6 +145,27 @@ def test_cluster_and_model_reports_are_served_with_their_own_policy(
                 "/clusters/1/thumbs/..%2f..%2f..%2fartsearch.db"):
         r = c.get(bad)
         assert r.status_code in (404, 422) and b"SQLite" not in r.content, bad
+
+
+def test_a_description_finds_works_in_an_open_clip_space(tiny_clip: Path,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    root = tmp_path / "coll"
+    make_collection(root, 8)
+    index_into(root, tmp_path / "idx")
+    with ArtIndex(tmp_path / "idx") as idx:
+        index_collection(root, idx, IndexOptions(
+            space="clip", backbone="open_clip:artsearch-tiny", weights=tiny_clip,
+            extractor={"num_workers": 0}))
+    c = client(tmp_path / "idx")
+    assert 'id="text-form"' in c.get("/").text
+    api = c.get("/api/text", params={"q": "a stormy seascape", "k": 3}).json()
+    cli_json = CliRunner().invoke(cli, ["query", "--text", "a stormy seascape", "--space",
+                                        "clip", "-k", "3", "--index", str(tmp_path / "idx"),
+                                        "--json"]).stdout
+    assert api == json.loads(cli_json) and len(api["results"]) == 3
+    page = c.get("/text", params={"q": "<script>x</script>"})
+    assert page.status_code == 200 and "<script>x" not in page.text
+    assert c.get("/api/text", params={"q": "x", "space": "content"}).status_code == 400
 
 
 # -- the guard ------------------------------------------------------------------------------------

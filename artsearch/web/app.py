@@ -155,7 +155,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
             "q": q, "where": where, "filters": filters, "works": works, "total": total,
             "page": page, "pages": max(1, -(-total // PAGE)),
             "facets": live.memo(("facets", key), lambda: catalogue.facets(
-                index, where=filters, text_query=q)),
+                index, where=filters, text_query=q)), "text_spaces": text_spaces(index),
             "spaces": [sp.name for sp in index.spaces()]})
 
     @app.get("/work/{artwork_id}", response_class=HTMLResponse)
@@ -190,6 +190,42 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
         return templates.TemplateResponse(request, "results.html", {
             "result": result, "name": image.filename or "upload", "space": space,
             "spaces": [sp.name for sp in index.spaces()]})
+
+    def text_spaces(index: ArtIndex) -> list[str]:
+        """Spaces whose backbone has a text tower (open_clip): they answer descriptions."""
+        def find() -> list[str]:
+            out = []
+            for sp in index.spaces():
+                try:
+                    if index.spec_for(sp).text:
+                        out.append(sp.name)
+                except ArtsearchError:  # a backbone not installed here answers no text
+                    continue
+            return out
+        return live.memo(("text-spaces",), find)  # type: ignore[no-any-return]
+
+    def by_text(index: ArtIndex, q: str, space: str | None, k: int) -> Any:
+        names = text_spaces(index)
+        if not names:
+            raise NotIndexedError("no space of this index understands text: index one with "
+                                  "an open_clip backbone (artsearch index DIR --space clip "
+                                  "--backbone open_clip:ARCH/TAG)")
+        return search(index, text=q, space=space or names[0], k=k,
+                      make_extractor=lambda sp: live.extractor(index, sp))
+
+    @app.get("/text", response_class=HTMLResponse)
+    def text_page(request: Request, q: str = Query(..., min_length=1, max_length=500),
+                  space: str | None = None) -> Response:
+        index = live.get()
+        result = by_text(index, q, space, 24)
+        return templates.TemplateResponse(request, "results.html", {
+            "result": result, "name": f"“{q}”", "space": result.space,
+            "spaces": [sp.name for sp in index.spaces()]})
+
+    @app.get("/api/text")
+    def api_text(q: str = Query(..., min_length=1, max_length=500), space: str | None = None,
+                 k: int = Query(10, ge=1, le=1000)) -> JSONResponse:
+        return JSONResponse(json_safe(by_text(live.get(), q, space, k).as_dict()))
 
     # -- images -----------------------------------------------------------------------------
 
