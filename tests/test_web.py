@@ -238,6 +238,12 @@ def test_host_header_and_token(served: tuple[Path, Path]) -> None:
     first = c.get("/?token=s3cret")
     assert first.status_code == 200 and "HttpOnly" in first.headers["set-cookie"]
     assert c.get("/api/works").status_code == 200  # the cookie now carries it
+    # Bound to every address: this machine's names answer (with the token), others do not.
+    assert c.get("/api/works", headers={"host": "localhost:8765"}).status_code == 200
+    assert c.get("/api/works", headers={"host": "evil.example"}).status_code == 421
+    proxied = TestClient(build(index, host="127.0.0.1", allowed_hosts=("art.example.org",)),
+                         base_url="http://art.example.org")
+    assert proxied.get("/api/works").status_code == 200
 
 
 def test_the_json_api_answers_any_input_without_a_server_error(

@@ -19,9 +19,12 @@ from artsearch.cli._app import cli, index_option
 @click.option("--token", default=None, metavar="TOKEN",
               help="Require this token of every request (header `Authorization: Bearer "
                    "TOKEN`, or open the page once with ?token=TOKEN).")
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests whose Host header is NAME (a reverse proxy's name). "
+                   "Others are refused, against DNS rebinding.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 def serve(index_name: str | None, host: str, port: int, token: str | None,
-          open_browser: bool) -> None:
+          allowed_hosts: tuple[str, ...], open_browser: bool) -> None:
     """Browse, search and compare the works of an index in a web browser.
 
     Click a work to see its nearest works in every space side by side, blend two spaces,
@@ -44,7 +47,8 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
         token = secrets.token_urlsafe(24)
         click.echo(f"listening beyond this machine: every request needs the token {token}",
                    err=True)
-    app = build(resolve_index(index_name), host=host, port=port, token=token)
+    app = build(resolve_index(index_name), host=host, port=port, token=token,
+                allowed_hosts=allowed_hosts)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/" + (
         f"?token={token}" if token else "")
     click.echo(f"serving {resolve_index(index_name)} at {url} (Ctrl-C to stop)", err=True)

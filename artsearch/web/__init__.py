@@ -14,11 +14,15 @@ __all__ = ["build"]
 
 
 def build(index_path: Path, *, host: str = "127.0.0.1", port: int = 8765,
-          token: str | None = None, **options: Any) -> Any:
+          token: str | None = None, allowed_hosts: tuple[str, ...] = (),
+          **options: Any) -> Any:
     """The ASGI app for `index_path`, answering to `host` (and loopback names when it is a
-    loopback address); `token`, when given, is required of every request."""
+    loopback address; this machine's names and addresses when it is 0.0.0.0 or ::) and to
+    `allowed_hosts`; `token`, when given, is required of every request."""
     from artsearch.web.app import create_app
-    from artsearch.web.security import LOOPBACK, Guard, is_loopback
+    from artsearch.web.security import LOOPBACK, Guard, is_loopback, own_names
 
-    hosts = {host, *(LOOPBACK if is_loopback(host) else ())}
+    hosts = {host, *allowed_hosts, *(LOOPBACK if is_loopback(host) else ())}
+    if host in ("0.0.0.0", "::"):
+        hosts |= {*LOOPBACK, *own_names()}
     return Guard(create_app(index_path, **options), hosts=hosts, token=token)

@@ -9,7 +9,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["HEADERS", "LOOPBACK", "TOKEN_COOKIE", "Guard", "is_loopback"]
+__all__ = ["HEADERS", "LOOPBACK", "TOKEN_COOKIE", "Guard", "is_loopback", "own_names"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "artsearch_token"
@@ -25,6 +25,17 @@ HEADERS = {
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
+
+
+def own_names() -> set[str]:
+    """This machine's host name, its fully qualified name and its addresses."""
+    import contextlib
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    with contextlib.suppress(OSError):  # a host name that does not resolve has no addresses
+        names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    return {n.lower() for n in names if n}
 
 
 def is_loopback(host: str) -> bool:
