@@ -37,16 +37,20 @@ K = 10
 
 # The auto rule (benchmarks/README.md, ANN suite; 2-core CPU, 1280-d):
 FLAT_MAX = 100_000  # exact search stays under ~20 ms per query up to here
+FLAT_DIMS = 1280  # ... at this width; exact search reads every vector, so wider spaces
+# (a 3,104-d meanstd style space) turn approximate sooner, at the same bytes scanned
+# (bench_serve: two exact 100k scans of 1280-d and 3104-d took 142 ms a page).
 HNSW_MAX_BYTES = 8 << 30  # HNSW keeps full vectors plus links: up to this much memory
 
 
 def choose(requested: str, n: int, dims: int) -> str:
-    """The index type a space of n vectors gets: exact while exact is fast enough, then HNSW
+    """The index type a space of n vectors gets: exact while exact is fast enough (up to
+    FLAT_MAX vectors of FLAT_DIMS or fewer dimensions; proportionally fewer wider ones), then HNSW
     while its memory (full vectors plus graph links) fits the budget, then IVF-PQ with an
     8-bit re-ranking stage (about a quarter of the memory of full vectors)."""
     if requested != "auto":
         return requested
-    if n <= FLAT_MAX:
+    if n <= FLAT_MAX * min(1.0, FLAT_DIMS / max(dims, 1)):
         return "flat"
     if n * (4 * dims + 2 * 32 * 4) <= HNSW_MAX_BYTES:
         return "hnsw"

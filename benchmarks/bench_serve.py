@@ -100,6 +100,11 @@ def build_index(path: Path, n: int, seed: int = 0) -> None:
             vec = idx.vectors(idx.space(name))
             vec.add(range(n), vectors)
             idx.save_vectors(idx.space(name))
+            built = idx.update_ann(idx.space(name), "auto")  # as `artsearch index` would
+            if built:
+                print(f"  {name}: {built.get('type')} index, recall@10 "
+                      f"{built.get('recall10', '-')}, {built.get('build_seconds', '-')} s",
+                      flush=True)
         dev_idx.close()
 
 

@@ -29,6 +29,9 @@ def test_auto_is_exact_then_hnsw_then_ivfpq() -> None:
     assert choose("auto", 500_000, 1280) == "hnsw"
     assert choose("auto", 5_000_000, 1280) == "ivfpq"  # full vectors would need 25 GB
     assert choose("hnsw", 10, 1280) == "hnsw"  # an explicit choice is kept
+    # Wider vectors cost more to scan: the same bytes, so fewer of them stay exact.
+    assert choose("auto", 41_000, 3104) == "flat" and choose("auto", 42_000, 3104) == "hnsw"
+    assert choose("auto", 100_000, 48) == "flat"  # narrow ones never turn approximate sooner
 
 
 @pytest.mark.parametrize("kind", ["hnsw", pytest.param("ivfpq", marks=pytest.mark.slow)])
