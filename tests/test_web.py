@@ -362,3 +362,48 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         assert json.loads(page.inner_text("body"))["path"] == "a/work_007.jpg"
         assert log == {"console": [], "errors": [], "outside": []}
     assert shot_work.stat().st_size > 10_000 and shot_upload.stat().st_size > 5_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_readme_query_works_by_click_and_by_upload_in_a_browser(tmp_path: Path) -> None:
+    """The example collection with the real Lite0 weights: van Ostade's Peasant Dance in a
+    Barn found by clicking through, and by uploading a mirrored crop of it."""
+    import uvicorn
+    from PIL import ImageOps
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "collection"
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(metadata=root / "metadata.csv",
+                                                 extractor={"num_workers": 0}))
+    original = Image.open(root / "genre" / "genre_195.jpg").convert("RGB")
+    w, h = original.size
+    upload = tmp_path / "auction-photo.jpg"
+    ImageOps.mirror(original.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(upload)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build(tmp_path / "idx", port=port),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with open_url(base + "/?q=peasant+dance+barn", base) as (page, log):
+            page.click("#grid .tile >> nth=0")
+            page.wait_for_load_state("load")
+            assert page.inner_text("#work-title") == "Peasant Dance in a Barn"
+            content = page.locator(".neighbours[data-space='content'] .tile .caption")
+            assert content.nth(0).inner_text() == "Peasant Dance in a Barn"
+            work_id = page.get_attribute(".work", "data-id")
+            page.set_input_files("#upload-file", str(upload))
+            page.wait_for_url("**/query")
+            page.wait_for_load_state("load")
+            first = page.locator("#upload-results .tile >> nth=0")
+            assert first.get_attribute("data-id") == work_id
+            assert images_that_failed(page) == []
+            screenshot(page, "serve-readme-upload.png")
+            assert log == {"console": [], "errors": [], "outside": []}
+    finally:
+        server.should_exit = True
+        thread.join(5)
