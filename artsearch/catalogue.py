@@ -21,7 +21,7 @@ from artsearch.index import ArtIndex
 from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
 __all__ = [
-    "DERIVED_FIELDS", "FACET_FIELDS", "artworks", "browse", "by_faiss_id", "century",
+    "DERIVED_FIELDS", "FACET_FIELDS", "artworks", "browse", "century",
     "check_fields", "embedded_works", "facets", "failures", "field_value", "find_artwork",
     "known_fields", "matching_ids", "parse_where", "set_extra", "where_conditions",
 ]
@@ -189,16 +189,6 @@ def embedded_works(index: ArtIndex, space: str) -> list[Any]:
     with index.store.session() as s:
         return list(s.scalars(select(Artwork).join(Embedding, Embedding.artwork_id == Artwork.id)
                               .where(Embedding.space_id == sp.id).order_by(Artwork.path)))
-
-
-def by_faiss_id(index: ArtIndex, space: str, faiss_ids: Sequence[int]) -> dict[int, Any]:
-    """Artworks behind FAISS ids of a space; an id missing here is a vector from an
-    interrupted run."""
-    sp = index.space(space)
-    with index.store.session() as s:
-        return {e.faiss_id: e.artwork for e in s.scalars(
-            select(Embedding).where(Embedding.space_id == sp.id,
-                                    Embedding.faiss_id.in_(list(faiss_ids))))}
 
 
 def find_artwork(index: ArtIndex, *, id: int | None = None, path: str | Path | None = None,

@@ -65,6 +65,7 @@ class ArtIndex:
         self._lock_fd: int | None = None
         self.damaged: list[str] = []  # what `lock()` found broken and set aside, for the report
         self.cache: dict[str, Any] = {}  # answers the catalogue keeps while the works stay
+        self._checked = False  # the schema was found current (readers check once)
 
     @property
     def exists(self) -> bool:
@@ -83,8 +84,6 @@ class ArtIndex:
                     f"--index {self.path}` once to upgrade it (readers never change it)")
             self._checked = True
         return self._store
-
-    _checked = False
 
     # -- locking -----------------------------------------------------------------------------
 
@@ -278,8 +277,10 @@ class ArtIndex:
             aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
             if path.exists():
                 os.replace(path, aside)
-            self.damaged.append(f"{e}; moved aside to {aside.name}, its works are re-embedded"
-                                if path.exists() or aside.exists() else str(e))
+                self.damaged.append(f"{e}; moved aside to {aside.name}, its works are "
+                                    "re-embedded")
+            else:
+                self.damaged.append(f"{e}; its works are re-embedded")
             self._record_faiss(space, None)
             vec = VectorIndex.create(path, space.dims, space.faiss_factory)
         self._vectors[space.name] = vec

@@ -73,7 +73,6 @@ class IndexReport:
 @dataclass
 class _Job:
     entry: FileEntry
-    sha256: str | None  # None: not hashed ahead (nothing indexed it could be a copy of)
     artwork_id: int | None  # None: a new artwork row is made when its vector is ready
 
 
@@ -197,7 +196,7 @@ def _plan(
             report.unchanged += 1
             continue
         if art is None and not by_sha:  # a first run: the extractor hashes what it reads
-            jobs.append(_Job(entry, None, None))
+            jobs.append(_Job(entry, None))
             continue
         try:
             sha = hash_file(entry.path, max_bytes)
@@ -210,7 +209,7 @@ def _plan(
                 art.size, art.mtime = entry.size, entry.mtime
                 report.unchanged += 1
             else:
-                jobs.append(_Job(entry, sha, art.id))
+                jobs.append(_Job(entry, art.id))
             continue
         if vanished.get(sha):  # the same content left another path: a move
             moved = vanished[sha].pop()
@@ -229,7 +228,7 @@ def _plan(
             s.add(Embedding(space_id=space.id, artwork_id=new.id, faiss_id=faiss_id, sha256=sha))
             report.copied += 1
             continue
-        jobs.append(_Job(entry, sha, None))
+        jobs.append(_Job(entry, None))
 
     gone = [art for art in artworks.values() if art.path not in on_disk]
     if opts.prune and gone and not opts.force and len(gone) > PRUNE_MAX_SHARE * len(artworks):
