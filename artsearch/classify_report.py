@@ -34,7 +34,7 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "confusion.svg").write_text(_confusion_svg(
         np.array(m["test"]["confusion"]), classes), encoding="utf-8")
-    y_val = data.y[result.split["val"]]
+    y_val = result.calibration_y
     curves = {"before": reliability(result.val_probs_before, y_val),
               "after": reliability(result.val_probs_after, y_val)}
     (out_dir / "calibration.svg").write_text(_calibration_svg(curves), encoding="utf-8")
@@ -129,26 +129,31 @@ def _per_class(t: dict[str, Any]) -> str:
 
 def _calibration(c: dict[str, Any]) -> str:
     better = c["val_ece_after"] <= c["val_ece_before"]
+    oof = c.get("fitted_on", "validation") != "validation"
+    where = ("out-of-fold predictions over train + validation (the probe was refitted on "
+             "both once C was chosen, so each work is predicted by a fold that did not see it)"
+             if oof else "the validation split")
+    short = "out of fold" if oof else "validation"
     return (
         "<section id=calibration><h2>Calibration</h2>"
-        f"<p>Temperature {c['temperature']:.2f}, fitted on the validation split: the logits "
+        f"<p>Temperature {c['temperature']:.2f}, fitted on {where}: the logits "
         "are divided by it before the softmax ("
         + ("softening over-confident" if c["temperature"] > 1 else "sharpening over-cautious")
         + " probabilities). "
-        f"Expected calibration error on validation {c['val_ece_before']:.3f} before, "
+        f"Expected calibration error {short} {c['val_ece_before']:.3f} before, "
         f"{c['val_ece_after']:.3f} after" + ("" if better else " (not lower: temperature "
                                               "scaling fits the log-likelihood, not the ECE)")
         + f"; on the untouched test split {c['test_ece_before']:.3f} before, "
         f"{c['test_ece_after']:.3f} after.</p>"
         "<table><tr><th></th><th class=num>before</th><th class=num>after</th></tr>"
-        f"<tr><td>ECE, validation</td><td class=num>{c['val_ece_before']:.4f}</td>"
+        f"<tr><td>ECE, {short}</td><td class=num>{c['val_ece_before']:.4f}</td>"
         f"<td class=num>{c['val_ece_after']:.4f}</td></tr>"
         f"<tr><td>ECE, test</td><td class=num>{c['test_ece_before']:.4f}</td>"
         f"<td class=num>{c['test_ece_after']:.4f}</td></tr>"
-        f"<tr><td>log-loss, validation</td><td class=num>{c['val_nll_before']:.4f}</td>"
+        f"<tr><td>log-loss, {short}</td><td class=num>{c['val_nll_before']:.4f}</td>"
         f"<td class=num>{c['val_nll_after']:.4f}</td></tr></table>"
         "<img src=calibration.svg alt='calibration curve' style='max-width:520px;width:100%'>"
-        f"<p class=note>Reliability diagram on the validation split: predictions grouped by "
+        f"<p class=note>Reliability diagram ({short}): predictions grouped by "
         "confidence into tenths; a calibrated model lies on the diagonal (when it says 0.8, it "
         "is right 8 times in 10). The number by each point is how many works it stands on. "
         f"ECE with {c['bins']} bins.</p>" + _few_works_note(c) + "</section>")
@@ -163,7 +168,7 @@ def _few_works_note(c: dict[str, Any]) -> str:
     n = c.get("val_works")
     if n is None or n >= FEW_VALIDATION_WORKS:
         return ""
-    return (f"<p class=warn><b>Too few works to read this curve:</b> the validation split has "
+    return (f"<p class=warn><b>Too few works to read this curve:</b> it stands on "
             f"{n} works, so most points stand on a handful and zig-zag by chance. Read the "
             "log-loss row of the table instead, and treat the probabilities as rough.</p>")
 

@@ -9,6 +9,12 @@ Three methods, each on the space's unit vectors:
   is meaningless in 1,000+ dimensions); it finds the number of groups itself and leaves
   works that belong to none as noise (cluster -1). Stability as for agglomerative.
 
+Centring: the vectors of a collection share a common direction (every painting's features
+are alike in what makes them paintings), which a cosine keeps counting. `centre` subtracts
+the mean of the clustered works and re-normalises before clustering; by default it is on
+where the dev set measured it paying (CENTRE_DEFAULT; benchmarks/README.md, quality suite)
+and recorded in the run's params either way.
+
 Clusters are numbered by size, largest first. A run records the space, method, k (and how it
 was chosen), the seed, each artwork's cluster and cosine distance to its cluster's centre,
 how the clusters agree with every catalogue field that is filled in (NMI, ARI, purity), and
@@ -31,7 +37,7 @@ from artsearch.index import ArtIndex
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
 from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
 
-__all__ = ["AUTO_K_RANGE", "METHODS", "ClusterResult", "StoredRun", "assignments", "century",
+__all__ = ["AUTO_K_RANGE", "CENTRE_DEFAULT", "METHODS", "centred", "ClusterResult", "StoredRun", "assignments", "century",
            "cluster_space", "field_value", "load_run", "runs", "space_matrix"]
 
 METHODS = ("kmeans", "agglomerative", "hdbscan")
@@ -45,6 +51,10 @@ AGGLOMERATIVE_MAX = 20_000  # Ward needs n^2/2 distances in memory: 1.6 GB at 20
 HDBSCAN_DIMS = 50
 SUBSAMPLE = 0.8  # share of works each stability re-clustering sees (agglomerative, hdbscan)
 NOISE = -1
+# Whether each method centres by default, as measured on the dev set (benchmarks/README.md):
+# HDBSCAN gained NMI on all three label groups of the content space; k-means and Ward moved
+# within noise either way.
+CENTRE_DEFAULT = {"kmeans": False, "agglomerative": False, "hdbscan": True}
 
 
 @dataclass
@@ -197,6 +207,12 @@ def choose_k(vectors: np.ndarray, seed: int, method: str = "kmeans"
     return best, scores
 
 
+def centred(vectors: np.ndarray) -> np.ndarray:
+    """Vectors minus their mean, each re-normalised to unit length (float32)."""
+    x = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def space_matrix(index: ArtIndex, space: str) -> tuple[list[int], np.ndarray]:
     """A space's artwork ids (ascending) and their unit vectors, row for row."""
     sp = index.space(space)
@@ -213,8 +229,10 @@ def space_matrix(index: ArtIndex, space: str) -> tuple[list[int], np.ndarray]:
 
 def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | None = "auto",
                   method: str = "kmeans", seed: int = 0, restarts: int = 5,
-                  min_cluster_size: int | None = None) -> ClusterResult:
-    """Cluster every artwork of a space and store the run; see the module docstring."""
+                  min_cluster_size: int | None = None, centre: bool | None = None
+                  ) -> ClusterResult:
+    """Cluster every artwork of a space and store the run; see the module docstring
+    (`centre` None: the method's CENTRE_DEFAULT)."""
     if method not in METHODS:
         raise MetadataError(f"--method {method}: choose one of {', '.join(METHODS)}")
     sp = index.space(space)
@@ -222,7 +240,10 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
     n = len(artwork_ids)
     if n < 3:
         raise MetadataError(f"space {space!r} has {n} artworks; clustering needs at least 3")
-    params: dict[str, Any] = {"artworks": n}
+    centre = CENTRE_DEFAULT[method] if centre is None else centre
+    if centre:
+        vectors = centred(vectors)
+    params: dict[str, Any] = {"artworks": n, "centred": centre}
     if method == "kmeans":
         params |= {"niter": NITER, "nredo": NREDO, "spherical": True}
     elif method == "agglomerative":

@@ -433,6 +433,8 @@ def _provenance(index: ArtIndex, run: ClusterRun, space: Space, works: int, map_
              f" --k {'auto' if 'k_choice' in params else run.k}")
     extra = (f" --min-cluster-size {params['min_cluster_size']}"
              if run.method == "hdbscan" else "")
+    if "centred" in params:  # runs before centring existed were never centred
+        extra += f" --centre {'yes' if params['centred'] else 'no'}"
     return [
         ("collection", index.root or "unknown"),
         ("index", index.path),
@@ -465,7 +467,8 @@ _METHOD_NAMES = {"kmeans": "k-means (spherical, FAISS)",
                  "agglomerative": "agglomerative (Ward linkage)", "hdbscan": "HDBSCAN"}
 _PARAM_NAMES = {"nredo": "best of {} starts", "linkage": "{} linkage",
                 "min_cluster_size": "smallest group {} works",
-                "pca_dims": "on {} principal components"}
+                "pca_dims": "on {} principal components",
+                "centred": "centred on the works' mean: {}"}
 
 
 _MAP_SCRIPT = """

@@ -8,6 +8,9 @@ L2-normalised before they are concatenated, so every layer has the same say in a
     gem      generalised mean, p = 3: between avg and max, a retrieval favourite (Radenović)
     meanstd  channel means and standard deviations: the AdaIN statistics of a style
     gram     Gatys Gram matrices (channel co-activations: texture and brushwork), sketched
+    rmac     regional maxima (R-MAC, Tolias et al. 2016): max-pooled square regions at three
+             scales, each of unit length, summed; an instance-retrieval descriptor (the same
+             work cropped, a detail) rather than a style one
 
 A Gram matrix has C(C+1)/2 distinct values per layer (131,328 for a 512-channel layer), too
 many to store. `gram` reduces each layer to GRAM_DIMS values by a fixed bilinear sketch,
@@ -71,6 +74,38 @@ def _gem(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
     return fmap.clamp_min(1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
 
 
+RMAC_LEVELS = 3
+
+
+def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> list[tuple[int, int, int]]:
+    """(top, left, side) of R-MAC's square regions: at level l, side 2·min(h, w)/(l + 1)
+    (level 1: the whole short side, centred), l positions along each axis, spread evenly from
+    edge to edge (Tolias et al.: 1 + 4 + 9 regions on a square map)."""
+    short = min(h, w)
+    out = []
+    for level in range(1, levels + 1):
+        side = short if level == 1 else max(1, round(2 * short / (level + 1)))
+        steps = level
+        tops = sorted({round(t) for t in np.linspace(0, h - side, steps)}) if steps > 1 else \
+            [(h - side) // 2]
+        lefts = sorted({round(t) for t in np.linspace(0, w - side, steps)}) if steps > 1 else \
+            [(w - side) // 2]
+        out += [(t, left, side) for t in tops for left in lefts]
+    return out
+
+
+def _rmac(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    import torch
+
+    total = None
+    for top, left, side in rmac_regions(fmap.shape[2], fmap.shape[3]):
+        region = fmap[:, :, top:top + side, left:left + side].amax(dim=(2, 3))
+        region = torch.nn.functional.normalize(region, dim=1)
+        total = region if total is None else total + region
+    assert total is not None
+    return total
+
+
 def _meanstd(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
     flat = fmap.flatten(2)
     return _centred(_cat(flat.mean(dim=2), flat.std(dim=2, correction=0)), params, i)
@@ -132,6 +167,8 @@ POOLINGS: dict[str, Pooling] = {
         Pooling("meanstd", _meanstd, lambda c: 2 * c,
                 "channel means and standard deviations (AdaIN statistics), centred: style",
                 fitted=True),
+        Pooling("rmac", _rmac, lambda c: c,
+                "regional maxima at 3 scales (R-MAC): the same work cropped, or a detail"),
         Pooling("gram", _gram, lambda c: GRAM_DIMS,
                 f"Gatys Gram matrices, sketched to {GRAM_DIMS} values per layer: style",
                 fitted=True),

@@ -23,6 +23,7 @@ import argparse
 import csv
 import dataclasses
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ class Descriptor:
 DESCRIPTORS = [
     Descriptor("lite0 final avg", "efficientnet-lite0", ("final",), "avg"),
     Descriptor("lite0 final gem", "efficientnet-lite0", ("final",), "gem"),
+    Descriptor("lite0 final rmac", "efficientnet-lite0", ("final",), "rmac"),
     Descriptor("lite0 multi-layer avg", "efficientnet-lite0", ("stage4", "stage6", "final"),
                "avg"),
     Descriptor("lite0 early stages meanstd", "efficientnet-lite0",
@@ -181,14 +183,16 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, classes: int, seed: int) -> tor
     return head
 
 
-def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3
-                     ) -> dict[str, list[float]]:
-    """k-means (k = number of labels, spherical) NMI and ARI against the labels, per seed."""
+def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3,
+                     centre: bool = False) -> dict[str, list[float]]:
+    """k-means (k = number of labels, spherical) NMI and ARI against the labels, per seed;
+    `centre`: on vectors centred on their mean and re-normalised, as `artsearch cluster`
+    does by default."""
     import faiss
 
     k = len(set(labels))
     out: dict[str, list[float]] = {"nmi": [], "ari": []}
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    data = np.ascontiguousarray(centred(vectors) if centre else vectors, dtype=np.float32)
     for seed in range(seeds):
         km = faiss.Kmeans(vectors.shape[1], k, niter=25, seed=seed, spherical=True,
                           verbose=False, min_points_per_centroid=1)
@@ -197,6 +201,30 @@ def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3
         out["nmi"].append(nmi(assign[:, 0], labels))
         out["ari"].append(ari(assign[:, 0], labels))
     return out
+
+
+def centred(vectors: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
+    """Vectors minus the mean of `fit` (default: themselves), re-normalised."""
+    x = vectors - (vectors if fit is None else fit).mean(axis=0)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+
+def whitened(vectors: np.ndarray, fit: np.ndarray, shrink: float = 0.1) -> np.ndarray:
+    """PCA whitening learnt on `fit`, with the eigenvalues shrunk towards their mean
+    (lambda_i + shrink * mean lambda), re-normalised."""
+    mean = fit.mean(axis=0, dtype=np.float64)
+    x = fit - mean
+    values, axes = np.linalg.eigh(x.T @ x / len(x))
+    y = (vectors - mean) @ axes / np.sqrt(values.clip(0) + shrink * values.clip(0).mean())
+    return (y / np.linalg.norm(y, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0
+                      ) -> tuple[float, tuple[float, float]]:
+    """Mean of a - b over the same queries, and its 95% paired bootstrap interval: two
+    descriptors differ where the interval excludes 0."""
+    d = a - b
+    return float(d.mean()), bootstrap_ci(d, reps, seed)
 
 
 # -- descriptors ----------------------------------------------------------------------------
@@ -217,8 +245,8 @@ def random_lite0() -> BackboneSpec:
                                weights=WeightsSource("random init, seed 0"), build=build)
 
 
-def extract(spec: BackboneSpec, descriptors: list[Descriptor], paths: list[Path]
-            ) -> tuple[dict[str, np.ndarray], float]:
+def extract(spec: BackboneSpec, descriptors: list[Descriptor], paths: list[Path],
+            fit_n: int | None = None) -> tuple[dict[str, np.ndarray], float]:
     """One pass over `paths`; returns each descriptor's (N, d) unit vectors and images/s."""
     union = tuple(dict.fromkeys(n for d in descriptors for n in d.layers))
     ex = Extractor(spec, layer=union, pooling="avg")
@@ -243,7 +271,8 @@ def extract(spec: BackboneSpec, descriptors: list[Descriptor], paths: list[Path]
     if done != len(paths):
         raise SystemExit(f"{spec.name}: only {done} of {len(paths)} images decoded")
     out = {}
-    sample = np.arange(len(paths))[:: max(1, len(paths) // FIT_SAMPLE)][:FIT_SAMPLE]
+    fit_n = fit_n or len(paths)  # a fitted pooling learns its centre from these first rows
+    sample = np.arange(fit_n)[:: max(1, fit_n // FIT_SAMPLE)][:FIT_SAMPLE]
     for d in descriptors:
         layers = [np.concatenate([batch[i] for batch in parts[d.name]])
                   for i in range(len(d.layers))]
@@ -273,23 +302,119 @@ def colour_histograms(paths: list[Path]) -> tuple[np.ndarray, float]:
                                                                         started)
 
 
+def evaluate(v: np.ndarray, variant: str, groups: dict[str, list[tuple[Path, str]]],
+             row_of: dict[Path, int], *, probe: bool, holdout: bool,
+             kept: dict[tuple[str, str], np.ndarray], label: str) -> dict[str, Any]:
+    """One descriptor (after an optional fitted normalisation) on every label group.
+
+    A normalisation is learnt on the whole collection, as `artsearch index` would learn it
+    (no labels are used); with `holdout`, on the works outside the group being judged only
+    (another source, other classes), so what it learnt cannot come from the judged classes.
+    """
+    entry: dict[str, Any] = {"groups": {}}
+    everything = np.arange(len(v))
+    for g, items in groups.items():
+        rows = np.array([row_of[p] for p, _ in items])
+        labels = [lab for _, lab in items]
+        fit = np.setdiff1d(everything, rows) if holdout else everything
+        x = (v if variant == "none" else centred(v, v[fit]) if variant == "centre"
+             else whitened(v, v[fit]))[rows]
+        queries = retrieval(x, labels)
+        kept[(label, g)] = queries["map10"]
+        m: dict[str, Any] = {"n": len(rows), "labels": len(set(labels))}
+        for metric, values in queries.items():
+            m[metric] = float(values.mean())
+            m[f"{metric}_ci95"] = bootstrap_ci(values)
+        for centre in (False, True):
+            agreement = kmeans_agreement(x, labels, centre=centre)
+            for metric, values in agreement.items():
+                key = metric + ("_centred" if centre else "")
+                m[key], m[f"{key}_sd"] = float(np.mean(values)), float(np.std(values))
+        if probe:
+            acc = linear_probe(x, labels)
+            m["probe_acc"], m["probe_acc_sd"] = float(np.mean(acc)), float(np.std(acc))
+            m["probe_folds"] = len(acc)
+        entry["groups"][g] = m
+    return entry
+
+
+def compare(results: list[dict[str, Any]], per_query: dict[tuple[str, str], np.ndarray]
+            ) -> None:
+    """Per group: each row's mAP@10 minus that of the best plain descriptor (today's best),
+    with a paired bootstrap interval over the same queries."""
+    plain = [r for r in results if r["normalise"] == "none"]
+    for g in results[0]["groups"]:
+        best = max(plain, key=lambda r: r["groups"][g]["map10"])["name"]
+        for r in results:
+            d, ci = paired_difference(per_query[(r["name"], g)], per_query[(best, g)])
+            r["groups"][g]["vs_best"] = {"best": best, "map10_diff": d, "ci95": ci}
+
+
+def copy_retrieval(v: np.ndarray, originals: int) -> dict[str, float]:
+    """Near-duplicate search: rows after `originals` are altered copies (see `derivatives`)
+    of rows copy_sources(originals, copies); each queries the originals. P@1 and mean rank
+    of its own."""
+    base, copies = v[:originals], v[originals:]
+    sims = copies @ base.T
+    own = sims[np.arange(len(copies)), copy_sources(originals, len(copies))]
+    rank = 1 + (sims > own[:, None]).sum(axis=1)
+    return {"copies": len(copies), "p1": float((rank == 1).mean()),
+            "mean_rank": float(rank.mean())}
+
+
+def copy_sources(originals: int, n: int) -> np.ndarray:
+    """The rows `derivatives` copies: every originals/n-th."""
+    return np.arange(originals)[:: max(1, originals // n)][:n]
+
+
+def derivatives(paths: list[Path], n: int, out: Path, seed: int = 0) -> list[Path]:
+    """Altered copies of every len(paths)/n-th work: a random 50-80% crop, half of them
+    mirrored, re-encoded as JPEG quality 40-80, saturation x0.7-1.3."""
+    from PIL import ImageEnhance, ImageOps
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    for i, path in enumerate(paths[j] for j in copy_sources(len(paths), n)):
+        img, _ = decode_image(read_file(path), min_side=64)
+        w, h = img.size
+        share = rng.uniform(0.5, 0.8)
+        cw, ch = int(w * share), int(h * share)
+        left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        img = img.crop((left, top, left + cw, top + ch))
+        if i % 2:
+            img = ImageOps.mirror(img)
+        img = ImageEnhance.Color(img).enhance(rng.uniform(0.7, 1.3))
+        target = out / f"copy-{i:04d}.jpg"
+        img.save(target, quality=int(rng.integers(40, 81)))
+        made.append(target)
+    return made
+
+
 # -- report ---------------------------------------------------------------------------------
 
 def table(results: list[dict[str, Any]], groups: list[str]) -> str:
     """One row per descriptor and group: the mean, and the 95% bootstrap interval."""
-    head = ["descriptor", "dims", "img/s", "group", "mAP@10 [95% CI]", "P@1 [95% CI]",
-            "recall@10", "probe acc (k-fold)", "k-means NMI", "ARI"]
+    head = ["descriptor", "dims", "img/s", "group", "mAP@10 [95% CI]",
+            "vs best plain [95% CI]", "P@1 [95% CI]", "probe acc (k-fold)", "k-means NMI",
+            "NMI centred", "ARI", "copies P@1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         for g in groups:
             m = r["groups"][g]
             probe = (f"{m['probe_acc']:.3f} ± {m['probe_acc_sd']:.3f}" if "probe_acc" in m
                      else "-")
+            vs = m.get("vs_best") or {}
+            diff = (f"{vs['map10_diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]"
+                    if vs and vs["best"] != r["name"] else "(best)" if vs else "-")
+            copies = r.get("copies")
             lines.append("| " + " | ".join([
                 r["name"], str(r["dims"]), f"{r['images_per_s']:.1f}", g,
                 f"{m['map10']:.3f} [{m['map10_ci95'][0]:.3f}, {m['map10_ci95'][1]:.3f}]",
-                f"{m['p1']:.3f} [{m['p1_ci95'][0]:.3f}, {m['p1_ci95'][1]:.3f}]",
-                f"{m['recall10']:.3f}", probe, f"{m['nmi']:.3f}", f"{m['ari']:.3f}"]) + " |")
+                diff, f"{m['p1']:.3f} [{m['p1_ci95'][0]:.3f}, {m['p1_ci95'][1]:.3f}]",
+                probe, f"{m['nmi']:.3f} ± {m['nmi_sd']:.3f}",
+                f"{m['nmi_centred']:.3f} ± {m['nmi_centred_sd']:.3f}", f"{m['ari']:.3f}",
+                f"{copies['p1']:.3f}" if copies else "-"]) + " |")
     return "\n".join(lines)
 
 
@@ -326,12 +451,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--group", action="append", metavar="NAME=COLUMN[@SOURCE]",
                     help="a label group (repeat); default: every label column, split by source")
     ap.add_argument("--no-probe", action="store_true", help="skip the k-fold linear probe")
+    ap.add_argument("--normalise", default="none", metavar="LIST",
+                    help="comma-separated: none, centre, whiten (fitted normalisations, each "
+                         "a row per descriptor)")
+    ap.add_argument("--holdout-classes", action="store_true",
+                    help="fit normalisations only on works outside the group being judged")
+    ap.add_argument("--duplicates", type=int, default=0, metavar="N",
+                    help="also: N altered copies (crop, mirror, JPEG, colour) query the "
+                         "originals; P@1 and mean rank per descriptor")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if not (args.data / "metadata.csv").is_file():
         raise SystemExit(f"{args.data}: no metadata.csv; pass --data DIR of a labelled folder")
     groups = label_groups(args.data, args.limit, args.group)
     paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
+    scratch = tempfile.TemporaryDirectory()
+    copies = derivatives(paths, args.duplicates, Path(scratch.name)) if args.duplicates else []
     row_of = {p: i for i, p in enumerate(paths)}
     wanted = [d for d in DESCRIPTORS
               if not args.only or d.name in {x.strip() for x in args.only.split(",")}]
@@ -342,38 +477,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in dict.fromkeys(d.backbone for d in wanted):
         spec = specs.get(name, lambda name=name: backbones.get(name))()
         mine = [d for d in wanted if d.backbone == name]
-        got, ips = extract(spec, mine, paths)
+        got, ips = extract(spec, mine, paths + copies, len(paths))
         vectors.update(got)
         speed.update({d.name: ips for d in mine})
     if not args.only or "colour histogram (baseline)" in args.only:
         vectors["colour histogram (baseline)"], speed["colour histogram (baseline)"] = \
-            colour_histograms(paths)
+            colour_histograms(paths + copies)
+    variants = [x.strip() for x in args.normalise.split(",") if x.strip()]
     results = []
+    per_query: dict[tuple[str, str], np.ndarray] = {}
     for name, v in vectors.items():
-        entry: dict[str, Any] = {"name": name, "dims": v.shape[1],
-                                 "bytes_per_vector": 4 * v.shape[1],
-                                 "images_per_s": speed[name], "groups": {}}
-        for g, items in groups.items():
-            rows = [row_of[p] for p, _ in items]
-            labels = [lab for _, lab in items]
-            per_query = retrieval(v[rows], labels)
-            m: dict[str, Any] = {"n": len(rows), "labels": len(set(labels))}
-            for metric, values in per_query.items():
-                m[metric] = float(values.mean())
-                m[f"{metric}_ci95"] = bootstrap_ci(values)
-            agreement = kmeans_agreement(v[rows], labels)
-            for metric, values in agreement.items():
-                m[metric], m[f"{metric}_sd"] = float(np.mean(values)), float(np.std(values))
-            if not args.no_probe:
-                acc = linear_probe(v[rows], labels)
-                m["probe_acc"], m["probe_acc_sd"] = float(np.mean(acc)), float(np.std(acc))
-                m["probe_folds"] = len(acc)
-            entry["groups"][g] = m
-        results.append(entry)
+        for variant in variants:
+            label = name if variant == "none" else f"{name} +{variant}"
+            entry = evaluate(v[:len(paths)], variant, groups, row_of, probe=not args.no_probe,
+                             holdout=args.holdout_classes, kept=per_query, label=label)
+            entry |= {"name": label, "dims": v.shape[1], "bytes_per_vector": 4 * v.shape[1],
+                      "images_per_s": speed[name], "normalise": variant}
+            if args.duplicates and variant == "none":
+                entry["copies"] = copy_retrieval(v, len(paths))
+            results.append(entry)
+    compare(results, per_query)
     names = list(groups)
     text = table(results, names)
     print(text)
     report = {"machine": machine(), "data": str(args.data), "limit": args.limit,
+              "normalise": variants, "holdout_classes": args.holdout_classes,
+              "duplicates": len(copies),
               "groups": {g: len(items) for g, items in groups.items()}, "results": results}
     path = write_results("quality", report, args.out)
     path.with_suffix(".md").write_text(text + "\n")

@@ -93,6 +93,35 @@ def test_ece_by_hand() -> None:
     assert ece(probs, y) == pytest.approx(0.5 * 0.4 + 0.5 * 0.4)
 
 
+def test_no_refit_keeps_the_train_only_probe_calibrated_on_validation(tmp_path: Path
+                                                                        ) -> None:
+    index = palettes_index(tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--index", str(index), "--label", "genre",
+                                      "--out", str(tmp_path / "m.pt"), "--no-refit", "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert m["refit"] == {} and m["calibration"]["fitted_on"] == "validation"
+    assert m["calibration"]["val_works"] == 4
+
+
+def test_out_of_fold_logits_come_from_models_that_did_not_see_the_work() -> None:
+    """Memorisable data: one-hot features per work and random labels. A probe fitted on all
+    works predicts them all (it has seen each); out of fold, a work's feature is one no
+    training work had, so its logits are the bias alone and its label cannot be recalled."""
+    from artsearch.classify.calibration import out_of_fold_logits, probe_with_c
+
+    rng = np.random.default_rng(0)
+    x = np.eye(60, dtype=np.float32)
+    y = rng.permutation(np.arange(60) % 3)
+    w, b = probe_with_c(x, y, 3, 1e4)
+    assert ((x @ w.T + b).argmax(1) == y).all()
+    oof = out_of_fold_logits(x, y, 3, 1e4, seed=0)
+    # A row's logits cannot depend on its own feature: they are its fold model's bias, so
+    # there are at most as many distinct rows as folds.
+    assert len(np.unique(oof.round(4), axis=0)) <= 5
+    assert (oof.argmax(1) == y).mean() < 0.6
+
+
 def test_probe_through_the_cli(tmp_path: Path) -> None:
     index = palettes_index(tmp_path)
     model, report = tmp_path / "genre.pt", tmp_path / "report"
@@ -110,11 +139,16 @@ def test_probe_through_the_cli(tmp_path: Path) -> None:
                                                   "confusion.svg", "calibration.svg"}
     saved = json.loads((report / "metrics.json").read_text())
     assert [g["value"] for g in saved["by"]["source"]] == ["museum A", "museum B"]
+    # C chosen on train, then the probe refitted on train + validation (20 works) and
+    # calibrated on their out-of-fold logits; the test split is never touched.
+    assert m["refit"]["works"] == 20 and m["calibration"]["fitted_on"] == \
+        "out-of-fold train+validation"
+    assert m["calibration"]["val_works"] == 20
     page = (report / "index.html").read_text()
-    assert "ECE, validation" in page
-    # 4 validation works: the curve is flagged as unreadable, its points say how many works
+    assert "ECE, out of fold" in page
+    # 20 calibration works: the curve is flagged as unreadable, its points say how many works
     # they stand on, and the training table says what its numbers are.
-    assert "Too few works to read this curve" in page and "validation split has 4 works" in page
+    assert "Too few works to read this curve" in page and "it stands on 20 works" in page
     assert "n=" in (report / "calibration.svg").read_text()
     assert "cross-validated log-loss (5 folds; lower is better)" in page
     assert "recall (bar)" in page

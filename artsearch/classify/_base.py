@@ -31,6 +31,8 @@ class TrainOptions:
     seed: int = 0
     val_size: float = 0.2
     test_size: float = 0.2
+    # probe only: after C is chosen, refit on train + validation; calibrate out of fold
+    refit: bool = True
     # finetune only
     freeze_until: str | None = None  # None: two named layers before the deepest used
     lr: float = 1e-4

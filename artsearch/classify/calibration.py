@@ -35,7 +35,21 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int
             best = max(scores, key=lambda c: (scores[c], -c))
         else:
             best = 1.0
-        model = LogisticRegression(C=best, class_weight="balanced", max_iter=2000).fit(x, y)
+    w, b = probe_with_c(x, y, n_classes, best)
+    info = {"C": best, "cv_folds": folds, "cv_log_loss": {str(c): round(-v, 4)
+                                                          for c, v in scores.items()}}
+    return w, b, info
+
+
+def probe_with_c(x: np.ndarray, y: np.ndarray, n_classes: int, c: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The class-balanced logistic regression at a chosen C, as (W: classes x dims, b)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x, y)
     w = np.zeros((n_classes, x.shape[1]), np.float32)
     b = np.full(n_classes, -1e4, np.float32)  # a class absent from training is never predicted
     coef, intercept = model.coef_, model.intercept_
@@ -44,9 +58,23 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int
         intercept = np.concatenate([-intercept / 2, intercept / 2])
     w[model.classes_] = coef.astype(np.float32)
     b[model.classes_] = intercept.astype(np.float32)
-    info = {"C": best, "cv_folds": folds, "cv_log_loss": {str(c): round(-v, 4)
-                                                          for c, v in scores.items()}}
-    return w, b, info
+    return w, b
+
+
+def out_of_fold_logits(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, seed: int,
+                       folds: int = 5) -> np.ndarray:
+    """Each work's logits from a probe (at C) that did not see it: stratified k-fold, so a
+    model refitted on all of x can still be calibrated on predictions for unseen works."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = int(min(folds, np.bincount(y, minlength=n_classes)[np.unique(y)].min()))
+    if folds < 2:
+        raise ValueError("out-of-fold logits need two works of every class")
+    out = np.zeros((len(y), n_classes), np.float32)
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        w, b = probe_with_c(x[train], y[train], n_classes, c)
+        out[held] = x[held] @ w.T + b
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from artsearch.classify._base import ECE_BINS, FORMAT, LabelledSet, Progress, TrainOptions
-from artsearch.classify.calibration import ece, fit_probe, fit_temperature, nll, scores, softmax
+from artsearch.classify.calibration import (
+    ece,
+    fit_probe,
+    fit_temperature,
+    nll,
+    out_of_fold_logits,
+    probe_with_c,
+    scores,
+    softmax,
+)
 from artsearch.classify.data import labelled_works, stratified_split
 from artsearch.classify.finetune import finetune, network_logits
 from artsearch.errors import MetadataError
@@ -32,6 +41,7 @@ class TrainResult:
     test_probs: np.ndarray
     val_probs_before: np.ndarray
     val_probs_after: np.ndarray
+    calibration_y: np.ndarray  # the labels the calibration probabilities are for
 
 
 def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Sequence[str] = (),
@@ -62,9 +72,29 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
     trunk_state: dict[str, Any] = {}
     history: list[dict[str, float]] = []
     ft_info: dict[str, Any] = {}
+    refit: dict[str, Any] = {}
+    cal_y = data.y[va]
     if opts.method == "probe":
         val_logits = data.vectors[va] @ w.T + b
         test_logits = data.vectors[te] @ w.T + b
+        if opts.refit and len(va):
+            # Model selection is done (C by cross-validation on train); the validation works
+            # now teach too. Calibration then needs predictions for works the model did not
+            # see: the out-of-fold logits of the same probe over train + validation.
+            t_before = fit_temperature(val_logits, data.y[va])
+            before_refit = scores(data.y[te], test_logits.argmax(1), data.classes)
+            both = np.sort(np.concatenate([tr, va]))
+            w, b = probe_with_c(data.vectors[both], data.y[both], k, probe_info["C"])
+            val_logits = out_of_fold_logits(data.vectors[both], data.y[both], k,
+                                            probe_info["C"], opts.seed)
+            cal_y = data.y[both]
+            test_logits = data.vectors[te] @ w.T + b
+            refit = {"works": int(len(both)), "calibrated_on": "out-of-fold train+validation",
+                     "test_before_refit": {key: before_refit[key] for key in
+                                           ("accuracy", "macro_f1", "balanced_accuracy")},
+                     "temperature_before_refit": round(t_before, 4)}
+            say(f"probe refitted on train + validation ({len(both)} works); test accuracy "
+                f"{before_refit['accuracy']:.3f} before the refit")
     else:
         root = index.root
         if root is None:
@@ -85,7 +115,7 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
         trunk_state = {n: p.detach().cpu() for n, p in net.trunk.named_parameters()
                        if p.requires_grad}
     seconds = time.perf_counter() - started
-    temperature = fit_temperature(val_logits, data.y[va])
+    temperature = fit_temperature(val_logits, cal_y)
     before, after = softmax(val_logits), softmax(val_logits / temperature)
     test_probs = softmax(test_logits / temperature)
     metrics = {
@@ -96,13 +126,15 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
         "test": scores(data.y[te], test_probs.argmax(1), data.classes),
         "calibration": {
             "temperature": round(temperature, 4),
-            "val_ece_before": round(ece(before, data.y[va]), 4),
-            "val_ece_after": round(ece(after, data.y[va]), 4),
+            "fitted_on": refit.get("calibrated_on", "validation"),
+            "val_ece_before": round(ece(before, cal_y), 4),
+            "val_ece_after": round(ece(after, cal_y), 4),
             "test_ece_before": round(ece(softmax(test_logits), data.y[te]), 4),
             "test_ece_after": round(ece(test_probs, data.y[te]), 4),
-            "val_nll_before": round(nll(val_logits, data.y[va]), 4),
-            "val_nll_after": round(nll(val_logits / temperature, data.y[va]), 4),
-            "bins": ECE_BINS, "val_works": int(len(va))},
+            "val_nll_before": round(nll(val_logits, cal_y), 4),
+            "val_nll_after": round(nll(val_logits / temperature, cal_y), 4),
+            "bins": ECE_BINS, "val_works": int(len(cal_y))},
+        "refit": refit,
         "majority_baseline": round(float((data.y[te] == np.bincount(data.y[tr]).argmax())
                                          .mean()), 4),
         "train_seconds": round(seconds, 2), "probe": probe_info, "finetune": ft_info,
@@ -128,7 +160,8 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
     model_id = hashlib.sha256(tmp.read_bytes()).hexdigest()[:12]
     tmp.replace(out)
     return TrainResult(out, model_id, data.classes, metrics, data,
-                       {"train": tr, "val": va, "test": te}, test_probs, before, after)
+                       {"train": tr, "val": va, "test": te}, test_probs, before, after,
+                       cal_y)
 
 
 def _plain(value: Any) -> Any:

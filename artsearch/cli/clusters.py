@@ -28,6 +28,11 @@ from artsearch.textsafe import terminal
               help="kmeans: spherical k-means (FAISS). agglomerative: Ward linkage (SciPy; up "
                    "to 20,000 works). hdbscan: density clusters on a 50-d PCA projection "
                    "(scikit-learn); finds k itself and leaves outliers unclustered.")
+@click.option("--centre", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True,
+              help="Subtract the works' mean vector (and re-normalise) before clustering, so "
+                   "what all paintings share does not dominate; auto: yes for hdbscan, no for "
+                   "kmeans and agglomerative, as measured on the dev set.")
 @click.option("--min-cluster-size", type=click.IntRange(2), default=None, metavar="N",
               help="hdbscan: smallest group it reports. [default: 1% of the works, at least 5]")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -37,7 +42,7 @@ from artsearch.textsafe import terminal
                    "hdbscan on 80% subsamples (0: skip).")
 @report_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def cluster(index_name: str | None, space: str, k: str, method: str,
+def cluster(index_name: str | None, space: str, k: str, method: str, centre: str,
             min_cluster_size: int | None, seed: int, restarts: int, report_dir: Path | None,
             duplicate_threshold: float, as_json: bool) -> None:
     """Group the artworks of a space into clusters, and store the run.
@@ -64,7 +69,8 @@ def cluster(index_name: str | None, space: str, k: str, method: str,
     with ArtIndex(resolve_index(index_name)) as idx:
         result = cluster_space(idx, space, k=k if k == "auto" else int(k), method=method,
                                seed=seed, restarts=restarts,
-                               min_cluster_size=min_cluster_size)
+                               min_cluster_size=min_cluster_size,
+                               centre=None if centre == "auto" else centre == "yes")
         summary = (_write_cluster_report(idx, result.run_id, report_dir, duplicate_threshold,
                                          quiet=as_json)
                    if report_dir is not None else None)

@@ -37,9 +37,10 @@ from artsearch.textsafe import terminal
 @click.option("--layer", default=None, metavar="NAME[,NAME...]",
               help="Layer(s) to pool; several are normalised and concatenated. [default: the "
                    "backbone's last; its style layers for gram and meanstd]")
-@click.option("--pooling", type=click.Choice(["avg", "max", "gem", "meanstd", "gram"]),
+@click.option("--pooling", type=click.Choice(["avg", "max", "gem", "rmac", "meanstd", "gram"]),
               default=None, help="How feature maps become a vector: avg (content), max, gem, "
-                                 "meanstd or gram (style). [default: avg, or the space's own]")
+                                 "rmac (same work, crops, details), meanstd or gram (style). "
+                                 "[default: avg, or the space's own]")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default=None,
               help="Search structure: flat (exact), hnsw, or ivfpq (IVF-PQ with 8-bit "
                    "re-ranking); auto: exact up to 100,000 vectors, then HNSW while it fits "
@@ -204,7 +205,7 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
             "name": spec.name, "family": spec.family, "offline": ok, "weights": where,
             "dims": spec.dims(), "default_layer": spec.default_layer,
             "layers": spec.layers, "style_layers": list(spec.style_layers),
-            "poolings": list(spec.poolings or ["avg", "max", "gem", "meanstd", "gram"]),
+            "poolings": list(spec.poolings or ["avg", "max", "gem", "rmac", "meanstd", "gram"]),
             "text": spec.text, "description": spec.description,
         })
     families = [{"pattern": f.pattern, "description": f.description}

@@ -43,6 +43,9 @@ from artsearch.textsafe import terminal
               help="Classes with fewer labelled works are set aside (listed in the report).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the stratified 60/20/20 train/validation/test split and training.")
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="probe: once C is chosen on train, refit on train + validation and "
+                   "calibrate on out-of-fold predictions (the test split stays untouched).")
 @click.option("--freeze-until", default=None, metavar="LAYER",
               help="finetune: layers up to and including LAYER stay frozen. [default: two "
                    "named layers before the deepest the space uses; Lite0: stage6]")
@@ -61,16 +64,17 @@ from artsearch.textsafe import terminal
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def train(index_name: str | None, space: str, label: str, method: str, out: Path | None,
           report_dir: Path | None, by: tuple[str, ...], where: tuple[str, ...],
-          min_per_class: int, seed: int,
+          min_per_class: int, seed: int, refit: bool,
           freeze_until: str | None, lr: float, epochs: int, batch_size: int,
           weight_decay: float, patience: int, device: str | None, as_json: bool) -> None:
     """Learn a catalogue field (genre, style, artist ...) from the indexed works.
 
     The labelled works are split 60/20/20 (stratified, seeded) into train, validation and
-    test. A temperature fitted on the validation split calibrates the probabilities; the
-    test split gives the figures in the report: accuracy, macro-F1, per-class precision and
-    recall, confusion matrix, calibration curve (ECE before and after), the most confident
-    mistakes, and accuracy per --by group.
+    test. A temperature fitted on the validation split calibrates the probabilities (a probe
+    is then refitted on train + validation and calibrated out of fold; --no-refit keeps the
+    train-only probe); the test split gives the figures in the report: accuracy, macro-F1,
+    per-class precision and recall, confusion matrix, calibration curve (ECE before and
+    after), the most confident mistakes, and accuracy per --by group.
 
     \b
       artsearch train --label genre                        linear probe, seconds
@@ -90,7 +94,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     from artsearch.catalogue import parse_where
 
     opts = TrainOptions(label=label, space=space, method=method, min_per_class=min_per_class,
-                        where=parse_where(where),
+                        where=parse_where(where), refit=refit,
                         seed=seed, freeze_until=freeze_until, lr=lr, epochs=epochs,
                         batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                         device=device)
@@ -110,7 +114,8 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     click.echo(f"test ({test['n']} works): accuracy {test['accuracy']:.3f}, macro-F1 "
                f"{test['macro_f1']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f} "
                f"(majority class: {m['majority_baseline']:.3f})")
-    click.echo(f"calibration: temperature {cal['temperature']:.2f}; ECE on validation "
+    click.echo(f"calibration: temperature {cal['temperature']:.2f}; ECE "
+               f"{'out of fold' if m.get('refit') else 'on validation'} "
                f"{cal['val_ece_before']:.3f} -> {cal['val_ece_after']:.3f}, on test "
                f"{cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}")
     if m["works"]["set_aside"]:
