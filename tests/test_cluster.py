@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
@@ -219,3 +220,26 @@ def test_agreement_skips_fields_that_identify_works(tmp_path: Path) -> None:
                                                  extractor={"num_workers": 0}))
         result = cluster_space(idx, k=2, restarts=0)
     assert "genre" in result.metrics and "source" not in result.metrics
+
+
+def test_centring_is_recorded_and_clusters_the_centred_vectors(indexed: Path) -> None:
+    """--centre: what is clustered is the works' vectors minus their mean, re-normalised;
+    by default only HDBSCAN centres (as measured), and every run records which it did."""
+    from artsearch.cluster import _kmeans, _renumber, centred, space_matrix
+
+    with ArtIndex(indexed) as idx:
+        plain = cluster_space(idx, k=3, seed=1, restarts=0)
+        centred_run = cluster_space(idx, k=3, seed=1, restarts=0, centre=True)
+        density = cluster_space(idx, method="hdbscan", restarts=0)
+        _, vectors = space_matrix(idx, "content")
+    assert plain.params["centred"] is False and centred_run.params["centred"] is True
+    assert density.params["centred"] is True
+    by_hand = _renumber(_kmeans(centred(vectors), 3, 1)[0])
+    assert np.bincount(by_hand).tolist() == centred_run.sizes
+    x = centred(vectors)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    result = CliRunner().invoke(cli, ["cluster", "--index", str(indexed), "--method",
+                                      "hdbscan", "--centre", "no", "--restarts", "0",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"]["centred"] is False

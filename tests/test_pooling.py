@@ -104,3 +104,38 @@ def test_both_gram_routes_agree() -> None:
     u, v = torch.from_numpy(params["u0"]), torch.from_numpy(params["v0"])
     direct = ((gram @ v) * u).sum(dim=1) / np.sqrt(GRAM_DIMS)
     torch.testing.assert_close(fast, direct, atol=1e-5, rtol=1e-4)
+
+
+def test_rmac_regions_tile_the_map_at_three_scales() -> None:
+    from artsearch.pooling import rmac_regions
+
+    regions = rmac_regions(7, 7)
+    assert len(regions) == 1 + 4 + 9  # Tolias et al.: l x l regions at level l
+    assert all(0 <= t and 0 <= left and t + s <= 7 and left + s <= 7
+               for t, left, s in regions)
+    covered = np.zeros((7, 7), bool)
+    for t, left, s in regions[5:]:  # the finest level alone covers every position
+        covered[t:t + s, left:left + s] = True
+    assert covered.all()
+    wide = rmac_regions(7, 12)
+    assert {s for _, _, s in wide} == {7, 5, 4} and max(left + s for _, left, s in wide) == 12
+
+
+def test_rmac_sums_unit_region_maxima_and_sees_a_detail_anywhere() -> None:
+    """The vector is the sum of each region's channel maxima at unit length; a strong
+    detail counts whether it sits in a corner or the middle (every position lies in a
+    region of each scale)."""
+    from artsearch.pooling import rmac_regions
+
+    pool = get_pooling("rmac")
+    torch.manual_seed(0)
+    fmap = torch.rand(2, 16, 7, 7)
+    by_hand = sum(torch.nn.functional.normalize(
+        fmap[:, :, t:t + s, left:left + s].amax(dim=(2, 3)), dim=1)
+        for t, left, s in rmac_regions(7, 7))
+    assert torch.allclose(pool.pool(fmap, {}, 0), by_hand, atol=1e-6)
+    corner, middle = torch.zeros(1, 16, 7, 7), torch.zeros(1, 16, 7, 7)
+    corner[0, 3, 0, 0] = middle[0, 3, 3, 3] = 5.0
+    for x in (corner, middle):
+        v = pool.pool(x + 0.01, {}, 0)
+        assert int(v.argmax()) == 3
