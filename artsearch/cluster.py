@@ -37,7 +37,8 @@ from artsearch.index import ArtIndex
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
 from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
 
-__all__ = ["AUTO_K_RANGE", "CENTRE_DEFAULT", "METHODS", "centred", "ClusterResult", "StoredRun", "assignments", "century",
+__all__ = ["AUTO_K_RANGE", "CENTRE_DEFAULT", "METHODS", "ClusterResult", "StoredRun",
+           "assignments", "centred", "century",
            "cluster_space", "field_value", "load_run", "runs", "space_matrix"]
 
 METHODS = ("kmeans", "agglomerative", "hdbscan")

@@ -205,10 +205,13 @@ class ArtIndex:
         return space
 
     def spec_for(self, space: Space, weights: Path | None = None) -> BackboneSpec:
-        """The backbone a space was built with, with the checkpoint it recorded (or `weights`)."""
+        """The backbone a space was built with, with the checkpoint it recorded (or `weights`)
+        and the input size it was built at."""
         from artsearch import backbones
 
-        return backbones.resolve(space.backbone, weights or (space.params or {}).get("weights"))
+        spec = backbones.resolve(space.backbone, weights or (space.params or {}).get("weights"))
+        size = (space.preprocessing or {}).get("size")
+        return spec.at_size(int(size)) if size else spec
 
     # -- fitted pooling ------------------------------------------------------------------------
 
@@ -516,6 +519,12 @@ def check_space(
             "with, or rebuild under another --space name")
     made = (space.backbone, space.layer, space.pooling)
     asked = (spec.name, layer, pooling)
+    size = (space.preprocessing or {}).get("size")
+    if made == asked and size and int(size) != spec.preprocess.size:
+        raise IndexMismatchError(
+            f"space {space.name!r} was built from {size} px pictures, but this run reads "
+            f"{spec.preprocess.size} px; drop --input-size (the space keeps its own), or "
+            "choose another --space name")
     if made != asked:
         raise IndexMismatchError(
             f"space {space.name!r} was built with {space.backbone} (layer {space.layer}, "

@@ -34,6 +34,7 @@ class IndexOptions:
     weights: Path | None = None  # a checkpoint for backbones that take one
     layer: str | None = None  # None: the space's own, or the backbone's default
     pooling: str | None = None  # None: the space's own, or avg
+    input_size: int | None = None  # None: the space's own, or the backbone's default
     index_type: str | None = None  # auto | flat | hnsw | ivfpq; None: the space's own, or auto
     prune: bool = False
     force: bool = False  # prune even when most of the collection seems gone
@@ -108,6 +109,11 @@ def index_collection(
         spec = index.spec_for(existing, opts.weights)  # a re-run keeps the space's backbone
     else:
         spec = backbones.resolve(opts.backbone or backbones.DEFAULT_BACKBONE, opts.weights)
+    if opts.input_size is not None:
+        spec = spec.at_size(opts.input_size)
+    elif existing is not None and existing.backbone == spec.name:
+        spec = spec.at_size(int((existing.preprocessing or {}).get("size")
+                                or spec.preprocess.size))  # a re-run keeps the space's size
     same = existing is not None and existing.backbone == spec.name
     pooling = opts.pooling or (existing.pooling if same and existing else "avg")
     layers = spec.parse_layers(

@@ -111,7 +111,7 @@ def test_rmac_regions_tile_the_map_at_three_scales() -> None:
 
     regions = rmac_regions(7, 7)
     assert len(regions) == 1 + 4 + 9  # Tolias et al.: l x l regions at level l
-    assert all(0 <= t and 0 <= left and t + s <= 7 and left + s <= 7
+    assert all(t >= 0 and left >= 0 and t + s <= 7 and left + s <= 7
                for t, left, s in regions)
     covered = np.zeros((7, 7), bool)
     for t, left, s in regions[5:]:  # the finest level alone covers every position

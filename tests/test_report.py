@@ -80,7 +80,7 @@ def test_report_folder_says_what_the_run_found(catalogued: tuple[Path, Path],
     assert prov["seed"] == 0 and prov["k"].startswith("2 (given)")
     with ArtIndex(index) as idx:
         assert prov["weights sha256"] == idx.space("content").weights_sha256
-    assert "--method kmeans --k 2 --seed 0" in prov["reproduce"]
+    assert "--method kmeans --k 2 --centre no --seed 0" in prov["reproduce"]
     assert "genre" in data["agreement"] and "century" in data["agreement"]
     markup = html.split("<script>")[0]  # catalogue text is escaped in the markup
     assert "Study &lt;3&gt;" in markup and "<3>" not in markup

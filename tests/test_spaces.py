@@ -232,3 +232,39 @@ def test_open_clip_without_weights_says_how_to_get_them() -> None:
     assert "--weights PATH" in why and "--allow-download" in why
     with pytest.raises(WeightsError):
         spec.weights.verified_path()
+
+
+def test_a_space_keeps_the_input_size_it_was_built_at(tmp_path: Path) -> None:
+    """--input-size is stored with the space: queries and re-runs read pictures at that size,
+    and a re-run asking for another size is refused rather than mixing two kinds of vector."""
+    import dataclasses
+
+    from artsearch.catalogue import find_artwork
+    from artsearch.cluster import space_matrix
+    from artsearch.errors import BackboneError
+    from artsearch.extract import Extractor
+    from artsearch.images import decode_image, read_file
+
+    coll = tmp_path / "coll"
+    coll.mkdir()
+    make_collection(coll, 6)
+    idx_path = tmp_path / "idx"
+
+    def run(*extra: str):  # noqa: ANN202
+        return CliRunner().invoke(cli, ["index", str(coll), "--index", str(idx_path),
+                                        "--backbone", FAKE, "--workers", "0", "-q", *extra])
+
+    assert run("--input-size", "64").exit_code == 0
+    with ArtIndex(idx_path) as idx:
+        sp = idx.space("content")
+        assert sp.preprocessing["size"] == 64 and idx.spec_for(sp).preprocess.size == 64
+        ids, stored = space_matrix(idx, "content")
+        path = idx.root / find_artwork(idx, id=ids[0]).path
+    img, _ = decode_image(read_file(path), min_side=64)
+    at_64 = Extractor(backbones.get(FAKE).at_size(64), num_workers=0).embed_images([img])
+    assert np.allclose(at_64[0], stored[0], atol=1e-5)
+    assert run().exit_code == 0  # a plain re-run keeps the space's size
+    refused = run("--input-size", "96")
+    assert refused.exit_code != 0 and "built from 64 px pictures" in refused.output
+    with pytest.raises(BackboneError, match="fixed size"):
+        dataclasses.replace(backbones.get(FAKE), family="open_clip").at_size(320)

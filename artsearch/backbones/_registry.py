@@ -171,6 +171,20 @@ class BackboneSpec:
         pool = get_pooling(pooling)
         return sum(pool.dims(self.layers[n]) for n in layers)
 
+    def at_size(self, size: int) -> BackboneSpec:
+        """This backbone reading `size` x `size` pictures (shorter side resized to it) instead
+        of its default; convolutional backbones only (a transformer's input is fixed)."""
+        if size == self.preprocess.size:
+            return self
+        if self.family == "open_clip" or size < 32 or size > 1024:
+            raise BackboneError(
+                f"--input-size {size}: " + ("open_clip models read a fixed size"
+                                            if self.family == "open_clip"
+                                            else "choose between 32 and 1024 pixels"))
+        # Keep the default's resize margin (resize/size, e.g. 256/224 for torchvision).
+        resize = round(size * self.preprocess.resize / self.preprocess.size)
+        return replace(self, preprocess=replace(self.preprocess, size=size, resize=resize))
+
     def with_weights(self, path: Path) -> BackboneSpec:
         """This backbone with a user's checkpoint in place of its default weights."""
         if not self.accepts_weights:

@@ -29,6 +29,9 @@ class Classifier:
         self.classes: list[str] = list(model["classes"])
         self.label: str = model["label"]
         self.spec = backbones.resolve(model["backbone"], weights or model.get("weights_path"))
+        size = (model.get("preprocess") or {}).get("size")
+        if size:  # a space built with --input-size: the model reads pictures at that size
+            self.spec = self.spec.at_size(int(size))
         dims = self.spec.dims(tuple(model["layers"]), model["pooling"])
         if model["head_weight"].shape[1] != dims:
             raise ModelError(f"{path}: damaged model file (head takes "
@@ -45,14 +48,17 @@ class Classifier:
 
     def check_space(self, space: Any) -> None:
         """Refuse a space built with another backbone, weights, layers or pooling."""
-        made = (space.backbone, space.weights_sha256, space.layer, space.pooling)
+        made = (space.backbone, space.weights_sha256, space.layer, space.pooling,
+                (space.preprocessing or {}).get("size", self.spec.preprocess.size))
         wanted = (self.model["backbone"], self.model["weights_sha256"],
-                  ",".join(self.model["layers"]), self.model["pooling"])
+                  ",".join(self.model["layers"]), self.model["pooling"],
+                  self.spec.preprocess.size)
         if made != wanted:
             raise IndexMismatchError(
-                f"space {space.name!r} uses {space.backbone} ({space.layer}, {space.pooling}), "
-                f"but model {self.path.name} was trained on {wanted[0]} ({wanted[2]}, "
-                f"{wanted[3]}); classify into an index whose space matches")
+                f"space {space.name!r} uses {space.backbone} ({space.layer}, {space.pooling}, "
+                f"{made[4]} px), but model {self.path.name} was trained on {wanted[0]} "
+                f"({wanted[2]}, {wanted[3]}, {wanted[4]} px); classify into an index whose "
+                "space matches")
 
     @property
     def network(self) -> Network:

@@ -41,6 +41,11 @@ from artsearch.textsafe import terminal
               default=None, help="How feature maps become a vector: avg (content), max, gem, "
                                  "rmac (same work, crops, details), meanstd or gram (style). "
                                  "[default: avg, or the space's own]")
+@click.option("--input-size", type=click.IntRange(32, 1024), default=None, metavar="PX",
+              help="Picture size the backbone reads (shorter side, centre square) for a new "
+                   "space; larger sees finer brushwork and costs (PX/224)^2 the time. Lite0 "
+                   "meanstd at 320 found the same WikiArt style better (benchmarks/README.md). "
+                   "[default: the backbone's, e.g. 224; a re-run keeps the space's]")
 @click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivfpq"]), default=None,
               help="Search structure: flat (exact), hnsw, or ivfpq (IVF-PQ with 8-bit "
                    "re-ranking); auto: exact up to 100,000 vectors, then HNSW while it fits "
@@ -76,8 +81,9 @@ from artsearch.textsafe import terminal
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
-          pooling: str | None, index_type: str | None, prune: bool, force: bool,
-          relocate: bool, strict: bool, device: str, precision: str, batch_size: int,
+          pooling: str | None, input_size: int | None, index_type: str | None,
+          prune: bool, force: bool, relocate: bool, strict: bool, device: str,
+          precision: str, batch_size: int,
           workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
           checkpoint_seconds: float, quiet: bool) -> None:
     """Index the images under FOLDER (new and changed files only).
@@ -91,6 +97,7 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     An index can hold several spaces, each its own backbone, layers and pooling:
       artsearch index DIR                                   (content: Lite0, avg)
       artsearch index DIR --space style --backbone vgg16-hed --pooling gram
+      artsearch index DIR --space style --pooling meanstd --input-size 320
     """
     from artsearch import backbones
     from artsearch.home import resolve_index
@@ -112,7 +119,8 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
     backbones.allow_downloads(allow_download)
     options = IndexOptions(
         space=space, backbone=backbone, weights=weights, index_type=index_type,
-        layer=layer, pooling=pooling, prune=prune, force=force, relocate=relocate,
+        layer=layer, pooling=pooling, input_size=input_size, prune=prune, force=force,
+        relocate=relocate,
         metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
