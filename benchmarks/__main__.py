@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> None:
                      help="labelled collection for the quality suite (folder with metadata.csv)")
     run.add_argument("--out", type=Path, default=HERE / "results")
     run.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    run.add_argument("--holdout-classes", action="store_true",
+                     help="quality: fit normalisations only on works outside the judged group")
+    run.add_argument("--normalise", default=None, metavar="LIST",
+                     help="quality: none,centre,whiten rows per descriptor")
+    run.add_argument("--duplicates", type=int, default=0, metavar="N",
+                     help="quality: N altered copies query the originals (near-duplicates)")
     args = ap.parse_args(argv)
     suites = ["quality", "speed", "ann"] if args.suite == "all" else [args.suite]
     out = ["--out", str(args.out)]
@@ -41,7 +47,11 @@ def main(argv: list[str] | None = None) -> None:
                       "(pass --data DIR)")
                 continue
             quick = ["--limit", "40", "--only", "lite0 final avg,colour histogram (baseline)"]
-            bench_backbones.main(["--data", str(args.data), *out, *(quick if args.quick else [])])
+            extra = (["--holdout-classes"] if args.holdout_classes else []) + \
+                (["--normalise", args.normalise] if args.normalise else []) + \
+                (["--duplicates", str(args.duplicates)] if args.duplicates else [])
+            bench_backbones.main(["--data", str(args.data), *out, *extra,
+                                  *(quick if args.quick else [])])
         elif suite == "speed":
             quick = ["--images", "64", "--batch-sizes", "8", "--backbones", "efficientnet-lite0"]
             bench_speed.main(["--index", *out, *(quick if args.quick else [])])

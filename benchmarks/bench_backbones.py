@@ -53,6 +53,7 @@ class Descriptor:
     backbone: str
     layers: tuple[str, ...]
     pooling: str
+    size: int | None = None  # input size (`artsearch index --input-size`); None: default
 
 
 DESCRIPTORS = [
@@ -65,6 +66,9 @@ DESCRIPTORS = [
                ("stage2", "stage3", "stage4", "stage5"), "meanstd"),
     Descriptor("lite0 style meanstd", "efficientnet-lite0", ("stage4", "stage6", "final"),
                "meanstd"),
+    Descriptor("lite0 style meanstd @320", "efficientnet-lite0",
+               ("stage4", "stage6", "final"), "meanstd", 320),
+    Descriptor("lite0 final avg @320", "efficientnet-lite0", ("final",), "avg", 320),
     Descriptor("lite0 style gram", "efficientnet-lite0", ("stage4", "stage6", "final"),
                "gram"),
     Descriptor("lite2 final avg", "efficientnet-lite2", ("final",), "avg"),
@@ -209,13 +213,22 @@ def centred(vectors: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
-def whitened(vectors: np.ndarray, fit: np.ndarray, shrink: float = 0.1) -> np.ndarray:
-    """PCA whitening learnt on `fit`, with the eigenvalues shrunk towards their mean
-    (lambda_i + shrink * mean lambda), re-normalised."""
+def whitening(fit: np.ndarray, shrink: float = 0.1
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA whitening learnt on `fit`: (mean, axes, scale), y = (x - mean) @ axes / scale, with
+    each eigenvalue shrunk towards their mean (scale_i = sqrt(lambda_i + shrink * mean
+    lambda)), so directions of almost no variance are not blown up."""
     mean = fit.mean(axis=0, dtype=np.float64)
     x = fit - mean
     values, axes = np.linalg.eigh(x.T @ x / len(x))
-    y = (vectors - mean) @ axes / np.sqrt(values.clip(0) + shrink * values.clip(0).mean())
+    values = values.clip(0)
+    return mean, axes, np.sqrt(values + shrink * values.mean())
+
+
+def whitened(vectors: np.ndarray, fit: np.ndarray, shrink: float = 0.1) -> np.ndarray:
+    """`vectors` whitened as learnt on `fit` (see `whitening`), re-normalised."""
+    mean, axes, scale = whitening(fit, shrink)
+    y = (vectors - mean) @ axes / scale
     return (y / np.linalg.norm(y, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
@@ -474,9 +487,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "efficientnet-lite0-random": random_lite0}
     vectors: dict[str, np.ndarray] = {}
     speed: dict[str, float] = {}
-    for name in dict.fromkeys(d.backbone for d in wanted):
+    for name, size in dict.fromkeys((d.backbone, d.size) for d in wanted):
         spec = specs.get(name, lambda name=name: backbones.get(name))()
-        mine = [d for d in wanted if d.backbone == name]
+        spec = spec.at_size(size) if size else spec
+        mine = [d for d in wanted if (d.backbone, d.size) == (name, size)]
         got, ips = extract(spec, mine, paths + copies, len(paths))
         vectors.update(got)
         speed.update({d.name: ips for d in mine})

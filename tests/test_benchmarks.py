@@ -13,9 +13,14 @@ from artsearch.metrics import ari, nmi, purity, silhouette
 from benchmarks.bench_ann import synthetic
 from benchmarks.bench_backbones import (
     bootstrap_ci,
+    copy_retrieval,
+    copy_sources,
     default_groups,
     linear_probe,
+    paired_difference,
     retrieval,
+    whitened,
+    whitening,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,3 +100,39 @@ def test_the_entry_point_explains_itself() -> None:
     out = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--help"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     assert "--suite {quality,speed,ann,all}" in out and "--quick" in out
+
+
+def test_whitening_is_invertible_and_shrinkage_damps_only_weak_directions() -> None:
+    rng = np.random.default_rng(0)
+    spread = np.array([10.0, 5.0, 1.0, 0.1, 0.01])
+    x = rng.standard_normal((4000, 5)) * spread + 3.0
+    mean, axes, scale = whitening(x, shrink=0.0)
+    y = (x - mean) @ axes / scale
+    assert np.allclose(np.cov(y.T, bias=True), np.eye(5), atol=1e-6)  # white: identity
+    y = whitened(x[:50], x, shrink=0.1)  # unit rows; the direction of x - mean comes back
+    back = (y * whitening(x, 0.1)[2]) @ whitening(x, 0.1)[1].T
+    want = x[:50] - mean
+    cos = (back * want).sum(1) / np.linalg.norm(back, axis=1) / np.linalg.norm(want, axis=1)
+    assert np.allclose(cos, 1.0, atol=1e-9)
+    _, _, shrunk = whitening(x, shrink=0.1)
+    variances = np.var(((x - mean) @ axes) / shrunk, axis=0)  # ascending eigenvalues
+    # lambda / (lambda + 0.1 mean lambda): strong axes stay near 1, weak ones are damped
+    values = (scale ** 2)
+    assert np.allclose(variances, values / (values + 0.1 * values.mean()), rtol=1e-6)
+    assert np.all(np.diff(variances) > 0) and variances[-1] > 0.95 and variances[0] < 0.01
+
+
+def test_paired_difference_and_copy_retrieval_by_hand() -> None:
+    a, b = np.array([0.5, 0.6, 0.7, 0.8]), np.array([0.4, 0.6, 0.6, 0.8])
+    d, (lo, hi) = paired_difference(a, b)
+    assert d == pytest.approx(0.05) and 0 <= lo <= d <= hi <= 0.1
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((10, 8))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    rows = copy_sources(10, 3)
+    assert rows.tolist() == [0, 3, 6]
+    copies = base[rows] + 0.01 * rng.standard_normal((3, 8))
+    got = copy_retrieval(np.vstack([base, copies]), 10)
+    assert got == {"copies": 3, "p1": 1.0, "mean_rank": 1.0}
+    wrong = copy_retrieval(np.vstack([base, base[[1, 4, 7]]]), 10)
+    assert wrong["p1"] == 0.0
