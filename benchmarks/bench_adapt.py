@@ -74,6 +74,7 @@ def stage_maps(paths: list[Path], views: int, seed: int) -> tuple[Any, ...]:
     torch.manual_seed(seed)
     ex = Extractor(backbones.get("efficientnet-lite0"), layer=("stage4", "stage5"),
                    pooling="avg")
+    net = ex.model  # built here, outside inference mode, so its weights can train later
     plain4, plain5 = [], []
     for pixels in ex._pixel_batches(paths):
         m4, m5 = ex.feature_maps(pixels)
@@ -95,7 +96,7 @@ def stage_maps(paths: list[Path], views: int, seed: int) -> tuple[Any, ...]:
         print(f"\r  views: {min(start + 32, len(paths))}/{len(paths)}", end="",
               file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    return np.concatenate(plain4), torch.cat(plain5), out, ex.model
+    return np.concatenate(plain4), torch.cat(plain5), out, net
 
 
 def descriptors(tail: Tail, plain4: np.ndarray, plain5: torch.Tensor
