@@ -4,6 +4,8 @@ Each pooling turns one layer's map into a vector; with several layers, each laye
 L2-normalised before they are concatenated, so every layer has the same say in a similarity.
 
     avg      channel means: what is present, wherever it is (content)
+    cavg     channel means centred on the collection's mean (fitted, as below): content
+             without what every painting shares
     max      channel maxima: the strongest response of each detector
     gem      generalised mean, p = 3: between avg and max, a retrieval favourite (Radenović)
     meanstd  channel means and standard deviations: the AdaIN statistics of a style
@@ -63,6 +65,10 @@ class Pooling:
 
 def _avg(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
     return fmap.mean(dim=(2, 3))
+
+
+def _cavg(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
+    return _centred(fmap.mean(dim=(2, 3)), params, i)
 
 
 def _max(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:
@@ -162,6 +168,9 @@ POOLINGS: dict[str, Pooling] = {
     p.name: p
     for p in [
         Pooling("avg", _avg, lambda c: c, "channel means: what is present (content)"),
+        Pooling("cavg", _cavg, lambda c: c,
+                "channel means centred on the collection's mean: content, less what all "
+                "paintings share", fitted=True),
         Pooling("max", _max, lambda c: c, "channel maxima: the strongest response per detector"),
         Pooling("gem", _gem, lambda c: c, f"generalised mean, p = {GEM_P:g}: between avg and max"),
         Pooling("meanstd", _meanstd, lambda c: 2 * c,

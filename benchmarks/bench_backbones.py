@@ -64,6 +64,7 @@ class Descriptor:
 
 DESCRIPTORS = [
     Descriptor("lite0 final avg", "efficientnet-lite0", ("final",), "avg"),
+    Descriptor("lite0 final cavg", "efficientnet-lite0", ("final",), "cavg"),
     Descriptor("lite0 final gem", "efficientnet-lite0", ("final",), "gem"),
     Descriptor("lite0 final rmac", "efficientnet-lite0", ("final",), "rmac"),
     Descriptor("lite0 multi-layer avg", "efficientnet-lite0", ("stage4", "stage6", "final"),

@@ -86,12 +86,14 @@ def test_unknown_pooling_lists_the_choices() -> None:
         get_pooling("median")
 
 
-def test_style_poolings_are_fitted_and_centred() -> None:
-    assert [n for n, p in POOLINGS.items() if p.fitted] == ["meanstd", "gram"]
+def test_style_poolings_and_cavg_are_fitted_and_centred() -> None:
+    assert [n for n, p in POOLINGS.items() if p.fitted] == ["cavg", "meanstd", "gram"]
     fmap = torch.rand(3, 4, 5, 5)
-    raw = POOLINGS["meanstd"].pool(fmap, {}, 0)
-    centred = POOLINGS["meanstd"].pool(fmap, {"m0": raw.mean(0).numpy()}, 0)
-    torch.testing.assert_close(centred.mean(0), torch.zeros(8), atol=1e-6, rtol=0)
+    for name, dims in (("meanstd", 8), ("cavg", 4)):
+        raw = POOLINGS[name].pool(fmap, {}, 0)
+        centred = POOLINGS[name].pool(fmap, {"m0": raw.mean(0).numpy()}, 0)
+        torch.testing.assert_close(centred.mean(0), torch.zeros(dims), atol=1e-6, rtol=0)
+    torch.testing.assert_close(POOLINGS["cavg"].pool(fmap, {}, 0), fmap.mean((2, 3)))
 
 
 def test_both_gram_routes_agree() -> None:

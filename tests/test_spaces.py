@@ -268,3 +268,33 @@ def test_a_space_keeps_the_input_size_it_was_built_at(tmp_path: Path) -> None:
     assert refused.exit_code != 0 and "built from 64 px pictures" in refused.output
     with pytest.raises(BackboneError, match="fixed size"):
         dataclasses.replace(backbones.get(FAKE), family="open_clip").at_size(320)
+
+
+def test_a_cavg_space_fits_its_centre_once_and_queries_with_it(tmp_path: Path) -> None:
+    """cavg is avg minus the collection's mean: learnt when the space is created, stored with
+    its checksum beside the space, and used unchanged by a later query."""
+    coll = tmp_path / "coll"
+    coll.mkdir()
+    files = make_collection(coll, 8)
+    idx_path = tmp_path / "idx"
+    args = ["index", str(coll), "--index", str(idx_path), "--backbone", FAKE, "--workers", "0",
+            "-q", "--space", "c", "--pooling", "cavg"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    stored = idx_path / "c.pooling.npz"
+    with np.load(stored) as data:
+        centre = data["m0"]
+    assert centre.shape == (48,) and np.abs(centre).sum() > 0
+    before = stored.read_bytes()
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert stored.read_bytes() == before  # a re-run keeps the centre it learnt
+    # The same pixels as a new file (PNG, so another hash): embedded at query time, centred
+    # with the stored mean, it must meet its original at cosine 1; without the centre the
+    # raw mean colour would point elsewhere.
+    from PIL import Image
+
+    copy = tmp_path / "copy.png"
+    Image.open(files[3]).convert("RGB").save(copy)
+    with ArtIndex(idx_path) as idx:
+        hits = search(idx, image=copy, k=1, space="c").hits
+    assert hits[0].path == files[3].relative_to(coll).as_posix()
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)

@@ -37,10 +37,12 @@ from artsearch.textsafe import terminal
 @click.option("--layer", default=None, metavar="NAME[,NAME...]",
               help="Layer(s) to pool; several are normalised and concatenated. [default: the "
                    "backbone's last; its style layers for gram and meanstd]")
-@click.option("--pooling", type=click.Choice(["avg", "max", "gem", "rmac", "meanstd", "gram"]),
-              default=None, help="How feature maps become a vector: avg (content), max, gem, "
-                                 "rmac (same work, crops, details), meanstd or gram (style). "
-                                 "[default: avg, or the space's own]")
+@click.option("--pooling",
+              type=click.Choice(["avg", "cavg", "max", "gem", "rmac", "meanstd", "gram"]),
+              default=None,
+              help="How feature maps become a vector: avg (content), cavg (avg centred on "
+                   "the collection), max, gem, rmac (same work, crops, details), meanstd or "
+                   "gram (style). [default: avg, or the space's own]")
 @click.option("--input-size", type=click.IntRange(32, 1024), default=None, metavar="PX",
               help="Picture size the backbone reads (shorter side, centre square) for a new "
                    "space; larger sees finer brushwork and costs (PX/224)^2 the time. Lite0 "
@@ -213,7 +215,8 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
             "name": spec.name, "family": spec.family, "offline": ok, "weights": where,
             "dims": spec.dims(), "default_layer": spec.default_layer,
             "layers": spec.layers, "style_layers": list(spec.style_layers),
-            "poolings": list(spec.poolings or ["avg", "max", "gem", "rmac", "meanstd", "gram"]),
+            "poolings": list(spec.poolings or
+                             ["avg", "cavg", "max", "gem", "rmac", "meanstd", "gram"]),
             "text": spec.text, "description": spec.description,
         })
     families = [{"pattern": f.pattern, "description": f.description}
