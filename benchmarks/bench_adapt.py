@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--views", type=int, default=4)
     ap.add_argument("--exclude", default=None, metavar="GROUP",
                     help="adapt without this label group's works (judge it as unseen)")
+    ap.add_argument("--supervised", action="store_true",
+                    help="supervised contrastive (SupCon) on half the classes of every group; "
+                         "the other half's works are never seen, and are the ones judged")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
@@ -150,8 +153,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plain4, plain5, views, net = stage_maps(paths, args.views, args.seed)
     cache_seconds = time.perf_counter() - started
     tail = Tail(net).float()
-    before = judge(descriptors(tail, plain4, plain5), groups, row_of)
     train_rows = np.arange(len(paths))
+    label_id = np.arange(len(paths)) + 10**6  # no label: each work is its own class
+    if args.supervised:  # held-out classes: half of each group's labels never seen
+        rng = np.random.default_rng(args.seed)
+        judged: dict[str, Any] = {}
+        unseen_rows: set[int] = set()
+        names: dict[str, int] = {}
+        for g, items in groups.items():
+            classes = sorted({lab for _, lab in items})
+            seen = set(rng.permutation(classes)[: len(classes) // 2].tolist())
+            judged[f"{g} (unseen classes)"] = [(p, lab) for p, lab in items if lab not in seen]
+            for p, lab in items:
+                if lab in seen:
+                    label_id[row_of[p]] = names.setdefault(f"{g}:{lab}", len(names))
+                else:
+                    unseen_rows.add(row_of[p])
+        groups = judged
+        train_rows = np.array([i for i in train_rows if i not in unseen_rows])
+    before = judge(descriptors(tail, plain4, plain5), groups, row_of)
     if args.exclude:
         unseen = {row_of[p] for p, _ in groups[args.exclude]}
         train_rows = np.array([i for i in train_rows if i not in unseen])
@@ -181,8 +201,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sims = z @ z.T / args.tau
             sims.fill_diagonal_(-1e9)
             n = len(idx)
-            target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-            loss = F.cross_entropy(sims, target)
+            if args.supervised:  # SupCon: every other view of the same label is a positive
+                lab = torch.from_numpy(label_id[idx.numpy()]).repeat(2)
+                positive = (lab[:, None] == lab[None, :]) & ~torch.eye(2 * n, dtype=torch.bool)
+                log_p = sims.log_softmax(dim=1)
+                loss = -(log_p * positive).sum(1).div(positive.sum(1)).mean()
+            else:
+                target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+                loss = F.cross_entropy(sims, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
