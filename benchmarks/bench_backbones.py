@@ -197,9 +197,11 @@ def _fit_probe(x: torch.Tensor, y: torch.Tensor, classes: int, seed: int) -> tor
 def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3,
                      centre: bool = False) -> dict[str, list[float]]:
     """k-means (k = number of labels, spherical) NMI and ARI against the labels, per seed;
-    `centre`: on vectors centred on their mean and re-normalised, as `artsearch cluster`
-    does by default."""
+    `centre`: on vectors centred on their mean and re-normalised, by the function
+    `artsearch cluster --centre yes` uses."""
     import faiss
+
+    from artsearch.cluster import centred
 
     k = len(set(labels))
     out: dict[str, list[float]] = {"nmi": [], "ari": []}
@@ -214,9 +216,9 @@ def kmeans_agreement(vectors: np.ndarray, labels: list[str], seeds: int = 3,
     return out
 
 
-def centred(vectors: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
-    """Vectors minus the mean of `fit` (default: themselves), re-normalised."""
-    x = vectors - (vectors if fit is None else fit).mean(axis=0)
+def centred_on(vectors: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """Vectors minus the mean of `fit` (works a normalisation learns from), re-normalised."""
+    x = vectors - fit.mean(axis=0)
     return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
@@ -337,7 +339,7 @@ def evaluate(v: np.ndarray, variant: str, groups: dict[str, list[tuple[Path, str
         rows = np.array([row_of[p] for p, _ in items])
         labels = [lab for _, lab in items]
         fit = np.setdiff1d(everything, rows) if holdout else everything
-        x = (v if variant == "none" else centred(v, v[fit]) if variant == "centre"
+        x = (v if variant == "none" else centred_on(v, v[fit]) if variant == "centre"
              else whitened(v, v[fit]))[rows]
         queries = retrieval(x, labels)
         kept[(label, g)] = queries["map10"]
