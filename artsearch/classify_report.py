@@ -7,7 +7,7 @@ never saw, except calibration, which is fitted and first shown on the validation
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from artsearch.classify import TrainResult, reliability, scores
 from artsearch.index import ArtIndex
-from artsearch.report import Thumbnails, esc, figure, page, standard_facts, write_report
+from artsearch.report import Thumbnails, esc, page, standard_facts, write_report
 
 __all__ = ["classify_report"]
 
@@ -23,7 +23,8 @@ MISTAKES = 12
 
 
 def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
-                    group_fields: Sequence[str] = ()) -> Path:
+                    group_fields: Sequence[str] = (),
+                    licences: Iterable[str] | None = None) -> Path:
     """Write the report of a training run to out_dir; returns the index.html path."""
     m, data = result.metrics, result.data
     test = result.split["test"]
@@ -42,7 +43,7 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
     wrong = [int(i) for i in np.flatnonzero(pred != y_test)]
     wrong.sort(key=lambda i: -probs[i, pred[i]])
     wrong = wrong[:MISTAKES]
-    thumbs = Thumbnails(index.root, out_dir)
+    thumbs = Thumbnails(index, out_dir, licences=licences)
     thumbs.make((data.artwork_ids[test[i]], data.paths[test[i]]) for i in wrong)
     groups = {f: _by_group(data.fields.get(f, []), test, y_test, pred, classes)
               for f in group_fields}
@@ -178,8 +179,8 @@ def _mistakes(wrong: list[int], test: np.ndarray, y: np.ndarray, pred: np.ndarra
     if not wrong:
         return ("<section id=mistakes><h2>Most confident mistakes</h2><p class=note>No "
                 "mistakes on the test split.</p></section>")
-    figs = "".join(figure(
-        thumbs[data.artwork_ids[test[i]]],
+    figs = "".join(thumbs.figure(
+        data.artwork_ids[test[i]],
         f"predicted {classes[pred[i]]} ({probs[i, pred[i]]:.2f}); catalogued {classes[y[i]]}",
         data.paths[test[i]]) for i in wrong)
     return ("<section id=mistakes><h2>Most confident mistakes</h2><p class=note>Test works "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,7 @@ class ReportSummary:
     duplicates: int
     thumbnails: int
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    withheld: int = 0
 
 
 def project_2d(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
@@ -99,9 +100,10 @@ def near_duplicates(vectors: np.ndarray, threshold: float) -> list[tuple[int, in
 
 def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
                    duplicate_threshold: float = DUPLICATE_THRESHOLD,
-                   progress: Progress | None = None) -> ReportSummary:
+                   progress: Progress | None = None,
+                   licences: Iterable[str] | None = None) -> ReportSummary:
     """Write the report of clustering run `run_id` to `out_dir` (index.html, report.json,
-    thumbs/)."""
+    thumbs/); only works whose licence is in `licences` (artsearch.rights) get a thumbnail."""
     say = progress or (lambda _msg: None)
     stored = load_run(index, run_id)
     run, space, assigned, arts = stored.run, stored.space, stored.assigned, stored.artworks
@@ -138,10 +140,10 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     for i, j, _ in duplicates[:DUPLICATES_SHOWN]:
         wanted.update((i, j))
     say(f"making {len(wanted):,} thumbnails")
-    thumbs = Thumbnails(index.root, out_dir)
+    thumbs = Thumbnails(index, out_dir, licences=licences)
     thumbs.make((ids[r], arts[ids[r]].path) for r in sorted(wanted))
 
-    works = [_work(arts[a], thumbs[a]) for a in ids]
+    works = [_work(arts[a], thumbs[a], thumbs.withheld.get(a)) for a in ids]
     labels = {e["cluster"]: e for e in (run.metrics or {}).get("clusters", [])}
     stab = (run.params or {}).get("stability") or {}
     agreement = {f: m for f, m in (run.metrics or {}).items() if f != "clusters"}
@@ -182,10 +184,13 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
                     "x": round(float(x), 3), "y": round(float(y), 3)}
                    for r, (x, y) in zip(shown, coords, strict=True)],
         "unreadable": [{"path": p, "reason": why} for p, why in thumbs.failed],
+        "rights": {"shown_licences": sorted(thumbs.licences),
+                   "withheld_thumbnails": thumbs.withheld_count()},
     }
     path = write_report(out_dir, html_text, data)
     return ReportSummary(path, len(ids), k, map_method, len(duplicates),
-                         sum(1 for v in thumbs.made.values() if v), thumbs.failed)
+                         sum(1 for v in thumbs.made.values() if v), thumbs.failed,
+                         thumbs.withheld_count())
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -194,10 +199,15 @@ def _name(cluster: int) -> str:
     return "Unclustered" if cluster == NOISE else f"Cluster {cluster + 1}"
 
 
-def _work(art: Artwork, thumb: str | None) -> dict[str, Any]:
+def _figure(work: dict[str, Any]) -> str:
+    return figure(work["thumb"], work["caption"], work["path"], withheld=work["withheld"])
+
+
+def _work(art: Artwork, thumb: str | None, withheld: str | None) -> dict[str, Any]:
     # No catalogued title: say so, rather than pass the file name off as one.
     title = art.title or f"untitled ({Path(art.path).name})"
     return {"path": art.path, "title": title, "artist": art.artist or "", "thumb": thumb,
+            "withheld": withheld,
             "caption": title + (f" — {art.artist}" if art.artist else ""),
             "date": art.date or ""}
 
@@ -343,10 +353,11 @@ def _cluster_html(sec: dict[str, Any], works: list[dict[str, Any]], arts: dict[i
     jaccard = per[c] if 0 <= c < len(per) else None
     sheet = "".join(
         figure(works[r]["thumb"], ("medoid · " if n == 0 and c != NOISE else "")
-               + works[r]["caption"], works[r]["path"],
+               + works[r]["caption"], works[r]["path"], withheld=works[r]["withheld"],
                css="work medoid" if n == 0 and c != NOISE else "work")
         for n, r in enumerate(sec["central"]))
-    outliers = "".join(figure(works[r]["thumb"], works[r]["caption"], works[r]["path"])
+    outliers = "".join(figure(works[r]["thumb"], works[r]["caption"], works[r]["path"],
+                              withheld=works[r]["withheld"])
                        for r in sec["outliers"])
     over = label.get("over_represented", [])
     over_rows = "".join(
@@ -400,8 +411,7 @@ def _duplicates_section(pairs: list[tuple[int, int, float]], works: list[dict[st
         return head + (f"<p class=note>No pair of works has a cosine similarity of "
                        f"{threshold:g} or more in this space.</p></section>")
     items = "".join(
-        f"<div class=pair>{figure(works[i]['thumb'], works[i]['caption'], works[i]['path'])}"
-        f"{figure(works[j]['thumb'], works[j]['caption'], works[j]['path'])}"
+        f"<div class=pair>{_figure(works[i])}{_figure(works[j])}"
         f"<span class=muted>{s:.3f}</span></div>" for i, j, s in pairs[:DUPLICATES_SHOWN])
     more = (f"<p class=note>{len(pairs) - DUPLICATES_SHOWN} more pairs in report.json.</p>"
             if len(pairs) > DUPLICATES_SHOWN else "")

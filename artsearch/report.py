@@ -67,8 +67,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure.work { margin: 0; width: 132px; font-size: 11px; line-height: 1.25; }
 figure.work img, figure.work .missing { width: 132px; height: 132px; object-fit: contain;
         background: #efeee9; border: 1px solid var(--rule); display: block; }
-figure.work .missing { display: flex; align-items: center; justify-content: center;
-        color: var(--muted); }
+figure.work .missing, figure.work .withheld { display: flex; align-items: center;
+        justify-content: center; color: var(--muted); text-align: center; padding: 6px; }
+figure.work .withheld { background: #d9d9d6; color: #333; font-size: 11px; }
 figure.work figcaption { margin-top: 3px; overflow-wrap: anywhere; }
 figure.work.medoid img { outline: 3px solid var(--accent); outline-offset: -3px; }
 .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr));
@@ -143,26 +144,60 @@ def bars(counts: Sequence[tuple[str, int]], total: int, fill: str, *, unknown: i
     return f"<div class=bars>{rows}</div>{more}"
 
 
-def figure(thumb: str | None, caption: str, hover: str, *, css: str = "work") -> str:
-    img = (f"<img src='{esc(thumb)}' alt='{esc(hover)}' title='{esc(hover)}' loading=eager>"
-           if thumb else f"<div class=missing title='{esc(hover)}'>unreadable</div>")
+def figure(thumb: str | None, caption: str, hover: str, *, css: str = "work",
+           withheld: str | None = None) -> str:
+    """A work's thumbnail with its caption; a grey tile with the rights statement when its
+    licence withholds the image, "unreadable" when there is none."""
+    if withheld:
+        img = f"<div class=withheld title='{esc(hover)}'>{esc(withheld)}</div>"
+    elif thumb:
+        img = f"<img src='{esc(thumb)}' alt='{esc(hover)}' title='{esc(hover)}' loading=eager>"
+    else:
+        img = f"<div class=missing title='{esc(hover)}'>unreadable</div>"
     return f"<figure class='{css}'>{img}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
 class Thumbnails:
     """Small JPEG copies of collection images under DIR/thumbs, made once per report.
 
-    An image that cannot be read (moved, deleted, damaged since indexing) gets no thumbnail;
-    the report shows "unreadable" in its place and lists it, rather than failing.
+    Only works whose catalogued licence is in `licences` (artsearch.rights; by default
+    public domain, CC0, CC BY, CC BY-SA) get one: the others get a grey tile with their
+    rights statement, and no copy of their image is written. An image that cannot be read
+    (moved, deleted, damaged since indexing) gets no thumbnail; the report shows
+    "unreadable" in its place and lists it, rather than failing.
     """
 
-    def __init__(self, root: Path | None, out_dir: Path, side: int = THUMB_SIDE) -> None:
-        self.root, self.dir, self.side = root, out_dir / "thumbs", side
+    def __init__(self, index: Any, out_dir: Path, side: int = THUMB_SIDE, *,
+                 licences: Iterable[str] | None = None) -> None:
+        from artsearch.rights import DEFAULT_SHOWN
+
+        self.index, self.root = index, index.root
+        self.dir, self.side = out_dir / "thumbs", side
+        self.licences = frozenset(DEFAULT_SHOWN if licences is None else licences)
         self.made: dict[int, str | None] = {}
+        self.withheld: dict[int, str] = {}
         self.failed: list[tuple[str, str]] = []
 
+    def withheld_count(self) -> int:
+        return len(self.withheld)
+
+    def figure(self, artwork_id: int, caption: str, hover: str, *, css: str = "work") -> str:
+        return figure(self[artwork_id], caption, hover, css=css,
+                      withheld=self.withheld.get(artwork_id))
+
     def make(self, works: Iterable[tuple[int, str]]) -> None:
-        todo = [(i, p) for i, p in dict(works).items() if i not in self.made]
+        from artsearch.catalogue import artworks
+        from artsearch.rights import shown, statement
+
+        todo = [(i, p) for i, p in dict(works).items()
+                if i not in self.made and i not in self.withheld]
+        if not todo:
+            return
+        licence = {a.id: a.license for a in artworks(self.index, [i for i, _ in todo])}
+        for i, _ in todo:
+            if not shown(licence.get(i), self.licences):
+                self.withheld[i] = statement(licence.get(i))
+        todo = [(i, p) for i, p in todo if i not in self.withheld]
         if not todo:
             return
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,11 @@ def catalogued(tmp_path: Path) -> tuple[Path, Path]:
     meta = two_palettes(root)
     shutil.copy(root / "warm_00.png", root / "warm_00_copy.png")
     lines = meta.read_text().splitlines()
-    rows = ["path,genre,title,artist,date"]
+    rows = ["path,genre,title,artist,date,license"]
     for n, line in enumerate([*lines[1:], "warm_00_copy.png,sunset"]):
         path, genre = line.split(",")
         rows.append(f"{path},{genre},Study <{n}>,{'Ann' if n % 3 else 'Bo'},"
-                    f"{1610 + n if genre == 'sunset' else 1800 + n}")
+                    f"{1610 + n if genre == 'sunset' else 1800 + n},Public domain")
     meta.write_text("\n".join(rows) + "\n")
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,

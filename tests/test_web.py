@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from artsearch.cli import cli
 from artsearch.index import ArtIndex
 from artsearch.indexing import IndexOptions, index_collection
+from artsearch.rights import CLASSES
 from artsearch.web import build
 from tests.browser import images_that_failed, open_url, screenshot
 from tests.conftest import FAKE, make_collection, painting
@@ -42,12 +43,12 @@ def served(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "coll"
     paths = make_collection(root, 12)
     meta = root / "meta.csv"
-    rows = ["path,title,artist,genre,date"]
+    rows = ["path,title,artist,genre,date,license"]
     for i, p in enumerate(paths):
         title = HOSTILE[i] if i < 3 else f"Study {i}"
         rows.append(f'{p.relative_to(root).as_posix()},"{title.replace(chr(34), chr(34) * 2)}",'
                     f'{"Ann" if i % 2 else "Bo"},{"landscape" if i % 3 else "portrait"},'
-                    f"{1650 + 100 * (i % 2)}")
+                    f"{1650 + 100 * (i % 2)},CC0 1.0")
     meta.write_text("\n".join(rows) + "\n")
     index_into(root, tmp_path / "idx", metadata=meta)
     index_into(root, tmp_path / "idx", space="tone", pooling="max")
@@ -206,7 +207,7 @@ def test_a_link_out_of_the_collection_is_not_served(served: tuple[Path, Path],
     painting(99).save(secret)
     os.symlink(secret, root / "a" / "link.jpg")
     index_into(root, index)
-    c = client(index)
+    c = client(index, licences=frozenset(CLASSES))  # the link has no licence: show anyway
     work = c.get("/api/works", params={"q": "link"}).json()["works"][0]
     for url in (f"/image/{work['id']}", f"/thumb/{work['id']}"):
         r = c.get(url)

@@ -17,7 +17,8 @@ import click
 from artsearch import __version__
 from artsearch.errors import ArtsearchError
 
-__all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "report_options", "space_option"]
+__all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "licences_option", "report_options",
+           "space_option"]
 
 FAILURES_SHOWN = 50
 
@@ -74,7 +75,17 @@ def space_option(f: Any) -> Any:
                         help="Embedding space within the index.")(f)
 
 
+def licences_option(f: Any) -> Any:
+    return click.option(
+        "--show-licences", "show_licences", default=None, metavar="CLASS,...",
+        help="Licence classes whose images may appear (thumbnails); others get a grey tile "
+             "with their rights statement. Classes: public-domain, cc0, cc-by, cc-by-sa, "
+             "cc-by-nd, cc-by-nc, cc-by-nc-sa, cc-by-nc-nd, unknown (none catalogued), "
+             "other; or default, all. [default: public-domain,cc0,cc-by,cc-by-sa]")(f)
+
+
 def report_options(f: Any) -> Any:
+    f = licences_option(f)
     f = click.option("--duplicates", "duplicate_threshold", type=click.FloatRange(0, 1),
                      default=0.92, show_default=True, metavar="COSINE",
                      help="Similarity at or above which the report flags two works as "

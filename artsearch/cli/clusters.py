@@ -44,7 +44,7 @@ from artsearch.textsafe import terminal
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cluster(index_name: str | None, space: str, k: str, method: str, centre: str,
             min_cluster_size: int | None, seed: int, restarts: int, report_dir: Path | None,
-            duplicate_threshold: float, as_json: bool) -> None:
+            duplicate_threshold: float, show_licences: str | None, as_json: bool) -> None:
     """Group the artworks of a space into clusters, and store the run.
 
     Prints each cluster's size, label (catalogue values over-represented in it) and
@@ -72,7 +72,7 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
                                min_cluster_size=min_cluster_size,
                                centre=None if centre == "auto" else centre == "yes")
         summary = (_write_cluster_report(idx, result.run_id, report_dir, duplicate_threshold,
-                                         quiet=as_json)
+                                         show_licences, quiet=as_json)
                    if report_dir is not None else None)
     if as_json:
         click.echo(dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
@@ -103,21 +103,25 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
         click.echo(f"report: {summary.path}")
 
 
-def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float, *,
-                          quiet: bool = False) -> Any:
+def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float,
+                          show_licences: str | None, *, quiet: bool = False) -> Any:
     from artsearch.cluster_report import cluster_report
+    from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:
         if not quiet:
             click.echo(f"report: {msg}", err=True)
 
-    summary = cluster_report(idx, run, out_dir, duplicate_threshold=threshold, progress=say)
+    summary = cluster_report(idx, run, out_dir, duplicate_threshold=threshold, progress=say,
+                             licences=parse_shown(show_licences))
     for path, why in summary.unreadable[:10]:
         click.echo(f"warning: {path}: no thumbnail ({why})", err=True)
     if not quiet:
         click.echo(f"report: {summary.works:,} works, map by {summary.map_method}, "
                    f"{summary.duplicates} near-duplicate pairs, {summary.thumbnails:,} "
-                   "thumbnails", err=True)
+                   "thumbnails" + (f", {summary.withheld:,} withheld by licence (grey tiles; "
+                                   "see --show-licences)" if summary.withheld else ""),
+                   err=True)
     return summary
 
 
@@ -129,7 +133,8 @@ def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float, *
 @report_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
-             report_dir: Path | None, duplicate_threshold: float, as_json: bool) -> None:
+             report_dir: Path | None, duplicate_threshold: float, show_licences: str | None,
+             as_json: bool) -> None:
     """List clustering runs, or show RUN's assignments (path, cluster, distance).
 
     Clusters are numbered from 1 in reports and printed output; exports (CSV/JSON) keep the
@@ -160,7 +165,8 @@ def clusters(run: int | None, index_name: str | None, csv_path: Path | None,
             return
         rows = clustering.assignments(idx, run)  # refuses an unknown run
         if report_dir is not None:
-            summary = _write_cluster_report(idx, run, report_dir, duplicate_threshold)
+            summary = _write_cluster_report(idx, run, report_dir, duplicate_threshold,
+                                            show_licences)
             click.echo(f"report: {summary.path}")
             if csv_path is None and not as_json:
                 return

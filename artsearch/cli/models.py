@@ -11,6 +11,7 @@ from artsearch.cli._app import (
     cli,
     dumps,
     index_option,
+    licences_option,
     space_option,
 )
 from artsearch.textsafe import terminal
@@ -61,12 +62,14 @@ from artsearch.textsafe import terminal
               help="finetune: stop after this many epochs without a lower validation loss.")
 @click.option("--device", default=None, help="finetune: cpu, cuda, cuda:1 ... [default: "
                                              "cuda when present]")
+@licences_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def train(index_name: str | None, space: str, label: str, method: str, out: Path | None,
           report_dir: Path | None, by: tuple[str, ...], where: tuple[str, ...],
           min_per_class: int, seed: int, refit: bool,
           freeze_until: str | None, lr: float, epochs: int, batch_size: int,
-          weight_decay: float, patience: int, device: str | None, as_json: bool) -> None:
+          weight_decay: float, patience: int, device: str | None, show_licences: str | None,
+          as_json: bool) -> None:
     """Learn a catalogue field (genre, style, artist ...) from the indexed works.
 
     The labelled works are split 60/20/20 (stratified, seeded) into train, validation and
@@ -86,6 +89,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     from artsearch.classify_report import classify_report
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
+    from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:
         if not as_json:
@@ -102,7 +106,8 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
         out = out or idx.path / "models" / f"{label}-{method}-{space}.pt"
         report_dir = report_dir or out.with_name(out.stem + "-report")
         result = run_train(idx, opts, out, group_fields=by, progress=say)
-        summary = classify_report(idx, result, report_dir, group_fields=by)
+        summary = classify_report(idx, result, report_dir, group_fields=by,
+                                  licences=parse_shown(show_licences))
     m = result.metrics
     if as_json:
         click.echo(dumps({"model": str(result.model_path), "model_id": result.model_id,

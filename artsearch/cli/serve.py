@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from artsearch.cli._app import cli, index_option
+from artsearch.cli._app import cli, index_option, licences_option
 
 
 @cli.command()
@@ -23,8 +23,10 @@ from artsearch.cli._app import cli, index_option
               help="Also answer requests whose Host header is NAME (a reverse proxy's name). "
                    "Others are refused, against DNS rebinding.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@licences_option
 def serve(index_name: str | None, host: str, port: int, token: str | None,
-          allowed_hosts: tuple[str, ...], open_browser: bool) -> None:
+          allowed_hosts: tuple[str, ...], open_browser: bool, show_licences: str | None
+          ) -> None:
     """Browse, search and compare the works of an index in a web browser.
 
     Click a work to see its nearest works in every space side by side, blend two spaces,
@@ -40,6 +42,7 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
     import uvicorn
 
     from artsearch.home import resolve_index
+    from artsearch.rights import parse_shown
     from artsearch.web import build
     from artsearch.web.security import is_loopback
 
@@ -48,7 +51,7 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
         click.echo(f"listening beyond this machine: every request needs the token {token}",
                    err=True)
     app = build(resolve_index(index_name), host=host, port=port, token=token,
-                allowed_hosts=allowed_hosts)
+                allowed_hosts=allowed_hosts, licences=parse_shown(show_licences))
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/" + (
         f"?token={token}" if token else "")
     click.echo(f"serving {resolve_index(index_name)} at {url} (Ctrl-C to stop)", err=True)

@@ -107,9 +107,17 @@ def _work_dict(art: Any) -> dict[str, Any]:
             "century": catalogue.field_value(art, "century")}
 
 
-def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The app over one index folder (no security middleware: `serve.build` adds it)."""
+def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
+               licences: frozenset[str] | None = None) -> FastAPI:
+    """The app over one index folder (no security middleware: `serve.build` adds it).
+
+    Images of works whose licence class is not in `licences` (artsearch.rights; default:
+    public domain, CC0, CC BY, CC BY-SA) are never sent: their thumbnails are grey tiles
+    with the rights statement and /image/ refuses them."""
     from artsearch.query import parse_mix, search
+    from artsearch.rights import DEFAULT_SHOWN, shown, statement
+
+    allowed = DEFAULT_SHOWN if licences is None else licences
 
     live = LiveIndex(index_path)
     live.get()  # a missing or unreadable index fails at start, not at the first request
@@ -119,7 +127,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     templates = Jinja2Templates(env=jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.include_router(report_routes(live, templates))
+    app.include_router(report_routes(live, templates, allowed))
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
@@ -232,7 +240,12 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
     @app.get("/image/{artwork_id}")
     def image(artwork_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         index = live.get()
-        path = _inside_collection(index, artwork(index, artwork_id))
+        art = artwork(index, artwork_id)
+        if not shown(art.license, allowed):
+            return Response(f"{statement(art.license)} (artsearch serve --show-licences "
+                            "decides which licences are shown)\n", status_code=403,
+                            media_type="text/plain; charset=utf-8")
+        path = _inside_collection(index, art)
         return FileResponse(path, media_type=IMAGE_TYPES.get(path.suffix.lower(),
                                                              "application/octet-stream"),
                             headers={"cache-control": "private, max-age=3600"})
@@ -242,6 +255,11 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES) -> FastA
               size: str = Query("s", pattern="^[sm]$")) -> Response:
         index = live.get()
         art = artwork(index, artwork_id)
+        if not shown(art.license, allowed):
+            return Response(_withheld_tile(statement(art.license), THUMB_SIZES[size]),
+                            media_type="image/svg+xml",
+                            headers={"cache-control": "no-store",
+                                     "content-security-policy": "default-src 'none'"})
         etag = f'"{art.sha256[:20]}-{size}"'
         headers = {"etag": etag, "cache-control": "private, max-age=86400"}
         if request.headers.get("if-none-match") == etag:
@@ -327,6 +345,21 @@ def _inside_collection(index: ArtIndex, art: Any) -> Path:
     if not path.is_file():
         raise NotIndexedError(f"artwork {art.id}: its file is gone from the collection")
     return path
+
+
+def _withheld_tile(text: str, side: int) -> bytes:
+    """A grey square with the rights statement, wrapped over a few lines (SVG, escaped)."""
+    import textwrap
+    from xml.sax.saxutils import escape
+
+    lines = textwrap.wrap(text, 24)[:6]
+    step = side // 12
+    top = side // 2 - step * (len(lines) - 1) // 2
+    spans = "".join(f"<text x='50%' y='{top + i * step}' text-anchor='middle'>{escape(line)}"
+                    "</text>" for i, line in enumerate(lines))
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{side}' height='{side}'>"
+            f"<rect width='100%' height='100%' fill='#d9d9d6'/><g font-family='sans-serif' "
+            f"font-size='{max(9, side // 16)}' fill='#333'>{spans}</g></svg>").encode()
 
 
 def _thumbnail(index: ArtIndex, art: Any, side: int) -> bytes:

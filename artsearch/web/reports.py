@@ -64,11 +64,34 @@ def model_reports(index_path: Path) -> dict[str, Path]:
             if (p / "index.html").is_file()} if folder.is_dir() else {}
 
 
-def report_routes(live: Any, templates: Any) -> APIRouter:
+def _written_for(folder: Path) -> list[str] | None:
+    """The licence classes a cluster report's thumbnails were made for (None: unknown)."""
+    import json
+
+    try:
+        data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        return list(data["rights"]["shown_licences"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = None
+                  ) -> APIRouter:
     """Routes: /clusters, /clusters/RUN/FILE, /models, /models/NAME/FILE."""
     from artsearch import cluster as clustering
+    from artsearch.catalogue import find_artwork
+    from artsearch.rights import DEFAULT_SHOWN, shown
 
+    allowed = DEFAULT_SHOWN if licences is None else licences
     router = APIRouter()
+
+    def thumb_allowed(index: Any, name: str) -> None:
+        """A report's thumbnail is sent only if its work's licence allows it now, whatever
+        the report was written with (thumbnails are named by artwork id)."""
+        stem = name.removesuffix(".jpg")
+        art = find_artwork(index, id=int(stem)) if stem.isdigit() and len(stem) < 19 else None
+        if art is None or not shown(art.license, allowed):
+            raise NotIndexedError(f"no thumbnail {name!r} to show")
 
     @router.get("/clusters", response_class=HTMLResponse)
     def runs_page(request: Request) -> Response:
@@ -88,13 +111,14 @@ def report_routes(live: Any, templates: Any) -> APIRouter:
         except MetadataError as e:  # no such run: not found, like any unknown address
             raise NotIndexedError(str(e)) from e
         folder = index.path / "reports" / f"cluster-run-{run}"
-        if not (folder / "index.html").is_file():  # written once, on first view
-            cluster_report(index, run, folder)
+        if not (folder / "index.html").is_file() or _written_for(folder) != sorted(allowed):
+            cluster_report(index, run, folder, licences=allowed)  # once, on first view
         return _serve(folder, name)
 
     @router.get("/clusters/{run}/thumbs/{name}")
     def run_thumb(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "") -> Response:
         index = live.get()
+        thumb_allowed(index, name)
         return _serve(index.path / "reports" / f"cluster-run-{run}" / "thumbs", name)
 
     @router.get("/models/{model}/{name}")
@@ -109,6 +133,7 @@ def report_routes(live: Any, templates: Any) -> APIRouter:
         reports = model_reports(live.get().path)
         if model not in reports:
             raise NotIndexedError(f"no model {model!r} in this index")
+        thumb_allowed(live.get(), name)
         return _serve(reports[model] / "thumbs", name)
 
     return router

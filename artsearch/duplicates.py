@@ -1,0 +1,593 @@
+"""Typed near-duplicates: an embedding shortlist, then local features and RANSAC say how two
+images are related — the same pixels, re-encoded, mirrored, a crop or a detail, or only alike.
+
+The embedding proposes pairs; geometry decides their type. SIFT keypoints are matched both
+ways round (the second image as it is and mirrored), a similarity transform is fitted with
+RANSAC, and the footprint of each image inside the other gives the type: both images cover
+each other (re-encoded, or mirrored when the mirrored match won), one lies inside the other
+(crop, or detail when it is a small part), or too few matches agree (related, when the
+embedding still finds them very close). The thresholds are fitted on derivatives synthesised
+from the collection itself (`calibrate`), so a type is evidence that can be checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from artsearch.errors import BadImageError, MetadataError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from artsearch.index import ArtIndex
+
+__all__ = ["TYPES", "Geometry", "Pair", "Thresholds", "calibrate", "classify", "derive",
+           "find_duplicates", "geometry", "load_thresholds"]
+
+TYPES = ("exact", "re-encoded", "mirrored", "crop", "detail", "related")
+SIDE = 512  # images are compared at most this many pixels on their long side
+THRESHOLDS_FILE = "duplicates.json"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What makes a pair, and of which type (fitted by `calibrate`)."""
+
+    shortlist: float = 0.70  # cosine in the space for a pair to be examined at all
+    related: float = 0.92    # cosine above which an unverified pair is still "related"
+    min_inliers: int = 12    # RANSAC inliers for the geometry to count as evidence
+    full: float = 0.80       # share of an image the other must cover to be "the whole"
+    detail: float = 0.15     # a part smaller than this share of the whole is a "detail"
+
+
+@dataclass
+class Features:
+    """One image's keypoints, prepared once however many pairs it is in."""
+
+    size: tuple[int, int]      # (width, height) as compared
+    scale: float               # compared pixels per original pixel
+    pixels: str                # hash of the decoded pixels: equal means an exact copy
+    points: np.ndarray         # (n, 2) keypoint positions
+    descriptors: np.ndarray | None
+    mirrored_points: np.ndarray | None = None
+    mirrored_descriptors: np.ndarray | None = None
+
+
+@dataclass
+class Geometry:
+    """How two images map onto each other, as far as matched keypoints show it."""
+
+    inliers: int = 0
+    mirrored: bool = False
+    cover_a: float = 0.0   # share of image a that b's footprint covers
+    cover_b: float = 0.0   # share of image b that a's footprint covers
+    scale: float = 1.0     # b pixels per a pixel (originals' sizes)
+    rotation: float = 0.0  # degrees
+    box: list[int] | None = None  # the smaller part's footprint in the whole, x0 y0 x1 y1
+    whole: list[int] | None = None  # the whole's width and height (original pixels)
+    same_pixels: bool = False
+
+
+@dataclass
+class Pair:
+    a: int
+    b: int
+    path_a: str
+    path_b: str
+    cosine: float
+    type: str | None
+    geometry: Geometry = field(default_factory=Geometry)
+
+    def as_dict(self) -> dict[str, Any]:
+        g = self.geometry
+        part = None if self.type not in ("crop", "detail") else (
+            "a" if g.cover_a >= g.cover_b else "b")
+        return {"a": self.a, "b": self.b, "path_a": self.path_a, "path_b": self.path_b,
+                "type": self.type, "cosine": round(self.cosine, 4), "inliers": g.inliers,
+                "mirrored": g.mirrored, "cover_a": round(g.cover_a, 3),
+                "cover_b": round(g.cover_b, 3), "scale": round(g.scale, 3),
+                "rotation": round(g.rotation, 1), "part": part,
+                "box": g.box if part else None}
+
+
+# -- features and geometry -----------------------------------------------------------------------
+
+def features(img: Image.Image) -> Features:
+    """SIFT keypoints of an RGB image (and of its mirror image), at most SIDE px long."""
+    import cv2
+
+    rgb = np.asarray(img.convert("RGB"))
+    pixels = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+    scale = min(1.0, SIDE / max(rgb.shape[:2]))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    sift = cv2.SIFT_create(nfeatures=1500)
+    points, desc = _detect(sift, grey)
+    m_points, m_desc = _detect(sift, np.ascontiguousarray(grey[:, ::-1]))
+    if len(m_points):  # back into the unmirrored image's coordinates
+        m_points[:, 0] = grey.shape[1] - 1 - m_points[:, 0]
+    return Features((grey.shape[1], grey.shape[0]), scale, pixels, points, desc,
+                    m_points, m_desc)
+
+
+def _detect(sift: Any, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    keypoints, desc = sift.detectAndCompute(grey, None)
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    if desc is not None:  # RootSIFT: Hellinger distance matches texture better than L2
+        desc = np.sqrt(desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-7))
+    return points, desc
+
+
+def _matches(da: np.ndarray | None, db: np.ndarray | None) -> list[tuple[int, int]]:
+    """Mutual nearest neighbours that pass Lowe's ratio test (0.8)."""
+    import cv2
+
+    if da is None or db is None or len(da) < 2 or len(db) < 2:
+        return []
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    knn = matcher.knnMatch(da.astype(np.float32), db.astype(np.float32), k=2)
+    back = {m.queryIdx: m.trainIdx for m in matcher.match(db.astype(np.float32),
+                                                          da.astype(np.float32))}
+    return [(m.queryIdx, m.trainIdx) for m, n in (p for p in knn if len(p) == 2)
+            if m.distance < 0.8 * n.distance and back.get(m.trainIdx) == m.queryIdx]
+
+
+def geometry(fa: Features, fb: Features) -> Geometry:
+    """Fit a similarity transform a -> b (and a -> mirrored b) with RANSAC; keep the better."""
+    best = Geometry(same_pixels=fa.pixels == fb.pixels)
+    if best.same_pixels:
+        return replace(best, inliers=len(fa.points), cover_a=1.0, cover_b=1.0)
+    for mirrored in (False, True):
+        pb, db = (fb.mirrored_points, fb.mirrored_descriptors) if mirrored else \
+            (fb.points, fb.descriptors)
+        if pb is None:
+            continue
+        found = _fit(fa, fb, fa.points, pb, _matches(fa.descriptors, db), mirrored)
+        if found is not None and found.inliers > best.inliers:
+            best = found
+    return best
+
+
+def _fit(fa: Features, fb: Features, pa: np.ndarray, pb: np.ndarray,
+         matches: list[tuple[int, int]], mirrored: bool) -> Geometry | None:
+    import cv2
+
+    if len(matches) < 4:
+        return None
+    src = pa[[i for i, _ in matches]]
+    dst = pb[[j for _, j in matches]]
+    if mirrored:  # fit in the mirrored frame, where the transform is a rotation again
+        dst = dst.copy()
+        dst[:, 0] = fb.size[0] - 1 - dst[:, 0]
+    tol = max(3.0, 0.006 * float(np.hypot(*fb.size)))
+    matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                               ransacReprojThreshold=tol, maxIters=4000,
+                                               confidence=0.995)
+    if matrix is None or mask is None:
+        return None
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    if not 1e-3 < scale < 1e3:
+        return None
+    corners_a = _corners(fa.size)
+    corners_b = _corners(fb.size)
+    a_in_b = corners_a @ matrix[:, :2].T + matrix[:, 2]
+    inverse = cv2.invertAffineTransform(matrix)
+    b_in_a = corners_b @ inverse[:, :2].T + inverse[:, 2]
+    cover_b = _overlap(a_in_b, fb.size)
+    cover_a = _overlap(b_in_a, fa.size)
+    # The part's footprint in the whole, in the whole's original pixels.
+    if cover_a >= cover_b:  # a lies inside b
+        poly, whole = a_in_b.copy(), fb
+        if mirrored:
+            poly[:, 0] = fb.size[0] - 1 - poly[:, 0]
+    else:
+        poly, whole = b_in_a.copy(), fa
+        if mirrored:  # b's corners are in the mirrored frame: the box is the same rectangle
+            pass
+    box = _box(poly, whole)
+    whole_size = _size(whole)
+    rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
+    return Geometry(int(mask.sum()), mirrored, cover_a, cover_b,
+                    scale * fa.scale / fb.scale, rotation, box, whole_size)
+
+
+def _corners(size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    return np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
+
+
+def _overlap(poly: np.ndarray, size: tuple[int, int]) -> float:
+    """Share of the rectangle `size` that the convex polygon covers."""
+    import cv2
+
+    rect = _corners(size)
+    area, _ = cv2.intersectConvexConvex(poly.astype(np.float32), rect)
+    return float(min(1.0, max(0.0, area) / max(1.0, (size[0] - 1) * (size[1] - 1))))
+
+
+def _size(f: Features) -> list[int]:
+    return [round(f.size[0] / f.scale), round(f.size[1] / f.scale)]
+
+
+def _box(poly: np.ndarray, whole: Features) -> list[int]:
+    w, h = whole.size
+    x0, y0 = np.clip(poly.min(axis=0), 0, [w, h])
+    x1, y1 = np.clip(poly.max(axis=0), 0, [w, h])
+    return [round(float(v) / whole.scale) for v in (x0, y0, x1, y1)]
+
+
+def classify(g: Geometry, cosine: float, t: Thresholds) -> str | None:
+    """The pair's type from its geometry (and, failing that, its cosine); None: no pair."""
+    if g.same_pixels:
+        return "exact"
+    if g.inliers >= t.min_inliers:
+        whole, part = max(g.cover_a, g.cover_b), min(g.cover_a, g.cover_b)
+        if part >= t.full:
+            return "mirrored" if g.mirrored else "re-encoded"
+        if whole >= t.full:
+            return "crop" if part >= t.detail else "detail"
+        return "related"  # each shows part of the other: two crops, another state
+    return "related" if cosine >= t.related else None
+
+
+# -- thresholds: stored with the index, fitted on synthesised pairs --------------------------------
+
+def load_thresholds(index: ArtIndex) -> tuple[Thresholds, dict[str, Any] | None]:
+    """The index's fitted thresholds (and their calibration record), else the defaults."""
+    path = index.path / THRESHOLDS_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return Thresholds(**record["thresholds"]), record
+    except FileNotFoundError:
+        return Thresholds(), None
+    except (ValueError, KeyError, TypeError) as e:
+        raise MetadataError(f"{path}: not a thresholds file artsearch wrote ({e}); delete it "
+                            "or run `artsearch duplicates --calibrate` to refit") from e
+
+
+def save_thresholds(index: ArtIndex, record: dict[str, Any]) -> Path:
+    path = index.path / THRESHOLDS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# -- synthesised derivatives ----------------------------------------------------------------------
+
+DERIVATIONS = ("exact", "jpeg", "resize", "colour", "rotate", "halftone", "mirrored",
+               "crop", "detail")
+_TRUE_TYPE = {"exact": "exact", "jpeg": "re-encoded", "resize": "re-encoded",
+              "colour": "re-encoded", "rotate": "re-encoded", "halftone": "re-encoded",
+              "mirrored": "mirrored", "crop": "crop", "detail": "detail"}
+
+
+def derive(img: Image.Image, how: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """A derivative of `img` made `how` (one of DERIVATIONS), and the type it should get.
+
+    Crops keep 20-80 % of the area, details 4-12 % enlarged back to the original size;
+    everything but `exact` is JPEG-compressed at quality 30-90 on the way out.
+    """
+    from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+    w, h = img.size
+    out = img.convert("RGB")
+    if how == "exact":
+        return out.copy(), "exact"
+    if how == "resize":
+        f = rng.uniform(0.4, 0.9)
+        out = out.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC)
+    elif how == "colour":
+        out = ImageEnhance.Color(out).enhance(rng.uniform(0.5, 1.5))
+        out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.8, 1.2))
+        out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.8, 1.2))
+    elif how == "rotate":
+        out = out.rotate(float(rng.uniform(-5, 5)), Image.Resampling.BICUBIC, fillcolor="white")
+    elif how == "halftone":
+        out = _halftone(out)
+    elif how == "mirrored":
+        out = ImageOps.mirror(out)
+    elif how in ("crop", "detail"):
+        area = rng.uniform(0.2, 0.8) if how == "crop" else rng.uniform(0.04, 0.12)
+        aspect = rng.uniform(0.75, 1.33)
+        cw = int(np.clip(np.sqrt(area * w * h * aspect), 16, w))
+        ch = int(np.clip(area * w * h / cw, 16, h))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        out = out.crop((x0, y0, x0 + cw, y0 + ch))
+        if how == "detail":
+            f = min(w / cw, h / ch)
+            out = out.resize((round(cw * f), round(ch * f)), Image.Resampling.BICUBIC)
+    elif how != "jpeg":
+        raise ValueError(f"unknown derivation {how!r}; one of {', '.join(DERIVATIONS)}")
+    if how == "halftone":
+        out = out.filter(ImageFilter.GaussianBlur(0.8))
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=int(rng.integers(30, 91)))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB"), _TRUE_TYPE[how]
+
+
+def _halftone(img: Image.Image, cell: int = 4) -> Image.Image:
+    """An ordered-dither screen per channel, as a printed reproduction scans."""
+    from PIL import Image
+
+    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]],
+                     np.float32)
+    bayer = (bayer + 0.5) / 16 * 255
+    a = np.asarray(img, np.float32)
+    h, w = a.shape[:2]
+    screen = np.tile(bayer, (h // cell + 1, w // cell + 1))[:h, :w]
+    return Image.fromarray(((a > screen[..., None]) * 255).astype(np.uint8))
+
+
+# -- finding pairs in an index ------------------------------------------------------------------
+
+Progress = Callable[[str], None]
+
+
+def shortlist(index: ArtIndex, space: str, threshold: float, k: int
+              ) -> list[tuple[int, int, float]]:
+    """Pairs of artwork ids (a < b) whose cosine is at least `threshold`, from each work's k
+    nearest neighbours in the space's own searcher (approximate above its size rule): no
+    n x n matrix, so it scales with the index."""
+    from artsearch.cluster import space_matrix
+
+    sp = index.space(space)
+    ids, vectors = space_matrix(index, space)
+    searcher, _ = index.searcher(sp)
+    faiss_ids, art_ids = index.id_maps(sp)
+    by_faiss = dict(zip(faiss_ids.tolist(), art_ids.tolist(), strict=True))
+    found: dict[tuple[int, int], float] = {}
+    for start in range(0, len(ids), 1024):
+        scores, neigh = searcher.search(vectors[start:start + 1024], k + 1)
+        for row, a in enumerate(ids[start:start + 1024]):
+            for s, f in zip(scores[row], neigh[row], strict=True):
+                b = by_faiss.get(int(f))
+                if b is None or b == a or s < threshold:
+                    continue
+                key = (min(a, b), max(a, b))
+                found[key] = max(found.get(key, -1.0), float(s))
+    return sorted(((a, b, s) for (a, b), s in found.items()), key=lambda p: (-p[2], p[0], p[1]))
+
+
+def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
+                    thresholds: Thresholds | None = None, keep_unrelated: bool = False,
+                    progress: Progress | None = None) -> list[Pair]:
+    """Every pair of works that are the same image or a derivative, typed by geometry.
+
+    Identical files are paired from their content hashes whatever the space says; other
+    candidates come from `shortlist`. With `keep_unrelated`, examined pairs that turned out
+    to be nothing are returned too (type None), for relabelling.
+    """
+    from artsearch.catalogue import artworks
+
+    say = progress or (lambda _m: None)
+    t = thresholds or load_thresholds(index)[0]
+    arts = {a.id: a for a in artworks(index)}
+    candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k)}
+    by_hash: dict[str, list[int]] = {}
+    for a in arts.values():
+        by_hash.setdefault(a.sha256, []).append(a.id)
+    for same in by_hash.values():
+        for a, b in itertools.combinations(sorted(same), 2):
+            candidates.setdefault((a, b), 1.0)
+    say(f"verifying {len(candidates):,} candidate pairs among {len(arts):,} works")
+    cache = _FeatureCache(index, arts)
+    pairs = []
+    for n, ((a, b), cosine) in enumerate(sorted(candidates.items()), 1):
+        if a not in arts or b not in arts:
+            continue
+        if arts[a].sha256 == arts[b].sha256:
+            g = Geometry(same_pixels=True, cover_a=1.0, cover_b=1.0)
+        else:
+            fa, fb = cache.get(a), cache.get(b)
+            g = geometry(fa, fb) if fa is not None and fb is not None else Geometry()
+        kind = classify(g, cosine, t)
+        if kind is not None or keep_unrelated:
+            pairs.append(Pair(a, b, arts[a].path, arts[b].path, cosine, kind, g))
+        if n % 500 == 0:
+            say(f"verified {n:,} of {len(candidates):,} pairs")
+    order = {name: i for i, name in enumerate(TYPES)}
+    pairs.sort(key=lambda p: (order.get(p.type or "", 99), -p.cosine, p.a, p.b))
+    return pairs
+
+
+class _FeatureCache:
+    """Features per artwork, computed on first use; unreadable files are remembered once."""
+
+    def __init__(self, index: ArtIndex, arts: dict[int, Any]) -> None:
+        self.root, self.arts = index.root, arts
+        self.done: dict[int, Features | None] = {}
+        self.unreadable: list[tuple[str, str]] = []
+
+    def get(self, artwork_id: int) -> Features | None:
+        if artwork_id not in self.done:
+            self.done[artwork_id] = self._load(artwork_id)
+        return self.done[artwork_id]
+
+    def _load(self, artwork_id: int) -> Features | None:
+        from artsearch.images import decode_image, read_file
+
+        path = self.arts[artwork_id].path
+        if self.root is None:
+            return None
+        try:
+            img, _ = decode_image(read_file(self.root / path))
+        except (BadImageError, OSError) as e:
+            self.unreadable.append((path, str(e)))
+            return None
+        return features(img)
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+@dataclass
+class Example:
+    """One labelled pair for calibration: its geometry, cosine and the true type."""
+
+    geometry: Geometry
+    cosine: float
+    truth: str | None  # None: not a duplicate (a hard negative)
+    how: str           # how it was made: a DERIVATION, "negative" or "label"
+
+
+def synthesise(images: Sequence[Image.Image], negatives: Sequence[tuple[int, int, float]],
+               seed: int = 0, cosine: float = 1.0) -> list[Example]:
+    """Examples from derivatives of `images` (one derivation each, in turn) and from
+    `negatives` (index pairs into `images` of different works, with their cosines)."""
+    rng = np.random.default_rng(seed)
+    feats = [features(img) for img in images]
+    out = []
+    for i, img in enumerate(images):
+        how = DERIVATIONS[i % len(DERIVATIONS)]
+        copy, truth = derive(img, how, rng)
+        out.append(Example(geometry(feats[i], features(copy)), cosine, truth, how))
+    for i, j, cos in negatives:
+        out.append(Example(geometry(feats[i], feats[j]), cos, None, "negative"))
+    return out
+
+
+def scores(examples: Iterable[Example], t: Thresholds) -> dict[str, dict[str, float]]:
+    """Precision and recall per type (and 'none' for the negatives) under thresholds t."""
+    truth, pred = [], []
+    for e in examples:
+        truth.append(e.truth or "none")
+        pred.append(classify(e.geometry, e.cosine, t) or "none")
+    table = {}
+    for kind in (*TYPES, "none"):
+        tp = sum(1 for a, b in zip(truth, pred, strict=True) if a == b == kind)
+        n_pred = sum(1 for b in pred if b == kind)
+        n_true = sum(1 for a in truth if a == kind)
+        if n_true or n_pred:
+            table[kind] = {"precision": tp / n_pred if n_pred else float("nan"),
+                           "recall": tp / n_true if n_true else float("nan"),
+                           "pairs": n_true, "predicted": n_pred}
+    return table
+
+
+def _objective(table: dict[str, dict[str, float]]) -> float:
+    """Mean F1 over the types the examples hold (a wrong "related" costs their recall)."""
+    f1 = []
+    for row in (r for r in table.values() if r["pairs"]):
+        p, r = row["precision"], row["recall"]
+        p, r = (0.0 if np.isnan(p) else p), (0.0 if np.isnan(r) else r)
+        f1.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+    return float(np.mean(f1)) if f1 else 0.0
+
+
+def calibrate(examples: Sequence[Example], base: Thresholds | None = None) -> Thresholds:
+    """The geometric thresholds that best type `examples` (grid search, mean F1 over types).
+
+    The shortlist and related cosines are kept from `base`: they bound what is examined,
+    which these examples (made to be examined) cannot tell.
+    """
+    base = base or Thresholds()
+    best, best_score = base, _objective(scores(examples, base))
+    # A crop keeps at most 80 % of the area, so "the whole" starts above that; ties keep base.
+    for min_inliers, full, detail in itertools.product(
+            (8, 10, 12, 15, 20, 25, 30), (0.8, 0.85, 0.9, 0.95), (0.1, 0.15, 0.2, 0.25)):
+        t = replace(base, min_inliers=min_inliers, full=full, detail=detail)
+        score = _objective(scores(examples, t))
+        if score > best_score + 1e-9:
+            best, best_score = t, score
+    return best
+
+
+def thresholds_record(t: Thresholds, fit: Sequence[Example], held_out: Sequence[Example],
+                      **facts: Any) -> dict[str, Any]:
+    return {"thresholds": asdict(t), "fitted_on": len(fit), "judged_on": len(held_out),
+            "held_out": scores(held_out, t), **facts}
+
+
+def read_labels(path: Path) -> list[tuple[str, str, str | None]]:
+    """Relabelled pairs from a CSV with path_a, path_b and label columns (the file `--csv`
+    writes, its `type` column copied into `label` and corrected); label `none` = no pair."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise MetadataError(f"{path}: cannot read it as CSV ({e})") from e
+    out = []
+    for n, row in enumerate(rows, 2):
+        label = (row.get("label") or "").strip().lower()
+        if not label:
+            continue
+        if label not in (*TYPES, "none") or not row.get("path_a") or not row.get("path_b"):
+            raise MetadataError(
+                f"{path}, line {n}: need path_a, path_b and a label that is one of "
+                f"{', '.join(TYPES)} or none; got {label!r}")
+        out.append((row["path_a"], row["path_b"], None if label == "none" else label))
+    if not out:
+        raise MetadataError(f"{path}: no row has a label; copy `type` into a `label` column "
+                            "and correct the ones that are wrong")
+    return out
+
+
+def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200,
+                    labels: Sequence[tuple[str, str, str | None]] = (), seed: int = 0,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Fit the index's thresholds on derivatives of its own works, their nearest different
+    works as hard negatives, and any relabelled pairs; judge them on a held-out half; store
+    and return the record."""
+    import datetime as dt
+
+    from artsearch.catalogue import artworks
+
+    say = progress or (lambda _m: None)
+    arts = {a.id: a for a in artworks(index)}
+    cache = _FeatureCache(index, arts)
+    rng = np.random.default_rng(seed)
+    ids = sorted(arts)
+    chosen = sorted(rng.choice(ids, min(works, len(ids)), replace=False).tolist())
+    nearest: dict[int, tuple[int, float]] = {}
+    for a, b, s in shortlist(index, space, -1.0, 5):
+        if arts[a].sha256 != arts[b].sha256:
+            for x, y in ((a, b), (b, a)):
+                if x not in nearest or s > nearest[x][1]:
+                    nearest[x] = (y, s)
+    say(f"synthesising {len(chosen)} derivatives and {len(chosen)} hard negatives")
+    from artsearch.images import decode_image, read_file
+
+    examples: list[Example] = []
+    for n, art_id in enumerate(chosen):
+        fa = cache.get(art_id)
+        if fa is None or index.root is None:
+            continue
+        img, _ = decode_image(read_file(index.root / arts[art_id].path))
+        how = DERIVATIONS[n % len(DERIVATIONS)]
+        copy, truth = derive(img, how, rng)
+        examples.append(Example(geometry(fa, features(copy)), 1.0, truth, how))
+        if art_id in nearest and (fb := cache.get(nearest[art_id][0])) is not None:
+            examples.append(Example(geometry(fa, fb), nearest[art_id][1], None, "negative"))
+        if (n + 1) % 50 == 0:
+            say(f"{n + 1} of {len(chosen)} works")
+    by_path = {a.path: a.id for a in arts.values()}
+    for pa, pb, label in labels:
+        missing = [p for p in (pa, pb) if p not in by_path]
+        if missing:
+            raise MetadataError(f"labelled pair {pa} / {pb}: {missing[0]} is not indexed; "
+                                "`artsearch info --works` lists the indexed paths")
+        fa, fb = cache.get(by_path[pa]), cache.get(by_path[pb])
+        if fa is not None and fb is not None:
+            examples.append(Example(geometry(fa, fb), 1.0, label, "label"))
+    fit, held = examples[::2], examples[1::2]
+    t = calibrate(fit, load_thresholds(index)[0])
+    record = thresholds_record(
+        t, fit, held, space=space, works=len(chosen), labels=len(labels), seed=seed,
+        made=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        unreadable=[p for p, _ in cache.unreadable])
+    save_thresholds(index, record)
+    return record
