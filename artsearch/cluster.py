@@ -437,3 +437,30 @@ def assignments(index: ArtIndex, run_id: int) -> list[dict[str, Any]]:
                     .join(Artwork, Artwork.id == ClusterAssignment.artwork_id)
                     .where(ClusterAssignment.run_id == run_id)
                     .order_by(ClusterAssignment.cluster, ClusterAssignment.distance))]
+
+
+def replay_run(index: ArtIndex, run_id: int) -> dict[str, Any]:
+    """Cluster a stored run's works again with its stored method, k, seed and centring, and
+    compare: does the run reproduce on the vectors as they are now?"""
+    stored = load_run(index, run_id)
+    run, params = stored.run, stored.run.params or {}
+    ids, vectors = space_matrix(index, stored.space.name)
+    keep = [i for i, a in enumerate(ids) if a in stored.assigned]
+    ids, vectors = [ids[i] for i in keep], vectors[keep]
+    if len(ids) < 3:
+        raise MetadataError(f"run {run_id}: fewer than 3 of its works are still indexed")
+    if params.get("centred"):
+        vectors = centred(vectors)
+    if run.method == "hdbscan":
+        assign = _renumber(_hdbscan(vectors, int(params["min_cluster_size"])))
+    else:
+        assign = _renumber(_partition(vectors, run.method, int(run.k), int(run.seed),
+                                      int(params.get("min_cluster_size", 5))))
+    then = np.array([stored.assigned[a] for a in ids])
+    return {"run": run_id, "space": stored.space.name, "method": run.method, "k": run.k,
+            "seed": run.seed, "centred": bool(params.get("centred")),
+            "made": run.created_at.isoformat(timespec="seconds"), "works": len(ids),
+            "gone": len(stored.assigned) - len(ids),
+            "identical": bool(np.array_equal(assign, then)),
+            "ari": round(ari(then, assign), 6),
+            "changed": int((assign != then).sum())}

@@ -458,7 +458,7 @@ def synthesise(images: Sequence[Image.Image], negatives: Sequence[tuple[int, int
     return out
 
 
-def scores(examples: Iterable[Example], t: Thresholds) -> dict[str, dict[str, float]]:
+def scores(examples: Iterable[Example], t: Thresholds) -> dict[str, dict[str, Any]]:
     """Precision and recall per type (and 'none' for the negatives) under thresholds t."""
     truth, pred = [], []
     for e in examples:
@@ -470,18 +470,17 @@ def scores(examples: Iterable[Example], t: Thresholds) -> dict[str, dict[str, fl
         n_pred = sum(1 for b in pred if b == kind)
         n_true = sum(1 for a in truth if a == kind)
         if n_true or n_pred:
-            table[kind] = {"precision": tp / n_pred if n_pred else float("nan"),
-                           "recall": tp / n_true if n_true else float("nan"),
+            table[kind] = {"precision": tp / n_pred if n_pred else None,
+                           "recall": tp / n_true if n_true else None,
                            "pairs": n_true, "predicted": n_pred}
     return table
 
 
-def _objective(table: dict[str, dict[str, float]]) -> float:
+def _objective(table: dict[str, dict[str, Any]]) -> float:
     """Mean F1 over the types the examples hold (a wrong "related" costs their recall)."""
     f1 = []
     for row in (r for r in table.values() if r["pairs"]):
-        p, r = row["precision"], row["recall"]
-        p, r = (0.0 if np.isnan(p) else p), (0.0 if np.isnan(r) else r)
+        p, r = row["precision"] or 0.0, row["recall"] or 0.0
         f1.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
     return float(np.mean(f1)) if f1 else 0.0
 

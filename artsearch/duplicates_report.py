@@ -114,6 +114,6 @@ def _calibration_section(record: dict[str, Any] | None) -> str:
             f"<th class=num>recall</th><th class=num>pairs</th></tr>{rows}</table></section>")
 
 
-def _pct(v: float) -> str:
-    return "–" if v != v else f"{v:.2f}"
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
 

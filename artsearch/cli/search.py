@@ -12,6 +12,7 @@ from artsearch.cli._app import (
     cli,
     dumps,
     index_option,
+    licences_option,
     space_option,
 )
 from artsearch.textsafe import terminal
@@ -36,10 +37,21 @@ from artsearch.textsafe import terminal
 @click.option("--exclude-same", multiple=True, metavar="FIELD",
               help="Drop results that share FIELD's value with the query artwork, e.g. "
                    "artist, to surface works by other hands.")
+@click.option("--explain", "explain_dir", is_flag=False, flag_value="", default=None,
+              metavar="[DIR]",
+              help="Say why each result matches: each space's share of a blend, and (avg or "
+                   "cavg spaces) where in both pictures the similarity lies; the maps add up "
+                   "to the cosine. With DIR, also write the maps as PNG and an HTML page "
+                   "there. Put it after IMAGE.")
+@click.option("--cite", is_flag=True,
+              help="Keep this query and its answer in the index under a stable id (printed) "
+                   "that `artsearch show ID` asks again and checks.")
+@licences_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def query(image: str | None, index_name: str | None, space: str, mix: str | None,
           artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
-          exclude_same: tuple[str, ...], as_json: bool) -> None:
+          exclude_same: tuple[str, ...], explain_dir: str | None, cite: bool,
+          show_licences: str | None, as_json: bool) -> None:
     """Show the artworks nearest to IMAGE (or to --id, or --text).
 
     IMAGE is an image file (inside or outside the collection) or the path of an indexed
@@ -52,26 +64,91 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
       artsearch query IMG --space style        what is painted the same way
       artsearch query IMG --mix content=0.6,style=0.4
       artsearch query --text "a stormy seascape" --space clip
+      artsearch query IMG --explain maps/      why: heat maps + shares, maps/index.html
+      artsearch query IMG --cite               a citable id; `artsearch show ID` re-asks
     """
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
+    from artsearch.provenance import cite_query, provenance
     from artsearch.query import parse_mix, parse_where, search
+    from artsearch.rights import parse_shown
 
+    if explain_dir and Path(explain_dir).is_file():
+        raise click.UsageError(f"--explain {explain_dir}: that is a file; put IMAGE before "
+                               "--explain, or give --explain a folder for the maps")
     if sum(x is not None for x in (image, artwork_id, text)) != 1:
         raise click.UsageError("give one of IMAGE, --id or --text")
+    licences = parse_shown(show_licences)
     image_path = Path(image) if image is not None and Path(image).exists() else None
     artwork: str | int | None = artwork_id if artwork_id is not None else (
         None if image_path is not None else image)
     if image_path is not None and not image_path.is_file():
         raise click.ClickException(f"{image}: not a file; give an image file")
+    weights = parse_mix(mix) if mix is not None else {space: 1.0}
     with ArtIndex(resolve_index(index_name)) as idx:
         result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
-                        mix=parse_mix(mix) if mix is not None else None, k=k,
+                        mix=weights if mix is not None else None, k=k,
                         where=parse_where(where), exclude_same=exclude_same)
+        facts = provenance(idx, list(weights), command="query")
+        out = result.as_dict()
+        out["provenance"] = facts
+        if explain_dir is not None:
+            out["explain"] = _explain(idx, result, weights, image_path, explain_dir,
+                                      facts, licences, quiet=as_json)
+        if cite:
+            out["citation"] = cite_query(idx, result, weights, facts, image=image_path, k=k,
+                                         where=parse_where(where), exclude_same=exclude_same)
     if as_json:
-        click.echo(dumps(result.as_dict()))
+        click.echo(dumps(out))
         return
     _print_hits(result)
+    if explain_dir is not None:
+        _print_explained(out["explain"])
+    if cite:
+        click.echo(f"cite as {out['citation']}: `artsearch show {out['citation']}"
+                   f"{f' --index {index_name}' if index_name else ''}` asks again and checks",
+                   err=True)
+
+
+def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path | None,
+             explain_dir: str, facts: dict[str, Any], licences: frozenset[str], *,
+             quiet: bool) -> dict[str, Any]:
+    from artsearch.catalogue import find_artwork
+    from artsearch.explain import decoded, explain_hits, read_work
+    from artsearch.query import read_image_bytes
+    from artsearch.rights import shown
+
+    query_art = find_artwork(idx, id=result.query["id"]) if "id" in result.query else None
+    if image_path is not None:
+        data = read_image_bytes(image_path)
+    elif query_art is not None:
+        data = read_work(idx.root, query_art.path)
+    else:
+        data = None
+    explained = explain_hits(idx, result, weights, data)
+    picture = decoded(data)
+    if explain_dir:
+        from artsearch.explain_report import explain_report
+
+        # The user's own file is theirs to see; an indexed work follows its licence.
+        query_shown = query_art is None or shown(query_art.license, licences)
+        path = explain_report(idx, result, explained, picture, query_shown,
+                              Path(explain_dir), facts, licences)
+        if not quiet:
+            click.echo(f"explained: {path}", err=True)
+    return {str(rank): {"spaces": e["spaces"], "notes": e["notes"],
+                        "maps": {s: pm.as_dict() for s, pm in e["maps"].items()}}
+            for rank, e in explained.items()}
+
+
+def _print_explained(explained: dict[str, Any]) -> None:
+    for rank, e in explained.items():
+        parts = [f"{s} {v['share']:.0%}" for s, v in e["spaces"].items()
+                 if len(e["spaces"]) > 1]
+        maps = [f"{s}: query map sums to {m['sum_query']:.4f}, result map to "
+                f"{m['sum_result']:.4f} (cosine {m['cosine']:.4f})"
+                for s, m in e["maps"].items()]
+        click.echo(f"#{rank}: " + "; ".join(parts + maps or ["no map"]))
 
 
 def _print_hits(result: Any) -> None:

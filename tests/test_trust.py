@@ -1,0 +1,278 @@
+"""Trust: typed near-duplicates, explained matches, rights-aware output, citable results."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageOps
+
+from artsearch.cli import cli
+from artsearch.duplicates import Thresholds, classify, derive, features, geometry
+from artsearch.explain import pair_maps
+from artsearch.extract import Extractor
+from artsearch.index import ArtIndex
+from artsearch.indexing import IndexOptions, index_collection
+from artsearch.rights import licence_class, parse_shown
+from tests.browser import images_that_failed, open_page
+from tests.conftest import FAKE, TRAINABLE
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "collection"
+PAINTINGS = sorted(EXAMPLES.glob("*/*.jpg"))
+
+
+def picture(n: int) -> Image.Image:
+    return Image.open(PAINTINGS[n]).convert("RGB")
+
+
+# -- typed duplicates ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def original() -> tuple[Image.Image, object]:
+    img = picture(3)
+    return img, features(img)
+
+
+@pytest.mark.parametrize("how", ["exact", "jpeg", "resize", "colour", "mirrored", "crop"])
+def test_each_derivation_gets_its_type(original: tuple[Image.Image, object], how: str) -> None:
+    img, fa = original
+    copy, truth = derive(img, how, np.random.default_rng(5))
+    g = geometry(fa, features(copy))  # type: ignore[arg-type]
+    assert classify(g, 1.0, Thresholds()) == truth
+
+
+def test_a_crop_is_boxed_where_it_was_cut(original: tuple[Image.Image, object]) -> None:
+    img, fa = original
+    w, h = img.size
+    box = (w // 4, h // 5, w // 4 + w // 2, h // 5 + h // 2)
+    g = geometry(fa, features(img.crop(box)))  # type: ignore[arg-type]
+    assert classify(g, 1.0, Thresholds()) == "crop"
+    assert g.box is not None and g.whole == [w, h]
+    assert np.abs(np.array(g.box) - np.array(box)).max() <= 0.03 * max(w, h)
+    assert g.cover_a == pytest.approx(0.25, abs=0.03) and g.cover_b > 0.97
+
+
+def test_different_paintings_are_not_a_pair(original: tuple[Image.Image, object]) -> None:
+    _, fa = original
+    for n in (5, 20, 40):
+        g = geometry(fa, features(picture(n)))  # type: ignore[arg-type]
+        assert g.inliers < Thresholds().min_inliers
+        assert classify(g, 0.5, Thresholds()) is None
+        assert classify(g, 0.99, Thresholds()) == "related"  # only the embedding says so
+
+
+def test_licence_classes() -> None:
+    table = {"Public domain (museum open access / Wikimedia Commons PD)": "public-domain",
+             "CC0 1.0": "cc0", "CC BY 4.0": "cc-by", "cc-by-sa-3.0": "cc-by-sa",
+             "CC BY-NC-ND 4.0": "cc-by-nc-nd", "Creative Commons Attribution-NonCommercial":
+             "cc-by-nc", "© Museum. All rights reserved": "other", "": "unknown",
+             None: "unknown", "unknown (web-collected; research use only)": "unknown"}
+    assert {k: licence_class(k) for k in table} == table
+    assert parse_shown("default,cc-by-nc") == {"public-domain", "cc0", "cc-by", "cc-by-sa",
+                                               "cc-by-nc"}
+    with pytest.raises(Exception, match="not a licence class"):
+        parse_shown("cc-by,public")
+
+
+@pytest.fixture
+def derived(tmp_path: Path) -> tuple[Path, Path]:
+    """Six example paintings, a crop, a mirror image, a recompressed copy and a byte copy;
+    licences: the derivatives public domain, the originals all rights reserved."""
+    root = tmp_path / "coll"
+    root.mkdir()
+    rows = ["path,title,license"]
+    for n in range(6):
+        shutil.copy(PAINTINGS[n * 7], root / f"work_{n}.jpg")
+        rows.append(f"work_{n}.jpg,Work {n},All rights reserved")
+    src = picture(0)
+    w, h = src.size
+    src.crop((w // 5, h // 5, w // 5 + 3 * w // 5, h // 5 + 3 * h // 5)).save(root / "crop.jpg")
+    ImageOps.mirror(src).save(root / "mirror.jpg", quality=85)
+    src.resize((w // 2, h // 2)).save(root / "small.jpg", quality=60)
+    shutil.copy(PAINTINGS[0], root / "copy.jpg")
+    rows += [f"{n}.jpg,{n},Public domain" for n in ("crop", "mirror", "small", "copy")]
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=root / "meta.csv",
+                                                 extractor={"num_workers": 0}))
+    return root, tmp_path / "idx"
+
+
+def test_duplicates_command_types_pairs_and_reports_them(derived: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    _, index = derived
+    out = CliRunner().invoke(cli, ["duplicates", "--index", str(index), "--json", "-k", "9",
+                                   "--report", str(tmp_path / "rep")])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    typed = {frozenset((p["path_a"], p["path_b"])): p["type"] for p in data["pairs"]}
+    assert typed[frozenset(("copy.jpg", "work_0.jpg"))] == "exact"
+    assert typed[frozenset(("mirror.jpg", "work_0.jpg"))] == "mirrored"
+    assert typed[frozenset(("small.jpg", "work_0.jpg"))] == "re-encoded"
+    assert typed[frozenset(("crop.jpg", "work_0.jpg"))] == "crop"
+    assert not any("work_" in a and "work_" in b and t for (a, b), t in
+                   ((tuple(k), t) for k, t in typed.items()))
+    assert data["provenance"]["spaces"][0]["backbone"] == FAKE
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "class=box" in html and "rights: All rights reserved" in html
+    made = {p.name for p in (tmp_path / "rep" / "thumbs").glob("*.jpg")}
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["withheld_thumbnails"] >= 1 and len(made) >= 1
+    with ArtIndex(index) as idx:
+        from artsearch.catalogue import artworks
+
+        restricted = {f"{a.id}.jpg" for a in artworks(idx) if a.path.startswith("work_")}
+    assert made and not made & restricted  # no copy of a restricted image was written
+
+
+def test_relabelled_pairs_refit_the_thresholds(derived: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    _, index = derived
+    pairs = tmp_path / "pairs.csv"
+    out = CliRunner().invoke(cli, ["duplicates", "--index", str(index), "--all", "-k", "9",
+                                   "--csv", str(pairs)])
+    assert out.exit_code == 0, out.output
+    with pairs.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["type"] for r in rows} >= {"exact", "none"}
+    for r in rows:
+        r["label"] = r["type"]
+    with pairs.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = CliRunner().invoke(cli, ["duplicates", "--index", str(index), "--calibrate", "10",
+                                   "--labels", str(pairs), "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads((index / "duplicates.json").read_text())
+    assert record["labels"] == len(rows) and record["works"] == 10
+    assert json.loads(out.stdout)["thresholds"] == record
+    rows[0]["label"] = "similar"
+    with pairs.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = CliRunner().invoke(cli, ["duplicates", "--index", str(index), "--calibrate", "10",
+                                   "--labels", str(pairs)])
+    assert out.exit_code == 1
+    assert f"{pairs}, line 2" in out.output and "'similar'" in out.output
+
+
+# -- explained matches ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pooling", ["avg", "cavg"])
+def test_similarity_maps_add_up_to_the_cosine(pooling: str) -> None:
+    from artsearch.backbones import get
+
+    ex = Extractor(get(TRAINABLE), pooling=pooling, precision="fp32", num_workers=0)
+    if pooling == "cavg":
+        ex.params = {"m0": np.linspace(0.0, 0.3, 16).astype(np.float32)}
+    a, b = picture(1), picture(9)
+    pm = pair_maps(ex, a, b)
+    va, vb = ex.embed_images([a, b])
+    assert pm.query.shape == pm.result.shape == (16, 16)  # conv2 of a 32 px input
+    assert pm.query.sum() == pytest.approx(pm.cosine, abs=1e-9)
+    assert pm.result.sum() == pytest.approx(pm.cosine, abs=1e-9)
+    assert float(va @ vb) == pytest.approx(pm.cosine, abs=1e-4)  # the space's own score
+
+
+@pytest.fixture
+def conv_index(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "coll"
+    root.mkdir()
+    rows = ["path,license"]
+    for n in range(8):
+        shutil.copy(PAINTINGS[n * 5], root / f"w{n}.jpg")
+        rows.append(f"w{n}.jpg,{'CC BY 4.0' if n % 2 else 'All rights reserved'}")
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(
+            backbone=TRAINABLE, metadata=root / "meta.csv",
+            extractor={"num_workers": 0, "precision": "fp32"}))
+        index_collection(root, idx, IndexOptions(
+            backbone=TRAINABLE, space="tone", pooling="max",
+            extractor={"num_workers": 0, "precision": "fp32"}))
+    return root, tmp_path / "idx"
+
+
+def test_explain_maps_sum_to_the_reported_scores(conv_index: tuple[Path, Path]) -> None:
+    root, index = conv_index
+    out = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
+                                   "-k", "4", "--explain", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    for hit in data["results"]:
+        m = data["explain"][str(hit["rank"])]["maps"]["content"]
+        assert abs(m["sum_query"] - hit["score"]) <= 1e-4
+        assert abs(m["sum_result"] - hit["score"]) <= 1e-4
+        assert abs(float(np.sum(m["result"])) - hit["score"]) <= 1e-4
+    mixed = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
+                                     "-k", "3", "--mix", "content=2,tone=1", "--explain",
+                                     "--json"])
+    assert mixed.exit_code == 0, mixed.output
+    data = json.loads(mixed.stdout)
+    for rank, e in data["explain"].items():
+        shares = e["spaces"]
+        if rank != "1":  # the query itself: z-scores of an exact match can both be large
+            assert sum(v["share"] for v in shares.values()) == pytest.approx(1, abs=1e-3)
+        assert shares["content"]["weight"] == 2 and "tone" not in e["maps"]
+        assert "not a sum over positions" in e["notes"]["tone"]
+
+
+@pytest.mark.browser
+def test_explain_report_shows_the_maps_and_only_licensed_images(
+        conv_index: tuple[Path, Path], tmp_path: Path) -> None:
+    root, index = conv_index
+    out_dir = tmp_path / "why"
+    out = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
+                                   "-k", "4", "--explain", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    data = json.loads((out_dir / "report.json").read_text())
+    assert {r["image_shown"] for r in data["results"]} == {True, False}
+    with open_page(out_dir / "index.html") as (page, log):
+        srcs = page.evaluate("() => Array.from(document.images).map(i => i.src)")
+        assert images_that_failed(page) == []
+        assert log == {"console": [], "errors": [], "outside": []}
+    assert len(srcs) == 2 * len(data["results"]) and all("/maps/" in s for s in srcs)
+    # A withheld work's map is drawn on grey: no pixel of the picture is in it.
+    hidden = next(r for r in data["results"] if not r["image_shown"])
+    tile = np.asarray(Image.open(out_dir / "maps" / f"r-{hidden['rank']:02d}-content.png"))
+    shown = next(r for r in data["results"] if r["image_shown"])
+    seen = np.asarray(Image.open(out_dir / "maps" / f"r-{shown['rank']:02d}-content.png"))
+    assert tile.std(axis=(0, 1)).max() < seen.std(axis=(0, 1)).max()
+    assert np.unique(tile.reshape(-1, 3), axis=0).shape[0] < 4000
+
+
+# -- citable results ----------------------------------------------------------------------------
+
+def test_a_cited_query_and_a_cluster_run_reproduce(conv_index: tuple[Path, Path]) -> None:
+    root, index = conv_index
+    out = CliRunner().invoke(cli, ["query", str(root / "w2.jpg"), "--index", str(index),
+                                   "-k", "5", "--cite", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    cid = data["citation"]
+    assert cid.startswith("q-") and (index / "citations" / f"{cid}.json").is_file()
+    assert data["provenance"]["spaces"][0]["weights_sha256"]
+    again = CliRunner().invoke(cli, ["show", cid, "--index", str(index)])
+    assert again.exit_code == 0, again.output
+    assert "reproduced: same works" in again.output
+    # A new work that ranks first changes the answer: show says so and exits 2.
+    shutil.copy(root / "w2.jpg", root / "twin.jpg")
+    with ArtIndex(index) as idx:
+        index_collection(root, idx, IndexOptions(backbone=TRAINABLE,
+                                                 extractor={"num_workers": 0}))
+    changed = CliRunner().invoke(cli, ["show", cid, "--index", str(index)])
+    assert changed.exit_code == 2 and "NOT reproduced" in changed.output
+    run = CliRunner().invoke(cli, ["cluster", "--index", str(index), "--k", "3",
+                                   "--restarts", "0"])
+    assert run.exit_code == 0, run.output
+    replay = CliRunner().invoke(cli, ["show", "1", "--index", str(index)])
+    assert replay.exit_code == 0 and "identical assignments" in replay.output
+    bad = CliRunner().invoke(cli, ["show", "q-nothing", "--index", str(index)])
+    assert bad.exit_code == 1 and "not a citation id" in bad.output
