@@ -194,3 +194,64 @@ def show(ident: str, index_name: str | None, as_json: bool) -> None:
         click.echo("reproduced: same works, same order, scores within 1e-4" if ok else
                    f"NOT reproduced (largest score change {out['max_score_change']:.4g})")
     sys.exit(0 if ok else 2)
+
+
+@cli.command()
+@index_option
+@space_option
+@click.option("-k", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Length of the result lists audited.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, metavar="DIR",
+              help="Write an HTML page: the biggest hubs with thumbnails, coverage tables, "
+                   "links to the classifiers' reports.")
+@licences_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def audit(index_name: str | None, space: str, k: int, report_dir: Path | None,
+          show_licences: str | None, as_json: bool) -> None:
+    """Check a space for bias in what it retrieves: hubness and coverage per group.
+
+    \b
+    Hubness: some works turn up in very many works' top-k lists (and others in none), a
+    known habit of high-dimensional spaces. Coverage: for each catalogue field with 2 to 60
+    values (source, century, school, genre ...), each group's share of all results against
+    its share of the collection. The classifiers trained on this index are listed with
+    their per-group accuracy. Ends with a plain reading and what to do.
+
+    \b
+      artsearch audit --report audit/
+      artsearch audit --space style --json
+    """
+    from artsearch.audit import audit as run_audit
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.provenance import provenance
+    from artsearch.rights import parse_shown
+
+    licences = parse_shown(show_licences)
+    with ArtIndex(resolve_index(index_name)) as idx:
+        result = run_audit(idx, space, k=k)
+        facts = provenance(idx, space, command="audit")
+        if report_dir is not None:
+            from artsearch.audit_report import audit_report
+
+            path = audit_report(idx, result, report_dir, facts, licences)
+            if not as_json:
+                click.echo(f"report: {path}", err=True)
+    if as_json:
+        click.echo(dumps({**result, "provenance": facts}))
+        return
+    h = result["hubness"]
+    click.echo(f"{h['works']:,} works, top-{h['k']} lists; the biggest hubs:")
+    for t in h["top"]:
+        click.echo(f"  {t['occurrences']:>4}  {terminal(t['path'])}"
+                   + (f"  ({terminal(t['title'])})" if t["title"] else ""))
+    for name, rows in result["coverage"].items():
+        click.echo(f"coverage by {name} (share of results / share of works):")
+        for r in rows[:12]:
+            ratio = "   –" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            click.echo(f"  {ratio}  {terminal(str(r['value']))} ({r['works']} "
+                       f"work{'s' * (r['works'] != 1)}, {r['never_retrieved']} never "
+                       "retrieved)")
+    for line in result["reading"]:
+        click.echo(f"- {line}")
