@@ -99,7 +99,7 @@ def hub_reduction(nb: Neighbours, k: int = K, candidates: int = 50) -> np.ndarra
     r = nb.sims[:, :k].mean(axis=1)
     out = np.full((len(x), k), -1, np.int64)
     for i in range(len(x)):
-        keep = rows[i] != i
+        keep = (rows[i] != i) & (rows[i] >= 0)  # -1: fewer works than candidates
         cand, cos = rows[i][keep][:candidates], sims[i][keep][:candidates]
         order = np.argsort(-csls(cos, r[i], r[cand]), kind="stable")[:k]
         out[i, :len(order)] = cand[order]

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ __all__ = ["TYPES", "Geometry", "Pair", "Thresholds", "calibrate", "classify", "
 
 TYPES = ("exact", "re-encoded", "mirrored", "crop", "detail", "related")
 SIDE = 512  # images are compared at most this many pixels on their long side
+THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
 
 
@@ -43,7 +45,9 @@ THRESHOLDS_FILE = "duplicates.json"
 class Thresholds:
     """What makes a pair, and of which type (fitted by `calibrate`)."""
 
-    shortlist: float = 0.70  # cosine in the space for a pair to be examined at all
+    shortlist: float = 0.70  # cosine at which any of a work's k neighbours is examined
+    near: int = 3            # ... and its `near` nearest are examined from this cosine:
+    floor: float = 0.50      # a crop or halftone is often its original's nearest, not close
     related: float = 0.92    # cosine above which an unverified pair is still "related"
     min_inliers: int = 12    # RANSAC inliers for the geometry to count as evidence
     full: float = 0.80       # share of an image the other must cover to be "the whole"
@@ -376,28 +380,39 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     t = thresholds or load_thresholds(index)[0]
     arts = {a.id: a for a in artworks(index)}
     candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k)}
+    if t.near:
+        for a, b, s in shortlist(index, space, t.floor, t.near):
+            candidates.setdefault((a, b), s)
     by_hash: dict[str, list[int]] = {}
     for a in arts.values():
         by_hash.setdefault(a.sha256, []).append(a.id)
     for same in by_hash.values():
         for a, b in itertools.combinations(sorted(same), 2):
             candidates.setdefault((a, b), 1.0)
-    say(f"verifying {len(candidates):,} candidate pairs among {len(arts):,} works")
+    todo = sorted((a, b, c) for (a, b), c in candidates.items() if a in arts and b in arts)
+    needed = sorted({x for a, b, _ in todo if arts[a].sha256 != arts[b].sha256
+                     for x in (a, b)})
+    say(f"{len(todo):,} candidate pairs among {len(arts):,} works; local features of "
+        f"{len(needed):,} works")
     cache = _FeatureCache(index, arts)
-    pairs = []
-    for n, ((a, b), cosine) in enumerate(sorted(candidates.items()), 1):
-        if a not in arts or b not in arts:
-            continue
+    cache.fill(needed, say)
+
+    def verify(pair: tuple[int, int, float]) -> Pair:
+        a, b, cosine = pair
         if arts[a].sha256 == arts[b].sha256:
             g = Geometry(same_pixels=True, cover_a=1.0, cover_b=1.0)
         else:
             fa, fb = cache.get(a), cache.get(b)
             g = geometry(fa, fb) if fa is not None and fb is not None else Geometry()
-        kind = classify(g, cosine, t)
-        if kind is not None or keep_unrelated:
-            pairs.append(Pair(a, b, arts[a].path, arts[b].path, cosine, kind, g))
-        if n % 500 == 0:
-            say(f"verified {n:,} of {len(candidates):,} pairs")
+        return Pair(a, b, arts[a].path, arts[b].path, cosine, classify(g, cosine, t), g)
+
+    pairs = []
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:  # OpenCV releases the GIL
+        for n, pair in enumerate(pool.map(verify, todo), 1):
+            if pair.type is not None or keep_unrelated:
+                pairs.append(pair)
+            if n % 1000 == 0:
+                say(f"verified {n:,} of {len(todo):,} pairs")
     order = {name: i for i, name in enumerate(TYPES)}
     pairs.sort(key=lambda p: (order.get(p.type or "", 99), -p.cosine, p.a, p.b))
     return pairs
@@ -415,6 +430,15 @@ class _FeatureCache:
         if artwork_id not in self.done:
             self.done[artwork_id] = self._load(artwork_id)
         return self.done[artwork_id]
+
+    def fill(self, ids: Sequence[int], say: Progress) -> None:
+        """Compute the features of many works at once, in threads."""
+        todo = [i for i in ids if i not in self.done]
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            for n, (i, f) in enumerate(zip(todo, pool.map(self._load, todo), strict=True), 1):
+                self.done[i] = f
+                if n % 500 == 0:
+                    say(f"local features of {n:,} of {len(todo):,} works")
 
     def _load(self, artwork_id: int) -> Features | None:
         from artsearch.images import decode_image, read_file

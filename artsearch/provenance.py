@@ -89,14 +89,16 @@ def load_citation(index: ArtIndex, cid: str) -> dict[str, Any]:
 
 def cite_query(index: ArtIndex, result: Any, weights: dict[str, float],
                facts: dict[str, Any], *, image: Path | None, k: int,
-               where: dict[str, list[str]] | None, exclude_same: Sequence[str]) -> str:
+               where: dict[str, list[str]] | None, exclude_same: Sequence[str],
+               rerank: str | None = None) -> str:
     """Keep a query and its answer as a citation; return its id."""
     from artsearch.images import sha256_bytes
     from artsearch.query import read_image_bytes
 
     q = result.query
     question: dict[str, Any] = {"weights": weights, "k": k, "where": where or {},
-                                "exclude_same": sorted(exclude_same)}
+                                "exclude_same": sorted(exclude_same),
+                                **({"rerank": rerank} if rerank else {})}
     if "text" in q:
         question["text"] = q["text"]
     elif q.get("indexed"):
@@ -134,7 +136,8 @@ def ask_again(index: ArtIndex, record: dict[str, Any]) -> dict[str, Any]:
         text = q["text"]
     result = search(index, image=image, artwork=artwork, text=text,
                     space=next(iter(weights)), mix=weights if len(weights) > 1 else None,
-                    k=q["k"], where=q["where"] or None, exclude_same=q["exclude_same"])
+                    k=q["k"], where=q["where"] or None, exclude_same=q["exclude_same"],
+                    rerank=q.get("rerank"))
     then = [(r["id"], r["score"]) for r in record["results"]]
     again = [(h.id, h.score) for h in result.hits]
     same_order = [a for a, _ in then] == [a for a, _ in again]

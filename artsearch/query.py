@@ -35,6 +35,7 @@ class Hit:
     genre: str | None
     extra: dict[str, Any] | None = None
     spaces: dict[str, Any] | None = None  # blended queries: each space's cosine and z-score
+    cosine: float | None = None  # re-ranked queries: the cosine behind the re-ranked score
 
 
 @dataclass
@@ -94,6 +95,7 @@ def search(
     make_extractor: Callable[[Space], Extractor] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     image_bytes: bytes | None = None,
+    rerank: str | None = None,
 ) -> QueryResult:
     """The k artworks nearest to an image file, an indexed artwork (id or path) or a text.
 
@@ -104,9 +106,16 @@ def search(
     With `mix` ({space: weight}), each space's similarities are standardised over the
     collection for this query (z-scores: how far above the typical work this one is) and
     averaged with the weights, since raw cosines of different spaces are not on one scale.
+
+    With `rerank="csls"`, the nearest RERANK_CANDIDATES works are re-ranked by CSLS
+    (artsearch.audit.csls), which discounts works that are near everything (hubs).
     """
     if k < 1:
         raise MetadataError(f"-k {k}: ask for at least one result")
+    if rerank not in (None, "csls"):
+        raise MetadataError(f"--rerank {rerank}: the one re-ranking is csls")
+    if rerank and mix is not None:
+        raise MetadataError("--rerank applies to one space; drop --mix or --rerank")
     if mix is not None and len(mix) < 2:
         raise MetadataError("--mix: name at least two spaces to blend, e.g. "
                             "content=0.6,style=0.4; for one space use --space")
@@ -133,25 +142,39 @@ def search(
                 select(Embedding.faiss_id).join(Artwork).where(
                     Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
         how: dict[str, Any] = {"index": "flat (exact)"}
+        cos_by_art: dict[int, float] = {}
         if len(spaces) == 1:
             sp = spaces[0]
+            wanted = max(k, RERANK_CANDIDATES) if rerank else k
             if allowed[sp.name] is None:  # filtered queries are always exact
                 searcher, how = index.searcher(sp)
-                scores, ids = searcher.search(query_vecs[sp.name], k)
+                scores, ids = searcher.search(query_vecs[sp.name], wanted)
             else:
-                scores, ids = index.vectors(sp).search(query_vecs[sp.name], k,
+                scores, ids = index.vectors(sp).search(query_vecs[sp.name], wanted,
                                                        allowed=allowed[sp.name])
             ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True)
                       if i >= 0]
+            cosines = dict((i, sc) for sc, i in ranked)
+            if rerank:
+                ranked = _csls(index, sp, query_vecs[sp.name], ranked, query_art, s)
+                how = {**how, "rerank": f"csls over the nearest {wanted}, r from {RERANK_K} "
+                                        "neighbours"}
+            ranked = ranked[:k]
             arts = _artworks_by_faiss_id(s, sp, [i for _, i in ranked])
             scored = [(sc, arts[i], None) for sc, i in ranked if i in arts]
+            if rerank:
+                cos_by_art = {arts[i].id: cosines[i] for _, i in ranked if i in arts}
         else:
             scored = _blend(index, s, spaces, weights, query_vecs, allowed, k, notes)
         hits = [Hit(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
                     art.style, art.genre, art.extra, parts)
                 for rank, (score, art, parts) in enumerate(scored[:k], 1)]
+        for hit in hits:
+            if hit.id in cos_by_art:
+                hit.cosine = round(cos_by_art[hit.id], 6)
     if query_art is not None:  # an exact duplicate ties with the query: the query goes first
-        hits.sort(key=lambda h: (-h.score, h.id != query_art.id))
+        own = query_art.id  # (and stays first when re-ranked: CSLS is for the others)
+        hits.sort(key=lambda h: (h.id != own, -h.score) if rerank else (-h.score, h.id != own))
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
     first = allowed[spaces[0].name]
@@ -159,6 +182,36 @@ def search(
         notes.append(f"only {len(first)} artworks match the filters")
     label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
     return QueryResult(described, label, hits, notes, how)
+
+
+RERANK_CANDIDATES = 100  # nearest works re-ranked by --rerank
+RERANK_K = 10            # neighbours whose mean cosine is a work's CSLS radius
+
+
+def _csls(index: ArtIndex, sp: Space, q: np.ndarray, ranked: list[tuple[float, int]],
+          query_art: Artwork | None, s: Any) -> list[tuple[float, int]]:
+    """(CSLS score, faiss id) for the candidates, best first. A work's radius is its mean
+    cosine to its RERANK_K nearest other works, found by the space's own searcher."""
+    from artsearch.audit import csls
+
+    if not ranked:
+        return ranked
+    searcher, _ = index.searcher(sp)
+    ids = np.array([i for _, i in ranked], np.int64)
+    own = None
+    if query_art is not None:
+        own = s.scalar(select(Embedding.faiss_id).where(Embedding.space_id == sp.id,
+                                                        Embedding.artwork_id == query_art.id))
+    vectors = index.vectors(sp).vectors(ids)
+    sims, found = searcher.search(np.vstack([q, vectors]), RERANK_K + 1)
+    skip = [own, *ids.tolist()]  # each point's own id is not its neighbour
+    radius = np.array([np.mean([v for v, f in zip(sims[r], found[r], strict=True)
+                                if f >= 0 and f != skip[r]][:RERANK_K] or [0.0])
+                       for r in range(len(skip))])
+    cos = np.array([c for c, _ in ranked])
+    scores = csls(cos, float(radius[0]), radius[1:])
+    order = np.argsort(-scores, kind="stable")
+    return [(float(scores[o]), int(ids[o])) for o in order]
 
 
 def _artworks_by_faiss_id(s: Any, sp: Space, ids: Sequence[int]) -> dict[int, Artwork]:

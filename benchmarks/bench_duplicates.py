@@ -111,6 +111,34 @@ def hard_negatives(idx: ArtIndex, truth: dict[str, Any]) -> list[tuple[str, str,
     return [(x, y, s) for x, (y, s) in sorted(best.items())]
 
 
+def reachability(idx: ArtIndex, truth: dict[str, Any], space: str = "content"
+                 ) -> dict[str, Any]:
+    """For each derivative pair: its cosine and its rank (the better of the two directions)
+    in the space; and the share of pairs a shortlist of k neighbours above a cosine keeps."""
+    from artsearch.catalogue import artworks
+    from artsearch.cluster import space_matrix
+
+    ids, x = space_matrix(idx, space)
+    row = {a.path: ids.index(a.id) for a in artworks(idx)}
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    ranks = (-sims).argsort(axis=1).argsort(axis=1) + 1  # 1 = nearest other work
+    per: dict[str, list[tuple[float, int]]] = {}
+    for d, t in truth.items():
+        a, b = row[t["original"]], row[d]
+        per.setdefault(t["how"], []).append((float(sims[a, b]),
+                                             int(min(ranks[a, b], ranks[b, a]))))
+    grid = {}
+    for k in (1, 2, 3, 5, 10, 20):
+        for floor in (0.5, 0.6, 0.7):
+            grid[f"k={k},cos>={floor}"] = {
+                how: round(sum(1 for c, r in v if r <= k and c >= floor) / len(v), 3)
+                for how, v in per.items()}
+    return {"pairs": {h: {"cosine_median": float(np.median([c for c, _ in v])),
+                          "rank_median": float(np.median([r for _, r in v]))}
+                      for h, v in per.items()}, "shortlist_recall": grid}
+
+
 def score(examined: list[Any], truth: dict[str, Any],
           negatives: list[tuple[str, str, float]]) -> dict[str, Any]:
     """Precision and recall per type. Pairs among dev-set works that come out typed are
@@ -171,10 +199,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--works", type=int, default=270, help="derivatives to make")
     ap.add_argument("--calibrate", type=int, default=200, help="works to calibrate on")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--reach-only", action="store_true",
+                    help="only measure how far derivatives are from their originals")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="artsearch-dups-") as tmp:
         folder = Path(tmp)
         truth, coll = build(args.data, folder, args.works, seed=7)
+        if args.reach_only:  # how far derivatives are, in spaces of several poolings
+            reach = {}
+            with ArtIndex(folder / "bench", create=True) as idx:
+                for pooling in ("avg", "gem"):
+                    index_collection(coll, idx, IndexOptions(
+                        metadata=coll / "meta.csv", space=pooling, pooling=pooling))
+                    reach[pooling] = reachability(idx, truth, pooling)
+                    for name, row in reach[pooling]["shortlist_recall"].items():
+                        print(pooling, name, row, flush=True)
+            path = write_results("duplicates-reach", {"machine": machine(), "spaces": reach},
+                                 args.out)
+            print(f"results: {path}")
+            return reach
         t0 = time.perf_counter()
         with ArtIndex(folder / "dev-only", create=True) as dev:
             index_collection(args.data, dev, IndexOptions(metadata=args.data / "metadata.csv"))
@@ -187,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with ArtIndex(folder / "bench", create=True) as idx:
             index_collection(coll, idx, IndexOptions(metadata=coll / "meta.csv"))
             negatives = hard_negatives(idx, truth)
+            reach = reachability(idx, truth)
+            for name, row in reach["shortlist_recall"].items():
+                print(name, row, flush=True)
             runs = {}
             for name, t in (("fitted", fitted), ("default", Thresholds())):
                 start = time.perf_counter()
@@ -200,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             works = len(list(idx.spaces())) and len(idx.id_maps(idx.space("content"))[0])
     results = {"machine": machine(), "works_indexed": works, "derivatives": len(truth),
                "hard_negatives": len(negatives), "calibration": record,
+               "reachability": reach,
                "calibration_seconds": t_cal, "dev_index_seconds": t_dev - t0, "runs": runs}
     for name, run in runs.items():
         print(f"\n{name} thresholds: {run['found']} pairs found in {run['seconds']:.0f} s")

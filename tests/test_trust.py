@@ -276,3 +276,159 @@ def test_a_cited_query_and_a_cluster_run_reproduce(conv_index: tuple[Path, Path]
     assert replay.exit_code == 0 and "identical assignments" in replay.output
     bad = CliRunner().invoke(cli, ["show", "q-nothing", "--index", str(index)])
     assert bad.exit_code == 1 and "not a citation id" in bad.output
+
+
+# -- rights-aware output --------------------------------------------------------------------------
+
+@pytest.fixture
+def mixed_rights(tmp_path: Path) -> tuple[Path, Path, set[str]]:
+    """24 warm/cool pictures, every third one all rights reserved; returns the restricted
+    paths too."""
+    from tests.test_cluster import two_palettes
+
+    root = tmp_path / "coll"
+    root.mkdir()
+    meta = two_palettes(root)
+    lines = meta.read_text().splitlines()
+    rows, restricted = ["path,genre,title,license"], set()
+    for n, line in enumerate(lines[1:]):
+        path, genre = line.split(",")
+        licence = '"© 2024 Estate of the artist, all rights reserved"' if n % 3 == 0 else \
+            ("CC BY-SA 4.0" if n % 3 == 1 else "Public domain")
+        if n % 3 == 0:
+            restricted.add(path)
+        rows.append(f"{path},{genre},Study {n},{licence}")
+    meta.write_text("\n".join(rows) + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=meta,
+                                                 extractor={"num_workers": 0}))
+    return root, tmp_path / "idx", restricted
+
+
+@pytest.mark.browser
+def test_a_report_shows_no_restricted_image(mixed_rights: tuple[Path, Path, set[str]],
+                                            tmp_path: Path) -> None:
+    _, index, restricted = mixed_rights
+    out_dir = tmp_path / "out"
+    out = CliRunner().invoke(cli, ["cluster", "--index", str(index), "--k", "2",
+                                   "--report", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    assert "8 withheld by licence" in out.output
+    with ArtIndex(index) as idx:
+        from artsearch.catalogue import artworks
+
+        ids = {a.path: a.id for a in artworks(idx)}
+    hidden = {f"thumbs/{ids[p]}.jpg" for p in restricted}
+    made = {f"thumbs/{p.name}" for p in (out_dir / "thumbs").glob("*")}
+    assert made and not made & hidden  # not even written to the folder
+    with open_page(out_dir / "index.html") as (page, log):
+        page.click("#toggle-thumbs")
+        sources = page.evaluate("""() => [...Array.from(document.images, i => i.src),
+            ...Array.from(document.querySelectorAll('image'), i => i.getAttribute('href'))]""")
+        tiles = page.locator(".withheld").all_inner_texts()
+        assert images_that_failed(page) == []
+        assert log == {"console": [], "errors": [], "outside": []}
+    shown = {s.split("/out/")[-1] if "/out/" in s else s for s in sources}
+    assert shown and not shown & hidden
+    assert len(shown) >= 16 - 1  # every licensed work that the page shows has its picture
+    assert tiles and all("all rights reserved" in t for t in tiles)
+    data = json.loads((out_dir / "report.json").read_text())
+    assert data["rights"] == {"shown_licences": ["cc-by", "cc-by-sa", "cc0", "public-domain"],
+                              "withheld_thumbnails": 8}
+
+
+def test_the_web_app_withholds_restricted_images(
+        mixed_rights: tuple[Path, Path, set[str]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from artsearch.web import build
+
+    _, index, restricted = mixed_rights
+    c = TestClient(build(index), base_url="http://127.0.0.1:8765")
+    works = c.get("/api/works", params={"limit": 100}).json()["works"]
+    by_path = {w["path"]: w["id"] for w in works}
+    hidden = by_path[sorted(restricted)[0]]
+    free = next(i for p, i in by_path.items() if p not in restricted)
+    tile = c.get(f"/thumb/{hidden}")
+    assert tile.headers["content-type"] == "image/svg+xml"
+    assert b"Estate of" in tile.content and b"reserved" in tile.content
+    assert c.get(f"/image/{hidden}").status_code == 403
+    assert c.get(f"/thumb/{free}").headers["content-type"] == "image/jpeg"
+    assert c.get(f"/image/{free}").status_code == 200
+    everything = TestClient(build(index, licences=parse_shown("all")),
+                            base_url="http://127.0.0.1:8765")
+    assert everything.get(f"/image/{hidden}").status_code == 200
+    # A cluster report made with every licence shown is re-made for this server's policy.
+    run = CliRunner().invoke(cli, ["cluster", "--index", str(index), "--k", "2",
+                                   "--restarts", "0"])
+    assert run.exit_code == 0, run.output
+    assert everything.get("/clusters/1/index.html").status_code == 200
+    assert everything.get(f"/clusters/1/thumbs/{hidden}.jpg").status_code == 200
+    assert c.get("/clusters/1/index.html").status_code == 200
+    assert c.get(f"/clusters/1/thumbs/{hidden}.jpg").status_code == 404
+    assert "all rights reserved" in c.get("/clusters/1/index.html").text
+
+
+# -- audit and re-ranking ---------------------------------------------------------------------
+
+def test_audit_counts_occurrences_and_coverage(mixed_rights: tuple[Path, Path, set[str]],
+                                               tmp_path: Path) -> None:
+    from artsearch.audit import k_occurrence, skewness
+
+    rows = np.array([[1, 2], [0, 2], [0, 1], [0, 2]])
+    assert k_occurrence(rows, 5).tolist() == [3, 2, 3, 0, 0]
+    assert skewness(np.array([1, 1, 1, 10])) > 1 and skewness(np.ones(5)) == 0
+    _, index, _ = mixed_rights
+    out = CliRunner().invoke(cli, ["audit", "--index", str(index), "-k", "5", "--json",
+                                   "--report", str(tmp_path / "audit")])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    h = data["hubness"]
+    assert h["works"] == 24 and len(h["top"]) == 10
+    assert sum(b["works"] for b in h["histogram"]) == 24
+    occurrences = [t["occurrences"] for t in h["top"]]
+    assert occurrences == sorted(occurrences, reverse=True)
+    genre = {r["value"]: r for r in data["coverage"]["genre"]}
+    assert set(genre) == {"sunset", "seascape"}
+    assert sum(r["retrieved_share"] for r in genre.values()) == pytest.approx(1, abs=1e-3)
+    assert data["reading"] and data["provenance"]["spaces"][0]["backbone"] == FAKE
+
+
+@pytest.mark.browser
+def test_audit_report_renders_offline(mixed_rights: tuple[Path, Path, set[str]],
+                                      tmp_path: Path) -> None:
+    _, index, _ = mixed_rights
+    out = CliRunner().invoke(cli, ["audit", "--index", str(index), "-k", "5",
+                                   "--report", str(tmp_path / "audit")])
+    assert out.exit_code == 0, out.output
+    with open_page(tmp_path / "audit" / "index.html") as (page, log):
+        text = page.inner_text("body")
+        assert images_that_failed(page) == []
+        assert log == {"console": [], "errors": [], "outside": []}
+    assert "biggest hubs" in text and "By genre" in text and "Hubness is" in text
+
+
+def test_csls_rerank_demotes_a_hub(tmp_path: Path) -> None:
+    """A work close to everything (the mean of all others) is every query's second result by
+    cosine; CSLS discounts it below the query's true twin."""
+    from artsearch.audit import csls
+
+    cos = np.array([0.90, 0.95])  # twin, hub
+    r = np.array([0.50, 0.93])    # the hub is near everything
+    assert np.argmax(cos) == 1 and np.argmax(csls(cos, 0.6, r)) == 0
+
+
+def test_query_rerank_csls(conv_index: tuple[Path, Path]) -> None:
+    root, index = conv_index
+    out = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
+                                   "-k", "5", "--rerank", "csls", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    hits = data["results"]
+    assert hits[0]["path"] == "w3.jpg" and "csls" in data["search"]["rerank"]
+    scores = [h["score"] for h in hits[1:]]  # the query itself first, then by CSLS
+    assert scores == sorted(scores, reverse=True)
+    assert all(h["cosine"] is not None and h["score"] <= 2 * h["cosine"] for h in hits)
+    mixed = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
+                                     "--mix", "content=1,tone=1", "--rerank", "csls"])
+    assert mixed.exit_code == 1 and "--rerank applies to one space" in mixed.output

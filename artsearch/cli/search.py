@@ -43,6 +43,10 @@ from artsearch.textsafe import terminal
                    "cavg spaces) where in both pictures the similarity lies; the maps add up "
                    "to the cosine. With DIR, also write the maps as PNG and an HTML page "
                    "there. Put it after IMAGE.")
+@click.option("--rerank", type=click.Choice(["csls"]), default=None,
+              help="Re-rank the 100 nearest by CSLS, which discounts works that are near "
+                   "everything (hubs; see `artsearch audit`). The score is then CSLS, not a "
+                   "cosine (--json keeps the cosine).")
 @click.option("--cite", is_flag=True,
               help="Keep this query and its answer in the index under a stable id (printed) "
                    "that `artsearch show ID` asks again and checks.")
@@ -50,7 +54,8 @@ from artsearch.textsafe import terminal
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def query(image: str | None, index_name: str | None, space: str, mix: str | None,
           artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
-          exclude_same: tuple[str, ...], explain_dir: str | None, cite: bool,
+          exclude_same: tuple[str, ...], explain_dir: str | None, rerank: str | None,
+          cite: bool,
           show_licences: str | None, as_json: bool) -> None:
     """Show the artworks nearest to IMAGE (or to --id, or --text).
 
@@ -88,7 +93,7 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
     with ArtIndex(resolve_index(index_name)) as idx:
         result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
                         mix=weights if mix is not None else None, k=k,
-                        where=parse_where(where), exclude_same=exclude_same)
+                        where=parse_where(where), exclude_same=exclude_same, rerank=rerank)
         facts = provenance(idx, list(weights), command="query")
         out = result.as_dict()
         out["provenance"] = facts
@@ -97,7 +102,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                                       facts, licences, quiet=as_json)
         if cite:
             out["citation"] = cite_query(idx, result, weights, facts, image=image_path, k=k,
-                                         where=parse_where(where), exclude_same=exclude_same)
+                                         where=parse_where(where), exclude_same=exclude_same,
+                                         rerank=rerank)
     if as_json:
         click.echo(dumps(out))
         return
@@ -165,8 +171,8 @@ def _print_hits(result: Any) -> None:
             for h in result.hits]
     # A blended score is a weighted z-score (how far above this query's typical work), not a
     # cosine; the header says which.
-    header = ["#", "z" if blended else "sim", "path", "title", "artist",
-              "style / genre"]
+    header = ["#", "z" if blended else "csls" if "rerank" in result.search else "sim", "path",
+              "title", "artist", "style / genre"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     # Shrink the widest text columns until the table fits the terminal.
     while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:]) > 12:
