@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def blend_shares(weights: dict[str, float], parts: dict[str, dict[str, float]]
             for s in weights}
 
 
-def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path, side: int,
+def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path | BinaryIO, side: int,
              scale: float) -> None:
     """The picture (as the model saw it: shorter side resized, centre square) with the map
     laid over it: orange where the region adds to the score, blue where it takes away; with

@@ -55,7 +55,7 @@ def provenance(index: ArtIndex, spaces: str | Sequence[str] | None, *,
     return {"index": str(index.path), "collection": str(index.root or ""),
             "spaces": [space_facts(index, n) for n in names],
             "command": command_line() if command is None or sys.argv[1:2] == [command]
-            else f"artsearch {command}",
+            else command if command.startswith("serve") else f"artsearch {command}",
             "artsearch": __version__,
             "made": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 

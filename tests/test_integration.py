@@ -190,8 +190,25 @@ def test_dev_clusters_follow_genre_and_the_report_is_complete(
     assert first.metrics["genre"]["nmi"] > 0.5 and first.metrics["genre"]["ari"] > 0.4
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(data["clusters"]) == 5 and len(data["points"]) == N_DEV
-    assert summary.thumbnails == N_DEV and summary.unreadable == []
+    # 122 dev-set works are public domain; the rest are "unknown (research use only)",
+    # whose pictures a report must not carry.
+    assert (summary.thumbnails, summary.withheld, summary.unreadable) == (122, N_DEV - 122, [])
     assert data["map"]["method"].startswith("t-SNE")
+
+
+def test_dev_audit_names_hubs_and_source_coverage(dev_index: tuple[Path, IndexReport]) -> None:
+    from artsearch.audit import audit
+
+    path, _ = dev_index
+    with ArtIndex(path) as idx:
+        result = audit(idx, "content")
+    h = result["hubness"]
+    assert len(h["top"]) == 10 and h["works"] == N_DEV
+    assert h["top"][0]["occurrences"] >= h["top"][-1]["occurrences"] > 10  # above the mean
+    sources = {r["value"] for r in result["coverage"]["source"]}
+    assert len(sources) == 3
+    assert sum(r["works"] for r in result["coverage"]["source"]) == N_DEV
+    assert any(line.startswith("By source") for line in result["reading"])
 
 
 def test_dev_probe_and_one_finetune_epoch(dev_index: tuple[Path, IndexReport],

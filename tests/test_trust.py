@@ -335,6 +335,19 @@ def test_a_report_shows_no_restricted_image(mixed_rights: tuple[Path, Path, set[
     data = json.loads((out_dir / "report.json").read_text())
     assert data["rights"] == {"shown_licences": ["cc-by", "cc-by-sa", "cc0", "public-domain"],
                               "withheld_thumbnails": 8}
+    # The provenance block reproduces the run: its command makes run 2, the same clusters.
+    import shlex
+
+    again = shlex.split(data["provenance"]["reproduce"].replace("DIR", str(tmp_path / "b")))
+    assert again[:2] == ["artsearch", "cluster"]
+    out = CliRunner().invoke(cli, again[1:])
+    assert out.exit_code == 0, out.output
+    from artsearch.cluster import assignments
+
+    with ArtIndex(index) as idx:
+        first, second = (sorted((r["path"], r["cluster"]) for r in assignments(idx, n))
+                         for n in (1, 2))
+    assert first == second
 
 
 def test_the_web_app_withholds_restricted_images(

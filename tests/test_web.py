@@ -55,6 +55,15 @@ def served(tmp_path: Path) -> tuple[Path, Path]:
     return root, tmp_path / "idx"
 
 
+def same_answer(api: dict, cli_json: dict) -> bool:
+    """The app's JSON and `query --json` agree on everything but when and how they were
+    asked."""
+    strip = ("made", "command")
+    a, b = ({**d, "provenance": {k: v for k, v in d["provenance"].items() if k not in strip}}
+            for d in (api, cli_json))
+    return a == b
+
+
 def client(index: Path, **kw: object) -> TestClient:
     return TestClient(build(index, **kw), base_url="http://127.0.0.1:8765")  # type: ignore[arg-type]
 
@@ -87,11 +96,13 @@ def test_a_work_page_shows_each_space_and_a_blend(served: tuple[Path, Path]) -> 
     assert page.status_code == 200
     assert 'data-space="content"' in page.text and 'data-space="tone"' in page.text
     assert 'data-space="blend"' in page.text and "content=0.7,tone=0.3" in page.text
-    # The JSON answer is the CLI's `query --json`, field for field.
+    # The JSON answer is the CLI's `query --json`, field for field (provenance: but for the
+    # command and the time).
     api = c.get("/api/works/4/neighbours", params={"k": 5, "exclude_same": "artist"}).json()
     result = CliRunner().invoke(cli, ["query", "--id", "4", "-k", "5", "--exclude-same",
                                       "artist", "--index", str(index), "--json"])
-    assert api == json.loads(result.stdout)
+    assert same_answer(api, json.loads(result.stdout))
+    assert api["provenance"]["command"] == "serve: GET /api/works/ID/neighbours"
     artist = c.get("/api/works/4").json()["artist"]
     assert api["results"] and all(h["artist"] != artist for h in api["results"])
 
@@ -163,7 +174,7 @@ def test_a_description_finds_works_in_an_open_clip_space(tiny_clip: Path,  # noq
     cli_json = CliRunner().invoke(cli, ["query", "--text", "a stormy seascape", "--space",
                                         "clip", "-k", "3", "--index", str(tmp_path / "idx"),
                                         "--json"]).stdout
-    assert api == json.loads(cli_json) and len(api["results"]) == 3
+    assert same_answer(api, json.loads(cli_json)) and len(api["results"]) == 3
     page = c.get("/text", params={"q": "<script>x</script>"})
     assert page.status_code == 200 and "<script>x" not in page.text
     assert c.get("/api/text", params={"q": "x", "space": "content"}).status_code == 400
@@ -408,3 +419,24 @@ def test_the_readme_query_works_by_click_and_by_upload_in_a_browser(tmp_path: Pa
     finally:
         server.should_exit = True
         thread.join(5)
+
+
+def test_why_a_neighbour_matches(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    first = c.get("/api/works").json()["works"][0]["id"]
+    near = c.get(f"/api/works/{first}/neighbours", params={"k": 3}).json()["results"]
+    other = near[1]
+    page = c.get(f"/work/{first}").text
+    assert f"/explain/{first}/{other['id']}?space=content" in page
+    assert "space=tone" not in page  # max pooling: no map
+    data = c.get(f"/api/explain/{first}/{other['id']}").json()
+    assert abs(data["sum_query"] - other["score"]) <= 1e-4
+    assert abs(data["sum_result"] - other["score"]) <= 1e-4
+    html = c.get(f"/explain/{first}/{other['id']}", params={"space": "content"})
+    assert html.status_code == 200 and f"/explain/{first}/{other['id']}/b.png" in html.text
+    png = c.get(f"/explain/{first}/{other['id']}/b.png")
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    assert c.get(f"/api/explain/{first}/{other['id']}", params={"space": "nope"}
+                 ).status_code == 404
+    assert c.get(f"/explain/{first}/999999").status_code == 404

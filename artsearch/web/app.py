@@ -23,8 +23,10 @@ from fastapi.templating import Jinja2Templates
 
 from artsearch import catalogue
 from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
+from artsearch.explain import DECOMPOSABLE
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
+from artsearch.web.explain import explain_routes
 from artsearch.web.reports import report_routes
 
 __all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
@@ -128,6 +130,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(report_routes(live, templates, allowed))
+    app.include_router(explain_routes(live, templates, allowed))
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
@@ -185,7 +188,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
                                        where=filters, exclude=exclude))
         return templates.TemplateResponse(request, "work.html", {
             "art": art, "work": _work_dict(art), "columns": columns, "blended": blended,
-            "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces})
+            "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
+            "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
+                            and "," not in sp.layer]})
 
     @app.post("/query", response_class=HTMLResponse)
     async def upload_page(request: Request, image: UploadFile = File(...),
@@ -233,7 +238,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     @app.get("/api/text")
     def api_text(q: str = Query(..., min_length=1, max_length=500), space: str | None = None,
                  k: int = Query(10, ge=1, le=1000)) -> JSONResponse:
-        return JSONResponse(json_safe(by_text(live.get(), q, space, k).as_dict()))
+        result = by_text(live.get(), q, space, k)
+        return JSONResponse(json_safe(with_provenance(live.get(), result, "GET /api/text")))
 
     # -- images -----------------------------------------------------------------------------
 
@@ -304,7 +310,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         filters = _filters(index, where, exclude_same)
         result = neighbours(index, art.id, space=space, mix=mix, k=k, where=filters,
                             exclude=exclude_same)
-        return JSONResponse(json_safe(result.as_dict()))
+        return JSONResponse(json_safe(with_provenance(index, result, "GET /api/works/ID/"
+                                                                     "neighbours")))
 
     @app.post("/api/query")
     async def api_query(image: UploadFile = File(...), space: str = Form("content"),
@@ -314,7 +321,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         result = search(index, image=Path(image.filename or "upload"), image_bytes=data,
                         space=space, k=max(1, min(k, 1000)),
                         make_extractor=lambda sp: live.extractor(index, sp))
-        return JSONResponse(json_safe(result.as_dict()))
+        return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
 
     return app
 
@@ -345,6 +352,15 @@ def _inside_collection(index: ArtIndex, art: Any) -> Path:
     if not path.is_file():
         raise NotIndexedError(f"artwork {art.id}: its file is gone from the collection")
     return path
+
+
+def with_provenance(index: ArtIndex, result: Any, request: str) -> dict[str, Any]:
+    """A result as `artsearch query --json` gives it: with its provenance block."""
+    from artsearch.provenance import provenance
+
+    spaces = [p.partition("=")[0] for p in result.space.split("+")]
+    return {**result.as_dict(),
+            "provenance": provenance(index, spaces, command=f"serve: {request}")}
 
 
 def _withheld_tile(text: str, side: int) -> bytes:

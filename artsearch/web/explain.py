@@ -1,0 +1,81 @@
+"""Why a neighbour is there, in the app: the similarity maps of two works in one space
+(`/explain/A/B?space=`), as a page, as PNG heat maps and as JSON — the same maps as
+`artsearch query --explain`, under the same licence rules as every other image."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+__all__ = ["explain_routes"]
+
+MAX_ID = 2**63 - 1
+SIDE = 320
+
+
+def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
+    """Routes: /explain/A/B, /explain/A/B/SIDE.png, /api/explain/A/B (SIDE: a or b)."""
+    from artsearch import catalogue
+    from artsearch.errors import NotIndexedError
+    from artsearch.explain import decoded, pair_maps, read_work
+    from artsearch.query import default_extractor
+    from artsearch.rights import shown, statement
+
+    router = APIRouter()
+    extractors: dict[tuple[str, str], Any] = {}
+
+    def maps(a: int, b: int, space: str) -> tuple[Any, Any, Any]:
+        index = live.get()
+        arts = [catalogue.find_artwork(index, id=i) for i in (a, b)]
+        if None in arts:
+            raise NotIndexedError("no such artwork")
+        sp = index.space(space)  # an unknown space is refused with the list of spaces
+        key = (str(index.path), sp.name)
+        if key not in extractors:  # the model loads once per space
+            extractors[key] = default_extractor(index, sp)
+            extractors[key].precision = "fp32"
+        ex = extractors[key]
+        side = ex.spec.preprocess.resize
+        pictures = [decoded(read_work(index.root, art.path), side) for art in arts]
+        if None in pictures:
+            raise NotIndexedError("a work's file cannot be read")
+        return pair_maps(ex, pictures[0], pictures[1]), arts, pictures
+
+    @router.get("/explain/{a}/{b}", response_class=HTMLResponse)
+    def explain_page(request: Request, a: int = PathParam(ge=1, le=MAX_ID),
+                     b: int = PathParam(ge=1, le=MAX_ID),
+                     space: str = Query("content", max_length=200)) -> Response:
+        pm, arts, _ = maps(a, b, space)
+        return templates.TemplateResponse(request, "explain.html", {
+            "a": arts[0], "b": arts[1], "space": space, "maps": pm.as_dict(4),
+            "withheld": {art.id: statement(art.license) for art in arts
+                         if not shown(art.license, licences)},
+            "spaces": [sp.name for sp in live.get().spaces()]})
+
+    @router.get("/explain/{a}/{b}/{side}.png")
+    def explain_png(a: int = PathParam(ge=1, le=MAX_ID), b: int = PathParam(ge=1, le=MAX_ID),
+                    side: str = PathParam(pattern="^[ab]$"),
+                    space: str = Query("content", max_length=200)) -> Response:
+        from artsearch.explain import heat_png
+
+        pm, arts, pictures = maps(a, b, space)
+        n = 0 if side == "a" else 1
+        scale = float(max(abs(pm.query).max(), abs(pm.result).max()))
+        buf = io.BytesIO()
+        heat_png(pictures[n] if shown(arts[n].license, licences) else None,
+                 pm.query if n == 0 else pm.result, buf, SIDE, scale)
+        return Response(buf.getvalue(), media_type="image/png",
+                        headers={"cache-control": "private, max-age=3600"})
+
+    @router.get("/api/explain/{a}/{b}")
+    def explain_json(a: int = PathParam(ge=1, le=MAX_ID), b: int = PathParam(ge=1, le=MAX_ID),
+                     space: str = Query("content", max_length=200)) -> JSONResponse:
+        pm, arts, _ = maps(a, b, space)
+        return JSONResponse({"a": arts[0].id, "b": arts[1].id, "space": space,
+                             **pm.as_dict()})
+
+    return router
