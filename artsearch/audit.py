@@ -208,11 +208,13 @@ def reading(hubness: dict[str, Any], coverage: dict[str, Any]) -> list[str]:
         hi = max(rated, key=lambda r: r["ratio"])
         lo = min(rated, key=lambda r: r["ratio"])
         if hi["ratio"] >= 1.5 or lo["ratio"] <= 0.67:
+            never = (f"; {lo['never_retrieved']} of its works are in no one's top {K}"
+                     if lo["never_retrieved"] else "")
             out.append(
                 f"By {name}: {hi['value']} is retrieved {hi['ratio']:.2f}x its share of the "
-                f"collection and {lo['value']} {lo['ratio']:.2f}x; results lean towards "
-                f"{hi['value']}. Filter with --where {name}=VALUE, or look at the works of "
-                f"{lo['value']} that are never retrieved ({lo['never_retrieved']}).")
+                f"collection and {lo['value']} {lo['ratio']:.2f}x{never}; results lean "
+                f"towards {hi['value']}. To look at a group on its own terms, filter: "
+                f"--where {name}=VALUE.")
         else:
             out.append(f"By {name}: every group of {MIN_GROUP} or more works is retrieved "
                        f"within 0.67x-1.5x of its share.")

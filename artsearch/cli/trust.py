@@ -248,7 +248,12 @@ def audit(index_name: str | None, space: str, k: int, report_dir: Path | None,
                    + (f"  ({terminal(t['title'])})" if t["title"] else ""))
     for name, rows in result["coverage"].items():
         click.echo(f"coverage by {name} (share of results / share of works):")
-        for r in rows[:12]:
+        if len(rows) > 12:  # the six least and the six most retrieved groups
+            rated = sorted((r for r in rows if r["ratio"] is not None),
+                           key=lambda r: r["ratio"])
+            rows = [*rated[:6], *rated[-6:]]
+            click.echo(f"  (the extremes of {len(rated)} groups; --json or --report: all)")
+        for r in rows:
             ratio = "   –" if r["ratio"] is None else f"{r['ratio']:.2f}"
             click.echo(f"  {ratio}  {terminal(str(r['value']))} ({r['works']} "
                        f"work{'s' * (r['works'] != 1)}, {r['never_retrieved']} never "
