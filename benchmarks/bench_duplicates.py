@@ -33,15 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artsearch.duplicates import (  # noqa: E402
-    DERIVATIONS,
-    TYPES,
-    Thresholds,
-    calibrate_index,
-    derive,
-    find_duplicates,
-    shortlist,
-)
+from artsearch.duplicates import TYPES, Thresholds, find_duplicates, shortlist  # noqa: E402
+from artsearch.duplicates_fit import DERIVATIONS, calibrate_index, derive  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
 from artsearch.indexing import IndexOptions, index_collection  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from artsearch.cli import cli
-from artsearch.duplicates import Thresholds, classify, derive, features, geometry
+from artsearch.duplicates import Thresholds, classify, features, geometry
+from artsearch.duplicates_fit import derive
 from artsearch.explain import pair_maps
 from artsearch.extract import Extractor
 from artsearch.index import ArtIndex
