@@ -31,6 +31,17 @@ def picture(n: int) -> Image.Image:
     return Image.open(PAINTINGS[n]).convert("RGB")
 
 
+def copy_paintings(root: Path, picks: list[int], name: str, licence: object) -> list[str]:
+    """Copy example paintings into root as NAME{i}.jpg; their catalogue rows (path,
+    licence(i))."""
+    root.mkdir(exist_ok=True)
+    rows = []
+    for i, n in enumerate(picks):
+        shutil.copy(PAINTINGS[n], root / f"{name}{i}.jpg")
+        rows.append(f"{name}{i}.jpg,{licence(i)}")  # type: ignore[operator]
+    return rows
+
+
 # -- typed duplicates ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -85,18 +96,15 @@ def derived(tmp_path: Path) -> tuple[Path, Path]:
     """Six example paintings, a crop, a mirror image, a recompressed copy and a byte copy;
     licences: the derivatives public domain, the originals all rights reserved."""
     root = tmp_path / "coll"
-    root.mkdir()
-    rows = ["path,title,license"]
-    for n in range(6):
-        shutil.copy(PAINTINGS[n * 7], root / f"work_{n}.jpg")
-        rows.append(f"work_{n}.jpg,Work {n},All rights reserved")
+    rows = ["path,license", *copy_paintings(root, [n * 7 for n in range(6)], "work_",
+                                            lambda i: "All rights reserved")]
     src = picture(0)
     w, h = src.size
     src.crop((w // 5, h // 5, w // 5 + 3 * w // 5, h // 5 + 3 * h // 5)).save(root / "crop.jpg")
     ImageOps.mirror(src).save(root / "mirror.jpg", quality=85)
     src.resize((w // 2, h // 2)).save(root / "small.jpg", quality=60)
     shutil.copy(PAINTINGS[0], root / "copy.jpg")
-    rows += [f"{n}.jpg,{n},Public domain" for n in ("crop", "mirror", "small", "copy")]
+    rows += [f"{n}.jpg,Public domain" for n in ("crop", "mirror", "small", "copy")]
     (root / "meta.csv").write_text("\n".join(rows) + "\n")
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=root / "meta.csv",
@@ -185,11 +193,9 @@ def test_similarity_maps_add_up_to_the_cosine(pooling: str) -> None:
 @pytest.fixture
 def conv_index(tmp_path: Path) -> tuple[Path, Path]:
     root = tmp_path / "coll"
-    root.mkdir()
-    rows = ["path,license"]
-    for n in range(8):
-        shutil.copy(PAINTINGS[n * 5], root / f"w{n}.jpg")
-        rows.append(f"w{n}.jpg,{'CC BY 4.0' if n % 2 else 'All rights reserved'}")
+    rows = ["path,license", *copy_paintings(
+        root, [n * 5 for n in range(8)], "w",
+        lambda i: "CC BY 4.0" if i % 2 else "All rights reserved")]
     (root / "meta.csv").write_text("\n".join(rows) + "\n")
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         index_collection(root, idx, IndexOptions(
