@@ -100,7 +100,8 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
     if not rows:
         click.echo("no duplicates found")
     for r in rows:
-        where = f" box {r['box']} in {r['part'] == 'a' and 'b' or 'a'}" if r["box"] else ""
+        where = (f"  ({r['part']} lies in {'b' if r['part'] == 'a' else 'a'} at x0,y0,x1,y1 = "
+                 f"{','.join(map(str, r['box']))})" if r["box"] else "")
         click.echo(f"{r['type'] or 'none':<10}  {r['cosine']:.3f}  {r['inliers']:>4}  "
                    f"{terminal(r['path_a'])}  {terminal(r['path_b'])}"
                    f"{' (mirrored)' if r['mirrored'] and r['type'] != 'mirrored' else ''}"
