@@ -1,0 +1,200 @@
+"""`artsearch stylize` and `layers`: what the network sees, and style transfer with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from artsearch.cli._app import cli, index_option, licences_option
+
+
+@cli.command()
+@click.argument("content", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--style", "style_image", type=click.Path(path_type=Path, dir_okay=False,
+                                                        exists=True),
+              default=None, metavar="IMAGE", help="The picture whose style to take.")
+@click.option("--style-id", type=click.IntRange(1), default=None, metavar="ID",
+              help="Take the style from an indexed work (needs --index).")
+@click.option("--style-query", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, metavar="IMAGE",
+              help="Take the style from the work nearest to IMAGE in --space (a style space).")
+@click.option("--space", default="style", show_default=True,
+              help="With --style-query: the space to look in.")
+@index_option
+@click.option("--method", type=click.Choice(["gatys", "fast"]), default="gatys",
+              show_default=True,
+              help="gatys: optimise the picture against VGG16 features (minutes on a CPU). "
+                   "fast: Magenta's arbitrary-style network over ONNX (under a second; extra "
+                   "artsearch[stylize]).")
+@click.option("--size", type=click.IntRange(64, 4096), default=None, metavar="PX",
+              help="Longer side of the result. [default: gatys 256 on a CPU, 512 on a GPU; "
+                   "fast 512]")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=300, show_default=True,
+              help="gatys: L-BFGS evaluations.")
+@click.option("--style-weight", type=click.FloatRange(0, min_open=True), default=0.3,
+              show_default=True,
+              help="gatys: weight of the style loss against the content loss (both relative "
+                   "to their targets); higher paints more style over the content.")
+@click.option("--device", default=None, help="gatys: cpu, cuda ... [default: cuda when "
+                                             "present]")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE.png", help="Where to write the result. [default: "
+                                       "CONTENT-METHOD.png in the current folder]")
+def stylize(content: Path, style_image: Path | None, style_id: int | None,
+            style_query: Path | None, space: str, index_name: str | None, method: str,
+            size: int | None, steps: int, style_weight: float, device: str | None,
+            out: Path | None) -> None:
+    """Paint CONTENT in the style of another picture (neural style transfer).
+
+    The result is a PNG that records what made it (content, style, method, weights
+    checksums, parameters) in a text chunk.
+
+    \b
+      artsearch stylize photo.jpg --style monet.jpg                 Gatys et al., 300 steps
+      artsearch stylize photo.jpg --style monet.jpg --method fast   Ghiasi et al., ONNX
+      artsearch stylize photo.jpg --style-id 12 --index example     an indexed work's style
+      artsearch stylize photo.jpg --style-query sketch.jpg --space style --index example
+    """
+    import sys
+
+    from artsearch.images import decode_image, read_file, sha256_bytes
+    from artsearch.stylize import save_with_provenance, stylize_fast, stylize_gatys
+
+    if sum(x is not None for x in (style_image, style_id, style_query)) != 1:
+        raise click.UsageError("give one of --style IMAGE, --style-id ID or --style-query IMAGE")
+    style = _style_source(style_image, style_id, style_query, space, index_name)
+    data = {"content": read_file(content), "style": read_file(Path(str(style["path"])))}
+    pictures = {role: decode_image(raw)[0] for role, raw in data.items()}
+    sources = {"content": {"path": str(content), "sha256": sha256_bytes(data["content"])},
+               "style": {**style, "sha256": sha256_bytes(data["style"])}}
+    if method == "fast":
+        result = stylize_fast(pictures["content"], pictures["style"], size=size or 512)
+    else:
+        import torch
+        from tqdm import tqdm
+
+        gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+        bar = tqdm(total=steps, unit="step", file=sys.stderr, disable=None)
+
+        def show(n: int, losses: dict[str, float]) -> None:
+            bar.update(1)
+            bar.set_postfix(style=f"{losses['style']:.4g}", content=f"{losses['content']:.4g}")
+
+        try:
+            result = stylize_gatys(pictures["content"], pictures["style"],
+                                   size=size or (512 if gpu else 256), steps=steps,
+                                   style_weight=style_weight, device=device, progress=show)
+        finally:
+            bar.close()
+    target = out or Path(f"{content.stem}-{method}.png")
+    save_with_provenance(result, target, sources)
+    fall = ""
+    if result.history:
+        first, last = result.history[0]["style"], result.history[-1]["style"]
+        fall = f"; style loss {first:.4g} -> {last:.4g} ({first / max(last, 1e-12):.0f}x lower)"
+    click.echo(f"wrote {target} ({result.image.width}x{result.image.height}, {method}, "
+               f"{result.seconds:.1f} s{fall})")
+
+
+def _style_source(style_image: Path | None, style_id: int | None, style_query: Path | None,
+                  space: str, index_name: str | None) -> dict[str, object]:
+    """Where the style comes from: {path, and the indexed work when it is one}."""
+    if style_image is not None:
+        return {"path": str(style_image)}
+    from artsearch.catalogue import find_artwork
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.query import search
+
+    with ArtIndex(resolve_index(index_name)) as idx:
+        if style_id is not None:
+            art = find_artwork(idx, id=style_id)
+            if art is None:
+                raise click.ClickException(f"--style-id {style_id}: no such work in {idx.path}; "
+                                           "`artsearch info --works` lists them")
+            how = "id"
+        else:
+            assert style_query is not None
+            result = search(idx, image=style_query, space=space, k=2)
+            hits = [h for h in result.hits if not result.query.get("indexed")
+                    or h.id != result.query.get("id")]
+            if not hits:
+                raise click.ClickException(f"--style-query: no work in space {space!r}")
+            art = find_artwork(idx, id=hits[0].id)
+            how = f"nearest in space {space!r} to {style_query} (similarity {hits[0].score:.3f})"
+        if idx.root is None:
+            raise click.ClickException(f"{idx.path}: the index does not know its collection "
+                                       "folder; give --style IMAGE")
+        return {"path": str(idx.root / art.path), "artwork_id": art.id, "title": art.title,
+                "license": art.license, "chosen_by": how, "index": str(idx.path)}
+
+
+@cli.command()
+@click.argument("image", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--backbone", default="efficientnet-lite0", show_default=True,
+              help="Whose layers to show (`artsearch backbones` lists them).")
+@index_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("layers"), show_default=True, metavar="DIR",
+              help="Folder for the page (index.html, images).")
+@click.option("--maps", type=click.IntRange(1, 32), default=6, show_default=True,
+              help="Strongest feature maps shown per layer.")
+@click.option("--sample", type=click.IntRange(1), default=2000, show_default=True,
+              help="Compare with at most this many works of the index (evenly spaced).")
+@licences_option
+def layers(image: Path, backbone: str, index_name: str | None, out_dir: Path, maps: int,
+           sample: int, show_licences: str | None) -> None:
+    """Show what each layer of a backbone sees in IMAGE, first layer to last.
+
+    A page per backbone layer: its strongest feature maps over the picture, its Gram matrix
+    (what a Gram style space compares), and the 5 works of the index it alone finds
+    nearest (with --index, or the default index when there is one) — texture gives way to
+    content as the layers deepen.
+
+    \b
+      artsearch layers painting.jpg --index example --out layers/
+      artsearch layers painting.jpg --backbone vgg16-hed --index example
+    """
+    from artsearch import backbones
+    from artsearch.home import resolve_index
+    from artsearch.images import decode_image, read_file
+    from artsearch.index import ArtIndex
+    from artsearch.layers import collection_vectors, layer_views, nearest_by_layer
+    from artsearch.layers_report import layers_report
+    from artsearch.report import standard_facts
+    from artsearch.rights import parse_shown
+
+    spec = backbones.get(backbone)
+    picture = decode_image(read_file(image))[0]
+    views = layer_views(spec, picture, maps=maps)
+    facts: list[tuple[str, object]] = [
+        ("picture", image), ("backbone", f"{spec.name} (weights sha256 "
+                                         f"{(spec.weights.sha256 or 'none')[:16]}…)"),
+        ("command", f"artsearch layers {image} --backbone {backbone}"), *standard_facts()]
+    path = resolve_index(index_name)
+    if index_name is None and not (path / "artsearch.db").is_file():
+        path = None  # no default index: show the layers alone
+    if path is None:
+        report = layers_report(picture, image.name, spec.name, views, {}, out_dir, facts=facts)
+    else:
+        with ArtIndex(path) as idx:
+            click.echo(f"comparing with the works of {idx.path} at every layer", err=True)
+            works, vectors = collection_vectors(idx, spec, tuple(spec.layers), sample=sample)
+            rel = _inside(image, idx.root)
+            nearest = nearest_by_layer(views, works, vectors, exclude=rel)
+            report = layers_report(picture, image.name, spec.name, views, nearest, out_dir,
+                                   index=idx, compared=len(works),
+                                   licences=parse_shown(show_licences),
+                                   facts=[*facts, ("index", idx.path)])
+    click.echo(f"wrote {report}")
+
+
+def _inside(image: Path, root: Path | None) -> Path | None:
+    """IMAGE's path relative to the collection, when it is one of its works."""
+    if root is None:
+        return None
+    try:
+        return image.resolve().relative_to(root)
+    except ValueError:
+        return None
