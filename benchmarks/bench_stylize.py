@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fall = (f"{m['fall_min']:.0f}x / {m['fall_median']:.0f}x" if "fall_min" in m else "–")
         print(f"| {method} | {m['pairs']} | {m['style_in_top10']:.0%} | "
               f"{m['content_in_top10']:.0%} | {fall} | {m['seconds_median']:.1f} |")
-    path = write_results("stylize", {"machine": machine(), "steps": args.steps,
-                                     "style_weight": args.style_weight,
-                                     "size": args.size, "summary": summary, "rows": rows},
-                         args.out)
+    name = "stylize-" + "-".join(args.methods.split(","))
+    path = write_results(name, {"machine": machine(), "steps": args.steps,
+                                "style_weight": args.style_weight, "size": args.size,
+                                "summary": summary, "rows": rows}, args.out)
     print(f"results: {path}")
     return summary
 
