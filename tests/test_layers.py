@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "artsearch"
 SHELLS = sorted([*(PACKAGE / "cli").glob("*.py"), PACKAGE / "report.py",
-                 PACKAGE / "cluster_report.py", PACKAGE / "classify_report.py"])
+                 *PACKAGE.glob("*_report.py")])
 FORBIDDEN = ("sqlalchemy", "artsearch.store")
 
 
