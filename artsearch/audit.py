@@ -23,12 +23,13 @@ from artsearch.errors import MetadataError
 if TYPE_CHECKING:
     from artsearch.index import ArtIndex
 
-__all__ = ["Neighbours", "audit", "csls", "hub_reduction", "k_occurrence", "neighbours",
-           "skewness"]
+__all__ = ["CANDIDATES", "Neighbours", "audit", "csls", "hub_reduction", "k_occurrence",
+           "neighbours", "skewness"]
 
 K = 10
 MAX_GROUPS = 60  # a field with more values than this is an identifier, not a grouping
 MIN_GROUP = 5    # groups smaller than this get no coverage ratio (too noisy to read)
+CANDIDATES = 50  # nearest works CSLS re-ranks in the audit's comparison
 
 
 @dataclass
@@ -48,9 +49,8 @@ def neighbours(index: ArtIndex, space: str, k: int = K) -> Neighbours:
 
     sp = index.space(space)
     ids, vectors = space_matrix(index, space)
-    if len(ids) <= k:
-        raise MetadataError(f"space {space!r} has {len(ids)} works; an audit of top-{k} lists "
-                            f"needs more than {k}")
+    if len(ids) < 2:
+        raise MetadataError(f"space {space!r} has {len(ids)} works; neighbours need two")
     searcher, _ = index.searcher(sp)
     faiss_ids, art_ids = index.id_maps(sp)
     row_of_art = {a: r for r, a in enumerate(ids)}
@@ -87,20 +87,14 @@ def csls(cosines: np.ndarray, r_query: float, r_items: np.ndarray) -> np.ndarray
     return 2 * cosines - r_query - r_items
 
 
-def hub_reduction(nb: Neighbours, k: int = K, candidates: int = 50) -> np.ndarray:
-    """Top-k lists re-ranked by CSLS, from each work's `candidates` nearest (exact, for the
-    audit's comparison and the benchmark); rows as in `nb`."""
-    import faiss
-
-    x = np.ascontiguousarray(nb.vectors, np.float32)
-    flat = faiss.IndexFlatIP(x.shape[1])
-    flat.add(x)
-    sims, rows = flat.search(x, candidates + 1)
+def hub_reduction(nb: Neighbours, k: int = K) -> np.ndarray:
+    """Top-k lists re-ranked by CSLS from each work's neighbours in `nb` (as many as were
+    fetched: the audit fetches CANDIDATES), r from the first k; rows as in `nb`."""
     r = nb.sims[:, :k].mean(axis=1)
-    out = np.full((len(x), k), -1, np.int64)
-    for i in range(len(x)):
-        keep = (rows[i] != i) & (rows[i] >= 0)  # -1: fewer works than candidates
-        cand, cos = rows[i][keep][:candidates], sims[i][keep][:candidates]
+    out = np.full((len(nb.rows), k), -1, np.int64)
+    for i, (rows, sims) in enumerate(zip(nb.rows, nb.sims, strict=True)):
+        keep = rows >= 0  # -1: fewer works than neighbours asked for
+        cand, cos = rows[keep], sims[keep]
         order = np.argsort(-csls(cos, r[i], r[cand]), kind="stable")[:k]
         out[i, :len(order)] = cand[order]
     return out
@@ -112,9 +106,12 @@ def audit(index: ArtIndex, space: str = "content", *, k: int = K, top: int = 10
     space, with a plain reading (see the module docstring)."""
     from artsearch.catalogue import artworks, field_value, known_fields
 
-    nb = neighbours(index, space, k)
+    nb = neighbours(index, space, max(k, CANDIDATES))  # one search serves both rankings
     n = len(nb.ids)
-    occ = k_occurrence(nb.rows, n)
+    if n <= k:
+        raise MetadataError(f"space {space!r} has {n} works; an audit of top-{k} lists "
+                            f"needs more than {k}")
+    occ = k_occurrence(nb.rows[:, :k], n)
     reranked = k_occurrence(hub_reduction(nb, k), n)
     arts = {a.id: a for a in artworks(index, nb.ids)}
     order = np.argsort(-occ, kind="stable")[:top]

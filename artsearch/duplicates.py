@@ -194,10 +194,8 @@ def _fit(fa: Features, fb: Features, pa: np.ndarray, pb: np.ndarray,
         poly, whole = a_in_b.copy(), fb
         if mirrored:
             poly[:, 0] = fb.size[0] - 1 - poly[:, 0]
-    else:
+    else:  # b's corners mirrored or not, their box in a is the same rectangle
         poly, whole = b_in_a.copy(), fa
-        if mirrored:  # b's corners are in the mirrored frame: the box is the same rectangle
-            pass
     box = _box(poly, whole)
     whole_size = _size(whole)
     rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
@@ -272,11 +270,12 @@ def save_thresholds(index: ArtIndex, record: dict[str, Any]) -> Path:
 Progress = Callable[[str], None]
 
 
-def shortlist(index: ArtIndex, space: str, threshold: float, k: int
-              ) -> list[tuple[int, int, float]]:
-    """Pairs of artwork ids (a < b) whose cosine is at least `threshold`, from each work's k
-    nearest neighbours in the space's own searcher (approximate above its size rule): no
-    n x n matrix, so it scales with the index."""
+def shortlist(index: ArtIndex, space: str, threshold: float, k: int, *, near: int = 0,
+              floor: float = float("inf")) -> list[tuple[int, int, float]]:
+    """Pairs of artwork ids (a < b) with their cosine: each work with those of its k nearest
+    neighbours at `threshold` or above, and those of its `near` nearest at `floor` or above —
+    one search of the space's own searcher (approximate above its size rule): no n x n
+    matrix, so it scales with the index."""
     from artsearch.cluster import space_matrix
 
     sp = index.space(space)
@@ -286,11 +285,13 @@ def shortlist(index: ArtIndex, space: str, threshold: float, k: int
     by_faiss = dict(zip(faiss_ids.tolist(), art_ids.tolist(), strict=True))
     found: dict[tuple[int, int], float] = {}
     for start in range(0, len(ids), 1024):
-        scores, neigh = searcher.search(vectors[start:start + 1024], k + 1)
+        scores, neigh = searcher.search(vectors[start:start + 1024], max(k, near) + 1)
         for row, a in enumerate(ids[start:start + 1024]):
-            for s, f in zip(scores[row], neigh[row], strict=True):
+            for j, (s, f) in enumerate(zip(scores[row], neigh[row], strict=True)):
                 b = by_faiss.get(int(f))
-                if b is None or b == a or s < threshold:
+                # position j counts the work itself, usually first: k + 1 positions hold k
+                if b is None or b == a or not ((j <= k and s >= threshold)
+                                               or (j <= near and s >= floor)):
                     continue
                 key = (min(a, b), max(a, b))
                 found[key] = max(found.get(key, -1.0), float(s))
@@ -311,10 +312,8 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     say = progress or (lambda _m: None)
     t = thresholds or load_thresholds(index)[0]
     arts = {a.id: a for a in artworks(index)}
-    candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k)}
-    if t.near:
-        for a, b, s in shortlist(index, space, t.floor, t.near):
-            candidates.setdefault((a, b), s)
+    candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
+                                                       near=t.near, floor=t.floor)}
     by_hash: dict[str, list[int]] = {}
     for a in arts.values():
         by_hash.setdefault(a.sha256, []).append(a.id)

@@ -172,6 +172,8 @@ def explain_hits(index: Any, result: Any, weights: dict[str, float],
             notes[name] = ("no map for a text query" if query_data is None else
                            f"no map: {sp.pooling} pooling over {len(layers)} layer(s) is not a "
                            "sum over positions")
+    queries = {name: decoded(query_data, ex.spec.preprocess.resize)
+               for name, ex in extractors.items()}
     out: dict[int, dict[str, Any]] = {}
     for hit in result.hits:
         entry: dict[str, Any] = {}
@@ -182,8 +184,7 @@ def explain_hits(index: Any, result: Any, weights: dict[str, float],
         data = read_work(index.root, hit.path) if extractors else None
         maps: dict[str, Any] = {}
         for name, ex in extractors.items():
-            side = ex.spec.preprocess.resize
-            query, picture = decoded(query_data, side), decoded(data, side)
+            query, picture = queries[name], decoded(data, ex.spec.preprocess.resize)
             if query is None or picture is None:
                 notes.setdefault(name, "no map where a file cannot be read")
                 continue

@@ -52,10 +52,14 @@ def provenance(index: ArtIndex, spaces: str | Sequence[str] | None, *,
     """The block that says what made an output: index, collection, spaces (backbone and
     weights SHA-256), the command, artsearch's version and the time."""
     names = [spaces] if isinstance(spaces, str) else list(spaces or [])
+    if command is None or sys.argv[1:2] == [command]:
+        said = command_line()  # run from the shell: the command as typed
+    elif command.startswith("serve"):
+        said = command  # the web app names the request
+    else:
+        said = f"artsearch {command}"  # called from Python (tests, notebooks)
     return {"index": str(index.path), "collection": str(index.root or ""),
-            "spaces": [space_facts(index, n) for n in names],
-            "command": command_line() if command is None or sys.argv[1:2] == [command]
-            else command if command.startswith("serve") else f"artsearch {command}",
+            "spaces": [space_facts(index, n) for n in names], "command": said,
             "artsearch": __version__,
             "made": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 

@@ -24,7 +24,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artsearch.audit import K, csls, hub_reduction, k_occurrence, neighbours, skewness  # noqa: E402
+from artsearch.audit import (  # noqa: E402
+    CANDIDATES,
+    K,
+    csls,
+    hub_reduction,
+    k_occurrence,
+    neighbours,
+    skewness,
+)
 from artsearch.catalogue import artworks  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
@@ -63,9 +71,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with ArtIndex(args.index) as idx:
         root = idx.root
         for sp in idx.spaces():
-            nb = neighbours(idx, sp.name, K)
-            occ, occ_csls = (k_occurrence(x, len(nb.ids)) for x in (nb.rows, hub_reduction(nb)))
-            r = nb.sims.mean(axis=1)
+            nb = neighbours(idx, sp.name, CANDIDATES)
+            occ, occ_csls = (k_occurrence(x, len(nb.ids))
+                             for x in (nb.rows[:, :K], hub_reduction(nb)))
+            r = nb.sims[:, :K].mean(axis=1)
             path_of = {a.id: a.path for a in artworks(idx, nb.ids)}
             row_of = {path_of[a]: i for i, a in enumerate(nb.ids)}
             entry: dict[str, Any] = {

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from typing import Any
 
@@ -22,28 +23,29 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRo
     from artsearch import catalogue
     from artsearch.errors import NotIndexedError
     from artsearch.explain import decoded, pair_maps, read_work
-    from artsearch.query import default_extractor
     from artsearch.rights import shown, statement
 
     router = APIRouter()
-    extractors: dict[tuple[str, str], Any] = {}
 
     def maps(a: int, b: int, space: str) -> tuple[Any, Any, Any]:
+        """The pair's maps (computed once per pair and index state: a page and its two
+        images ask for them three times), its works and their pictures."""
         index = live.get()
         arts = [catalogue.find_artwork(index, id=i) for i in (a, b)]
         if None in arts:
             raise NotIndexedError("no such artwork")
         sp = index.space(space)  # an unknown space is refused with the list of spaces
-        key = (str(index.path), sp.name)
-        if key not in extractors:  # the model loads once per space
-            extractors[key] = default_extractor(index, sp)
-            extractors[key].precision = "fp32"
-        ex = extractors[key]
+        shared = live.extractor(index, sp)  # the app's model for the space, as for uploads
+        shared.model  # noqa: B018 - built once here, so the float32 copy shares it
+        ex = copy.copy(shared)
+        ex.precision = "fp32"  # maps add up to the space's cosine to 1e-4
         side = ex.spec.preprocess.resize
         pictures = [decoded(read_work(index.root, art.path), side) for art in arts]
         if None in pictures:
             raise NotIndexedError("a work's file cannot be read")
-        return pair_maps(ex, pictures[0], pictures[1]), arts, pictures
+        pm = live.memo(("explain", a, b, sp.name),
+                       lambda: pair_maps(ex, pictures[0], pictures[1]))
+        return pm, arts, pictures
 
     @router.get("/explain/{a}/{b}", response_class=HTMLResponse)
     def explain_page(request: Request, a: int = PathParam(ge=1, le=MAX_ID),
