@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from artsearch.cli import art, clusters, indexing, models, search, serve, trust  # noqa: F401 - registers
+from artsearch.cli import art, clusters, exchange, indexing, models, search, serve, trust  # noqa: F401 - registers
 from artsearch.cli._app import cli
 
 __all__ = ["cli", "main"]
