@@ -20,6 +20,7 @@ searches exactly, so answers are never silently stale.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-__all__ = ["INDEX_TYPES", "RECALL_BAR", "AnnIndex", "build", "choose", "fingerprint"]
+__all__ = ["INDEX_TYPES", "RECALL_BAR", "SHARD_MIN", "AnnIndex", "build", "build_sharded",
+           "choose", "fill_shard", "fingerprint", "merge_shards"]
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 RECALL_BAR = 0.95
@@ -41,6 +43,11 @@ FLAT_DIMS = 1280  # ... at this width; exact search reads every vector, so wider
 # (a 3,104-d meanstd style space) turn approximate sooner, at the same bytes scanned
 # (bench_serve: two exact 100k scans of 1280-d and 3104-d took 142 ms a page).
 HNSW_MAX_BYTES = 8 << 30  # HNSW keeps full vectors plus links: up to this much memory
+# IVF-PQ indexes of this many vectors or more are built in shards (`build_sharded`): the
+# quantisers are trained once on a sample, each shard is encoded on its own (in parallel on a
+# Ray cluster), and the shards are merged; no step holds more than one shard of full vectors.
+SHARD_MIN = 1_000_000
+SHARD_ROWS = 500_000
 
 
 def choose(requested: str, n: int, dims: int) -> str:
@@ -120,21 +127,125 @@ def _set_param(index: faiss.Index, kind: str, value: int,
         faiss.extract_index_ivf(inner).nprobe = value
 
 
-def build(vectors: np.ndarray, ids: np.ndarray, kind: str, *, seed: int = 0) -> AnnIndex:
-    """Build and calibrate an approximate index over (ids, vectors)."""
-    n, dims = vectors.shape
+def _train(kind: str, n: int, dims: int, sample: np.ndarray) -> faiss.Index:
     inner = faiss.index_factory(dims, factory(kind, n, dims), faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
         faiss.downcast_index(inner).hnsw.efConstruction = 80
     else:
-        nlist = faiss.extract_index_ivf(inner).nlist
-        rng = np.random.default_rng(seed)
-        sample = vectors[rng.choice(n, min(n, 64 * nlist), replace=False)]
-        inner.train(sample)
+        # Polysemous training only re-numbers the PQ centroids for Hamming-distance filtering,
+        # which artsearch never turns on; it was 93 % of the training time at 100k x 1280-d
+        # (140 s of 150 s; bench_shards.py), and the distances are the same without it.
+        faiss.downcast_index(faiss.extract_index_ivf(inner)).do_polysemous_training = False
+        inner.train(np.ascontiguousarray(sample, np.float32))
+    return inner
+
+
+def _training_rows(kind: str, n: int, dims: int, seed: int) -> np.ndarray:
+    """Which rows train the quantisers: 64 per IVF list, drawn once, sorted."""
+    if kind == "hnsw":
+        return np.zeros(0, np.int64)
+    nlist = faiss.extract_index_ivf(faiss.index_factory(dims, factory(kind, n, dims))).nlist
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))
+
+
+def build(vectors: np.ndarray, ids: np.ndarray, kind: str, *, seed: int = 0) -> AnnIndex:
+    """Build and calibrate an approximate index over (ids, vectors)."""
+    n, dims = vectors.shape
+    inner = _train(kind, n, dims, vectors[_training_rows(kind, n, dims, seed)])
     index = faiss.IndexIDMap(inner)
     for start in range(0, n, 100_000):
         index.add_with_ids(vectors[start: start + 100_000], ids[start: start + 100_000])
     param, recall, k_factor = calibrate(index, kind, vectors, ids, seed=seed)
+    return AnnIndex(index, kind, param, recall, k_factor)
+
+
+# -- built in shards -------------------------------------------------------------------------
+
+Shard = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (start, stop) -> (ids, vectors)
+
+
+def fill_shard(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """Encode one shard into a copy of the trained, empty index; returns it serialised (what
+    a Ray task sends back)."""
+    index = faiss.IndexIDMap(faiss.deserialize_index(np.frombuffer(trained, np.uint8)))
+    for start in range(0, len(ids), 100_000):
+        index.add_with_ids(np.ascontiguousarray(vectors[start: start + 100_000], np.float32),
+                           np.ascontiguousarray(ids[start: start + 100_000], np.int64))
+    return faiss.serialize_index(index).tobytes()  # type: ignore[no-any-return]
+
+
+def merge_shards(parts: Sequence[faiss.Index]) -> faiss.Index:
+    """One index holding every shard's vectors, in the parts' order, with their ids.
+
+    FAISS merges IVF lists (`merge_from`) and flat code arrays, but not a Refine wrapper; so
+    the coarse IVF-PQ part and the 8-bit re-ranking codes are merged each on their own, with
+    the IVF part's internal numbers offset so that they still point at their re-ranking codes.
+    """
+    first = faiss.downcast_index(parts[0])
+    ids = [faiss.vector_to_array(first.id_map)]
+    top = faiss.downcast_index(first.index)
+    for part in parts[1:]:
+        part = faiss.downcast_index(part)
+        other = faiss.downcast_index(part.index)
+        offset = top.ntotal
+        faiss.downcast_index(top.base_index).merge_from(
+            faiss.downcast_index(other.base_index), offset)
+        faiss.downcast_index(top.refine_index).merge_from(
+            faiss.downcast_index(other.refine_index), 0)
+        top.ntotal = top.base_index.ntotal
+        ids.append(faiss.vector_to_array(part.id_map))
+    first.ntotal = top.ntotal
+    faiss.copy_array_to_vector(np.concatenate(ids).astype(np.int64), first.id_map)
+    return parts[0]  # the object that owns the merged index (a downcast view does not)
+
+
+def build_sharded(shard: Shard, n: int, dims: int, *, rows: int = SHARD_ROWS, seed: int = 0,
+                  run: Callable[..., list[bytes]] | None = None) -> AnnIndex:
+    """Build and calibrate an IVF-PQ index over n vectors read a shard at a time.
+
+    `shard(start, stop)` returns (ids, vectors) of rows start..stop. The quantisers are
+    trained once on a sample gathered shard by shard; `run(fill_shard, jobs)` encodes the
+    shards (default: one after another here; `artsearch.distributed` passes Ray tasks) and
+    the parts are merged. Calibration is as in `build`, against exact search done shard by
+    shard, so no step holds more than one shard of full vectors.
+    """
+    kind = "ivfpq"
+    bounds = [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
+    wanted = _training_rows(kind, n, dims, seed)
+    rng = np.random.default_rng(seed + 1)
+    probe_rows = np.sort(rng.choice(n, min(n, CALIBRATION_QUERIES), replace=False))
+    sample, queries, query_ids = [], [], []
+    for lo, hi in bounds:
+        ids, vectors = shard(lo, hi)
+        sample.append(vectors[wanted[(wanted >= lo) & (wanted < hi)] - lo])
+        pick = probe_rows[(probe_rows >= lo) & (probe_rows < hi)] - lo
+        queries.append(vectors[pick])
+        query_ids.append(ids[pick])
+    trained = faiss.serialize_index(_train(kind, n, dims, np.concatenate(sample))).tobytes()
+    del sample
+    q = np.ascontiguousarray(np.concatenate(queries), np.float32)
+    qids = np.concatenate(query_ids)
+    if run is None:
+        def run(fn: Callable[..., bytes], jobs: list[tuple[int, int]]) -> list[bytes]:
+            return [fn(trained, *shard(lo, hi)) for lo, hi in jobs]
+    parts = [faiss.deserialize_index(np.frombuffer(b, np.uint8))
+             for b in run(fill_shard, bounds)]
+    index = merge_shards(parts)
+    del parts
+    # Exact neighbours of the calibration queries, shard by shard, best K + 1 kept.
+    best_s = np.full((len(q), K + 1), -np.inf, np.float32)
+    best_i = np.full((len(q), K + 1), -1, np.int64)
+    for lo, hi in bounds:
+        ids, vectors = shard(lo, hi)
+        s, r = faiss.knn(q, vectors, K + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        both_s = np.concatenate([best_s, s], axis=1)
+        both_i = np.concatenate([best_i, ids[r]], axis=1)
+        order = np.argsort(-both_s, axis=1, kind="stable")[:, : K + 1]
+        best_s = np.take_along_axis(both_s, order, 1)
+        best_i = np.take_along_axis(both_i, order, 1)
+    truth = [[i for i in row if i != own][:K] for row, own in zip(best_i, qids, strict=True)]
+    param, recall, k_factor = _calibrate(index, kind, q, qids, truth)
     return AnnIndex(index, kind, param, recall, k_factor)
 
 
@@ -153,11 +264,16 @@ def calibrate(index: faiss.Index, kind: str, vectors: np.ndarray, ids: np.ndarra
     rng = np.random.default_rng(seed + 1)
     rows = rng.choice(n, min(n, CALIBRATION_QUERIES), replace=False)
     queries = np.ascontiguousarray(vectors[rows])
-    exact = faiss.IndexFlatIP(vectors.shape[1])
-    exact.add(vectors)
-    _, truth_rows = exact.search(queries, K + 1)
+    # Brute force without copying the vectors into an index (they may be most of the RAM).
+    _, truth_rows = faiss.knn(queries, np.ascontiguousarray(vectors, np.float32), K + 1,
+                              metric=faiss.METRIC_INNER_PRODUCT)
     truth = [[ids[r] for r in row if r != q][:K] for row, q in zip(truth_rows, rows,
                                                                      strict=True)]
+    return _calibrate(index, kind, queries, ids[rows], truth)
+
+
+def _calibrate(index: faiss.Index, kind: str, queries: np.ndarray, query_ids: np.ndarray,
+               truth: list[list[int]]) -> tuple[int, float, int]:
     if kind == "hnsw":
         grid = [(ef, 0) for ef in (16, 32, 64, 128, 256, 512, 1024)]
     else:
@@ -169,8 +285,8 @@ def calibrate(index: faiss.Index, kind: str, vectors: np.ndarray, ids: np.ndarra
     for value, k_factor in grid:
         _set_param(index, kind, value, k_factor or REFINE_K_FACTOR)
         _, found = index.search(queries, K + 1)
-        got = float(np.mean([len(set(f[f != ids[q]][:K]) & set(t)) / K
-                             for f, t, q in zip(found, truth, rows, strict=True)]))
+        got = float(np.mean([len(set(f[f != own][:K]) & set(t)) / K
+                             for f, t, own in zip(found, truth, query_ids, strict=True)]))
         if got >= RECALL_BAR:
             return value, got, k_factor or REFINE_K_FACTOR
         if got > best[1]:

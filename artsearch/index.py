@@ -376,12 +376,16 @@ class ArtIndex:
         expected = record.get("file_fingerprint")
         return expected is None or file_fingerprint(path) == expected
 
-    def update_ann(self, space: Space, requested: str) -> dict[str, Any] | None:
+    def update_ann(self, space: Space, requested: str, *,
+                   run_shards: Any = None) -> dict[str, Any] | None:
         """After a writing run: (re)build the approximate index the space's size calls for.
 
+        IVF-PQ indexes of `ann.SHARD_MIN` vectors or more are built in shards
+        (`ann.build_sharded`); `run_shards` encodes them elsewhere (a Ray cluster).
         Returns what was built, or None when the space stays exact or is already current.
         """
-        from artsearch.ann import RECALL_BAR, build, choose
+        from artsearch import ann as ann_mod
+        from artsearch.ann import RECALL_BAR, build, build_sharded, choose
 
         vec = self.vectors(space)
         kind = choose(requested, len(vec), space.dims)
@@ -395,8 +399,13 @@ class ArtIndex:
                     and self._ann_intact(path, current):
                 return None
             started = time.perf_counter()
-            ids, vectors = vec.everything()
-            ann = build(vectors, ids, kind)
+            sharded = kind == "ivfpq" and len(vec) >= ann_mod.SHARD_MIN
+            if sharded:
+                ann = build_sharded(vec.rows, len(vec), space.dims, rows=ann_mod.SHARD_ROWS,
+                                    run=run_shards)
+            else:
+                ids, vectors = vec.everything()
+                ann = build(vectors, ids, kind)
             if requested == "auto" and ann.recall < RECALL_BAR:
                 # auto never serves below the bar: the space stays exact, and says why.
                 fallback = {"type": "flat", "note": (
@@ -408,7 +417,9 @@ class ArtIndex:
                           "file_fingerprint": file_fp,
                           "param": ann.param, "k_factor": ann.k_factor,
                           "recall10": round(ann.recall, 4),
-                          "build_seconds": round(time.perf_counter() - started, 2)}
+                          "build_seconds": round(time.perf_counter() - started, 2),
+                          **({"shards": -(-len(vec) // ann_mod.SHARD_ROWS)} if sharded
+                             else {})}
         elif current is None and (space.params or {}).get("index_type") == requested:
             return None
         with self.store.session() as s, s.begin():

@@ -83,6 +83,13 @@ class VectorIndex:
             return np.zeros(0, np.int64), np.zeros((0, self.dims), np.float32)
         return self.ids(), self.index.index.reconstruct_n(0, n).astype(np.float32, copy=False)
 
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the rows start..stop in storage order (one shard of a build)."""
+        stop = min(stop, len(self))
+        ids = faiss.vector_to_array(self.index.id_map)[start:stop].astype(np.int64)
+        return ids, self.index.index.reconstruct_n(start, stop - start).astype(np.float32,
+                                                                                copy=False)
+
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids), dims): the stored vectors of the given ids."""
         if not len(ids):

@@ -94,3 +94,47 @@ def test_auto_searches_exactly_rather_than_below_the_bar(
         assert "ann" not in idx.space("content").params
         assert search(idx, artwork=3, k=5).search["index"] == "flat (exact)"
     assert not (tmp_path / "idx" / "content.ann.faiss").exists()
+
+
+def test_shards_merge_into_the_index_one_pass_would_build() -> None:
+    import faiss
+
+    from artsearch.ann import fill_shard, merge_shards
+
+    vectors = clustered(6_000, 32, seed=3)
+    ids = np.arange(6_000, dtype=np.int64) * 5 + 1
+    inner = faiss.index_factory(32, "IVF64,PQ16,Refine(SQ8)", faiss.METRIC_INNER_PRODUCT)
+    inner.train(vectors[:4_000])
+    trained = faiss.serialize_index(inner).tobytes()
+    whole = faiss.deserialize_index(np.frombuffer(fill_shard(trained, ids, vectors), np.uint8))
+    parts = [faiss.deserialize_index(np.frombuffer(fill_shard(trained, ids[a:b], vectors[a:b]),
+                                                   np.uint8))
+             for a, b in [(0, 1_000), (1_000, 3_500), (3_500, 6_000)]]
+    merged = merge_shards(parts)
+    assert merged.ntotal == 6_000
+    assert np.array_equal(faiss.vector_to_array(merged.id_map), ids)
+    for index in (whole, merged):
+        top = faiss.downcast_index(faiss.downcast_index(index).index)
+        top.k_factor = 16
+        faiss.extract_index_ivf(top).nprobe = 8
+    got, want = merged.search(vectors[:50], 10), whole.search(vectors[:50], 10)
+    assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0])
+
+
+@pytest.mark.slow
+def test_a_large_space_is_built_in_shards_and_calibrated(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product path: above SHARD_MIN, `update_ann` builds IVF-PQ shard by shard."""
+    from artsearch import ann
+    from artsearch.vectors import VectorIndex
+
+    vectors = clustered(8_050, 32, seed=5)
+    store = VectorIndex.create(tmp_path / "v.faiss", 32)
+    store.add(range(8_000), vectors[:8_000])
+    monkeypatch.setattr(ann, "SHARD_MIN", 1_000)
+    built = ann.build_sharded(store.rows, 8_000, 32, rows=2_500)
+    assert len(built) == 8_000 and built.recall >= RECALL_BAR
+    _, found = built.search(vectors[8_000:], 10)
+    truth = np.argsort(-(vectors[8_000:] @ vectors[:8_000].T), axis=1)[:, :10]
+    measured = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert measured >= 0.9  # fresh queries: close to the calibrated figure
