@@ -43,6 +43,7 @@ class IndexOptions:
     checkpoint_seconds: float = 30.0
     progress: bool = False
     extractor: dict[str, Any] = field(default_factory=dict)  # device, precision, batch_size...
+    engine: Any = None  # None: this process; a distributed.RayOptions: a Ray cluster
 
 
 @dataclass

@@ -20,8 +20,25 @@ CLASSES = ("public-domain", "cc0", "cc-by", "cc-by-sa", "cc-by-nd", "cc-by-nc", 
 DEFAULT_SHOWN = frozenset({"public-domain", "cc0", "cc-by", "cc-by-sa"})
 
 
+# Rights URIs as IIIF manifests give them (creativecommons.org, rightsstatements.org).
+_CC_URI = re.compile(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)")
+_RS_URI = re.compile(r"rightsstatements\.org/(?:vocab|page)/([a-z-]+)")
+
+
 def licence_class(licence: str | None) -> str:
-    """The class of a catalogued licence text; `unknown` when none is catalogued."""
+    """The class of a catalogued licence text or rights URI; `unknown` when none is
+    catalogued."""
+    uri = (licence or "").strip().lower()
+    cc, rs = _CC_URI.search(uri), _RS_URI.search(uri)
+    if cc:
+        kind, name = cc.groups()
+        if kind == "publicdomain":
+            return "cc0" if name == "zero" else "public-domain" if name == "mark" else "other"
+        return "cc-" + name if "cc-" + name in CLASSES else "other"
+    if rs:  # only "No Copyright - United States" says the work is free to show
+        code = rs.group(1)
+        return "public-domain" if code == "noc-us" else "unknown" if code in (
+            "und", "cne", "nkc") else "other"
     words = re.sub(r"[^a-z0-9]+", " ", (licence or "").lower()).split()
     if not words or words[0] in ("unknown", "none", "unspecified"):
         return "unknown"

@@ -41,10 +41,17 @@ from artsearch.textsafe import terminal
               help="Redos that measure stability: k-means from other seeds; agglomerative and "
                    "hdbscan on 80% subsamples (0: skip).")
 @report_options
+@click.option("--iiif-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE", help="Also write the run as a IIIF Presentation 3 manifest: "
+                                   "canvases by cluster, one range per cluster.")
+@click.option("--iiif-base", default="http://127.0.0.1:8000", show_default=True,
+              metavar="URL", help="Where `artsearch serve` runs: images of works that did "
+                                  "not come from IIIF are referenced as URL/image/ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cluster(index_name: str | None, space: str, k: str, method: str, centre: str,
             min_cluster_size: int | None, seed: int, restarts: int, report_dir: Path | None,
-            duplicate_threshold: float, show_licences: str | None, as_json: bool) -> None:
+            duplicate_threshold: float, show_licences: str | None, iiif_out: Path | None,
+            iiif_base: str, as_json: bool) -> None:
     """Group the artworks of a space into clusters, and store the run.
 
     Prints each cluster's size, label (catalogue values over-represented in it) and
@@ -56,6 +63,7 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
       artsearch cluster --k 5 --report out/             k-means, HTML report in out/
       artsearch cluster --space style --k auto          k chosen by silhouette
       artsearch cluster --method hdbscan --report out/  density groups plus outliers
+      artsearch cluster --k 5 --iiif-out run.json       a IIIF manifest, a range per cluster
     """
     from artsearch.cluster import cluster_space
     from artsearch.home import resolve_index
@@ -74,6 +82,12 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
         summary = (_write_cluster_report(idx, result.run_id, report_dir, duplicate_threshold,
                                          show_licences, quiet=as_json)
                    if report_dir is not None else None)
+        if iiif_out is not None:
+            from artsearch.iiif import run_manifest
+
+            run_manifest(idx, result.run_id, iiif_out, image_base=iiif_base)
+            if not as_json:
+                click.echo(f"IIIF manifest: {iiif_out}", err=True)
     if as_json:
         click.echo(dumps({"run": result.run_id, "k": result.k, "sizes": result.sizes,
                                "noise": result.noise, "agreement": result.metrics,

@@ -19,7 +19,7 @@ from artsearch.textsafe import terminal
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("folder", type=click.Path(path_type=Path), required=False)
 @index_option
 @space_option
 @click.option("--metadata", type=click.Path(path_type=Path, dir_okay=False), metavar="CSV",
@@ -80,15 +80,41 @@ from artsearch.textsafe import terminal
                    "once). [default: 1 GiB]")
 @click.option("--checkpoint", "checkpoint_seconds", type=click.FloatRange(0), default=30.0,
               show_default=True, help="Seconds between saves of the vector index in a long run.")
+@click.option("--iiif", "iiif_source", default=None, metavar="MANIFEST",
+              help="Index a IIIF Presentation 2 or 3 manifest or collection (a file or an "
+                   "http(s) URL) instead of FOLDER: each canvas's picture is fetched through "
+                   "the Image API into INDEX/iiif-images (once; a re-run fetches only new "
+                   "canvases), with title, creator, date, rights and URIs as catalogue.")
+@click.option("--iiif-size", type=click.IntRange(64, 4096), default=1024, show_default=True,
+              metavar="PX", help="Longest side requested from the Image API.")
+@click.option("--iiif-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              metavar="S", help="Seconds a request may take (each is tried 3 times).")
+@click.option("--iiif-concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+              metavar="N", help="Pictures fetched at a time.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: decode and embed in this process and its decoding workers. ray: "
+                   "in a pool of extractor actors on a Ray cluster (pip install "
+                   "'artsearch[ray]'); this process still plans the run and writes the index.")
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="--engine ray: the cluster to join (auto: the one `ray start` made here). "
+                   "[default: start a local one for this run]")
+@click.option("--actors", type=click.IntRange(1), default=None, metavar="N",
+              help="--engine ray: extractor actors. [default: the cluster's CPUs (or GPUs) "
+                   "divided by what one actor takes]")
+@click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
+              metavar="G", help="--engine ray: GPUs each actor takes (fractions share one).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-def index(folder: Path, index_name: str | None, space: str, metadata: Path | None,
+def index(folder: Path | None, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
           pooling: str | None, input_size: int | None, index_type: str | None,
           prune: bool, force: bool, relocate: bool, strict: bool, device: str,
           precision: str, batch_size: int,
           workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
-          checkpoint_seconds: float, quiet: bool) -> None:
-    """Index the images under FOLDER (new and changed files only).
+          checkpoint_seconds: float, iiif_source: str | None, iiif_size: int,
+          iiif_timeout: float, iiif_concurrency: int, engine: str, address: str | None,
+          actors: int | None, gpus_per_actor: float, quiet: bool) -> None:
+    """Index the images under FOLDER, or of a IIIF manifest (new and changed files only).
 
     Files are matched by path, size and modification time, confirmed by content hash:
     a re-run embeds only what is new or changed, moved files keep their vectors, and
@@ -100,6 +126,8 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
       artsearch index DIR                                   (content: Lite0, avg)
       artsearch index DIR --space style --backbone vgg16-hed --pooling gram
       artsearch index DIR --space style --pooling meanstd --input-size 320
+      artsearch index --iiif https://example.org/iiif/manifest.json
+      artsearch index DIR --engine ray --address auto --actors 8 --gpus-per-actor 1
     """
     from artsearch import backbones
     from artsearch.home import resolve_index
@@ -113,8 +141,14 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
         extractor["max_pixels"] = max_pixels
     if max_bytes is not None:
         extractor["max_bytes"] = max_bytes
-    if not folder.is_dir():
+    if (folder is None) == (iiif_source is None):
+        raise click.UsageError("give the FOLDER of images to index, or --iiif MANIFEST "
+                               "(not both)")
+    if folder is not None and not folder.is_dir():
         raise click.ClickException(f"{folder}: not a folder; give the folder of images to index")
+    if iiif_source is not None and metadata is not None:
+        raise click.UsageError("--metadata does not apply to --iiif: the manifest is the "
+                               "catalogue")
     if metadata is not None and not metadata.is_file():
         raise click.ClickException(f"{metadata}: no such metadata file")
     path = resolve_index(index_name)
@@ -126,15 +160,39 @@ def index(folder: Path, index_name: str | None, space: str, metadata: Path | Non
         metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
+    if engine == "ray":
+        from artsearch.distributed import RayOptions
+
+        options.engine = RayOptions(address=address, actors=actors,
+                                    gpus_per_actor=gpus_per_actor)
+    fetched = None
     with ArtIndex(path, create=True) as idx:
         try:
-            report = index_collection(folder, idx, options)
+            if iiif_source is not None:
+                from artsearch.iiif import FetchOptions, index_iiif
+
+                report, fetched = index_iiif(
+                    iiif_source, idx, options,
+                    FetchOptions(size=iiif_size, timeout=iiif_timeout,
+                                 concurrency=iiif_concurrency),
+                    progress=None if quiet else lambda m: click.echo(m, err=True))
+                folder = idx.path / "iiif-images"
+            else:
+                assert folder is not None
+                report = index_collection(folder, idx, options)
         except KeyboardInterrupt:
             click.echo("interrupted: every finished batch is saved; run the same command to "
                        "continue", err=True)
             sys.exit(130)
     for line in report.damaged:
         click.echo(f"repaired {line}", err=True)
+    if fetched is not None:
+        for uri, reason in fetched.failed[:FAILURES_SHOWN]:
+            click.echo(f"not fetched {terminal(uri)}: {reason}", err=True)
+        if not quiet:
+            click.echo(f"IIIF: {fetched.canvases} canvases, {fetched.fetched} fetched, "
+                       f"{fetched.already} already here, {len(fetched.failed)} failed "
+                       "(a re-run tries them again)")
     if report.metadata is not None and report.metadata.repeated:
         rep = report.metadata.repeated
         click.echo(f"warning: {metadata}: {len(rep)} paths have more than one row (the last "

@@ -51,12 +51,19 @@ from artsearch.textsafe import terminal
               help="Keep this query and its answer in the index under a stable id (printed) "
                    "that `artsearch show ID` asks again and checks.")
 @licences_option
+@click.option("--iiif-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
+                                   "(scores in each canvas's metadata) for Mirador or "
+                                   "Universal Viewer.")
+@click.option("--iiif-base", default="http://127.0.0.1:8000", show_default=True,
+              metavar="URL", help="Where `artsearch serve` runs: images of works that did "
+                                  "not come from IIIF are referenced as URL/image/ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def query(image: str | None, index_name: str | None, space: str, mix: str | None,
           artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
           exclude_same: tuple[str, ...], explain_dir: str | None, rerank: str | None,
-          cite: bool,
-          show_licences: str | None, as_json: bool) -> None:
+          cite: bool, show_licences: str | None, iiif_out: Path | None, iiif_base: str,
+          as_json: bool) -> None:
     """Show the artworks nearest to IMAGE (or to --id, or --text).
 
     IMAGE is an image file (inside or outside the collection) or the path of an indexed
@@ -71,6 +78,7 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
       artsearch query --text "a stormy seascape" --space clip
       artsearch query IMG --explain maps/      why: heat maps + shares, maps/index.html
       artsearch query IMG --cite               a citable id; `artsearch show ID` re-asks
+      artsearch query IMG --iiif-out hits.json a IIIF manifest of the results
     """
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
@@ -104,6 +112,13 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
             out["citation"] = cite_query(idx, result, weights, facts, image=image_path, k=k,
                                          where=parse_where(where), exclude_same=exclude_same,
                                          rerank=rerank)
+        if iiif_out is not None:
+            from artsearch.iiif import results_manifest
+
+            results_manifest(idx, result, iiif_out, image_base=iiif_base)
+            out["iiif_manifest"] = str(iiif_out)
+    if iiif_out is not None and not as_json:
+        click.echo(f"IIIF manifest: {iiif_out}", err=True)
     if as_json:
         click.echo(dumps(out))
         return
