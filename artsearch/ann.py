@@ -20,7 +20,7 @@ searches exactly, so answers are never silently stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 __all__ = ["INDEX_TYPES", "RECALL_BAR", "SHARD_MIN", "AnnIndex", "build", "build_sharded",
-           "choose", "fill_shard", "fingerprint", "merge_shards"]
+           "choose", "encode_here", "fill_shard", "fingerprint", "merge_shards"]
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 RECALL_BAR = 0.95
@@ -175,40 +175,63 @@ def fill_shard(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
     return faiss.serialize_index(index).tobytes()  # type: ignore[no-any-return]
 
 
-def merge_shards(parts: Sequence[faiss.Index]) -> faiss.Index:
-    """One index holding every shard's vectors, in the parts' order, with their ids.
+def _merge_into(index: faiss.Index, part: faiss.Index) -> None:
+    """Append `part`'s vectors and ids to `index` (both IDMap over Refine(IVF-PQ, SQ8)).
 
     FAISS merges IVF lists (`merge_from`) and flat code arrays, but not a Refine wrapper; so
     the coarse IVF-PQ part and the 8-bit re-ranking codes are merged each on their own, with
     the IVF part's internal numbers offset so that they still point at their re-ranking codes.
     """
-    first = faiss.downcast_index(parts[0])
-    ids = [faiss.vector_to_array(first.id_map)]
-    top = faiss.downcast_index(first.index)
-    for part in parts[1:]:
-        part = faiss.downcast_index(part)
-        other = faiss.downcast_index(part.index)
-        offset = top.ntotal
-        faiss.downcast_index(top.base_index).merge_from(
-            faiss.downcast_index(other.base_index), offset)
-        faiss.downcast_index(top.refine_index).merge_from(
-            faiss.downcast_index(other.refine_index), 0)
-        top.ntotal = top.base_index.ntotal
-        ids.append(faiss.vector_to_array(part.id_map))
+    first, part = faiss.downcast_index(index), faiss.downcast_index(part)
+    top, other = faiss.downcast_index(first.index), faiss.downcast_index(part.index)
+    offset = top.ntotal
+    faiss.downcast_index(top.base_index).merge_from(
+        faiss.downcast_index(other.base_index), offset)
+    faiss.downcast_index(top.refine_index).merge_from(
+        faiss.downcast_index(other.refine_index), 0)
+    top.ntotal = top.base_index.ntotal
+    ids = np.concatenate([faiss.vector_to_array(first.id_map),
+                          faiss.vector_to_array(part.id_map)]).astype(np.int64)
     first.ntotal = top.ntotal
-    faiss.copy_array_to_vector(np.concatenate(ids).astype(np.int64), first.id_map)
-    return parts[0]  # the object that owns the merged index (a downcast view does not)
+    faiss.copy_array_to_vector(ids, first.id_map)
+
+
+def merge_shards(parts: Iterable[faiss.Index | bytes]) -> faiss.Index:
+    """One index holding every shard's vectors, in the parts' order, with their ids; parts
+    (indexes, or serialised ones) are merged as they come, so only one is held apart."""
+    merged = None
+    for part in parts:
+        if isinstance(part, bytes):
+            part = faiss.deserialize_index(np.frombuffer(part, np.uint8))
+        if merged is None:
+            merged = part  # the object that owns the index (a downcast view does not)
+        else:
+            _merge_into(merged, part)
+        del part
+    if merged is None:
+        raise ValueError("no shards to merge")
+    return merged
+
+
+ShardRunner = Callable[[bytes, Shard, list[tuple[int, int]]], Iterable[bytes]]
+
+
+def encode_here(trained: bytes, shard: Shard, bounds: list[tuple[int, int]]
+                ) -> Iterator[bytes]:
+    """Encode the shards one after another in this process (FAISS uses every core)."""
+    for lo, hi in bounds:
+        yield fill_shard(trained, *shard(lo, hi))
 
 
 def build_sharded(shard: Shard, n: int, dims: int, *, rows: int = SHARD_ROWS, seed: int = 0,
-                  run: Callable[..., list[bytes]] | None = None) -> AnnIndex:
+                  run: ShardRunner | None = None) -> AnnIndex:
     """Build and calibrate an IVF-PQ index over n vectors read a shard at a time.
 
     `shard(start, stop)` returns (ids, vectors) of rows start..stop. The quantisers are
-    trained once on a sample gathered shard by shard; `run(fill_shard, jobs)` encodes the
-    shards (default: one after another here; `artsearch.distributed` passes Ray tasks) and
-    the parts are merged. Calibration is as in `build`, against exact search done shard by
-    shard, so no step holds more than one shard of full vectors.
+    trained once on a sample gathered shard by shard; `run(trained, shard, bounds)` encodes
+    the shards (default `encode_here`; `artsearch.distributed.ray_shard_runner` makes Ray
+    tasks of them) and the parts are merged. Calibration is as in `build`, against exact
+    search done shard by shard, so no step holds more than one shard of full vectors.
     """
     kind = "ivfpq"
     bounds = [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
@@ -226,13 +249,7 @@ def build_sharded(shard: Shard, n: int, dims: int, *, rows: int = SHARD_ROWS, se
     del sample
     q = np.ascontiguousarray(np.concatenate(queries), np.float32)
     qids = np.concatenate(query_ids)
-    if run is None:
-        def run(fn: Callable[..., bytes], jobs: list[tuple[int, int]]) -> list[bytes]:
-            return [fn(trained, *shard(lo, hi)) for lo, hi in jobs]
-    parts = [faiss.deserialize_index(np.frombuffer(b, np.uint8))
-             for b in run(fill_shard, bounds)]
-    index = merge_shards(parts)
-    del parts
+    index = merge_shards((run or encode_here)(trained, shard, bounds))
     # Exact neighbours of the calibration queries, shard by shard, best K + 1 kept.
     best_s = np.full((len(q), K + 1), -np.inf, np.float32)
     best_i = np.full((len(q), K + 1), -1, np.int64)

@@ -124,7 +124,12 @@ def index_collection(
         def make_extractor() -> Extractor:
             from artsearch.extract import Extractor
 
-            return Extractor(spec, layer=layers, pooling=pooling, **opts.extractor)
+            local = Extractor(spec, layer=layers, pooling=pooling, **opts.extractor)
+            if opts.engine is None:
+                return local
+            from artsearch.distributed import RayExtractor
+
+            return RayExtractor(local, opts.engine)  # type: ignore[return-value]
 
     dims = spec.dims(layers, pooling)
 
@@ -165,7 +170,12 @@ def index_collection(
         index.touch()
     space = index.space(opts.space)
     requested = opts.index_type or (space.params or {}).get("index_type") or "auto"
-    report.ann = index.update_ann(space, requested)
+    runner = None
+    if opts.engine is not None:
+        from artsearch.distributed import ray_shard_runner
+
+        runner = ray_shard_runner(opts.engine.address)
+    report.ann = index.update_ann(space, requested, run_shards=runner)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -300,6 +310,7 @@ def _embed(
                 index.save_vectors(space)
                 last_save = time.monotonic()
     report.embed_seconds = time.perf_counter() - started
+    report.runtime = extractor.describe()  # as it ran (a Ray pool's size is known now)
 
 
 def _store_batch(s: Session, space: Space, jobs: list[_Job], batch: Any

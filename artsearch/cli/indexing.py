@@ -221,10 +221,15 @@ def _print_index_report(report: Any, path: Path, space: str) -> None:
                f"in {report.seconds:.1f} s")
     if report.embedded:
         rt = report.runtime
-        click.echo(f"  {report.images_per_second:.1f} images/s on {rt.get('device')} "
-                   f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
-                   f"{rt.get('workers')} decoding workers"
-                   + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
+        if rt.get("engine") == "ray":
+            click.echo(f"  {report.images_per_second:.1f} images/s on Ray, {rt.get('actors')} "
+                       f"extractor actors on {rt.get('device')} ({rt.get('precision')}, batch "
+                       f"{rt.get('batch_size')})")
+        else:
+            click.echo(f"  {report.images_per_second:.1f} images/s on {rt.get('device')} "
+                       f"({rt.get('precision')}, batch {rt.get('batch_size')}, "
+                       f"{rt.get('workers')} decoding workers"
+                       + (", JPEGs decoded on the GPU)" if rt.get('decode') == 'gpu' else ")"))
     if report.ann and "note" in report.ann:
         click.echo(f"  {report.ann['note']}")
     elif report.ann:
