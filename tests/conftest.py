@@ -119,3 +119,16 @@ def collection(tmp_path: Path) -> Path:
 def requires_dev() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not (DEV / "metadata.csv").exists(),
                               reason="shared dev collection ../shared/data/art-dev not present")
+
+
+def stored_vectors(index_path: Path, space: str = "content") -> dict:  # type: ignore[type-arg]
+    """Path -> stored vector of every work in a space, read through the index's own store."""
+    from artsearch.catalogue import embedded_works
+    from artsearch.index import ArtIndex
+
+    with ArtIndex(index_path) as idx:
+        sp = idx.space(space)
+        vec = idx.vectors(sp)
+        fids, aids = idx.id_maps(sp)
+        by_art = dict(zip(aids.tolist(), fids.tolist(), strict=True))
+        return {a.path: vec.reconstruct(by_art[a.id]) for a in embedded_works(idx, space)}

@@ -20,21 +20,10 @@ import pytest
 
 from artsearch.index import ArtIndex
 from artsearch.indexing import IndexOptions, index_collection
-from tests.conftest import DEV, FAKE, make_collection, requires_dev
+from tests.conftest import DEV, FAKE, make_collection, requires_dev, stored_vectors
 
 ray = pytest.importorskip("ray")
 BIN = Path(sys.executable).parent
-
-
-def vectors(index: Path, space: str = "content") -> dict[str, np.ndarray]:
-    from artsearch.catalogue import embedded_works
-
-    with ArtIndex(index) as idx:
-        sp = idx.space(space)
-        vec = idx.vectors(sp)
-        fids, aids = idx.id_maps(sp)
-        by_art = dict(zip(aids.tolist(), fids.tolist(), strict=True))
-        return {a.path: vec.reconstruct(by_art[a.id]) for a in embedded_works(idx, space)}
 
 
 def test_ray_actors_embed_as_this_process_does(tmp_path: Path) -> None:
@@ -52,7 +41,7 @@ def test_ray_actors_embed_as_this_process_does(tmp_path: Path) -> None:
     assert runs["ray"].runtime["engine"] == "ray" and runs["ray"].runtime["actors"] == 2
     assert runs["ray"].embedded == runs["local"].embedded == 30
     assert runs["ray"].failed == runs["local"].failed  # the same one-line reason
-    here, there = vectors(tmp_path / "local"), vectors(tmp_path / "ray")
+    here, there = stored_vectors(tmp_path / "local"), stored_vectors(tmp_path / "ray")
     assert here.keys() == there.keys()
     for path, v in here.items():
         assert float(v @ there[path]) >= 0.99999
@@ -149,7 +138,7 @@ def test_dev_set_on_a_cluster_survives_a_killed_actor_and_a_killed_driver(
     partial = _count(index)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    here, there = vectors(local), vectors(index)
+    here, there = stored_vectors(local), stored_vectors(index)
     assert partial < len(here)  # the kill did leave work for the re-run
     assert here.keys() == there.keys()  # every image exactly once: paths are unique
     with ArtIndex(index) as idx:

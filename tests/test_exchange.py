@@ -12,24 +12,12 @@ import pytest
 from artsearch.errors import ArtsearchError, IndexMismatchError
 from artsearch.index import ArtIndex
 from artsearch.query import search
-from tests.conftest import FAKE, TRAINABLE, make_collection
+from tests.conftest import FAKE, TRAINABLE, make_collection, stored_vectors
 from tests.test_cli import index_args, invoke
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-
-
-def stored(index_path: Path, space: str = "content") -> dict[str, np.ndarray]:
-    """Path -> stored vector, read through the index's own store."""
-    from artsearch.catalogue import embedded_works
-
-    with ArtIndex(index_path) as idx:
-        sp = idx.space(space)
-        vec = idx.vectors(sp)
-        fids, aids = idx.id_maps(sp)
-        by_art = dict(zip(aids.tolist(), fids.tolist(), strict=True))
-        return {a.path: vec.reconstruct(by_art[a.id]) for a in embedded_works(idx, space)}
 
 
 @pytest.fixture
@@ -47,7 +35,7 @@ def test_parquet_export_round_trips_ids_and_vectors_exactly(indexed: Path, tmp_p
     assert code == 0, said
     frame = pd.read_parquet(out)  # the folder, as pandas and embedding-reader take it
     assert len(frame) == 12
-    truth = stored(indexed)
+    truth = stored_vectors(indexed)
     with ArtIndex(indexed) as idx:
         from artsearch.catalogue import embedded_works
 
@@ -67,7 +55,7 @@ def test_npy_export_is_aligned_with_its_metadata(indexed: Path, tmp_path: Path) 
     vectors = np.load(out / "emb" / "content-00000.npy")
     table = pq.read_table(out / "metadata" / "content-00000.parquet")
     assert "embedding" not in table.column_names
-    truth = stored(indexed)
+    truth = stored_vectors(indexed)
     assert vectors.dtype == np.float32 and len(vectors) == table.num_rows == 12
     for path, v in zip(table.column("path").to_pylist(), vectors, strict=True):
         assert np.array_equal(v, truth[path])
@@ -106,7 +94,7 @@ def test_an_imported_space_answers_queries_as_its_source(indexed: Path, collecti
                                                                  else None)
     code, said, _ = invoke("import-vectors", str(out), "--index", str(other))
     assert "12 imported, 12 replaced a vector" in said
-    assert stored(other).keys() == stored(indexed).keys()
+    assert stored_vectors(other).keys() == stored_vectors(indexed).keys()
 
 
 def test_import_refuses_mixing_spaces(indexed: Path, collection: Path, tmp_path: Path) -> None:
@@ -115,12 +103,12 @@ def test_import_refuses_mixing_spaces(indexed: Path, collection: Path, tmp_path:
     other = tmp_path / "b"
     assert invoke(*index_args(collection, "--index", str(other), "--backbone", TRAINABLE,
                               "-q"))[0] == 0
-    before = stored(other)
+    before = stored_vectors(other)
     with ArtIndex(other) as b, pytest.raises(IndexMismatchError, match="was built with"):
         from artsearch.exchange import import_vectors
 
         import_vectors(b, out, "content")
-    assert {p: v.tobytes() for p, v in stored(other).items()} == \
+    assert {p: v.tobytes() for p, v in stored_vectors(other).items()} == \
         {p: v.tobytes() for p, v in before.items()}  # nothing changed
     # Vectors from another tool, declared as a backbone whose dims they do not have.
     table = pa.table({"path": ["a/work_001.jpg"],
@@ -136,7 +124,7 @@ def test_import_refuses_mixing_spaces(indexed: Path, collection: Path, tmp_path:
 
 def test_import_skips_rows_it_cannot_trust(indexed: Path, collection: Path,
                                            tmp_path: Path) -> None:
-    truth = stored(indexed)
+    truth = stored_vectors(indexed)
     rows = {"path": ["a/work_001.jpg", "gone.jpg", "b/work_002.jpg"],
             "sha256": [None, None, "0" * 64],
             "embedding": [truth["a/work_001.jpg"].tolist()] * 3}
@@ -148,7 +136,7 @@ def test_import_skips_rows_it_cannot_trust(indexed: Path, collection: Path,
     assert code == 0, said + err
     assert "skipped gone.jpg: no such file under" in err
     assert "skipped b/work_002.jpg: the file differs" in err
-    assert list(stored(other, "x")) == ["a/work_001.jpg"]
+    assert list(stored_vectors(other, "x")) == ["a/work_001.jpg"]
     with ArtIndex(other) as b, pytest.raises(ArtsearchError, match="no 'vec' column"):
         from artsearch.exchange import import_vectors
 
