@@ -102,7 +102,10 @@ def child(mode: str, n: int, shards: int, dims: int, ray_tasks: int, cache: Path
     out: dict[str, Any] = {"mode": mode}
     started = time.perf_counter()
     if mode == "single":
-        ids, vectors = shard(0, n)
+        ids = np.arange(n, dtype=np.int64)
+        vectors = np.empty((n, dims), np.float32)  # filled shard by shard: one copy in RAM
+        for lo in range(0, n, rows):
+            vectors[lo: lo + rows] = shard(lo, min(n, lo + rows))[1]
         out["read_seconds"] = round(time.perf_counter() - started, 1)
         out["rss_after_data_mib"] = round(rss_mib())
         started = time.perf_counter()
