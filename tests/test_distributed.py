@@ -68,11 +68,12 @@ def cluster() -> Iterator[str]:
     subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--num-cpus", "1",
                     "--include-dashboard", "false", "--temp-dir", temp, *common],
                    check=True, env=env, capture_output=True)
-    address = f"127.0.0.1:{port}"
     try:
-        subprocess.run([ray_cli, "start", "--address", address, "--num-cpus", "1", *common],
-                       check=True, env=env, capture_output=True)
-        yield address
+        # The head made a cluster token (~/.ray/auth_token); the second node must present it.
+        subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
+                        *common], check=True, env={**env, "RAY_AUTH_MODE": "token"},
+                       capture_output=True)
+        yield "auto"  # the cluster just started here (it also holds the cluster's token)
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, check=False)
 
