@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from artsearch.backbones import BackboneSpec
     from artsearch.extract import EmbeddedBatch, Extractor
 
-__all__ = ["RayExtractor", "RayOptions", "ray_shard_runner"]
+__all__ = ["RayExtractor", "RayOptions", "ray_shard_runner", "require_ray"]
 
 INSTALL = "pip install 'artsearch[ray]'"
 
@@ -49,6 +49,11 @@ class RayOptions:
     # two threads per CPU it holds keep the cores busy: 2 actors on the 2-core dev machine
     # embedded the dev set at 55-59 images/s with 2 threads each, 45 with 1, 56 with 3.
     threads: int | None = None
+
+
+def require_ray() -> None:
+    """Refuse `--engine ray` before any work when Ray is not installed."""
+    _ray()
 
 
 def _ray() -> Any:

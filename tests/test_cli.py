@@ -236,3 +236,12 @@ def test_the_bad_input_corpus_indexes_without_a_crash(collection: Path) -> None:
     data = json.loads(out)
     assert data["artworks"] == 12 + len(good)  # the earlier works are all still there
     assert data["failures"] == len(bad)
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(collection: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, _, err = invoke(*index_args(collection, "--index", str(tmp_path / "i"),
+                                      "--engine", "ray"))
+    assert code == 1 and "pip install 'artsearch[ray]'" in err
+    assert not (tmp_path / "i").exists()  # refused before anything was made

@@ -161,8 +161,17 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)
     if engine == "ray":
-        from artsearch.distributed import RayOptions
+        from artsearch.distributed import RayOptions, require_ray
 
+        require_ray()  # says how to install it, before anything is read or written
+        import logging
+
+        import ray.data  # noqa: F401 - configures Ray Data's loggers, which are then quietened
+
+        # Ray Data narrates each pipeline (start, finish, progress-bar settings) on stderr;
+        # the summary below says what a user needs. Errors still show.
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         options.engine = RayOptions(address=address, actors=actors,
                                     gpus_per_actor=gpus_per_actor)
     fetched = None
