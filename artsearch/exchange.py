@@ -360,7 +360,10 @@ def import_vectors(
                 want = item.get("sha256")
                 if art is None:
                     file = collection / rel
-                    if not rel or rel.startswith("../") or not file.is_file():
+                    inside = bool(rel) and not PurePosixPath(rel).is_absolute() \
+                        and ".." not in PurePosixPath(rel).parts \
+                        and file.resolve().is_relative_to(collection.resolve())
+                    if not inside or not file.is_file():  # a row may not name a file elsewhere
                         report.skipped.append((rel, f"no such file under {collection}"))
                         continue
                     sha = hash_file(file)

@@ -125,9 +125,12 @@ def test_import_refuses_mixing_spaces(indexed: Path, collection: Path, tmp_path:
 def test_import_skips_rows_it_cannot_trust(indexed: Path, collection: Path,
                                            tmp_path: Path) -> None:
     truth = stored_vectors(indexed)
-    rows = {"path": ["a/work_001.jpg", "gone.jpg", "b/work_002.jpg"],
-            "sha256": [None, None, "0" * 64],
-            "embedding": [truth["a/work_001.jpg"].tolist()] * 3}
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((collection / "a" / "work_001.jpg").read_bytes())
+    rows = {"path": ["a/work_001.jpg", "gone.jpg", "b/work_002.jpg", str(outside),
+                     "../outside.jpg"],
+            "sha256": [None, None, "0" * 64, None, None],
+            "embedding": [truth["a/work_001.jpg"].tolist()] * 5}
     src = tmp_path / "some.parquet"
     pq.write_table(pa.table(rows), src)
     other = tmp_path / "b"
@@ -136,6 +139,8 @@ def test_import_skips_rows_it_cannot_trust(indexed: Path, collection: Path,
     assert code == 0, said + err
     assert "skipped gone.jpg: no such file under" in err
     assert "skipped b/work_002.jpg: the file differs" in err
+    assert f"skipped {outside}: no such file under" in err  # a row may not reach outside
+    assert "skipped ../outside.jpg: no such file under" in err
     assert list(stored_vectors(other, "x")) == ["a/work_001.jpg"]
     with ArtIndex(other) as b, pytest.raises(ArtsearchError, match="no 'vec' column"):
         from artsearch.exchange import import_vectors
