@@ -216,8 +216,14 @@ class RayExtractor:
                 self.started = False
 
 
-def ray_shard_runner(address: str | None = None, cpus: int | None = None) -> Any:
-    """An `ann.build_sharded` runner that encodes each shard in a Ray task."""
+def ray_shard_runner(address: str | None = None, cpus: int | None = None,
+                     in_flight: int | None = None) -> Any:
+    """An `ann.build_sharded` runner that encodes each shard in a Ray task.
+
+    At most `in_flight` shards (default: the cluster's CPUs) are in the object store at
+    once: the driver puts a shard there for its task, and a shard put is memory this machine
+    holds until the task is done (the first 2M x 1280-d run, all four shards at once, peaked
+    at 12.9 GiB against 9.1 GiB encoding here)."""
     from artsearch.ann import fill_shard
 
     def run(trained: bytes, shard: Any, bounds: list[tuple[int, int]]) -> Iterator[bytes]:
@@ -226,13 +232,17 @@ def ray_shard_runner(address: str | None = None, cpus: int | None = None) -> Any
         try:
             task = ray.remote(num_cpus=1)(fill_shard)
             blob = ray.put(trained)
-            refs = []
-            for lo, hi in bounds:  # submitted as read, so the driver holds one shard at a time
-                ids, vectors = shard(lo, hi)
-                refs.append(task.remote(blob, ray.put(ids), ray.put(vectors)))
-                del ids, vectors
-            for ref in refs:  # in order, each merged (by the caller) before the next arrives
-                yield ray.get(ref)
+            window = in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            pending: list[Any] = []
+            todo = list(bounds)
+            while todo or pending:
+                while todo and len(pending) < window:
+                    lo, hi = todo.pop(0)
+                    ids, vectors = shard(lo, hi)
+                    pending.append(task.remote(blob, ray.put(ids), ray.put(vectors)))
+                    del ids, vectors
+                # In order: each part is merged (by the caller) before the next is taken.
+                yield ray.get(pending.pop(0))
         finally:
             if started:
                 ray.shutdown()
