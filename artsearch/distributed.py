@@ -222,8 +222,10 @@ def ray_shard_runner(address: str | None = None, cpus: int | None = None,
 
     At most `in_flight` shards (default: the cluster's CPUs) are in the object store at
     once: the driver puts a shard there for its task, and a shard put is memory this machine
-    holds until the task is done (the first 2M x 1280-d run, all four shards at once, peaked
-    at 12.9 GiB against 9.1 GiB encoding here)."""
+    holds until the task is done. On one machine this buys nothing (bench_shards.py, 2M x
+    1280-d on 2 cores: 318 s and 12.2 GiB peak with 2 tasks, 12.9 GiB with all four shards
+    put at once, against 260 s and 9.1 GiB encoding here); it is for clusters whose other
+    machines bring their own cores."""
     from artsearch.ann import fill_shard
 
     def run(trained: bytes, shard: Any, bounds: list[tuple[int, int]]) -> Iterator[bytes]:
