@@ -514,7 +514,7 @@ def _write(manifest: Any, path: Path) -> dict[str, Any]:
 
 
 def results_manifest(index: ArtIndex, result: Any, path: Path, *,
-                     image_base: str = "http://127.0.0.1:8000",
+                     image_base: str = "http://127.0.0.1:8765",
                      manifest_id: str | None = None) -> dict[str, Any]:
     """Query results as a Presentation 3 manifest, one canvas per hit, best first."""
     from artsearch.provenance import provenance
@@ -540,7 +540,7 @@ def results_manifest(index: ArtIndex, result: Any, path: Path, *,
 
 
 def run_manifest(index: ArtIndex, run_id: int, path: Path, *,
-                 image_base: str = "http://127.0.0.1:8000",
+                 image_base: str = "http://127.0.0.1:8765",
                  manifest_id: str | None = None) -> dict[str, Any]:
     """A clustering run as a Presentation 3 manifest: canvases ordered by cluster (nearest
     the centre first), one range per cluster, each canvas's cluster and distance in its

@@ -44,7 +44,7 @@ from artsearch.textsafe import terminal
 @click.option("--iiif-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               metavar="FILE", help="Also write the run as a IIIF Presentation 3 manifest: "
                                    "canvases by cluster, one range per cluster.")
-@click.option("--iiif-base", default="http://127.0.0.1:8000", show_default=True,
+@click.option("--iiif-base", default="http://127.0.0.1:8765", show_default=True,
               metavar="URL", help="Where `artsearch serve` runs: images of works that did "
                                   "not come from IIIF are referenced as URL/image/ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

@@ -55,7 +55,7 @@ from artsearch.textsafe import terminal
               metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
                                    "(scores in each canvas's metadata) for Mirador or "
                                    "Universal Viewer.")
-@click.option("--iiif-base", default="http://127.0.0.1:8000", show_default=True,
+@click.option("--iiif-base", default="http://127.0.0.1:8765", show_default=True,
               metavar="URL", help="Where `artsearch serve` runs: images of works that did "
                                   "not come from IIIF are referenced as URL/image/ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
