@@ -122,19 +122,46 @@ def test_shards_merge_into_the_index_one_pass_would_build() -> None:
 
 
 @pytest.mark.slow
-def test_a_large_space_is_built_in_shards_and_calibrated(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The product path: above SHARD_MIN, `update_ann` builds IVF-PQ shard by shard."""
+def test_a_large_space_is_built_in_shards_and_calibrated(tmp_path: Path) -> None:
+    """The sharded build over an exact store's rows, as `update_ann` calls it above
+    SHARD_MIN (that switch itself needs a million vectors and is left to bench_shards.py)."""
     from artsearch import ann
     from artsearch.vectors import VectorIndex
 
     vectors = clustered(8_050, 32, seed=5)
     store = VectorIndex.create(tmp_path / "v.faiss", 32)
     store.add(range(8_000), vectors[:8_000])
-    monkeypatch.setattr(ann, "SHARD_MIN", 1_000)
     built = ann.build_sharded(store.rows, 8_000, 32, rows=2_500)
     assert len(built) == 8_000 and built.recall >= RECALL_BAR
     _, found = built.search(vectors[8_000:], 10)
     truth = np.argsort(-(vectors[8_000:] @ vectors[:8_000].T), axis=1)[:, :10]
     measured = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert measured >= 0.9  # fresh queries: close to the calibrated figure
+
+
+@pytest.mark.slow
+def test_update_ann_switches_to_the_sharded_build_at_shard_min(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A space whose vectors came in through import-vectors (no model run needed), with the
+    thresholds lowered: `update_ann` must build IVF-PQ in shards and record them."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from artsearch import ann
+    from artsearch.exchange import import_vectors
+
+    root = tmp_path / "coll"
+    root.mkdir()
+    vectors = clustered(8_000, 48, seed=11)
+    names = [f"w{i:05d}.png" for i in range(8_000)]
+    for name in names:  # the files only need to exist: the vectors come from the Parquet
+        (root / name).write_bytes(name.encode())
+    pq.write_table(pa.table({"path": names, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1)), 48)}), tmp_path / "v.parquet")
+    monkeypatch.setattr(ann, "SHARD_MIN", 5_000)
+    monkeypatch.setattr(ann, "SHARD_ROWS", 2_500)
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        import_vectors(idx, tmp_path / "v.parquet", "content", root=root, backbone=FAKE)
+        record = idx.update_ann(idx.space("content"), "ivfpq")
+        assert record is not None and record["shards"] == 4 and record["recall10"] >= RECALL_BAR
+        approx = search(idx, artwork=7, k=10)
+    assert approx.search["index"] == "ivfpq" and len(approx.hits) == 10
