@@ -64,10 +64,15 @@ def choose(requested: str, n: int, dims: int) -> str:
     return "ivfpq"
 
 
+def _nlist(n: int) -> int:
+    """IVF lists for n vectors: about 2 sqrt(n), a power of two, at least 64."""
+    return 1 << max(6, round(np.log2(2 * np.sqrt(max(n, 1)))))
+
+
 def factory(kind: str, n: int, dims: int) -> str:
     if kind == "hnsw":
         return "HNSW32"
-    nlist = 1 << max(6, round(np.log2(2 * np.sqrt(max(n, 1)))))  # ~2 sqrt(n), a power of two
+    nlist = _nlist(n)
     # PQ codes of 8 dimensions per byte for wide vectors (160 bytes at 1280-d), finer for
     # narrow ones, where 8 would leave too few bytes to rank candidates usefully.
     per_byte = 8 if dims >= 512 else 2
@@ -144,9 +149,8 @@ def _training_rows(kind: str, n: int, dims: int, seed: int) -> np.ndarray:
     """Which rows train the quantisers: 64 per IVF list, drawn once, sorted."""
     if kind == "hnsw":
         return np.zeros(0, np.int64)
-    nlist = faiss.extract_index_ivf(faiss.index_factory(dims, factory(kind, n, dims))).nlist
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))
+    return np.sort(rng.choice(n, min(n, 64 * _nlist(n)), replace=False))
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, kind: str, *, seed: int = 0) -> AnnIndex:

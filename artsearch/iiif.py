@@ -465,7 +465,7 @@ class Work:
     metadata: list[tuple[str, Any]]
 
 
-def _canvas(prezi: Any, manifest: Any, base_id: str, work: Work, n: int, image_base: str
+def _canvas(manifest: Any, base_id: str, work: Work, n: int, image_base: str
             ) -> Any:
     extra = work.extra or {}
     w, h = work.width or 1000, work.height or 1000
@@ -533,7 +533,7 @@ def results_manifest(index: ArtIndex, result: Any, path: Path, *,
                              "(1 = the same vector); ranks are best first.")
     arts = _works(index, [h.id for h in result.hits])
     for n, hit in enumerate(result.hits, start=1):
-        _canvas(prezi, manifest, base_id, _work(arts[hit.id], [
+        _canvas(manifest, base_id, _work(arts[hit.id], [
             ("rank", hit.rank), ("similarity score", f"{hit.score:.4f}"),
             ("space", result.space)]), n, image_base)
     return _write(manifest, path)
@@ -564,7 +564,7 @@ def run_manifest(index: ArtIndex, run_id: int, path: Path, *,
     for n, row in enumerate(rows, start=1):
         art = by_path[row["path"]]
         number = row["cluster"] + 1 if row["cluster"] >= 0 else "unclustered"
-        canvas = _canvas(prezi, manifest, base_id, _work(art, [
+        canvas = _canvas(manifest, base_id, _work(art, [
             ("cluster", number), ("cosine distance to the centre", f"{row['distance']:.4f}")]),
             n, image_base)
         members.setdefault(row["cluster"], []).append(canvas.id)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from benchmarks._env import machine, write_results  # noqa: E402
+
 DEV = HERE.parent.parent / "shared" / "data" / "art-dev"
 
 
@@ -49,14 +51,21 @@ def child(data: Path, index: Path, engine: str, actors: int, gpus: float, addres
             "runtime": report.runtime}
 
 
+def by_path(index: Path) -> dict[str, Any]:
+    """Path -> stored vector of the content space, through the product's own reads."""
+    from artsearch.catalogue import artworks
+    from artsearch.cluster import space_matrix
+    from artsearch.index import ArtIndex
+
+    with ArtIndex(index) as idx:
+        ids, vectors = space_matrix(idx, "content")
+        paths = {a.id: a.path for a in artworks(idx, ids)}
+    return {paths[i]: v for i, v in zip(ids, vectors, strict=True)}
+
+
 def min_cosine(a: Path, b: Path) -> float:
-    import numpy as np
-
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from tests.conftest import stored_vectors
-
-    here, there = stored_vectors(a), stored_vectors(b)
-    return float(min(np.dot(v, there[p]) for p, v in here.items()))
+    here, there = by_path(a), by_path(b)
+    return float(min(v @ there[p] for p, v in here.items()))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -104,30 +113,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['images_per_second']:>10.1f}{r['share_of_local']:>7.0%}"
               f"{r.get('min_cosine_to_local', 1.0):>9.4f}")
     import ray
-    import torch
 
-    result = {"benchmark": "ray", "data": str(args.data), "precision": args.precision,
-              "address": args.address, "gpus_per_actor": args.gpus_per_actor, "runs": runs,
-              "cpu": _cpu(), "cores": __import__("os").cpu_count(),
-              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-              "ray": ray.__version__, "torch": torch.__version__,
-              "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d-%H%M")
-    path = args.out / f"ray-{platform.node()[:12] or 'host'}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
+    result = {"machine": machine(), "ray": ray.__version__, "data": str(args.data),
+              "precision": args.precision, "address": args.address,
+              "gpus_per_actor": args.gpus_per_actor, "runs": runs}
+    path = write_results("ray" + ("-cluster" if args.address else ""), result, args.out)
     print(f"wrote {path}")
     return result
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

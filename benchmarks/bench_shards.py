@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+
+from benchmarks._env import machine, write_results  # noqa: E402
 
 K = 10
 
@@ -147,8 +148,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(child(args.child, args.n, args.shards, args.dims, args.ray,
                                args.cache)))
         return {}
-    import faiss
-
     started = time.perf_counter()
     shard_data(args.n, args.shards, args.dims, args.cache)
     print(f"shards ready in {args.cache} ({time.perf_counter() - started:.0f} s)",
@@ -180,26 +179,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['mode']:<10}{r['build_seconds']:>9.0f}{r['peak_rss_mib']:>10,}"
               f"{r['nprobe']:>8}{r['k_factor']:>9}{r['calibrated_recall10']:>11.3f}"
               f"{r['fresh_recall10']:>7.3f}")
-    result = {"benchmark": "shards", "n": args.n, "dims": args.dims, "shards": args.shards,
-              "runs": runs, "machine": platform.processor() or platform.machine(),
-              "cpu": _cpu(), "faiss": faiss.__version__, "python": platform.python_version(),
-              "date": time.strftime("%Y-%m-%d")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d-%H%M")
-    path = args.out / f"shards-{platform.node()[:12] or 'host'}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
+    result = {"machine": machine(), "n": args.n, "dims": args.dims, "shards": args.shards,
+              "ray_tasks": args.ray, "runs": runs}
+    path = write_results("shards" + (f"-ray{args.ray}" if args.ray else ""), result, args.out)
     print(f"wrote {path}")
     return result
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

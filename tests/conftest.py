@@ -123,12 +123,11 @@ def requires_dev() -> pytest.MarkDecorator:
 
 def stored_vectors(index_path: Path, space: str = "content") -> dict:  # type: ignore[type-arg]
     """Path -> stored vector of every work in a space, read through the index's own store."""
-    from artsearch.catalogue import embedded_works
+    from artsearch.catalogue import artworks
+    from artsearch.cluster import space_matrix
     from artsearch.index import ArtIndex
 
     with ArtIndex(index_path) as idx:
-        sp = idx.space(space)
-        vec = idx.vectors(sp)
-        fids, aids = idx.id_maps(sp)
-        by_art = dict(zip(aids.tolist(), fids.tolist(), strict=True))
-        return {a.path: vec.reconstruct(by_art[a.id]) for a in embedded_works(idx, space)}
+        ids, vectors = space_matrix(idx, space)
+        paths = {a.id: a.path for a in artworks(idx, ids)}
+    return {paths[i]: v for i, v in zip(ids, vectors, strict=True)}
