@@ -23,6 +23,7 @@ from artsearch.errors import (
     NotIndexedError,
     SchemaTooOldError,
 )
+from artsearch.paths import check_space_name
 from artsearch.store import Artwork, Embedding, Failure, Space, Store
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ class ArtIndex:
         dims: int, factory: str,
     ) -> Space:
         """The named space, created on first use; refused if it was made differently."""
+        check_space_name(name)  # it becomes file names in the index folder
         weights = spec.weights.checksum()  # locates and verifies the weights before any work
         with self.store.session() as s, s.begin():
             space = s.scalar(select(Space).where(Space.name == name))
@@ -231,7 +233,7 @@ class ArtIndex:
 
     def save_pooling_params(self, space: Space, params: dict[str, np.ndarray]) -> None:
         """Store a fitted pooling beside the space (atomically), then record its checksum."""
-        path = self.path / f"{space.name}.pooling.npz"
+        path = self.path / f"{check_space_name(space.name)}.pooling.npz"
         tmp = path.with_suffix(".tmp.npz")
         with tmp.open("wb") as fh:
             np.savez(fh, **params)
@@ -252,26 +254,13 @@ class ArtIndex:
         is refused to a reader with the fix; a writer (under `lock()`) moves it aside and
         starts the space's store afresh, and `reconcile` then re-embeds every work.
         """
-        from artsearch.vectors import VectorIndex, file_fingerprint
+        from artsearch.vectors import VectorIndex
 
         if space.name in self._vectors:
             return self._vectors[space.name]  # type: ignore[no-any-return]
         path = self.faiss_path(space)
-        record = (space.params or {}).get("faiss") or {}
-        accepted = [fp for fp in (record.get("current"), record.get("pending")) if fp]
         try:
-            if not path.exists():
-                if accepted and accepted[0].get("count"):
-                    raise IndexDamagedError(f"{path}: missing (it held "
-                                            f"{accepted[0]['count']} vectors)")
-            elif accepted:
-                found = file_fingerprint(path)
-                if not any(fp["bytes"] == found["bytes"] and fp["sample"] == found["sample"]
-                           for fp in accepted):
-                    raise IndexDamagedError(
-                        f"{path}: not the file this index saved ({found['bytes']:,} bytes, "
-                        f"expected {accepted[0]['bytes']:,}; replaced or damaged)")
-            vec = VectorIndex.load_or_create(path, space.dims, space.faiss_factory)
+            vec = self._load_checked(space, path)
         except IndexDamagedError as e:
             if self._lock_fd is None:
                 raise IndexDamagedError(
@@ -288,6 +277,51 @@ class ArtIndex:
             vec = VectorIndex.create(path, space.dims, space.faiss_factory)
         self._vectors[space.name] = vec
         return vec
+
+    def _load_checked(self, space: Space, path: Path) -> VectorIndex:
+        """Load the space's file if it is one this index saved. The fingerprint and the load
+        read one open file (a save renames a new file into place, never rewrites the open
+        one); a file that does not match is checked once more against the record as it is
+        now, since a writer may have saved between our reading the record and the file."""
+        from artsearch.vectors import VectorIndex, file_fingerprint
+
+        for attempt in range(2):
+            record = (space.params or {}).get("faiss") or {}
+            accepted = [fp for fp in (record.get("current"), record.get("pending")) if fp]
+            try:
+                fh = path.open("rb")
+            except FileNotFoundError:
+                if accepted and accepted[0].get("count"):
+                    if attempt == 0:
+                        space = self._fresh(space)
+                        continue
+                    raise IndexDamagedError(f"{path}: missing (it held "
+                                            f"{accepted[0]['count']} vectors)") from None
+                return VectorIndex.create(path, space.dims, space.faiss_factory)
+            with fh:
+                snapshot = Path(f"/proc/self/fd/{fh.fileno()}")
+                snapshot = snapshot if snapshot.exists() else path
+                if accepted:
+                    found = file_fingerprint(snapshot)
+                    if not any(fp["bytes"] == found["bytes"] and fp["sample"] == found["sample"]
+                               for fp in accepted):
+                        if attempt == 0:
+                            space = self._fresh(space)
+                            continue
+                        size = (f"{found['bytes']:,} bytes, expected {accepted[0]['bytes']:,}"
+                                if found["bytes"] != accepted[0]["bytes"] else
+                                f"the same size, {found['bytes']:,} bytes, other content")
+                        raise IndexDamagedError(f"{path}: not the file this index saved ({size}; "
+                                                "replaced or damaged)")
+                return VectorIndex.load_or_create(snapshot, space.dims, space.faiss_factory,
+                                                  name=path)
+        raise AssertionError("unreachable")
+
+    def _fresh(self, space: Space) -> Space:
+        """The space's row as the database holds it now."""
+        with self.store.session() as s:
+            row = s.get(Space, space.id)
+        return row if row is not None else space
 
     def save_vectors(self, space: Space) -> None:
         """Save the space's vectors atomically and record the file's fingerprint: first as
@@ -324,7 +358,9 @@ class ArtIndex:
         return self._vectors[key]  # type: ignore[no-any-return]
 
     def faiss_path(self, space: Space) -> Path:
-        return self.path / f"{space.name}.faiss"
+        # A space recorded under an unsafe name (by an older artsearch) is refused, never
+        # joined to a path.
+        return self.path / f"{check_space_name(space.name, where=str(self.path))}.faiss"
 
     # -- approximate search ----------------------------------------------------------------------
 

@@ -34,23 +34,26 @@ class VectorIndex:
         return cls(faiss.index_factory(dims, factory, faiss.METRIC_INNER_PRODUCT), path, factory)
 
     @classmethod
-    def load_or_create(cls, path: Path, dims: int, factory: str = DEFAULT_FACTORY) -> VectorIndex:
+    def load_or_create(cls, path: Path, dims: int, factory: str = DEFAULT_FACTORY, *,
+                       name: Path | None = None) -> VectorIndex:
         """The saved index, or an empty one where none was saved yet; a file FAISS cannot
-        read, or one of other dimensions, raises IndexDamagedError with the reason."""
+        read, or one of other dimensions, raises IndexDamagedError with the reason. `path`
+        may be an open file's /proc/self/fd entry; `name` is then where it is saved."""
         from artsearch.errors import IndexDamagedError
 
+        name = name or path
         if not path.exists():
-            return cls.create(path, dims, factory)
+            return cls.create(name, dims, factory)
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:  # truncated, or not a FAISS file at all
             first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-            raise IndexDamagedError(f"{path}: not a readable FAISS file ({first[:120]})") from e
+            raise IndexDamagedError(f"{name}: not a readable FAISS file ({first[:120]})") from e
         if index.d != dims:
-            raise IndexDamagedError(f"{path}: holds {index.d}-d vectors, the space has {dims}")
+            raise IndexDamagedError(f"{name}: holds {index.d}-d vectors, the space has {dims}")
         if not isinstance(faiss.downcast_index(index), faiss.IndexIDMap2):
-            raise IndexDamagedError(f"{path}: not an exact vector store (no id map)")
-        return cls(index, path, factory)
+            raise IndexDamagedError(f"{name}: not an exact vector store (no id map)")
+        return cls(index, name, factory)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)

@@ -16,9 +16,10 @@ import click
 
 from artsearch import __version__
 from artsearch.errors import ArtsearchError
+from artsearch.textsafe import one_line, terminal
 
-__all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "licences_option", "report_options",
-           "space_option"]
+__all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "licences_option", "out_dir",
+           "out_file", "report_options", "space_option"]
 
 FAILURES_SHOWN = 50
 
@@ -38,11 +39,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ArtsearchError as e:
-            raise click.ClickException(str(e)) from e
+            # Messages quote names from files and servers: one line, nothing a terminal runs.
+            raise click.ClickException(one_line(e, limit=2000)) from e
         except OSError as e:
             if e.errno not in _FIXABLE:
                 raise
-            where = f"{e.filename}: " if e.filename else ""
+            where = f"{terminal(str(e.filename))}: " if e.filename else ""
             raise click.ClickException(
                 f"{where}{e.strerror or e}; {_FIXABLE[e.errno]} (what was committed before is "
                 "kept; run the same command again)") from e
@@ -60,6 +62,10 @@ _FIXABLE = {
     errno.EDQUOT: "free some space within your disk quota",
     errno.EROFS: "the file system is read-only; use a writable folder",
     errno.EACCES: "check the permissions of that path",
+    errno.ENOENT: "check that the path exists",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; choose another path",
+    errno.EISDIR: "that path is a folder; give a file",
+    errno.ENAMETOOLONG: "choose a shorter path",
 }
 
 
@@ -70,9 +76,43 @@ def index_option(f: Any) -> Any:
              "[default: default]")(f)
 
 
+def _space_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from artsearch.paths import check_space_name
+
+    if value is None:
+        return None
+    try:
+        return check_space_name(value, where=f"--{param.name}")
+    except ArtsearchError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1]) from None
+
+
 def space_option(f: Any) -> Any:
     return click.option("--space", default="content", show_default=True,
+                        callback=_space_name,
                         help="Embedding space within the index.")(f)
+
+
+def _checked(kind: str) -> Any:
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+        from artsearch import paths
+
+        if value is None:
+            return None
+        option = "/".join(param.opts) if param.opts and param.opts[0].startswith("-") \
+            else (param.metavar or param.human_readable_name)
+        try:
+            return paths.output_dir(value, option) if kind == "dir" else \
+                paths.output_file(value, option)
+        except ArtsearchError as e:
+            raise click.ClickException(one_line(e)) from None
+    return check
+
+
+# Output paths, checked (no file in the way, writable, missing folders made) before any work;
+# options using them take type=click.Path() (a str: click turns "" into "." on the way to Path).
+out_dir = _checked("dir")
+out_file = _checked("file")
 
 
 def licences_option(f: Any) -> Any:
@@ -91,7 +131,7 @@ def report_options(f: Any) -> Any:
                      help="Similarity at or above which the report flags two works as "
                           "near-duplicates.")(f)
     return click.option("--report", "report_dir", default=None, metavar="DIR",
-                        type=click.Path(path_type=Path, file_okay=False),
+                        type=click.Path(), callback=out_dir,
                         help="Also write an HTML report to DIR (index.html + thumbnails; "
                              "opens from disk, no server).")(f)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from artsearch.cli._app import cli, index_option, licences_option
+from artsearch.cli._app import cli, index_option, licences_option, out_dir, out_file
 
 
 @cli.command()
@@ -14,7 +14,7 @@ from artsearch.cli._app import cli, index_option, licences_option
 @click.option("--style", "style_image", type=click.Path(path_type=Path, dir_okay=False,
                                                         exists=True),
               default=None, metavar="IMAGE", help="The picture whose style to take.")
-@click.option("--style-id", type=click.IntRange(1), default=None, metavar="ID",
+@click.option("--style-id", type=click.IntRange(1, 2**63 - 1), default=None, metavar="ID",
               help="Take the style from an indexed work (needs --index).")
 @click.option("--style-query", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, metavar="IMAGE",
@@ -38,7 +38,7 @@ from artsearch.cli._app import cli, index_option, licences_option
                    "to their targets); higher paints more style over the content.")
 @click.option("--device", default=None, help="gatys: cpu, cuda ... [default: cuda when "
                                              "present]")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE.png", help="Where to write the result. [default: "
                                        "CONTENT-METHOD.png in the current folder]")
 def stylize(content: Path, style_image: Path | None, style_id: int | None,
@@ -135,7 +135,7 @@ def _style_source(style_image: Path | None, style_id: int | None, style_query: P
 @click.option("--backbone", default="efficientnet-lite0", show_default=True,
               help="Whose layers to show (`artsearch backbones` lists them).")
 @index_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--out", "out_dir", type=click.Path(), callback=out_dir,
               default=Path("layers"), show_default=True, metavar="DIR",
               help="Folder for the page (index.html, images).")
 @click.option("--maps", type=click.IntRange(1, 32), default=6, show_default=True,

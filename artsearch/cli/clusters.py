@@ -7,13 +7,7 @@ from typing import Any
 
 import click
 
-from artsearch.cli._app import (
-    cli,
-    dumps,
-    index_option,
-    report_options,
-    space_option,
-)
+from artsearch.cli._app import cli, dumps, index_option, out_file, report_options, space_option
 from artsearch.textsafe import terminal
 
 
@@ -41,7 +35,7 @@ from artsearch.textsafe import terminal
               help="Redos that measure stability: k-means from other seeds; agglomerative and "
                    "hdbscan on 80% subsamples (0: skip).")
 @report_options
-@click.option("--iiif-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--iiif-out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE", help="Also write the run as a IIIF Presentation 3 manifest: "
                                    "canvases by cluster, one range per cluster.")
 @click.option("--iiif-base", default="http://127.0.0.1:8765", show_default=True,
@@ -140,9 +134,9 @@ def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float,
 
 
 @cli.command()
-@click.argument("run", required=False, type=int)
+@click.argument("run", required=False, type=click.IntRange(1, 2**63 - 1))
 @index_option
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--csv", "csv_path", type=click.Path(), callback=out_file,
               default=None, metavar="FILE", help="Write RUN's assignments as CSV.")
 @report_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")

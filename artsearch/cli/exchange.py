@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from artsearch.cli._app import FAILURES_SHOWN, cli, dumps, index_option, space_option
+from artsearch.cli._app import FAILURES_SHOWN, cli, dumps, index_option, out_dir, space_option
 from artsearch.textsafe import terminal
 
 
 @cli.command()
-@click.argument("out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR")
+@click.argument("out", type=click.Path(), callback=out_dir, metavar="DIR")
 @index_option
 @space_option
 @click.option("--format", "fmt", type=click.Choice(["parquet", "npy"]), default="parquet",
@@ -30,6 +30,11 @@ def export(out: Path, index_name: str | None, space: str, fmt: str, as_json: boo
     "parquet_npy" (embeddings DIR/emb, metadata DIR/metadata), and so autofaiss.
     DIR/_SPACE.export.json describes the space (backbone, weights SHA-256, layers, pooling)
     so that `artsearch import-vectors DIR` can recreate it in another index.
+
+    DIR may hold other files: an export writes its shards under temporary names, renames
+    them into place together, and removes only files an earlier export of the same space
+    recorded there. An interrupted export leaves a folder that import refuses until the
+    export is run again.
     """
     from artsearch.exchange import export_space
     from artsearch.home import resolve_index
@@ -70,15 +75,17 @@ def export(out: Path, index_name: str | None, space: str, fmt: str, as_json: boo
 def import_vectors(source: Path, index_name: str | None, space: str | None, root: Path | None,
                    backbone: str | None, layer: str | None, pooling: str | None,
                    input_size: int | None, column: str, quiet: bool) -> None:
-    """Record vectors computed elsewhere (SOURCE: a .parquet file or an export folder) as a
-    space.
+    """Record vectors computed elsewhere (SOURCE: a .parquet file, an export folder, or its
+    _SPACE.export.json) as a space.
 
     Rows are matched to works by 'path' (relative to the collection root); a path the index
     does not hold yet is added when its file is there and its content matches the row's
     sha256, if it has one. The space records the declared backbone, so queries by picture
     are embedded the same way; files that declare other weights than those installed here,
     another backbone, layer or pooling than an existing space of that name, or vectors of
-    other dimensions, are refused before anything changes.
+    other dimensions, are refused before anything changes; so is a source of which no row
+    can be imported (no root is bound, no space or database made). One import holds at most
+    5,000,000 rows and 8 GiB of vectors; vectors are made unit length.
 
     \b
       artsearch export DIR --index a --space content

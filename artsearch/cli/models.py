@@ -12,6 +12,8 @@ from artsearch.cli._app import (
     dumps,
     index_option,
     licences_option,
+    out_dir,
+    out_file,
     space_option,
 )
 from artsearch.textsafe import terminal
@@ -26,10 +28,10 @@ from artsearch.textsafe import terminal
               show_default=True,
               help="probe: logistic regression on the stored vectors (seconds). finetune: "
                    "retrain the backbone's last layers and a head on the images (minutes).")
-@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--out", "out", type=click.Path(), callback=out_file, default=None,
               metavar="MODEL",
               help="Model file to write. [default: INDEX/models/LABEL-METHOD-SPACE.pt]")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
               default=None, metavar="DIR",
               help="Evaluation report folder (index.html, metrics.json). [default: the model "
                    "path without .pt, plus -report]")

@@ -8,13 +8,7 @@ from typing import Any
 
 import click
 
-from artsearch.cli._app import (
-    cli,
-    dumps,
-    index_option,
-    licences_option,
-    space_option,
-)
+from artsearch.cli._app import cli, dumps, index_option, licences_option, out_file, space_option
 from artsearch.textsafe import terminal
 
 
@@ -51,7 +45,7 @@ from artsearch.textsafe import terminal
               help="Keep this query and its answer in the index under a stable id (printed) "
                    "that `artsearch show ID` asks again and checks.")
 @licences_option
-@click.option("--iiif-out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--iiif-out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
                                    "(scores in each canvas's metadata) for Mirador or "
                                    "Universal Viewer.")
@@ -91,6 +85,10 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                                "--explain, or give --explain a folder for the maps")
     if sum(x is not None for x in (image, artwork_id, text)) != 1:
         raise click.UsageError("give one of IMAGE, --id or --text")
+    if explain_dir:
+        from artsearch.paths import output_dir
+
+        output_dir(explain_dir, "--explain")
     licences = parse_shown(show_licences)
     image_path = Path(image) if image is not None and Path(image).exists() else None
     artwork: str | int | None = artwork_id if artwork_id is not None else (

@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from artsearch.cli._app import cli, dumps, index_option, licences_option, space_option
+from artsearch.cli._app import (
+    cli,
+    dumps,
+    index_option,
+    licences_option,
+    out_dir,
+    out_file,
+    space_option,
+)
 from artsearch.textsafe import csv_cell, terminal
 
 
@@ -32,9 +40,9 @@ from artsearch.textsafe import csv_cell, terminal
                    "column: a type, or none) join the fitting.")
 @click.option("--all", "keep_all", is_flag=True,
               help="Also list examined pairs that are not duplicates (type none), to label.")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--csv", "csv_path", type=click.Path(), callback=out_file,
               default=None, metavar="FILE", help="Write the pairs as CSV (for relabelling).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
               default=None, metavar="DIR",
               help="Write an HTML page of the pairs, side by side, crops boxed.")
 @licences_option
@@ -198,7 +206,7 @@ def show(ident: str, index_name: str | None, as_json: bool) -> None:
 @space_option
 @click.option("-k", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Length of the result lists audited.")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
               default=None, metavar="DIR",
               help="Write an HTML page: the biggest hubs with thumbnails, coverage tables, "
                    "links to the classifiers' reports.")
