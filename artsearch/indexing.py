@@ -368,12 +368,23 @@ def _next_id(s: Session, space: Space) -> int:
 
 
 def _record_failures(s: Session, failures: list[tuple[str, str]]) -> None:
-    for rel, reason in failures:
-        row = s.scalar(select(Failure).where(Failure.path == rel))
+    """Record (path, reason) pairs, the last reason per path winning: existing rows are read
+    in chunks and new ones added together (100,000 failed canvases take seconds)."""
+    latest = dict(failures)
+    if not latest:
+        return
+    now = utcnow()
+    paths = list(latest)
+    existing: dict[str, Failure] = {}
+    for start in range(0, len(paths), 500):
+        existing.update((f.path, f) for f in s.scalars(
+            select(Failure).where(Failure.path.in_(paths[start: start + 500]))))
+    for rel, reason in latest.items():
+        row = existing.get(rel)
         if row is None:
-            s.add(Failure(path=rel, reason=reason, at=utcnow()))
+            s.add(Failure(path=rel, reason=reason, at=now))
         else:
-            row.reason, row.at = reason, utcnow()
+            row.reason, row.at = reason, now
 
 
 @contextlib.contextmanager

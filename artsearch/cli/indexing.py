@@ -88,9 +88,14 @@ from artsearch.textsafe import terminal
 @click.option("--iiif-size", type=click.IntRange(64, 4096), default=1024, show_default=True,
               metavar="PX", help="Longest side requested from the Image API.")
 @click.option("--iiif-timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
-              metavar="S", help="Seconds a request may take (each is tried 3 times).")
+              metavar="S", help="Seconds a request may take, from connecting to its last "
+                                "byte (each is tried 3 times).")
 @click.option("--iiif-concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
               metavar="N", help="Pictures fetched at a time.")
+@click.option("--iiif-max-documents", type=click.IntRange(1), default=10_000,
+              show_default=True, metavar="N",
+              help="Manifests and collections read in one run (a collection that fans out "
+                   "further is cut off, with a line saying so).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True,
               help="local: decode and embed in this process and its decoding workers. ray: "
@@ -112,8 +117,8 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
           precision: str, batch_size: int,
           workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
           checkpoint_seconds: float, iiif_source: str | None, iiif_size: int,
-          iiif_timeout: float, iiif_concurrency: int, engine: str, address: str | None,
-          actors: int | None, gpus_per_actor: float, quiet: bool) -> None:
+          iiif_timeout: float, iiif_concurrency: int, iiif_max_documents: int, engine: str,
+          address: str | None, actors: int | None, gpus_per_actor: float, quiet: bool) -> None:
     """Index the images under FOLDER, or of a IIIF manifest (new and changed files only).
 
     Files are matched by path, size and modification time, confirmed by content hash:
@@ -183,7 +188,8 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
                 report, fetched = index_iiif(
                     iiif_source, idx, options,
                     FetchOptions(size=iiif_size, timeout=iiif_timeout,
-                                 concurrency=iiif_concurrency),
+                                 concurrency=iiif_concurrency,
+                                 max_documents=iiif_max_documents),
                     progress=None if quiet else lambda m: click.echo(m, err=True))
                 folder = idx.path / "iiif-images"
             else:
