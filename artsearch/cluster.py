@@ -254,6 +254,10 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
             raise MetadataError("--k does not apply to --method hdbscan (it finds the number "
                                 "of groups itself); set --min-cluster-size instead")
         mcs = min_cluster_size or max(5, n // 100)
+        if mcs > n:
+            raise MetadataError(
+                f"HDBSCAN with --min-cluster-size {mcs} needs at least {mcs} works; space "
+                f"{space!r} has {n}: give a smaller --min-cluster-size, or use --method kmeans")
         params |= {"min_cluster_size": mcs, "pca_dims": min(HDBSCAN_DIMS, vectors.shape[1]),
                    "library": "scikit-learn"}
         assign = _renumber(_hdbscan(vectors, mcs))

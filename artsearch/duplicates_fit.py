@@ -225,6 +225,14 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
     cache = _FeatureCache(index, arts)
     rng = np.random.default_rng(seed)
     ids = sorted(arts)
+    if len(ids) < works:
+        # Fewer works than asked would fit and judge on a handful of pairs, and print
+        # precision and recall of 1.00 that mean nothing.
+        raise MetadataError(f"--calibrate {works}: {index.path} holds {len(ids)} works; "
+                            f"give --calibrate {len(ids)} or less (and at least 10)"
+                            if len(ids) >= 10 else
+                            f"--calibrate needs at least 10 works; {index.path} holds "
+                            f"{len(ids)}")
     chosen = sorted(rng.choice(ids, min(works, len(ids)), replace=False).tolist())
     nearest: dict[int, tuple[int, float]] = {}
     for a, b, s in shortlist(index, space, -1.0, 5):

@@ -23,7 +23,7 @@ from artsearch.errors import (
     NotIndexedError,
     SchemaTooOldError,
 )
-from artsearch.paths import check_space_name
+from artsearch.paths import check_space_name, file_stem
 from artsearch.store import Artwork, Embedding, Failure, Space, Store
 
 if TYPE_CHECKING:
@@ -514,7 +514,7 @@ class ArtIndex:
             Embedding.space_id == space.id)
         if record is not None:
             query = query.where(Embedding.faiss_id < record["next_id"])
-        elif not self.faiss_path(space).exists():
+        elif not (self.path / f"{file_stem(space.name)}.faiss").exists():
             return 0
         with self.store.session() as s:
             return s.scalar(query) or 0
@@ -528,8 +528,8 @@ class ArtIndex:
                 select(Embedding.space_id, func.count()).group_by(Embedding.space_id)).all())
         spaces = []
         for sp in self.spaces():
-            files = [self.faiss_path(sp), self.path / f"{sp.name}.ann.faiss",
-                     self.path / f"{sp.name}.pooling.npz"]
+            files = [self.path / f"{file_stem(sp.name)}{suffix}"
+                     for suffix in (".faiss", ".ann.faiss", ".pooling.npz")]
             saved = self.saved_count(sp)
             spaces.append({
                 "name": sp.name, "backbone": sp.backbone, "weights_sha256": sp.weights_sha256,

@@ -133,6 +133,7 @@ def index_collection(
 
     dims = spec.dims(layers, pooling)
 
+    old_root = index.root
     index.bind_root(root, relocate=opts.relocate)
     from artsearch.vectors import DEFAULT_FACTORY
 
@@ -145,10 +146,15 @@ def index_collection(
     vec = index.vectors(space)
     max_bytes = opts.extractor.get("max_bytes", DEFAULT_MAX_BYTES)
     try:
-        with index.store.session() as s, s.begin():
-            jobs = _plan(s, space, root, entries, report, vec, opts, max_bytes)
-            _record_failures(s, [(f.rel, f.reason) for f in scan_failures])
-            report.failed.extend((f.rel, f.reason) for f in scan_failures)
+        try:
+            with index.store.session() as s, s.begin():
+                jobs = _plan(s, space, root, entries, report, vec, opts, max_bytes)
+                _record_failures(s, [(f.rel, f.reason) for f in scan_failures])
+                report.failed.extend((f.rel, f.reason) for f in scan_failures)
+        except PruneRefusedError:
+            if opts.relocate and old_root is not None:  # a refused run moves nothing
+                index.bind_root(old_root, relocate=True)
+            raise
         if jobs:
             _embed(index, space, jobs, report, make_extractor, opts)
     finally:

@@ -61,8 +61,8 @@ def read_metadata_csv(path: Path) -> Catalogue:
                 rel = _norm_path(row.pop("path") or "")
                 if not rel:
                     continue
-                if rel in rows:
-                    repeated.append(rel)
+                if rel in rows and rel not in repeated:
+                    repeated.append(rel)  # each path once, however many rows repeat it
                 rows[rel] = {k: (v or None) for k, v in row.items() if k}
             return Catalogue(path, rows, repeated)
     except OSError as e:

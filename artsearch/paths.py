@@ -16,7 +16,8 @@ from pathlib import Path
 
 from artsearch.errors import ArtsearchError
 
-__all__ = ["SPACE_NAME_RULE", "check_space_name", "inside", "output_dir", "output_file"]
+__all__ = ["SPACE_NAME_RULE", "check_space_name", "file_stem", "inside", "output_dir",
+           "output_file"]
 
 _SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SPACE_NAME_RULE = ("letters, digits, '_', '-' and '.', at most 64, starting with a letter or "
@@ -32,6 +33,13 @@ def check_space_name(name: object, *, where: str = "") -> str:
     shown = terminal(repr(name)[:80])
     prefix = f"{where}: " if where else ""
     raise ArtsearchError(f"{prefix}{shown} is not a space name; use {SPACE_NAME_RULE}")
+
+
+def file_stem(text: str) -> str:
+    """A label (a catalogue field's name, free text) made safe as part of a file name: runs
+    of anything but letters, digits, '_', '-' and '.' become '_', and no leading dot."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:64]
+    return stem or "unnamed"
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from artsearch import __version__
-from artsearch.errors import NotIndexedError
+from artsearch.errors import IndexDamagedError, NotIndexedError
 
 if TYPE_CHECKING:
     from artsearch.index import ArtIndex
@@ -85,10 +85,62 @@ def load_citation(index: ArtIndex, cid: str) -> dict[str, Any]:
                               "`artsearch query --cite` prints) nor a clustering run number")
     path = index.path / "citations" / f"{cid}.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NotIndexedError(f"{cid}: no such citation in {index.path} (citations are kept "
                               "by the index they were made with)") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise IndexDamagedError(f"{path}: not readable as a citation ({type(e).__name__}); "
+                                "restore it from a copy, or cite the query again") from e
+    problem = _citation_problem(record)
+    if problem:
+        raise IndexDamagedError(f"{path}: not a citation artsearch wrote ({problem}); restore "
+                                "it from a copy, or cite the query again")
+    return record  # type: ignore[no-any-return]
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+
+
+def _citation_problem(record: Any) -> str | None:
+    """What makes a citation file unusable (it is read back from disk, where anyone may have
+    edited it), or None."""
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        return "no id"
+    q = record.get("question")
+    if not isinstance(q, dict):
+        return "no question"
+    weights = q.get("weights")
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in weights.items()):
+        return "its spaces and weights"
+    k = q.get("k")
+    if not _is_id(k) or k > 100_000:
+        return "its k"
+    if not isinstance(q.get("where") or {}, dict) or not isinstance(
+            q.get("exclude_same") or [], list):
+        return "its filters"
+    image, artwork, text = q.get("image"), q.get("artwork"), q.get("text")
+    if artwork is not None and not (isinstance(artwork, dict) and _is_id(artwork.get("id"))):
+        return "its artwork"
+    if image is not None and not (isinstance(image, dict) and isinstance(image.get("path"), str)
+                                  and isinstance(image.get("sha256"), str)):
+        return "its image"
+    if artwork is None and image is None and not isinstance(text, str):
+        return "nothing it asked about"
+    results = record.get("results")
+    if not isinstance(results, list) or not all(
+            isinstance(r, dict) and _is_id(r.get("id")) and isinstance(r.get("path"), str)
+            and isinstance(r.get("score"), int | float) and _is_id(r.get("rank"))
+            for r in results):
+        return "its results"
+    facts = record.get("provenance")
+    if not isinstance(facts, dict) or not isinstance(facts.get("spaces"), list) \
+            or len(facts["spaces"]) != len(weights):
+        return "its provenance"
+    return None
 
 
 def cite_query(index: ArtIndex, result: Any, weights: dict[str, float],

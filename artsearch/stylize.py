@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from artsearch import __version__
-from artsearch.errors import BackboneError, WeightsError
+from artsearch.errors import BackboneError, BadImageError, WeightsError
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +41,7 @@ __all__ = ["CONTENT_LAYER", "FAST_MODELS", "STYLE_LAYERS", "Stylised", "gram", "
            "save_with_provenance", "style_loss", "stylize_fast", "stylize_gatys"]
 
 CONTENT_LAYER = "conv4_2"
+MIN_SIDE = 32  # conv5_1 sits behind four 2x poolings: narrower pictures leave it no pixels
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 PNG_KEY = "artsearch"
 
@@ -118,6 +119,11 @@ def _to_tensor(img: Image.Image, size: int, device: Any) -> torch.Tensor:
 
     img = img.convert("RGB")
     s = size / max(img.size)
+    if min(img.size) * s < MIN_SIDE:
+        raise BadImageError(
+            f"a {img.width}x{img.height} picture would be {round(img.width * s)}x"
+            f"{round(img.height * s)} px at --size {size}, under the {MIN_SIDE} px VGG16 "
+            "needs on each side; crop it to a less extreme shape, or raise --size")
     img = img.resize((max(8, round(img.width * s)), max(8, round(img.height * s))),
                      PILImage.Resampling.BICUBIC)
     arr = np.asarray(img, np.float32) / 255.0

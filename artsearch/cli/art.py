@@ -92,7 +92,11 @@ def stylize(content: Path, style_image: Path | None, style_id: int | None,
     fall = ""
     if result.history:
         first, last = result.history[0]["style"], result.history[-1]["style"]
-        fall = f"; style loss {first:.4g} -> {last:.4g} ({first / max(last, 1e-12):.0f}x lower)"
+        fall = f"; style loss {first:.4g} -> {last:.4g}"
+        if last > 0 and first >= 2 * last:
+            fall += f" ({first / last:.0f}x lower)"
+        elif last > 0 and first > last:
+            fall += f" ({100 * (first - last) / first:.0f}% lower)"
     click.echo(f"wrote {target} ({result.image.width}x{result.image.height}, {method}, "
                f"{result.seconds:.1f} s{fall})")
 

@@ -91,6 +91,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     from artsearch.classify_report import classify_report
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
+    from artsearch.paths import file_stem
     from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:
@@ -105,7 +106,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
                         batch_size=batch_size, weight_decay=weight_decay, patience=patience,
                         device=device)
     with ArtIndex(resolve_index(index_name)) as idx:
-        out = out or idx.path / "models" / f"{label}-{method}-{space}.pt"
+        out = out or idx.path / "models" / f"{file_stem(label)}-{method}-{space}.pt"
         report_dir = report_dir or out.with_name(out.stem + "-report")
         result = run_train(idx, opts, out, group_fields=by, progress=say)
         summary = classify_report(idx, result, report_dir, group_fields=by,

@@ -169,6 +169,9 @@ def show(ident: str, index_name: str | None, as_json: bool) -> None:
     from artsearch.provenance import ask_again, load_citation
 
     run = ident.removeprefix("run-")
+    if run.isdigit() and (len(run) > 18 or not int(run)):
+        raise click.ClickException(f"{ident}: no such clustering run (`artsearch clusters` "
+                                   "lists them)")
     with ArtIndex(resolve_index(index_name)) as idx:
         if run.isdigit():
             out = replay_run(idx, int(run))
