@@ -116,7 +116,7 @@ def index_collection(
         spec = spec.at_size(int((existing.preprocessing or {}).get("size")
                                 or spec.preprocess.size))  # a re-run keeps the space's size
     same = existing is not None and existing.backbone == spec.name
-    pooling = opts.pooling or (existing.pooling if same and existing else "avg")
+    pooling = opts.pooling or (existing.pooling if same and existing else spec.default_pooling)
     layers = spec.parse_layers(
         opts.layer or (existing.layer if same and existing and not opts.pooling else None),
         pooling)

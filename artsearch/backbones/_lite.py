@@ -143,6 +143,20 @@ class LiteNet(torch.nn.Module):
                                  f"convolution {i} needs {tuple(conv.weight.shape)}")
             conv.load(weight.float(), [t.float() for t in bn])
 
+    def load_tuned(self, state: dict[str, torch.Tensor]) -> None:
+        """Lay tuned tensors (`artsearch learn`, names as in this module's state dict) over
+        the loaded network; every name must exist here with the same shape."""
+        own = self.state_dict()
+        for name, tensor in state.items():
+            if name not in own:
+                raise ValueError(f"no tensor {name!r} in this network")
+            if tuple(tensor.shape) != tuple(own[name].shape):
+                raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the network "
+                                 f"{tuple(own[name].shape)}")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                own[name].copy_(tensor.float())
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
         x = self.stem(x)

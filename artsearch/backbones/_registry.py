@@ -136,6 +136,7 @@ class BackboneSpec:
     text: bool = False
     accepts_weights: bool = False  # whether --weights PATH may replace the default source
     family: str = "built-in"
+    default_pooling: str = "avg"  # a new space's pooling when --pooling is not given
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check_layer(self, layer: str | None) -> str:
@@ -190,7 +191,7 @@ class BackboneSpec:
         if not self.accepts_weights:
             raise BackboneError(
                 f"backbone {self.name!r} has fixed, packaged weights; --weights is for "
-                "torchvision, timm and open_clip backbones")
+                "EfficientNet-Lite (tuned stages), torchvision, timm and open_clip backbones")
         return replace(self, weights=WeightsSource.from_file(path))
 
 

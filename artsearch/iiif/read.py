@@ -1,0 +1,318 @@
+"""Reading IIIF Presentation 2 and 3 manifests and collections into canvases. Manifests are
+other people's JSON: every value is checked for its type where it is read, and a part of the
+wrong shape is skipped, never trusted."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from artsearch.iiif.fetching import (
+    MAX_JSON_BYTES,
+    FetchOptions,
+    IIIFError,
+    clean,
+    fetch,
+    http_url,
+    load_json,
+)
+from artsearch.textsafe import one_line, terminal
+
+__all__ = ["MAX_DEPTH", "Canvas", "image_request", "read_canvases", "text"]
+
+MAX_DEPTH = 4  # collections within collections
+
+
+@dataclass
+class Canvas:
+    manifest: str
+    canvas: str
+    image: str | None  # the image resource's id
+    service: str | None  # its Image API service, if any
+    service_version: int  # 2 or 3
+    level0: bool
+    fields: dict[str, str | None]
+
+    @property
+    def key(self) -> str:
+        raw = f"{self.canvas}\n{self.image}".encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(raw).hexdigest()
+        manifest = hashlib.sha256(self.manifest.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{manifest[:10]}/{digest[:16]}.jpg"
+
+
+
+# Manifests are other people's JSON: every value is checked for its type where it is read,
+# and a part of the wrong shape is skipped, never trusted.
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, dict)]
+
+
+def _id(obj: Any) -> str | None:
+    if isinstance(obj, str):
+        return clean(obj) if obj.strip() else None
+    if isinstance(obj, dict):
+        value = obj.get("id") or obj.get("@id")
+        return clean(value) if isinstance(value, str) and value.strip() else None
+    return None
+
+
+def _type(obj: dict[str, Any]) -> str:
+    kind = obj.get("type") or obj.get("@type") or ""
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    return clean(kind).split(":")[-1].lower() if isinstance(kind, str) else ""
+
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def text(value: Any, depth: int = 0) -> str | None:
+    """A label or value as plain text: a v3 language map (English, then none, then the
+    first), a v2 string, @value object or list; HTML tags dropped."""
+    if value is None or depth > 8:
+        return None
+    if isinstance(value, dict):
+        if "@value" in value:
+            return text(value["@value"], depth + 1)
+        for lang in ("en", "none", *value):
+            if lang in value:
+                return text(value[lang], depth + 1)
+        return None
+    if isinstance(value, list):
+        parts = [t for t in (text(v, depth + 1) for v in value[:100]) if t]
+        return "; ".join(parts) if parts else None
+    if not isinstance(value, str | int | float):
+        return None
+    out = html.unescape(_TAGS.sub("", clean(str(value)))).strip()
+    return out[:2000] or None
+
+
+_FIELDS = {"artist": ("creator", "artist", "author", "maker", "painter", "attribution"),
+           "date": ("date", "dated", "date created", "created", "creation date", "period"),
+           "style": ("style", "movement", "school"), "genre": ("genre", "type", "object type")}
+
+
+def _metadata(entries: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in _dicts(entries) if isinstance(entries, list) else []:
+        label, value = (text(entry.get("label")) or "").lower(), text(entry.get("value"))
+        for name, labels in _FIELDS.items():
+            if label in labels and value and name not in out:
+                out[name] = value
+    return out
+
+
+def _service(resource: dict[str, Any]) -> tuple[str | None, int, bool]:
+    for svc in _dicts(resource.get("service")):
+        kind = _type(svc)
+        context = json.dumps(svc.get("@context") or "")
+        profile = json.dumps(svc.get("profile") or "")
+        if "imageservice" in kind or "image" in context or "image" in profile:
+            version = 2 if ("imageservice2" in kind or "/image/2" in context) else 3
+            level0 = "level0" in profile.replace(" ", "")
+            sid = _id(svc)
+            if sid:
+                return sid.rstrip("/"), version, level0
+    return None, 3, False
+
+
+def _profile(resource: dict[str, Any]) -> str | None:
+    """The service's compliance level as a short name (level0, level1, level2)."""
+    for svc in _dicts(resource.get("service")):
+        found = re.search(r"level([012])", json.dumps(svc.get("profile") or ""))
+        if found:
+            return f"level{found.group(1)}"
+    return None
+
+
+def _image_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The image resource of an annotation body: itself, a Choice's default or first item,
+    or a SpecificResource's source."""
+    kind = _type(body)
+    if kind == "choice":
+        options = _dicts(body.get("default")) + _dicts(body.get("item")) + \
+            _dicts(body.get("items"))
+        return _image_body(options[0]) if options else None
+    if kind == "specificresource":
+        source = body.get("source")
+        source = source if isinstance(source, dict) else {"id": source} \
+            if isinstance(source, str) else None
+        return _image_body(source) if source else None
+    if kind not in ("image", ""):
+        return None
+    return body if _id(body) or _dicts(body.get("service")) else None
+
+
+def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
+    label = text(doc.get("label"))
+    meta = _metadata(doc.get("metadata"))
+    rights = text(doc.get("rights")) or text(doc.get("license"))
+    statement = doc.get("requiredStatement")
+    source = text(statement.get("value")) if isinstance(statement, dict) \
+        else text(doc.get("attribution"))
+    items: list[dict[str, Any]] = []
+    images: list[list[dict[str, Any]]] = []
+    if "sequences" in doc:  # Presentation 2
+        sequences = _dicts(doc.get("sequences"))
+        items = _dicts(sequences[0].get("canvases")) if sequences else []
+        for c in items:
+            bodies = []
+            for img in _dicts(c.get("images")):
+                for resource in _dicts(img.get("resource"))[:1]:
+                    found = _image_body(resource)
+                    if found:
+                        bodies.append(found)
+            images.append(bodies)
+    else:  # Presentation 3
+        items = _dicts(doc.get("items"))
+        for c in items:
+            bodies = []
+            for page in _dicts(c.get("items")):
+                for anno in _dicts(page.get("items")):
+                    for b in _dicts(anno.get("body")):
+                        found = _image_body(b)
+                        if found:
+                            bodies.append(found)
+            images.append(bodies)
+    canvases = []
+    several = len(items) > 1
+    for c, bodies in zip(items, images, strict=True):
+        cid = _id(c)
+        if not cid or not bodies:
+            continue
+        body = bodies[0]
+        service, version, level0 = _service(body)
+        clabel = text(c.get("label"))
+        title = (f"{label}, {clabel}" if several and clabel and label else
+                 label or clabel)
+        fields = {"title": title, "license": rights, "source": source, **meta,
+                  **_metadata(c.get("metadata")), "iiif_manifest": uri, "iiif_canvas": cid,
+                  "iiif_service": service, "iiif_image": _id(body),
+                  "iiif_service_type": f"ImageService{version}" if service else None,
+                  "iiif_profile": _profile(body) if service else None}
+        date = text(c.get("navDate")) or text(doc.get("navDate"))
+        if date and not fields.get("date"):
+            fields["date"] = date
+        canvases.append(Canvas(uri, cid, _id(body), service, version, level0, fields))
+    return canvases
+
+
+def read_canvases(source: str, opts: FetchOptions | None = None,
+                  *, on_error: Callable[[str, str], None] | None = None) -> list[Canvas]:
+    """Every canvas with an image in a manifest, or in the manifests of a collection (nested
+    up to MAX_DEPTH, each read once, at most opts.max_documents in all), each canvas once.
+    A document inside a collection that cannot be read, or is not IIIF, is reported through
+    `on_error` and skipped; the top-level source must be readable."""
+    opts = opts or FetchOptions()
+    seen: set[str] = set()
+    out: dict[str, Canvas] = {}
+    read = [0]
+
+    def fail(ref: str, why: str) -> None:
+        if on_error is None:
+            raise IIIFError(why)
+        on_error(terminal(ref), one_line(why, 500))
+
+    def walk(ref: str, doc: dict[str, Any] | None, depth: int) -> None:
+        top = depth == 0
+        if ref in seen:
+            return
+        seen.add(ref)
+        if depth > MAX_DEPTH:
+            fail(ref, f"collections nested more than {MAX_DEPTH} deep; not read")
+            return
+        if doc is None:
+            if read[0] >= opts.max_documents:
+                if read[0] == opts.max_documents:
+                    fail(ref, f"more than {opts.max_documents:,} documents in one run; the "
+                              "rest were not read")
+                    read[0] += 1
+                return
+            read[0] += 1
+            try:
+                doc = load_json(ref, opts, local=top)
+            except IIIFError as e:
+                if top:
+                    raise
+                fail(ref, str(e))
+                return
+        kind = _type(doc)
+        uri = _id(doc) or ref
+        if uri != ref:
+            if uri in seen:  # the same document reached under another address
+                return
+            seen.add(uri)
+        if kind == "manifest":
+            for c in _manifest_canvases(doc, uri):
+                out.setdefault(c.key, c)
+        elif kind == "collection":
+            children = [*_list(doc.get("items")), *_list(doc.get("manifests")),
+                        *_list(doc.get("collections")), *_list(doc.get("members"))]
+            for child in children:
+                cid = _id(child)
+                if not cid:
+                    continue
+                embedded = child if isinstance(child, dict) and _type(child) == "manifest" \
+                    and any("items" in i for i in _dicts(child.get("items"))) else None
+                walk(cid, embedded, depth + 1)
+        else:
+            why = (f"{terminal(ref)}: a {terminal(kind[:40]) or 'JSON'} document, not a IIIF "
+                   "Manifest or Collection")
+            if top:
+                raise IIIFError(why)
+            fail(ref, why)
+
+    walk(clean(source), None, 0)
+    return list(out.values())
+
+
+def _pixels(value: Any) -> int | None:
+    """A width or height from info.json: a positive whole number, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 0 < value <= 1_000_000 else None
+
+
+def image_request(canvas: Canvas, opts: FetchOptions) -> str:
+    """The URL of the canvas's picture at no more than opts.size on its longer side."""
+    if canvas.service is None:
+        if canvas.image is None:
+            raise IIIFError("no image and no image service")
+        return http_url(canvas.image)
+    base = http_url(canvas.service).rstrip("/")
+    if canvas.level0:  # a static tree has only the sizes it lists
+        raw = fetch(f"{base}/info.json", opts, limit=MAX_JSON_BYTES)
+        try:
+            info = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise IIIFError(f"{base}/info.json: not JSON; the image service is broken") \
+                from None
+        if not isinstance(info, dict):
+            raise IIIFError(f"{base}/info.json: not an image information document")
+        sizes = [(w, h) for w, h in ((_pixels(s.get("width")), _pixels(s.get("height")))
+                                     for s in _dicts(info.get("sizes"))) if w and h]
+        if not sizes:
+            w, h = _pixels(info.get("width")), _pixels(info.get("height"))
+            if not w or not h:
+                raise IIIFError(f"{base}/info.json: a level-0 service that lists no usable "
+                                "sizes")
+            sizes = [(w, h)]
+        fitting = [s for s in sizes if max(s) <= opts.size]
+        w, h = max(fitting, key=max) if fitting else min(sizes, key=max)
+        region = f"{w}," if canvas.service_version == 2 else f"{w},{h}"
+        return f"{base}/full/{region}/0/default.jpg"
+    return f"{base}/full/!{opts.size},{opts.size}/0/default.jpg"
+
+

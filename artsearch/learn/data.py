@@ -1,0 +1,98 @@
+"""The pictures to learn from and their labels: a corpus folder with a CSV, or an index;
+split by label value, never by work."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from artsearch.errors import ArtsearchError, MetadataError
+
+if TYPE_CHECKING:
+
+    from artsearch.index import ArtIndex
+
+__all__ = ["Work", "read_corpus", "split_by_label", "works_from_index"]
+
+
+@dataclass
+class Work:
+    path: Path
+    labels: dict[str, str]
+
+
+
+def read_corpus(folder: Path, metadata: Path, fields: Sequence[str]) -> list[Work]:
+    """Works of a folder that is not an index, labelled by a CSV with a `path` column."""
+    if not folder.is_dir():
+        raise ArtsearchError(f"{folder}: not a folder; give the folder of pictures")
+    try:
+        with metadata.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise MetadataError(f"{metadata}: not readable as a CSV ({e})") from e
+    columns = set(rows[0]) if rows else set()
+    missing = [f for f in ("path", *fields) if f not in columns]
+    if missing:
+        raise MetadataError(f"{metadata}: no column {missing[0]!r} (columns: "
+                            f"{', '.join(sorted(columns))})")
+    from artsearch.paths import inside
+
+    works = []
+    for row in rows:
+        file = inside(folder, (row.get("path") or "").strip())
+        if file is None or not file.is_file():
+            continue
+        works.append(Work(file, {f: (row.get(f) or "").strip() for f in fields}))
+    return works
+
+
+def works_from_index(index: ArtIndex, fields: Sequence[str]) -> list[Work]:
+    """An index's works with their catalogue's values for `fields` (a column or an extra)."""
+    from artsearch.catalogue import artworks
+    from artsearch.paths import inside
+
+    if index.root is None:
+        raise ArtsearchError(f"{index.path}: the index does not know its collection folder")
+    works = []
+    for art in artworks(index):
+        file = inside(index.root, art.path)
+        if file is None:
+            continue
+        values = {}
+        for f in fields:
+            value = getattr(art, f, None) if f in ("title", "artist", "date", "style",
+                                                    "genre", "license", "source") \
+                else (art.extra or {}).get(f)
+            values[f] = str(value).strip() if value is not None else ""
+        works.append(Work(file, values))
+    return works
+
+
+def split_by_label(works: Sequence[Work], field_name: str, share: float, seed: int,
+                   min_per_label: int = 2) -> tuple[list[int], list[int]]:
+    """(training works, validation works): the values of `field_name` with at least
+    `min_per_label` works are drawn into a held-out share, by value, never by work."""
+    counts: dict[str, int] = {}
+    for w in works:
+        value = w.labels.get(field_name, "")
+        if value:
+            counts[value] = counts.get(value, 0) + 1
+    usable = sorted(v for v, n in counts.items() if n >= min_per_label)
+    if len(usable) < 4:
+        raise MetadataError(
+            f"--label {field_name}: {len(usable)} values with {min_per_label} or more works; "
+            "learning needs at least 4 (two to learn from, two to judge on)")
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(usable)[: max(2, round(share * len(usable)))].tolist())
+    train = [i for i, w in enumerate(works) if w.labels.get(field_name) in usable
+             and w.labels[field_name] not in held]
+    val = [i for i, w in enumerate(works) if w.labels.get(field_name) in held]
+    return train, val
+
+

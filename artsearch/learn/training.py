@@ -1,0 +1,309 @@
+"""The training loop: graded supervised contrastive loss, distillation toward the untuned
+content vector, early stopping on held-out labels' mAP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from artsearch.errors import ArtsearchError
+
+if TYPE_CHECKING:
+    import torch
+
+
+from artsearch.learn.data import Work, split_by_label
+from artsearch.learn.features import (
+    Parts,
+    Progress,
+    build_cache,
+    embed_rows,
+    layer_centres,
+    style_vector,
+)
+from artsearch.learn.weights import save_tuned
+
+
+@dataclass
+class LearnOptions:
+    labels: tuple[tuple[str, float], ...] = (("artist", 1.0), ("style", 0.25))
+    backbone: str = "efficientnet-lite0"
+    tune_from: int = 6  # the first tuned stage; it, the later stages and the head train
+    epochs: int = 8
+    lr: float = 1e-4
+    tau: float = 0.1
+    views: int = 4  # cached views per work: one plain, the rest augmented
+    per_label: int = 4  # works of one main label together in a batch
+    batch: int = 128  # works per batch
+    val_share: float = 0.15  # of the main label's values, held out
+    distill: float = 1.0  # weight of the pull toward the untuned content vector
+    patience: int = 2  # epochs without a better validation mAP before stopping
+    seed: int = 0
+    device: str = "cpu"
+    min_per_label: int = 2  # works a main-label value needs to be used at all
+
+    @property
+    def main(self) -> str:
+        return self.labels[0][0]
+
+
+@dataclass
+class LearnResult:
+    weights: Path
+    options: LearnOptions
+    works: int
+    train_works: int
+    val_works: int
+    train_labels: int
+    val_labels: int
+    label_counts: dict[str, dict[str, int]]
+    before: dict[str, float]
+    after: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    cache_seconds: float = 0.0
+    train_seconds: float = 0.0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+
+def average_precision(vectors: np.ndarray, labels: Sequence[str], k: int | None = None
+                      ) -> np.ndarray:
+    """Per-query average precision of same-label works among all others (self excluded), over
+    the whole ranking, or its first k (then divided by min(positives, k))."""
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    lab = np.asarray(labels)
+    order = np.argsort(-sims, axis=1)
+    if k is not None:
+        order = order[:, :k]
+    rel = lab[order] == lab[:, None]
+    if k is None:
+        rel = rel[:, :-1]  # the query itself, ranked last
+    positives = (lab[None, :] == lab[:, None]).sum(1) - 1
+    hits = np.cumsum(rel, axis=1)
+    precision = hits / np.arange(1, rel.shape[1] + 1)
+    denominator = positives if k is None else np.minimum(positives, k)
+    ap = (precision * rel).sum(1) / np.maximum(denominator, 1)
+    return ap[positives > 0]
+
+
+def _measures(style: np.ndarray, content: np.ndarray, works: Sequence[Work], rows: np.ndarray,
+              labels: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in labels:
+        values = [works[i].labels.get(name, "") for i in rows]
+        keep = np.array([bool(v) for v in values])
+        if keep.sum() < 2:
+            continue
+        kept = [v for v in values if v]
+        out[f"style {name} mAP"] = float(average_precision(style[keep], kept).mean())
+        out[f"style {name} mAP@10"] = float(average_precision(style[keep], kept, 10).mean())
+        out[f"content {name} mAP@10"] = float(average_precision(content[keep], kept, 10).mean())
+    return out
+
+
+def _loss(z: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
+    """Supervised contrastive loss with graded positives: each anchor's log-probability of
+    its positives, weighted, over all other works in the batch."""
+    import torch
+
+    sims = z @ z.T / tau
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sims = sims.masked_fill(eye, -1e9)
+    log_p = sims.log_softmax(dim=1)
+    weights = weights.masked_fill(eye, 0)
+    total = weights.sum(1)
+    anchors = total > 0
+    per = -(log_p * weights).sum(1)[anchors] / total[anchors]
+    return per.mean() if len(per) else sims.sum() * 0
+
+
+def _batches(rows: np.ndarray, main: Sequence[str], per_label: int, size: int,
+             rng: np.random.Generator) -> list[np.ndarray]:
+    """Every training work once: grouped by main label in chunks of `per_label`, chunks
+    shuffled and packed into batches of about `size` works."""
+    by_label: dict[str, list[int]] = {}
+    for r in rows:
+        by_label.setdefault(main[r], []).append(int(r))
+    chunks = []
+    for members in by_label.values():
+        members = list(rng.permutation(members))
+        chunks += [members[i: i + per_label] for i in range(0, len(members), per_label)]
+    order = rng.permutation(len(chunks))
+    batches, current = [], []
+    for c in order:
+        current += chunks[c]
+        if len(current) >= size:
+            batches.append(np.array(current))
+            current = []
+    if len(current) > 1:
+        batches.append(np.array(current))
+    return batches
+
+
+
+@dataclass
+class Prepared:
+    """Works split and their frozen features cached: what every training run over them
+    shares (benchmarks train several variants from one)."""
+
+    spec: Any
+    device: Any
+    parts: Parts
+    cache: Any
+    works: list[Work]  # the cached works, in cache order
+    train: np.ndarray  # their rows
+    val: np.ndarray
+    values: dict[str, np.ndarray]  # label -> value per cached work ("" when none)
+    initial: dict[str, Any]  # the untuned stages, to start each run from
+    before: dict[str, float]  # the untuned network's measures on the validation works
+    cache_seconds: float
+    failed: list[tuple[str, str]]
+    options: LearnOptions
+
+
+def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
+            progress: Progress | None = None) -> Prepared:
+    """Split `works` by their main label and cache the frozen stages' features."""
+    import torch
+
+    from artsearch import backbones
+    from artsearch.backbones._lite import LiteNet
+
+    opts = options or LearnOptions()
+    say = progress or (lambda _m: None)
+    spec = backbones.get(opts.backbone)
+    if spec.extra.get("family") != "lite":
+        raise ArtsearchError(f"--backbone {opts.backbone}: learning tunes EfficientNet-Lite "
+                             "backbones (efficientnet-lite0, efficientnet-lite2)")
+    torch.manual_seed(opts.seed)
+    device = torch.device(opts.device)
+    train_rows, val_rows = split_by_label(works, opts.main, opts.val_share, opts.seed,
+                                          opts.min_per_label)
+    net = spec.build(spec, ("final",))
+    assert isinstance(net, LiteNet)
+    net = net.to(device).float()
+    parts = Parts(net, opts.tune_from, spec.style_layers)
+    failed: list[tuple[str, str]] = []
+    started = time.perf_counter()
+    used = np.array(sorted(train_rows + val_rows))
+    cache = build_cache([works[i] for i in used], spec, parts, opts.views, opts.seed, device,
+                        say, failed)
+    position = {int(w): p for p, w in enumerate(used)}  # cache rows are positions in `used`
+    train = np.array([position[i] for i in train_rows if cache.ok[position[i]]])
+    val = np.array([position[i] for i in val_rows if cache.ok[position[i]]])
+    cached = [works[i] for i in used]
+    names = [n for n, _ in opts.labels]
+    values = {n: np.array([w.labels.get(n, "") for w in cached]) for n in names}
+    parts.tail.eval()
+    before = _measures(*embed_rows(parts, cache, val, device), cached, val, names)
+    say("untuned, on the validation works: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in before.items()))
+    return Prepared(spec, device, parts, cache, cached, train, val, values,
+                    {k: v.clone() for k, v in parts.tuned_state().items()}, before,
+                    time.perf_counter() - started, failed, opts)
+
+
+def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
+          progress: Progress | None = None) -> LearnResult:
+    """Tune the prepared network (from its untuned state) and write the weights to `out`.
+    `options` may change what training takes (rate, temperature, label weights, epochs),
+    not what preparing fixed (backbone, split, views)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    opts = options or prep.options
+    say = progress or (lambda _m: None)
+    parts, cache, device = prep.parts, prep.cache, prep.device
+    parts.net.load_state_dict(prep.initial, strict=False)
+    names = [n for n, _ in opts.labels]
+    missing = [n for n in names if n not in prep.values]
+    if missing or opts.main != prep.options.main:
+        raise ArtsearchError(f"labels {missing or [opts.main]} were not prepared")
+    main = prep.values[opts.main]
+    torch.manual_seed(opts.seed)
+    for p in parts.net.parameters():
+        p.requires_grad_(False)
+    for p in parts.tail.parameters():
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(parts.tail.parameters(), lr=opts.lr, weight_decay=1e-4)
+    rng = np.random.default_rng(opts.seed)
+    before = prep.before
+    best = (before[f"style {opts.main} mAP"], 0, parts.tuned_state(), before)
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    stale = 0
+    for epoch in range(1, opts.epochs + 1):
+        parts.tail.eval()
+        centres = layer_centres(parts, cache, prep.train, device)
+        parts.tail.train()
+        losses, distances = [], []
+        for rows in _batches(prep.train, main, opts.per_label, opts.batch, rng):
+            view = torch.from_numpy(rng.integers(0, prep.options.views, len(rows)))
+            index = torch.from_numpy(rows)
+            z, _, content = style_vector(parts, cache, index, view, centres, device)
+            same_main = torch.from_numpy(main[rows][:, None] == main[rows][None, :])
+            weights = same_main.to(device).float() * opts.labels[0][1]
+            for name, w in opts.labels[1:]:
+                v = prep.values[name][rows]
+                same = torch.from_numpy((v[:, None] == v[None, :]) & (v[:, None] != ""))
+                weights += w * (same & ~same_main).to(device).float()
+            loss = _loss(z, weights, opts.tau)
+            target = cache.content[index, view].to(device).float()
+            distance = (1 - F.cosine_similarity(content, target, dim=1)).mean()
+            optimiser.zero_grad()
+            (loss + opts.distill * distance).backward()
+            optimiser.step()
+            losses.append(loss.item())
+            distances.append(distance.item())
+        parts.tail.eval()
+        measured = _measures(*embed_rows(parts, cache, prep.val, device), prep.works,
+                             prep.val, list(prep.values))
+        score = measured[f"style {opts.main} mAP"]
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                        "content_distance": float(np.mean(distances)),
+                        "seconds": time.perf_counter() - started, **measured})
+        say(f"epoch {epoch}: loss {np.mean(losses):.3f}, content drift "
+            f"{np.mean(distances):.4f}, validation {opts.main} mAP {score:.3f} "
+            f"(untuned {before[f'style {opts.main} mAP']:.3f}; "
+            f"{time.perf_counter() - started:.0f} s)")
+        if score > best[0]:
+            best, stale = (score, epoch, parts.tuned_state(), measured), 0
+        else:
+            stale += 1
+            if stale >= opts.patience:
+                say(f"no better for {stale} epochs: keeping epoch {best[1]}")
+                break
+    both = np.concatenate([prep.train, prep.val])
+    result = LearnResult(
+        weights=out, options=opts, works=len(both), train_works=len(prep.train),
+        val_works=len(prep.val), train_labels=len(set(main[prep.train])),
+        val_labels=len(set(main[prep.val])),
+        label_counts={n: _counts(prep.values[n][both]) for n in names}, before=before,
+        after=best[3], history=history, best_epoch=best[1], cache_seconds=prep.cache_seconds,
+        train_seconds=time.perf_counter() - started, failed=prep.failed)
+    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result)
+    return result
+
+
+def learn(works: Sequence[Work], out: Path, options: LearnOptions | None = None, *,
+          progress: Progress | None = None) -> LearnResult:
+    """Tune the backbone on `works` (see the package) and write the weights to `out`."""
+    return train(prepare(works, options, progress=progress), out, options,
+                 progress=progress)
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for v in values.tolist():
+        if v:
+            found[v] = found.get(v, 0) + 1
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
