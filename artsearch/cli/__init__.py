@@ -11,7 +11,17 @@ from typing import Any
 
 import click
 
-from artsearch.cli import art, clusters, exchange, indexing, models, search, serve, trust  # noqa: F401 - registers
+from artsearch.cli import (  # noqa: F401 - registers the commands
+    art,
+    clusters,
+    exchange,
+    indexing,
+    learning,
+    models,
+    search,
+    serve,
+    trust,
+)
 from artsearch.cli._app import cli
 
 __all__ = ["cli", "main"]
