@@ -4,7 +4,7 @@ split by label value, never by work."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,9 +75,11 @@ def works_from_index(index: ArtIndex, fields: Sequence[str]) -> list[Work]:
 
 
 def split_by_label(works: Sequence[Work], field_name: str, share: float, seed: int,
-                   min_per_label: int = 2) -> tuple[list[int], list[int]]:
+                   min_per_label: int = 2, held_out: Collection[str] | None = None
+                   ) -> tuple[list[int], list[int]]:
     """(training works, validation works): the values of `field_name` with at least
-    `min_per_label` works are drawn into a held-out share, by value, never by work."""
+    `min_per_label` works are drawn into a held-out share, by value, never by work; or
+    `held_out` names the held-out values (the same split on a subset of the works)."""
     counts: dict[str, int] = {}
     for w in works:
         value = w.labels.get(field_name, "")
@@ -89,7 +91,8 @@ def split_by_label(works: Sequence[Work], field_name: str, share: float, seed: i
             f"--label {field_name}: {len(usable)} values with {min_per_label} or more works; "
             "learning needs at least 4 (two to learn from, two to judge on)")
     rng = np.random.default_rng(seed)
-    held = set(rng.permutation(usable)[: max(2, round(share * len(usable)))].tolist())
+    held = set(rng.permutation(usable)[: max(2, round(share * len(usable)))].tolist()) \
+        if held_out is None else set(held_out) & set(usable)
     train = [i for i, w in enumerate(works) if w.labels.get(field_name) in usable
              and w.labels[field_name] not in held]
     val = [i for i, w in enumerate(works) if w.labels.get(field_name) in held]

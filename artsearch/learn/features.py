@@ -4,8 +4,10 @@ style vector computed from them exactly as the product computes it."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +135,6 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
     from artsearch.extract import model_input
     from artsearch.images import decode_image, read_file
 
-    rng = np.random.default_rng(seed)
     pre = spec.preprocess
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
@@ -141,15 +142,25 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
     ok = np.zeros(len(works), bool)
     started = time.perf_counter()
     last = started
+
+    def views_of(i: int) -> list[Any] | str:
+        # Each work's own generator: the same views whatever the threads' order.
+        try:
+            img, _ = decode_image(read_file(works[i].path), min_side=pre.resize)
+        except (BadImageError, OSError) as e:
+            return str(e)
+        return _views(img.convert("RGB"), spec, views, np.random.default_rng([seed, i]))
+
+    # Decoding and cropping release the GIL: threads keep the model fed on several cores.
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     for start in range(0, len(works), batch):
         pixels, rows = [], []
-        for i in range(start, min(start + batch, len(works))):
-            try:
-                img, _ = decode_image(read_file(works[i].path), min_side=pre.resize)
-            except (BadImageError, OSError) as e:
-                failed.append((str(works[i].path), str(e)))
+        chunk = range(start, min(start + batch, len(works)))
+        for i, made in zip(chunk, pool.map(views_of, chunk), strict=True):
+            if isinstance(made, str):
+                failed.append((str(works[i].path), made))
                 continue
-            pixels += _views(img.convert("RGB"), spec, views, rng)
+            pixels += made
             rows.append(i)
         if not rows:
             continue
@@ -177,6 +188,7 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
             done = min(start + batch, len(works))
             progress(f"caching frozen features: {done:,} of {len(works):,} works "
                      f"({done / (now - started):.1f} works/s)")
+    pool.shutdown()
     if maps is None:
         raise ArtsearchError("no picture could be read; nothing to learn from")
     assert frozen is not None and content is not None

@@ -46,6 +46,7 @@ class LearnOptions:
     seed: int = 0
     device: str = "cpu"
     min_per_label: int = 2  # works a main-label value needs to be used at all
+    held_out: frozenset[str] | None = None  # the held-out values, when not drawn
 
     @property
     def main(self) -> str:
@@ -185,7 +186,7 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
     train_rows, val_rows = split_by_label(works, opts.main, opts.val_share, opts.seed,
-                                          opts.min_per_label)
+                                          opts.min_per_label, opts.held_out)
     net = spec.build(spec, ("final",))
     assert isinstance(net, LiteNet)
     net = net.to(device).float()
