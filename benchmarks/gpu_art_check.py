@@ -44,6 +44,27 @@ CONFIGS = [("efficientnet-lite0", 6), ("efficientnet-lite0", 5), ("efficientnet-
            ("efficientnet-lite0", 3), ("efficientnet-lite2", 6), ("efficientnet-lite2", 5)]
 
 
+INTS = ("epochs", "per_label", "batch", "head_rank", "views", "tune_from")
+
+
+def variant(text: str, base: LearnOptions) -> tuple[str, LearnOptions]:
+    """NAME:key=value,... over LearnOptions' training fields (style: the style label's
+    weight; schedule: constant or cosine)."""
+    name, _, settings = text.partition(":")
+    opts = base
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        if key == "style":
+            opts = dataclasses.replace(opts, labels=((opts.main, 1.0), ("style", float(value))))
+        elif key == "schedule":
+            opts = dataclasses.replace(opts, schedule=value)
+        elif key in INTS:
+            opts = dataclasses.replace(opts, **{key: int(value)})
+        else:
+            opts = dataclasses.replace(opts, **{key: float(value)})
+    return name, opts
+
+
 def make_bundle(out: Path, train_works: int, val_works: int, seed: int = 0) -> None:
     """Copy a subset of art-train with the CPU run's split, and float16 base weights."""
     import torch
@@ -116,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="[default: every one of CONFIGS]")
     ap.add_argument("--limit", type=int, default=None, help="works (a smoke run)")
     ap.add_argument("--lr", type=float, nargs="+", default=[1e-4, 3e-4])
+    ap.add_argument("--grid", action="append", default=[], metavar="NAME:key=value,...",
+                    help="recipes to train from the first configuration's cache (crop_min "
+                         "prepares again)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     if args.make_bundle:
@@ -134,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.configs else CONFIGS
     rows: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.grid:
+        return grid(works, held, args, configs[0])
     for name, tune_from in configs:
         opts = LearnOptions(backbone=name, tune_from=tune_from, epochs=args.epochs,
                             device=args.device, held_out=held, batch=128)
@@ -170,6 +196,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "works": len(works), "held_out_artists": len(held), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu-art-check.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def grid(works: list[Any], held: frozenset[str], args: Any, config: tuple[str, int]
+         ) -> dict[str, Any]:
+    """Several recipes from one cache (a new one for each crop_min); one table."""
+    import torch
+
+    base = LearnOptions(backbone=config[0], tune_from=config[1], epochs=args.epochs,
+                        device=args.device, held_out=held)
+    preps: dict[float, Any] = {}
+    rows = []
+    for text in args.grid:
+        name, opts = variant(text, base)
+        if opts.crop_min not in preps:
+            preps[opts.crop_min] = prepare(works, opts, progress=lambda m: None)
+        started = time.perf_counter()
+        try:
+            result = train(preps[opts.crop_min], Path(f"/tmp/{name}.pt"), opts,
+                           progress=lambda m: None)
+        except (RuntimeError, ValueError) as e:
+            print(f"{name}: {e}", flush=True)
+            continue
+        row = _row(config[0], config[1], opts.lr, result, started)
+        row["recipe"] = text
+        rows.append(row)
+        b, a = result.before, result.after
+        print(f"| {text} | {b['style artist mAP']:.3f} | {a['style artist mAP']:.3f} | "
+              f"{a['style artist mAP'] - b['style artist mAP']:+.3f} | "
+              f"{b['style style mAP@10']:.3f} | {a['style style mAP@10']:.3f} | "
+              f"{b['content artist mAP@10']:.3f} | {a['content artist mAP@10']:.3f} | "
+              f"{result.best_epoch}/{len(result.history)} |", flush=True)
+        (args.out / "gpu-art-grid.json").write_text(json.dumps(rows, indent=1))
+    report = {"machine": {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                          else None, "torch": torch.__version__},
+              "config": list(config), "rows": rows}
+    (args.out / "gpu-art-grid.json").write_text(json.dumps(report, indent=1))
     return report
 
 

@@ -16,7 +16,7 @@ intervals of mAP@10, k-means NMI and a linear probe.
     python benchmarks/train_art_head.py --quick 800              # a smoke run, minutes
 
 A variant is NAME:key=value,... over lr, tau, style (the style label's weight), distill,
-epochs, per_label, batch.
+epochs, per_label, batch, head_rank, weight_decay, schedule (constant or cosine).
 """
 
 from __future__ import annotations
@@ -47,25 +47,12 @@ from benchmarks.bench_backbones import (  # noqa: E402
     paired_difference,
     retrieval,
 )
+from benchmarks.gpu_art_check import variant  # noqa: E402
 
 CORPUS = HERE.parents[1] / "shared" / "data" / "art-train"
 SHIPPED = HERE.parent / "artsearch" / "backbones" / "weights" / "lite0-art.pt"
 CARD = SHIPPED.with_suffix(".md")
 STYLE_LAYERS = ("stage4", "stage6", "final")
-
-
-def variant(text: str, base: LearnOptions) -> tuple[str, LearnOptions]:
-    name, _, settings = text.partition(":")
-    opts = base
-    for item in filter(None, settings.split(",")):
-        key, _, value = item.partition("=")
-        if key == "style":
-            opts = dataclasses.replace(opts, labels=((opts.main, 1.0), ("style", float(value))))
-        elif key in ("epochs", "per_label", "batch"):
-            opts = dataclasses.replace(opts, **{key: int(value)})
-        else:
-            opts = dataclasses.replace(opts, **{key: float(value)})
-    return name, opts
 
 
 def embed(spec: backbones.BackboneSpec, paths: list[Path], pooling: str,

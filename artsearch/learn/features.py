@@ -48,6 +48,27 @@ class Parts:
         self.frozen = [n for n in style_layers if self.depths[n] < tune_from]
         self.tuned = [n for n in style_layers if self.depths[n] >= tune_from]
         self.tail = torch.nn.ModuleList([*net.blocks[tune_from - 1:], net.head])
+        self.head: Any = None  # an optional StyleHead on the style vector
+        self.style_layers = tuple(style_layers)
+
+    def set_head(self, rank: int, device: Any) -> None:
+        """A fresh head of `rank` (identity at the start), or none for rank 0."""
+        from artsearch.backbones._lite import StyleHead
+
+        dims = sum(2 * c for c in self._channels().values())
+        self.head = StyleHead(dims, rank).to(device) if rank > 0 else None
+
+    def _channels(self) -> dict[str, int]:
+        widths = {f"stage{i + 1}": stage[-1].convs[-1].weight.shape[0]
+                  for i, stage in enumerate(self.net.blocks)}
+        widths["final"] = self.net.head.weight.shape[0]
+        return {n: widths[n] for n in self.style_layers}
+
+    def head_state(self) -> dict[str, Any] | None:
+        if self.head is None:
+            return None
+        return {"layers": list(self.style_layers), "pooling": "meanstd",
+                **{k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
 
     def front(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Input -> (the maps entering the first tuned stage, frozen style layers' maps)."""
@@ -95,7 +116,8 @@ class Cache:
     ok: np.ndarray  # works whose picture decoded
 
 
-def _views(img: Any, spec: BackboneSpec, views: int, rng: np.random.Generator) -> list[Any]:
+def _views(img: Any, spec: BackboneSpec, views: int, rng: np.random.Generator,
+           crop_min: float = 0.25) -> list[Any]:
     """The plain view as `artsearch index` prepares it, then augmented ones: a random crop of
     25-100 % of the area (aspect 3:4 to 4:3), mirrored half the time, at the model's size."""
     import torch
@@ -110,7 +132,7 @@ def _views(img: Any, spec: BackboneSpec, views: int, rng: np.random.Generator) -
     w, h = small.size
     for _ in range(views - 1):
         for _try in range(10):
-            area = w * h * rng.uniform(0.25, 1.0)
+            area = w * h * rng.uniform(crop_min, 1.0)
             ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
             cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
             if 0 < cw <= w and 0 < ch <= h:
@@ -127,8 +149,8 @@ def _views(img: Any, spec: BackboneSpec, views: int, rng: np.random.Generator) -
 
 
 def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: int,
-                 seed: int, device: Any, progress: Progress, failed: list[tuple[str, str]],
-                 batch: int = 32) -> Cache:
+                seed: int, device: Any, progress: Progress, failed: list[tuple[str, str]],
+                batch: int = 32, crop_min: float = 0.25) -> Cache:
     import torch
 
     from artsearch.errors import BadImageError
@@ -149,7 +171,8 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
             img, _ = decode_image(read_file(works[i].path), min_side=pre.resize)
         except (BadImageError, OSError) as e:
             return str(e)
-        return _views(img.convert("RGB"), spec, views, np.random.default_rng([seed, i]))
+        return _views(img.convert("RGB"), spec, views, np.random.default_rng([seed, i]),
+                      crop_min)
 
     # Decoding and cropping release the GIL: threads keep the model fed on several cores.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
@@ -209,9 +232,10 @@ def style_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Ten
     late = parts.back(x)
     raw = {n: cache.frozen[n][rows, view].to(device) for n in parts.frozen}
     raw |= {n: _meanstd(late[n]) for n in parts.tuned}
-    layers = [*parts.frozen, *parts.tuned]
+    layers = [n for n in parts.style_layers]  # the product's order
     pieces = [F.normalize(raw[n] - (centres[n] if centres else 0), dim=1) for n in layers]
-    vector = F.normalize(torch.cat(pieces, 1), dim=1)
+    joined = torch.cat(pieces, 1)
+    vector = F.normalize(parts.head(joined) if parts.head is not None else joined, dim=1)
     return vector, raw, late["final"].float().mean((2, 3))
 
 

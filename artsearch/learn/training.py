@@ -47,6 +47,10 @@ class LearnOptions:
     device: str = "cpu"
     min_per_label: int = 2  # works a main-label value needs to be used at all
     held_out: frozenset[str] | None = None  # the held-out values, when not drawn
+    weight_decay: float = 1e-4
+    schedule: str = "constant"  # or "cosine": the rate falls to 0 over the epochs
+    head_rank: int = 0  # > 0: a low-rank residual head on the style vector (rate x10)
+    crop_min: float = 0.25  # the smallest share of a picture an augmented view keeps
 
     @property
     def main(self) -> str:
@@ -195,7 +199,7 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     started = time.perf_counter()
     used = np.array(sorted(train_rows + val_rows))
     cache = build_cache([works[i] for i in used], spec, parts, opts.views, opts.seed, device,
-                        say, failed)
+                        say, failed, crop_min=opts.crop_min)
     position = {int(w): p for p, w in enumerate(used)}  # cache rows are positions in `used`
     train = np.array([position[i] for i in train_rows if cache.ok[position[i]]])
     val = np.array([position[i] for i in val_rows if cache.ok[position[i]]])
@@ -223,6 +227,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
     say = progress or (lambda _m: None)
     parts, cache, device = prep.parts, prep.cache, prep.device
     parts.net.load_state_dict(prep.initial, strict=False)
+    parts.set_head(opts.head_rank, device)
     names = [n for n, _ in opts.labels]
     missing = [n for n in names if n not in prep.values]
     if missing or opts.main != prep.options.main:
@@ -233,10 +238,17 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         p.requires_grad_(False)
     for p in parts.tail.parameters():
         p.requires_grad_(True)
-    optimiser = torch.optim.AdamW(parts.tail.parameters(), lr=opts.lr, weight_decay=1e-4)
+    groups = [{"params": list(parts.tail.parameters()), "lr": opts.lr}]
+    if parts.head is not None:
+        groups.append({"params": list(parts.head.parameters()), "lr": 10 * opts.lr})
+    optimiser = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+    steps_per_epoch = max(1, len(prep.train) // opts.batch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimiser, T_max=opts.epochs * steps_per_epoch) if opts.schedule == "cosine" else None
     rng = np.random.default_rng(opts.seed)
     before = prep.before
     best = (before[f"style {opts.main} mAP"], 0, parts.tuned_state(), before)
+    best_head = parts.head_state()
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     stale = 0
@@ -261,6 +273,8 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
             optimiser.zero_grad()
             (loss + opts.distill * distance).backward()
             optimiser.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(loss.item())
             distances.append(distance.item())
         parts.tail.eval()
@@ -276,6 +290,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
             f"{time.perf_counter() - started:.0f} s)")
         if score > best[0]:
             best, stale = (score, epoch, parts.tuned_state(), measured), 0
+            best_head = parts.head_state()
         else:
             stale += 1
             if stale >= opts.patience:
@@ -289,7 +304,8 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         label_counts={n: _counts(prep.values[n][both]) for n in names}, before=before,
         after=best[3], history=history, best_epoch=best[1], cache_seconds=prep.cache_seconds,
         train_seconds=time.perf_counter() - started, failed=prep.failed)
-    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result)
+    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result,
+               head=best_head if best[1] else None)
     return result
 
 
