@@ -44,7 +44,7 @@ CONFIGS = [("efficientnet-lite0", 6), ("efficientnet-lite0", 5), ("efficientnet-
            ("efficientnet-lite0", 3), ("efficientnet-lite2", 6), ("efficientnet-lite2", 5)]
 
 
-INTS = ("epochs", "per_label", "batch", "head_rank", "views", "tune_from")
+INTS = ("epochs", "per_label", "batch", "views", "tune_from")
 
 
 def variant(text: str, base: LearnOptions) -> tuple[str, LearnOptions]:

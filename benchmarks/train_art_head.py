@@ -16,7 +16,7 @@ intervals of mAP@10, k-means NMI and a linear probe.
     python benchmarks/train_art_head.py --quick 800              # a smoke run, minutes
 
 A variant is NAME:key=value,... over lr, tau, style (the style label's weight), distill,
-epochs, per_label, batch, head_rank, weight_decay, schedule (constant or cosine).
+epochs, per_label, batch, weight_decay, schedule (constant or cosine).
 """
 
 from __future__ import annotations

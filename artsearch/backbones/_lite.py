@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-__all__ = ["LiteNet", "StyleHead", "lite_stages"]
+__all__ = ["LiteNet", "lite_stages"]
 
 # (block kind, repeats, kernel, stride, expansion, channels) of the seven stages, as in the
 # EfficientNet-Lite definition; the stem (32) and head (1280) stay fixed when scaling.
@@ -166,16 +166,3 @@ class LiteNet(torch.nn.Module):
         return [self.head(out[d]) if n == "final" else out[d]
                 for n, d in zip(self.layers, self.depths, strict=True)]
 
-
-class StyleHead(torch.nn.Module):
-    """v + (v A) B: a low-rank residual map of a style vector (the concatenated, per-layer
-    unit meanstd vectors), learnt with the tuned stages; the identity when B is zero, as it
-    starts."""
-
-    def __init__(self, dims: int, rank: int) -> None:
-        super().__init__()
-        self.down = torch.nn.Parameter(torch.randn(dims, rank) * dims ** -0.5)
-        self.up = torch.nn.Parameter(torch.zeros(rank, dims))
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return v + (v @ self.down) @ self.up

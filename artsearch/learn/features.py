@@ -48,27 +48,7 @@ class Parts:
         self.frozen = [n for n in style_layers if self.depths[n] < tune_from]
         self.tuned = [n for n in style_layers if self.depths[n] >= tune_from]
         self.tail = torch.nn.ModuleList([*net.blocks[tune_from - 1:], net.head])
-        self.head: Any = None  # an optional StyleHead on the style vector
         self.style_layers = tuple(style_layers)
-
-    def set_head(self, rank: int, device: Any) -> None:
-        """A fresh head of `rank` (identity at the start), or none for rank 0."""
-        from artsearch.backbones._lite import StyleHead
-
-        dims = sum(2 * c for c in self._channels().values())
-        self.head = StyleHead(dims, rank).to(device) if rank > 0 else None
-
-    def _channels(self) -> dict[str, int]:
-        widths = {f"stage{i + 1}": stage[-1].convs[-1].weight.shape[0]
-                  for i, stage in enumerate(self.net.blocks)}
-        widths["final"] = self.net.head.weight.shape[0]
-        return {n: widths[n] for n in self.style_layers}
-
-    def head_state(self) -> dict[str, Any] | None:
-        if self.head is None:
-            return None
-        return {"layers": list(self.style_layers), "pooling": "meanstd",
-                **{k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}}
 
     def front(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Input -> (the maps entering the first tuned stage, frozen style layers' maps)."""
@@ -232,10 +212,9 @@ def style_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Ten
     late = parts.back(x)
     raw = {n: cache.frozen[n][rows, view].to(device) for n in parts.frozen}
     raw |= {n: _meanstd(late[n]) for n in parts.tuned}
-    layers = [n for n in parts.style_layers]  # the product's order
-    pieces = [F.normalize(raw[n] - (centres[n] if centres else 0), dim=1) for n in layers]
-    joined = torch.cat(pieces, 1)
-    vector = F.normalize(parts.head(joined) if parts.head is not None else joined, dim=1)
+    pieces = [F.normalize(raw[n] - (centres[n] if centres else 0), dim=1)
+              for n in parts.style_layers]  # in the product's order
+    vector = F.normalize(torch.cat(pieces, 1), dim=1)
     return vector, raw, late["final"].float().mean((2, 3))
 
 

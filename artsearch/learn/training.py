@@ -49,7 +49,6 @@ class LearnOptions:
     held_out: frozenset[str] | None = None  # the held-out values, when not drawn
     weight_decay: float = 1e-4
     schedule: str = "constant"  # or "cosine": the rate falls to 0 over the epochs
-    head_rank: int = 0  # > 0: a low-rank residual head on the style vector (rate x10)
     crop_min: float = 0.25  # the smallest share of a picture an augmented view keeps
 
     @property
@@ -227,7 +226,6 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
     say = progress or (lambda _m: None)
     parts, cache, device = prep.parts, prep.cache, prep.device
     parts.net.load_state_dict(prep.initial, strict=False)
-    parts.set_head(opts.head_rank, device)
     names = [n for n, _ in opts.labels]
     missing = [n for n in names if n not in prep.values]
     if missing or opts.main != prep.options.main:
@@ -238,17 +236,14 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         p.requires_grad_(False)
     for p in parts.tail.parameters():
         p.requires_grad_(True)
-    groups = [{"params": list(parts.tail.parameters()), "lr": opts.lr}]
-    if parts.head is not None:
-        groups.append({"params": list(parts.head.parameters()), "lr": 10 * opts.lr})
-    optimiser = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+    optimiser = torch.optim.AdamW(parts.tail.parameters(), lr=opts.lr,
+                                  weight_decay=opts.weight_decay)
     steps_per_epoch = max(1, len(prep.train) // opts.batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimiser, T_max=opts.epochs * steps_per_epoch) if opts.schedule == "cosine" else None
     rng = np.random.default_rng(opts.seed)
     before = prep.before
     best = (before[f"style {opts.main} mAP"], 0, parts.tuned_state(), before)
-    best_head = parts.head_state()
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     stale = 0
@@ -290,7 +285,6 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
             f"{time.perf_counter() - started:.0f} s)")
         if score > best[0]:
             best, stale = (score, epoch, parts.tuned_state(), measured), 0
-            best_head = parts.head_state()
         else:
             stale += 1
             if stale >= opts.patience:
@@ -304,8 +298,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         label_counts={n: _counts(prep.values[n][both]) for n in names}, before=before,
         after=best[3], history=history, best_epoch=best[1], cache_seconds=prep.cache_seconds,
         train_seconds=time.perf_counter() - started, failed=prep.failed)
-    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result,
-               head=best_head if best[1] else None)
+    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result)
     return result
 
 

@@ -18,10 +18,8 @@ WEIGHTS_VERSION = 1
 
 
 def save_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, Any],
-               result: LearnResult | None = None, *, head: dict[str, Any] | None = None
-               ) -> None:
-    """Write a tuned-weights file (float16 tensors) atomically; `head` is a style head's
-    layers, pooling and tensors, applied to spaces built with exactly those."""
+               result: LearnResult | None = None) -> None:
+    """Write a tuned-weights file (float16 tensors) atomically."""
     import os
 
     import torch
@@ -33,8 +31,6 @@ def save_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, A
         "state": {k: v.half() for k, v in state.items()},
         "learnt": _describe(result) if result is not None else {},
     }
-    if head is not None:
-        record["head"] = {k: v.half() if hasattr(v, "half") else v for k, v in head.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save(record, tmp)
