@@ -1,6 +1,10 @@
 # Two entry points: `make example` (set up, index the example collection, query it) and
 # `make test`. Both create .venv on first use; later runs reuse it.
 PYTHON ?= python3
+# On a machine without an NVIDIA GPU, PyTorch's CPU-only build is taken from this index when
+# it answers (about 700 MB installed instead of 7 GB of CUDA wheels); where it does not, or is
+# set empty (make TORCH_INDEX=), pip's usual choice is kept.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,6 +15,15 @@ $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (first run only): PyTorch and the other dependencies take a few minutes"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_INDEX)" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
+		echo "[0/2] no NVIDIA GPU: trying PyTorch's CPU-only build from $(TORCH_INDEX)"; \
+		$(BIN)/python -m pip install --quiet --retries 0 --timeout 10 \
+			--index-url $(TORCH_INDEX) torch torchvision 2>/dev/null || true; \
+		$(BIN)/python -c "import torch; print('      PyTorch', torch.__version__, \
+			'(CPU-only build)' if torch.version.cuda is None else \
+			'(a CUDA build: the CPU-only index did not answer; it runs on the CPU too)')" \
+			2>/dev/null || echo "      that index did not answer; pip's usual PyTorch follows"; \
+	fi
 	@echo "[1/2] installing artsearch and its dependencies (pip lists each package as it goes)"
 	$(BIN)/python -m pip install --progress-bar off -e '.[all,dev]' | grep --line-buffered -E '^(Collecting|Successfully)' || true
 	@$(BIN)/python -c "import artsearch, torch, faiss" || { echo "installation failed: see pip's messages above"; exit 1; }
@@ -32,6 +45,8 @@ example: $(STAMP)
 	$(BIN)/artsearch train --index example --label genre
 	$(BIN)/artsearch classify examples/collection/landscape/landscape_070.jpg --model indexes/example/models/genre-probe-content.pt
 	@echo "browse it in a web browser: $(BIN)/artsearch serve --index example --open"
+	@echo "to type artsearch commands yourself, first: source $(VENV)/bin/activate"
+	@echo "  (or call $(BIN)/artsearch); with one index here, --index example is the default"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -55,9 +55,11 @@ class ArtIndex:
         self._store: Store | None = None
         if not db.exists():
             if not create:
+                from artsearch.home import suggest
+
                 raise NotIndexedError(
-                    f"{path}: no index here; build one with `artsearch index DIR --index {path}`"
-                )
+                    f"{path}: no index here{suggest(path)}; build one with `artsearch index DIR "
+                    f"--index {path}`")
             # Made by the first `lock()`: a run that finds nothing to index leaves nothing.
         else:
             readonly = not os.access(path, os.W_OK) or not os.access(db, os.W_OK)
@@ -180,7 +182,7 @@ class ArtIndex:
             known = ", ".join(sp.name for sp in self.spaces()) or "none yet"
             raise NotIndexedError(
                 f"{self.path}: no embedding space {name!r} (spaces: {known}); "
-                f"build it with `artsearch index DIR --space {name}`"
+                f"build it with `artsearch index DIR --index {self.path} --space {name}`"
             )
         return space
 

@@ -121,6 +121,13 @@ def search(
                             "content=0.6,style=0.4; for one space use --space")
     weights = mix or {space: 1.0}
     spaces = [index.space(name) for name in weights]
+    for sp in spaces:
+        if not index.saved_count(sp):
+            raise NotIndexedError(
+                f"space {sp.name!r} of {index.path} holds no saved vectors yet: they are "
+                "still being written by an indexing run, or it was interrupted before its "
+                f"first save (finish it with `artsearch index FOLDER --index {index.path} "
+                f"--space {sp.name}`)")
     make = make_extractor or (lambda sp: default_extractor(index, sp))
     notes: list[str] = []
     # Read once, for all spaces; an upload's bytes come in memory (`image` is then its name).

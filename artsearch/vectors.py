@@ -167,6 +167,19 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sample": digest.hexdigest()}
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    current = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(current)
+    return current
+
+
 def write_index_atomically(
     index: faiss.Index, path: Path,
     before_rename: Callable[[dict[str, Any]], None] | None = None,
@@ -183,6 +196,8 @@ def write_index_atomically(
     try:
         os.close(fd)
         faiss.write_index(index, tmp)
+        # mkstemp makes the file 0600; a vector file is as readable as the database beside it.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         fp = {**file_fingerprint(Path(tmp)), **(extra or {})}

@@ -96,7 +96,9 @@ def test_layers_and_dims_follow_the_pooling() -> None:
     with pytest.raises(BackboneError, match="names a layer twice"):
         lite0.parse_layers("final,final")
     with pytest.raises(BackboneError, match="fixed, packaged weights"):
-        lite0.with_weights(Path("x.pth"))
+        backbones.get("vgg16-hed").with_weights(Path("x.pth"))
+    tuned = lite0.with_weights(Path("tuned.pt"))  # Lite takes tuned stages (`artsearch learn`)
+    assert tuned.extra["base_weights"] is lite0.weights and tuned.weights.sha256 is None
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])

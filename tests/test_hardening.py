@@ -293,12 +293,14 @@ def test_readers_see_only_what_is_saved_while_an_index_run_writes(
             seen["info"] = (info["embedded"], info["being_written"])
             with pytest.raises(NotIndexedError, match="still being written"):
                 search(reader, artwork=1, k=3)
-            seen["by_image"] = search(reader, image=collection / "a" / "work_001.jpg", k=3)
+            with pytest.raises(NotIndexedError, match="holds no saved vectors yet"):
+                search(reader, image=collection / "a" / "work_001.jpg", k=3)
+            seen["by_image"] = "refused"  # nothing saved: no answer at all, not "no results"
 
     run(collection, tmp_path / "idx", make_extractor=Interrupting(look),
         checkpoint_seconds=3600)
     assert seen["info"] == (0, 5)
-    assert seen["by_image"].hits == []  # the saved file holds nothing yet: no wrong answer
+    assert seen["by_image"] == "refused"
     with ArtIndex(tmp_path / "idx") as idx:
         assert idx.info()["spaces"][0]["embedded"] == 12
 
@@ -508,15 +510,16 @@ def test_catalogue_long_fields_repeats_and_early_refusal(
     meta = collection / "meta.csv"
     long_text = "x" * 200_000
     meta.write_text(f'path,title,description\na/work_001.jpg,One,"{long_text}"\n'
-                    "a/work_003.jpg,First\na/work_003.jpg,Second\n")
+                    "a/work_003.jpg,First\na/work_003.jpg,Second\na/work_003.jpg,Third\n")
     code, out, err = invoke("index", str(collection), "--backbone", FAKE, "--workers", "0",
                             "--metadata", str(meta))
     assert code == 0, err
+    # Three rows of one path: one path repeated, not two (issue 22).
     assert "1 paths have more than one row (the last is kept), e.g. a/work_003.jpg" in err
     with ArtIndex(Path(os.environ["ARTSEARCH_HOME"]) / "default") as idx, \
             idx.store.session() as s:
         arts = {a.path: a for a in s.scalars(select(Artwork))}
-    assert arts["a/work_003.jpg"].title == "Second"
+    assert arts["a/work_003.jpg"].title == "Third"
     assert arts["a/work_001.jpg"].field("description") == long_text
     bad = tmp_path / "bad.csv"
     bad.write_text("file,title\nx.jpg,X\n")

@@ -430,3 +430,22 @@ def test_no_fixable_os_error_escapes_as_a_traceback(indexed: Path, tmp_path: Pat
     monkeypatch.setattr(exchange, "export_space", gone)
     code, _, err = invoke("export", str(tmp_path / "o"), "--index", str(indexed))
     assert code == 1 and "/some/where: Not a directory; a part of that path is a file" in err
+
+
+def test_the_style_loss_line_never_claims_a_zero_fold_fall(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch import stylize
+    from artsearch.stylize import Stylised
+
+    picture = tmp_path / "p.png"
+    painting(1).save(picture)
+    for styles, expected in [((0.0, 0.0), "style loss 0 -> 0)"), ((4.0, 1.0), "(4x lower)"),
+                             ((1.0, 0.8), "(20% lower)")]:
+        history = [{"style": v, "content": 0.0} for v in styles]
+        def fake(*_a: object, history: list = history, **_k: object) -> Stylised:
+            return Stylised(painting(1), "gatys", {}, {}, history, 0.1)
+
+        monkeypatch.setattr(stylize, "stylize_gatys", fake)
+        code, out, err = invoke("stylize", str(picture), "--style", str(picture), "--out",
+                                str(tmp_path / "o.png"), "--steps", "1")
+        assert code == 0 and expected in out and "0x lower" not in out, out + err

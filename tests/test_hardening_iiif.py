@@ -413,3 +413,40 @@ def test_many_failed_canvases_are_recorded_in_few_statements(tmp_path: Path) -> 
         assert len(selects) <= 6  # in chunks of 500, not one per canvas
         with idx.store.session() as s:
             assert s.query(Failure).count() == 3000
+
+
+def test_a_manifest_reached_twice_is_read_and_counted_once(raw: Raw) -> None:
+    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/m.json"] = as_json(manifest(raw.url, [
+        canvas(raw.url, 1, image(f"{raw.url}/pic.jpg")),
+        canvas(raw.url, 2, image(f"{raw.url}/pic.jpg"))]))
+    raw.routes["/alias.json"] = raw.routes["/m.json"]  # the same document, another address
+    raw.routes["/c.json"] = as_json({"id": f"{raw.url}/c.json", "type": "Collection", "items": [
+        {"id": f"{raw.url}/m.json", "type": "Manifest"},
+        {"id": f"{raw.url}/alias.json", "type": "Manifest"},
+        {"id": f"{raw.url}/m.json", "type": "Manifest"}]})
+    found = read_canvases(f"{raw.url}/c.json", FetchOptions(retries=0))
+    assert len(found) == 2 and raw.hits["/m.json"] == 1
+
+
+def test_iiif_out_falls_back_when_a_works_iiif_ids_are_not_urls(tmp_path: Path) -> None:
+    prezi = pytest.importorskip("iiif_prezi3")
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for n in range(3):
+        painting(n).save(folder / f"p{n}.jpg")
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,iiif_image,iiif_service\n"
+                    "p0.jpg,not a url,javascript:alert(1)\np1.jpg,urn:x:1,\n")
+    index = tmp_path / "idx"
+    assert invoke(*index_args(folder, "--index", str(index), "--metadata", str(meta),
+                              "-q"))[0] == 0
+    out = tmp_path / "m.json"
+    code, said, err = invoke("query", "p0.jpg", "--index", str(index), "-k", "3",
+                             "--iiif-out", str(out))
+    assert code == 0, said + err
+    data = json.loads(out.read_text())
+    prezi.Manifest(**data)
+    bodies = [c["items"][0]["items"][0]["body"] for c in data["items"]]
+    assert all(b["id"].startswith("http://127.0.0.1:8765/image/") for b in bodies)
+    assert all("service" not in b for b in bodies)

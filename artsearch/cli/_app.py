@@ -73,7 +73,8 @@ def index_option(f: Any) -> Any:
     return click.option(
         "--index", "index_name", metavar="NAME|PATH", default=None,
         help="Index to use: a name under $ARTSEARCH_HOME (default ./indexes), or a folder path. "
-             "[default: default]")(f)
+             "[default: $ARTSEARCH_INDEX, else the only index there, else 'default'; "
+             "`artsearch indexes` lists them]")(f)
 
 
 def _space_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -14,7 +14,7 @@ from artsearch.textsafe import terminal
 @cli.command()
 @index_option
 @space_option
-@click.option("--k", "k", default="auto", show_default=True, metavar="N|auto",
+@click.option("-k", "--k", "k", default="auto", show_default=True, metavar="N|auto",
               help="Number of clusters; auto picks the k from 2 to 20 with the highest mean "
                    "silhouette and says so. Not used by hdbscan.")
 @click.option("--method", type=click.Choice(["kmeans", "agglomerative", "hdbscan"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,8 +197,11 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
                 assert folder is not None
                 report = index_collection(folder, idx, options)
         except KeyboardInterrupt:
-            click.echo("interrupted: every finished batch is saved; run the same command to "
-                       "continue", err=True)
+            kept = ""
+            with contextlib.suppress(Exception):  # a courtesy: the exit must happen anyway
+                kept = f" ({idx.saved_count(idx.space(space)):,} works in space {space!r})"
+            click.echo(f"interrupted: every finished batch is saved{kept}; run the same "
+                       "command to continue", err=True)
             sys.exit(130)
     for line in report.damaged:
         click.echo(f"repaired {line}", err=True)
@@ -366,6 +370,47 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
     for w in data.get("works", []):
         click.echo(f"{w['id']:>6}  {terminal(w['path'])}"
                    + "".join(f"  {terminal(v)}" for v in (w["title"], w["artist"]) if v))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def indexes(as_json: bool) -> None:
+    """List the indexes under $ARTSEARCH_HOME (default ./indexes): works, spaces, size, when
+    last written, and which one commands use when --index is not given."""
+    import datetime as dt
+
+    from artsearch.errors import ArtsearchError
+    from artsearch.home import home, index_names, resolve_index
+    from artsearch.index import ArtIndex
+
+    chosen = resolve_index(None)
+    rows = []
+    for name in index_names():
+        path = home() / name
+        row = {"name": name, "path": str(path), "default": path == chosen}
+        try:
+            with ArtIndex(path) as idx:
+                info = idx.info()
+            row |= {"works": info["artworks"], "spaces": [s["name"] for s in info["spaces"]],
+                    "bytes": sum(info["bytes"].values())}
+        except ArtsearchError as e:
+            row["problem"] = str(e)
+        stamp = (path / "artsearch.db").stat().st_mtime
+        row["written"] = dt.datetime.fromtimestamp(stamp).isoformat(" ", "minutes")
+        rows.append(row)
+    if as_json:
+        click.echo(dumps({"home": str(home()), "indexes": rows}))
+        return
+    if not rows:
+        click.echo(f"no indexes in {home()}; build one with `artsearch index DIR --index NAME`")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        what = r.get("problem") or (f"{r['works']:>7,} works  {_size(r['bytes']):>9}  "
+                                    f"spaces {', '.join(r['spaces']) or 'none'}")
+        click.echo(f"{mark} {r['name']:<{width}}  {what}  (written {r['written']})")
+    click.echo(f"* used when --index is not given (in {home()})")
 
 
 def _size(n: int) -> str:

@@ -58,6 +58,7 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url)
+        if not webbrowser.open(url):
+            click.echo(f"no web browser could be started here; open {url} in one", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
     sys.exit(0)
