@@ -220,8 +220,9 @@ def test_presentation_2_manifests_and_collections_are_read(site: Site, tmp_path:
                                                    f"{site.url}/missing.json")]
     from artsearch.iiif import image_request
 
-    assert image_request(c, FetchOptions(size=500)) == f"{site.url}/v2/i1/full/!500,500/0/" \
-                                                       "default.jpg"
+    # A level-1 service: `!w,h` is level 2, so a width is asked (issue 25).
+    assert image_request(c, FetchOptions(size=500)) == (f"{site.url}/v2/i1/full/500,/0/"
+                                                        "default.jpg", None)
     # Nothing in a manifest may make artsearch read a local file.
     c.service, c.image = None, "file:///etc/passwd"
     with pytest.raises(Exception, match="not an http"):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from artsearch.errors import BadImageError
 from artsearch.iiif.fetching import FetchOptions, IIIFError, fetch
-from artsearch.iiif.read import Canvas, image_request, read_canvases
+from artsearch.iiif.read import Canvas, Crop, image_request, read_canvases
 from artsearch.textsafe import terminal
 
 if TYPE_CHECKING:
@@ -35,17 +35,29 @@ class FetchReport:
     manifests: int = 0
 
 
-def _picture(url: str, opts: FetchOptions) -> bytes:
+def _picture(url: str, opts: FetchOptions, crop: Crop | None = None) -> bytes:
     """A canvas's picture, kept only once it decodes (an HTML error page served as 200, or a
-    body cut short, is refused)."""
+    body cut short, is refused); cut to `crop` (fractions) when the server could not be
+    asked for the region."""
+    import io
+
     from artsearch.images import decode_image
 
     data = fetch(url, opts, picture=True)
     try:
-        decode_image(data)
+        img, _ = decode_image(data)
     except BadImageError as e:
         raise IIIFError(f"{url}: not a picture that decodes ({e}); not kept") from None
-    return data
+    if crop is None:
+        return data
+    x0, y0, x1, y1 = crop
+    box = (round(x0 * img.width), round(y0 * img.height), round(x1 * img.width),
+           round(y1 * img.height))
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        raise IIIFError(f"{url}: the selected region is under 8 px at this size; not kept")
+    out = io.BytesIO()
+    img.crop(box).save(out, "JPEG", quality=92)
+    return out.getvalue()
 
 
 def fetch_canvases(canvases: Sequence[Canvas], folder: Path, opts: FetchOptions,
@@ -63,7 +75,8 @@ def fetch_canvases(canvases: Sequence[Canvas], folder: Path, opts: FetchOptions,
 
     def one(c: Canvas) -> tuple[Canvas, str | None]:
         try:
-            data = _picture(image_request(c, opts), opts)
+            url, crop = image_request(c, opts)
+            data = _picture(url, opts, crop)
         except IIIFError as e:
             return c, str(e)
         path = folder / c.key

@@ -28,15 +28,26 @@ __all__ = ["MAX_DEPTH", "Canvas", "image_request", "read_canvases", "text"]
 MAX_DEPTH = 4  # collections within collections
 
 
+Region = tuple[str, float, float, float, float]  # ("px" | "pct", x, y, w, h)
+Crop = tuple[float, float, float, float]  # fractions of a picture: x0, y0, x1, y1
+
+
 @dataclass
 class Canvas:
     manifest: str
     canvas: str
     image: str | None  # the image resource's id
     service: str | None  # its Image API service, if any
-    service_version: int  # 2 or 3
-    level0: bool
+    service_version: int  # Image API 1, 2 or 3
+    level: int | None  # the service's compliance level, when it declares one
     fields: dict[str, str | None]
+    width: int | None = None  # the image resource's own size, when given
+    height: int | None = None
+    region: Region | None = None  # a SpecificResource's selected part of the image
+
+    @property
+    def level0(self) -> bool:
+        return self.level == 0
 
     @property
     def key(self) -> str:
@@ -112,18 +123,20 @@ def _metadata(entries: Any) -> dict[str, str]:
     return out
 
 
-def _service(resource: dict[str, Any]) -> tuple[str | None, int, bool]:
+def _service(resource: dict[str, Any]) -> tuple[str | None, int, int | None]:
+    """(the image service's id, its Image API version 1, 2 or 3, its level or None)."""
     for svc in _dicts(resource.get("service")):
         kind = _type(svc)
         context = json.dumps(svc.get("@context") or "")
         profile = json.dumps(svc.get("profile") or "")
         if "imageservice" in kind or "image" in context or "image" in profile:
-            version = 2 if ("imageservice2" in kind or "/image/2" in context) else 3
-            level0 = "level0" in profile.replace(" ", "")
+            version = 1 if ("image-api/1" in context or "image-api/1" in profile) else \
+                2 if ("imageservice2" in kind or "/image/2" in context) else 3
+            found = re.search(r"level([012])", profile)
             sid = _id(svc)
             if sid:
-                return sid.rstrip("/"), version, level0
-    return None, 3, False
+                return sid.rstrip("/"), version, int(found.group(1)) if found else None
+    return None, 3, None
 
 
 def _profile(resource: dict[str, Any]) -> str | None:
@@ -135,22 +148,50 @@ def _profile(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def _image_body(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The image resource of an annotation body: itself, a Choice's default or first item,
-    or a SpecificResource's source."""
+_XYWH = re.compile(r"^(?:(pixel|percent):)?\s*([\d.]+),([\d.]+),([\d.]+),([\d.]+)$")
+
+
+def _selected(selector: Any) -> Region | None:
+    """The part of an image a selector names: an ImageApiSelector's region (x,y,w,h or
+    pct:...) or a FragmentSelector's xywh=...; None for the whole image or one not read."""
+    for sel in _dicts(selector):
+        kind = _type(sel)
+        if kind == "imageapiselector" and isinstance(sel.get("region"), str):
+            value = sel["region"].strip()
+            unit = "pct" if value.startswith("pct:") else "px"
+            found = _XYWH.match(value.removeprefix("pct:"))
+        elif kind == "fragmentselector" and isinstance(sel.get("value"), str):
+            found = _XYWH.match(sel["value"].strip().removeprefix("xywh="))
+            unit = "pct" if found and found.group(1) == "percent" else "px"
+        else:
+            continue
+        if found:
+            x, y, w, h = (float(v) for v in found.groups()[1:])
+            if w > 0 and h > 0:
+                return unit, x, y, w, h
+    return None
+
+
+def _image_body(body: dict[str, Any], depth: int = 0
+                ) -> tuple[dict[str, Any], Region | None] | None:
+    """The image resource of an annotation body — itself, a Choice's default or first item,
+    or a SpecificResource's source — with the region a SpecificResource selects."""
     kind = _type(body)
+    if depth > 4:
+        return None
     if kind == "choice":
         options = _dicts(body.get("default")) + _dicts(body.get("item")) + \
             _dicts(body.get("items"))
-        return _image_body(options[0]) if options else None
+        return _image_body(options[0], depth + 1) if options else None
     if kind == "specificresource":
         source = body.get("source")
         source = source if isinstance(source, dict) else {"id": source} \
             if isinstance(source, str) else None
-        return _image_body(source) if source else None
+        found = _image_body(source, depth + 1) if source else None
+        return (found[0], _selected(body.get("selector")) or found[1]) if found else None
     if kind not in ("image", ""):
         return None
-    return body if _id(body) or _dicts(body.get("service")) else None
+    return (body, None) if _id(body) or _dicts(body.get("service")) else None
 
 
 def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
@@ -161,7 +202,7 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
     source = text(statement.get("value")) if isinstance(statement, dict) \
         else text(doc.get("attribution"))
     items: list[dict[str, Any]] = []
-    images: list[list[dict[str, Any]]] = []
+    images: list[list[tuple[dict[str, Any], Region | None]]] = []
     if "sequences" in doc:  # Presentation 2
         sequences = _dicts(doc.get("sequences"))
         items = _dicts(sequences[0].get("canvases")) if sequences else []
@@ -190,20 +231,26 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
         cid = _id(c)
         if not cid or not bodies:
             continue
-        body = bodies[0]
-        service, version, level0 = _service(body)
+        body, region = bodies[0]
+        service, version, level = _service(body)
         clabel = text(c.get("label"))
         title = (f"{label}, {clabel}" if several and clabel and label else
                  label or clabel)
         fields = {"title": title, "license": rights, "source": source, **meta,
                   **_metadata(c.get("metadata")), "iiif_manifest": uri, "iiif_canvas": cid,
                   "iiif_service": service, "iiif_image": _id(body),
-                  "iiif_service_type": f"ImageService{version}" if service else None,
+                  "iiif_service_type": (f"ImageService{version}" if version > 1 else
+                                        "ImageService1") if service else None,
                   "iiif_profile": _profile(body) if service else None}
         date = text(c.get("navDate")) or text(doc.get("navDate"))
         if date and not fields.get("date"):
             fields["date"] = date
-        canvases.append(Canvas(uri, cid, _id(body), service, version, level0, fields))
+        if region is not None:
+            fields["iiif_region"] = ("pct:" if region[0] == "pct" else "") + ",".join(
+                f"{v:g}" for v in region[1:])
+        canvases.append(Canvas(uri, cid, _id(body), service, version, level, fields,
+                               _pixels(body.get("width")), _pixels(body.get("height")),
+                               region))
     return canvases
 
 
@@ -223,6 +270,14 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
             raise IIIFError(why)
         on_error(terminal(ref), one_line(why, 500))
 
+    def take(ref: str) -> bool:
+        """Count a document to read; False (said once) past opts.max_documents."""
+        read[0] += 1
+        if read[0] == opts.max_documents + 1:
+            fail(ref, f"more than {opts.max_documents:,} documents in one run; the rest were "
+                      "not read")
+        return read[0] <= opts.max_documents
+
     def walk(ref: str, doc: dict[str, Any] | None, depth: int) -> None:
         top = depth == 0
         if ref in seen:
@@ -232,13 +287,8 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
             fail(ref, f"collections nested more than {MAX_DEPTH} deep; not read")
             return
         if doc is None:
-            if read[0] >= opts.max_documents:
-                if read[0] == opts.max_documents:
-                    fail(ref, f"more than {opts.max_documents:,} documents in one run; the "
-                              "rest were not read")
-                    read[0] += 1
+            if not take(ref):
                 return
-            read[0] += 1
             try:
                 doc = load_json(ref, opts, local=top)
             except IIIFError as e:
@@ -258,6 +308,19 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
         elif kind == "collection":
             children = [*_list(doc.get("items")), *_list(doc.get("manifests")),
                         *_list(doc.get("collections")), *_list(doc.get("members"))]
+            page = _id(doc.get("first"))
+            while page and page not in seen:  # a paged collection (first, next, ...)
+                seen.add(page)
+                if not take(page):
+                    break
+                try:
+                    part = load_json(page, opts)
+                except IIIFError as e:
+                    fail(page, str(e))
+                    break
+                children += [*_list(part.get("items")), *_list(part.get("manifests")),
+                             *_list(part.get("collections")), *_list(part.get("members"))]
+                page = _id(part.get("next"))
             for child in children:
                 cid = _id(child)
                 if not cid:
@@ -285,34 +348,79 @@ def _pixels(value: Any) -> int | None:
     return value if isinstance(value, int) and 0 < value <= 1_000_000 else None
 
 
-def image_request(canvas: Canvas, opts: FetchOptions) -> str:
-    """The URL of the canvas's picture at no more than opts.size on its longer side."""
+def _info(base: str, opts: FetchOptions) -> dict[str, Any]:
+    raw = fetch(f"{base}/info.json", opts, limit=MAX_JSON_BYTES)
+    try:
+        info = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise IIIFError(f"{base}/info.json: not JSON; the image service is broken") from None
+    if not isinstance(info, dict):
+        raise IIIFError(f"{base}/info.json: not an image information document")
+    return info
+
+
+def _fractions(region: Region, width: int | None, height: int | None) -> Crop | None:
+    """A region as fractions of the image (x0, y0, x1, y1), clipped to it; None when a
+    pixel region cannot be placed (the image's size is unknown)."""
+    unit, x, y, w, h = region
+    if unit == "pct":
+        box = (x / 100, y / 100, (x + w) / 100, (y + h) / 100)
+    elif width and height:
+        box = (x / width, y / height, (x + w) / width, (y + h) / height)
+    else:
+        return None
+    x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in box)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def image_request(canvas: Canvas, opts: FetchOptions) -> tuple[str, Crop | None]:
+    """The URL of the canvas's picture (or its selected region) at no more than opts.size on
+    its longer side, asked as the service's level allows — listed sizes for level 0, `w,`
+    for level 1, `!w,h` for level 2 — with the quality its version names (`native` for
+    Image API 1.x); and the part of the fetched picture to keep, when the region could not
+    be asked of the server."""
+    region = canvas.region
     if canvas.service is None:
         if canvas.image is None:
             raise IIIFError("no image and no image service")
-        return http_url(canvas.image)
+        crop = _fractions(region, canvas.width, canvas.height) if region else None
+        if region and crop is None:
+            raise IIIFError(f"{canvas.image}: a region in pixels of an image of unknown size")
+        return http_url(canvas.image), crop
     base = http_url(canvas.service).rstrip("/")
-    if canvas.level0:  # a static tree has only the sizes it lists
-        raw = fetch(f"{base}/info.json", opts, limit=MAX_JSON_BYTES)
-        try:
-            info = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise IIIFError(f"{base}/info.json: not JSON; the image service is broken") \
-                from None
-        if not isinstance(info, dict):
-            raise IIIFError(f"{base}/info.json: not an image information document")
+    quality = "native" if canvas.service_version == 1 else "default"
+    if canvas.level == 0:  # a static tree has only the sizes it lists
+        info = _info(base, opts)
         sizes = [(w, h) for w, h in ((_pixels(s.get("width")), _pixels(s.get("height")))
                                      for s in _dicts(info.get("sizes"))) if w and h]
+        full = (_pixels(info.get("width")), _pixels(info.get("height")))
         if not sizes:
-            w, h = _pixels(info.get("width")), _pixels(info.get("height"))
-            if not w or not h:
+            if not full[0] or not full[1]:
                 raise IIIFError(f"{base}/info.json: a level-0 service that lists no usable "
                                 "sizes")
-            sizes = [(w, h)]
+            sizes = [(full[0], full[1])]
         fitting = [s for s in sizes if max(s) <= opts.size]
         w, h = max(fitting, key=max) if fitting else min(sizes, key=max)
-        region = f"{w}," if canvas.service_version == 2 else f"{w},{h}"
-        return f"{base}/full/{region}/0/default.jpg"
-    return f"{base}/full/!{opts.size},{opts.size}/0/default.jpg"
+        size = f"{w}," if canvas.service_version < 3 else f"{w},{h}"
+        crop = _fractions(region, full[0] or canvas.width, full[1] or canvas.height) \
+            if region else None
+        if region and crop is None:
+            raise IIIFError(f"{base}: a region of an image whose size info.json does not say")
+        return f"{base}/full/{size}/0/{quality}.jpg", crop
+    area = "full"
+    wide, tall = canvas.width, canvas.height
+    if region:
+        unit, x, y, w, h = region
+        area = ("pct:" if unit == "pct" else "") + ",".join(
+            f"{v:g}" if unit == "pct" else f"{round(v)}" for v in (x, y, w, h))
+        wide, tall = (round(w), round(h)) if unit == "px" else (None, None)
+    if canvas.level == 1:  # `!w,h` is level 2: ask for a width that keeps the long side
+        across = opts.size if not (wide and tall) or wide >= tall else \
+            max(1, round(opts.size * wide / tall))
+        size = f"{min(across, wide) if wide else across},"
+    else:
+        size = f"!{opts.size},{opts.size}"
+    return f"{base}/{area}/{size}/0/{quality}.jpg", None
+
 
 

@@ -185,11 +185,13 @@ def run_manifest(index: ArtIndex, run_id: int, path: Path, *,
             ("cluster", number), ("cosine distance to the centre", f"{row['distance']:.4f}")]),
             n, image_base)
         members.setdefault(row["cluster"], []).append(canvas.id)
+    # Range members are references to the canvases (id and type only), as Presentation 3
+    # asks; a plain dict here would be read as a whole canvas with no content.
     manifest.structures = [
-        {"id": f"{base_id}/range/{c + 1 if c >= 0 else 'unclustered'}", "type": "Range",
-         "label": _lang(f"cluster {c + 1} ({len(ids)} works)" if c >= 0
-                        else f"unclustered ({len(ids)} works)"),
-         "items": [{"id": i, "type": "Canvas"} for i in ids]}
+        prezi.Range(id=f"{base_id}/range/{c + 1 if c >= 0 else 'unclustered'}",
+                    label=_lang(f"cluster {c + 1} ({len(ids)} works)" if c >= 0
+                                else f"unclustered ({len(ids)} works)"),
+                    items=[prezi.CanvasRef(id=i, type="Canvas") for i in ids])
         for c, ids in sorted(members.items())]
     return _write(manifest, path)
 

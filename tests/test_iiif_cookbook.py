@@ -1,0 +1,209 @@
+"""IIIF as museums write it (issue 25), each case shaped after the published IIIF Cookbook
+recipes and the parsers' fixtures (Choice bodies, SpecificResource regions, v2.1 members,
+paged collections, ids with spaces, Image API levels and versions), served by a real local
+HTTP server; and every --iiif-out file checked against Presentation 3's rules."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from PIL import Image
+
+from artsearch.iiif import FetchOptions, image_request, read_canvases
+from tests.conftest import painting
+from tests.test_cli import invoke
+from tests.test_hardening_iiif import Raw, as_json, canvas, jpeg, raw, response, run_iiif
+
+__all__ = ["raw"]  # the fixture, shared with the hostile-server tests
+
+P3 = "http://iiif.io/api/presentation/3/context.json"
+
+
+def v3(site: str, canvases: list[dict[str, Any]], name: str = "m") -> dict[str, Any]:
+    return {"@context": P3, "id": f"{site}/{name}.json", "type": "Manifest",
+            "label": {"en": [name]}, "items": canvases}
+
+
+def service(url: str, level: int, version: int = 3) -> dict[str, Any]:
+    if version == 1:
+        return {"@context": "http://library.stanford.edu/iiif/image-api/1.1/context.json",
+                "@id": url, "profile": "http://library.stanford.edu/iiif/image-api/1.1/"
+                                      f"compliance.html#level{level}"}
+    if version == 2:
+        return {"@context": "http://iiif.io/api/image/2/context.json", "@id": url,
+                "profile": f"http://iiif.io/api/image/2/level{level}.json"}
+    return {"id": url, "type": "ImageService3", "profile": f"level{level}"}
+
+
+def answer_any_picture(server: Raw, prefix: str, seed: int = 1) -> None:
+    """Every request under `prefix` gets a picture (an Image API server that says yes)."""
+    picture = response(jpeg(seed), "image/jpeg")
+    server.dynamic = lambda path: picture if path.startswith(prefix) else None
+
+
+def test_choice_bodies_take_the_default_or_the_first_item(raw: Raw) -> None:
+    answer_any_picture(raw, "/img/")
+    first = {"id": f"{raw.url}/img/natural/full/max/0/default.jpg", "type": "Image",
+             "service": [service(f"{raw.url}/img/natural", 2)]}
+    other = {"id": f"{raw.url}/img/xray/full/max/0/default.jpg", "type": "Image"}
+    cookbook_0033 = v3(raw.url, [canvas(raw.url, 1, {"type": "Choice",
+                                                     "items": [first, other]})])
+    raw.routes["/m.json"] = as_json(cookbook_0033)
+    hamilton = {"@context": "http://iiif.io/api/presentation/2/context.json",
+                "@id": f"{raw.url}/v2.json", "@type": "sc:Manifest", "label": "v2 choice",
+                "sequences": [{"canvases": [{"@id": f"{raw.url}/v2/c1", "@type": "sc:Canvas",
+                                             "images": [{"resource": {
+                                                 "@type": "oa:Choice",
+                                                 "default": {"@id": f"{raw.url}/img/d.jpg",
+                                                             "@type": "dctypes:Image"},
+                                                 "item": [{"@id": f"{raw.url}/img/i.jpg",
+                                                           "@type": "dctypes:Image"}]}}]}]}]}
+    raw.routes["/v2.json"] = as_json(hamilton)
+    (found,) = read_canvases(f"{raw.url}/m.json")
+    assert found.service == f"{raw.url}/img/natural" and found.image == first["id"]
+    (found2,) = read_canvases(f"{raw.url}/v2.json")
+    assert found2.image == f"{raw.url}/img/d.jpg"
+
+
+def test_a_specific_resource_region_is_asked_of_the_server_or_cut_here(
+        raw: Raw, tmp_path: Path) -> None:
+    answer_any_picture(raw, "/img/")
+    big = Image.new("RGB", (400, 200), "white")
+    big.paste(painting(7, (100, 100)), (300, 100))  # the selected part: the bottom right
+    whole = io.BytesIO()
+    big.save(whole, "JPEG", quality=95)
+    raw.routes["/static/full.jpg"] = response(whole.getvalue(), "image/jpeg")
+    by_server = {"type": "SpecificResource",  # cookbook 0299-region
+                 "source": {"id": f"{raw.url}/img/a/full/max/0/default.jpg", "type": "Image",
+                            "width": 4000, "height": 2000,
+                            "service": [service(f"{raw.url}/img/a", 2)]},
+                 "selector": {"type": "ImageApiSelector", "region": "1000,500,800,400"}}
+    cut_here = {"type": "SpecificResource",
+                "source": {"id": f"{raw.url}/static/full.jpg", "type": "Image",
+                           "width": 400, "height": 200},
+                "selector": {"type": "FragmentSelector", "value": "xywh=300,100,100,100"}}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, by_server),
+                                                 canvas(raw.url, 2, cut_here)]))
+    found = read_canvases(f"{raw.url}/m.json")
+    url, crop = image_request(found[0], FetchOptions(size=512))
+    assert url == f"{raw.url}/img/a/1000,500,800,400/!512,512/0/default.jpg" and crop is None
+    assert found[0].fields["iiif_region"] == "1000,500,800,400"
+    result, report = run_iiif(f"{raw.url}/m.json", tmp_path / "idx")
+    assert report.fetched == 2 and result.total == 2
+    sizes = []
+    for path in (tmp_path / "idx" / "iiif-images").rglob("*.jpg"):
+        with Image.open(path) as im:
+            sizes.append(im.size)
+    assert (100, 100) in sizes  # the region cut from the whole picture, nothing more
+
+
+@pytest.mark.parametrize(("level", "version", "expected"), [
+    (2, 3, "full/!300,300/0/default.jpg"), (1, 3, "full/300,/0/default.jpg"),
+    (1, 2, "full/300,/0/default.jpg"), (2, 1, "full/!300,300/0/native.jpg"),
+    (1, 1, "full/300,/0/native.jpg")])
+def test_requests_are_what_each_level_and_version_allows(raw: Raw, level: int, version: int,
+                                                         expected: str) -> None:
+    body = {"id": f"{raw.url}/img/x/full/max/0/default.jpg", "type": "Image",
+            "service": [service(f"{raw.url}/img/x", level, version)]}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, body)]))
+    (found,) = read_canvases(f"{raw.url}/m.json")
+    assert found.service_version == version and found.level == level
+    assert image_request(found, FetchOptions(size=300))[0] == f"{raw.url}/img/x/{expected}"
+
+
+def test_a_level1_portrait_is_asked_by_a_width_that_keeps_its_height(raw: Raw) -> None:
+    body = {"id": f"{raw.url}/img/p/full/max/0/default.jpg", "type": "Image", "width": 1000,
+            "height": 4000, "service": [service(f"{raw.url}/img/p", 1)]}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, body)]))
+    (found,) = read_canvases(f"{raw.url}/m.json")
+    assert image_request(found, FetchOptions(size=800))[0].endswith("/full/200,/0/default.jpg")
+
+
+def test_ids_with_spaces_are_percent_encoded_and_fetched(raw: Raw, tmp_path: Path) -> None:
+    answer_any_picture(raw, "/iiif/Add%20MS%207475_0001.jp2/")
+    body = {"id": f"{raw.url}/iiif/Add MS 7475_0001.jp2/full/full/0/default.jpg",
+            "type": "Image", "service": [service(f"{raw.url}/iiif/Add MS 7475_0001.jp2", 2, 2)]}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, body)]))
+    result, report = run_iiif(f"{raw.url}/m.json", tmp_path / "idx")
+    assert report.fetched == 1 and not report.failed
+    assert any(unquote(p).startswith("/iiif/Add MS 7475_0001.jp2/full/") for p in raw.hits)
+
+
+def test_v21_members_and_paged_collections_are_followed(raw: Raw) -> None:
+    answer_any_picture(raw, "/img/")
+    for n in range(6):
+        raw.routes[f"/m{n}.json"] = as_json(v3(raw.url, [canvas(
+            raw.url, n, {"id": f"{raw.url}/img/{n}.jpg", "type": "Image"})], f"m{n}"))
+    raw.routes["/members.json"] = as_json({  # manifesto's members.json, Presentation 2.1
+        "@context": "http://iiif.io/api/presentation/2/context.json",
+        "@id": f"{raw.url}/members.json", "@type": "sc:Collection", "members": [
+            {"@id": f"{raw.url}/m0.json", "@type": "sc:Manifest"},
+            {"@id": f"{raw.url}/m1.json", "@type": "sc:Manifest"}]})
+    assert [c.canvas for c in read_canvases(f"{raw.url}/members.json")] == [
+        f"{raw.url}/canvas/0", f"{raw.url}/canvas/1"]
+    raw.routes["/paged.json"] = as_json({  # a paged collection: first, next, total
+        "@context": "http://iiif.io/api/presentation/2/context.json",
+        "@id": f"{raw.url}/paged.json", "@type": "sc:Collection", "total": 4,
+        "first": f"{raw.url}/page1.json"})
+    raw.routes["/page1.json"] = as_json({"@id": f"{raw.url}/page1.json",
+                                         "@type": "sc:Collection",
+                                         "manifests": [{"@id": f"{raw.url}/m2.json"},
+                                                       {"@id": f"{raw.url}/m3.json"}],
+                                         "next": f"{raw.url}/page2.json"})
+    raw.routes["/page2.json"] = as_json({"@id": f"{raw.url}/page2.json",
+                                         "@type": "sc:Collection",
+                                         "manifests": [{"@id": f"{raw.url}/m4.json"},
+                                                       {"@id": f"{raw.url}/m5.json"}],
+                                         "next": f"{raw.url}/page1.json"})  # a loop: once
+    found = read_canvases(f"{raw.url}/paged.json")
+    assert [c.canvas.rsplit("/", 1)[1] for c in found] == ["2", "3", "4", "5"]
+
+
+def assert_presentation3(data: dict[str, Any]) -> None:
+    """The rules of Presentation 3 the outputs rely on: a Manifest with a context, id, type
+    and label; canvases with id, type, label, width and height, one AnnotationPage of
+    painting annotations targeting the canvas with an Image body; ranges whose members are
+    references (id and type only)."""
+    assert data["@context"] == P3 and data["type"] == "Manifest"
+    assert data["id"].startswith("http") and isinstance(data["label"], dict)
+    canvases = {}
+    for c in data["items"]:
+        assert c["type"] == "Canvas" and c["id"].startswith("http")
+        assert isinstance(c["width"], int) and isinstance(c["height"], int)
+        (page,) = c["items"]
+        assert page["type"] == "AnnotationPage"
+        for anno in page["items"]:
+            assert anno["type"] == "Annotation" and anno["motivation"] == "painting"
+            assert anno["target"] == c["id"] and anno["body"]["type"] == "Image"
+            assert anno["body"]["id"].startswith("http")
+        canvases[c["id"]] = c
+    for r in data.get("structures", []):
+        assert r["type"] == "Range" and isinstance(r["label"], dict)
+        for member in r["items"]:
+            assert set(member) == {"id", "type"} and member["type"] == "Canvas"
+            assert member["id"] in canvases
+
+
+def test_every_iiif_out_is_valid_presentation_3(raw: Raw, tmp_path: Path) -> None:
+    prezi = pytest.importorskip("iiif_prezi3")
+    answer_any_picture(raw, "/img/")
+    raw.routes["/m.json"] = as_json(v3(raw.url, [
+        canvas(raw.url, n, {"id": f"{raw.url}/img/{n}.jpg", "type": "Image",
+                            "service": [service(f"{raw.url}/img/s{n}", 2)]})
+        for n in range(5)]))
+    for n in range(5):
+        raw.routes[f"/img/{n}.jpg"] = response(jpeg(n + 10), "image/jpeg")
+    index = tmp_path / "idx"
+    run_iiif(f"{raw.url}/m.json", index)
+    for args in (["query", "--id", "1", "-k", "4"], ["cluster", "-k", "2", "--restarts", "0"]):
+        out = tmp_path / f"{args[0]}.json"
+        code, said, err = invoke(*args, "--index", str(index), "--iiif-out", str(out))
+        assert code == 0, said + err
+        data = json.loads(out.read_text())
+        prezi.Manifest(**data)
+        assert_presentation3(data)
