@@ -49,6 +49,7 @@ example: $(STAMP)
 	@echo "  (or call $(BIN)/artsearch); with one index here, --index example is the default"
 
 test: $(STAMP)
+	$(BIN)/python -m mypy artsearch
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -66,7 +66,7 @@ def choose(requested: str, n: int, dims: int) -> str:
 
 def _nlist(n: int) -> int:
     """IVF lists for n vectors: about 2 sqrt(n), a power of two, at least 64."""
-    return 1 << max(6, round(np.log2(2 * np.sqrt(max(n, 1)))))
+    return 1 << max(6, int(round(np.log2(2 * np.sqrt(max(n, 1))))))
 
 
 def factory(kind: str, n: int, dims: int) -> str:
@@ -99,7 +99,8 @@ class AnnIndex:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         _set_param(self.index, self.kind, self.param, self.k_factor)
         k = max(1, min(k, int(self.index.ntotal)))
-        return self.index.search(queries, k)  # type: ignore[no-any-return]
+        found: tuple[np.ndarray, np.ndarray] = self.index.search(queries, k)
+        return found
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -135,12 +136,14 @@ def _set_param(index: faiss.Index, kind: str, value: int,
 def _train(kind: str, n: int, dims: int, sample: np.ndarray) -> faiss.Index:
     inner = faiss.index_factory(dims, factory(kind, n, dims), faiss.METRIC_INNER_PRODUCT)
     if kind == "hnsw":
-        faiss.downcast_index(inner).hnsw.efConstruction = 80
+        hnsw: Any = faiss.downcast_index(inner)  # FAISS's types know the base class only
+        hnsw.hnsw.efConstruction = 80
     else:
         # Polysemous training only re-numbers the PQ centroids for Hamming-distance filtering,
         # which artsearch never turns on; it was 93 % of the training time at 100k x 1280-d
         # (140 s of 150 s; bench_shards.py), and the distances are the same without it.
-        faiss.downcast_index(faiss.extract_index_ivf(inner)).do_polysemous_training = False
+        ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(inner))
+        ivf.do_polysemous_training = False
         inner.train(np.ascontiguousarray(sample, np.float32))
     return inner
 
@@ -176,7 +179,8 @@ def fill_shard(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
     for start in range(0, len(ids), 100_000):
         index.add_with_ids(np.ascontiguousarray(vectors[start: start + 100_000], np.float32),
                            np.ascontiguousarray(ids[start: start + 100_000], np.int64))
-    return faiss.serialize_index(index).tobytes()  # type: ignore[no-any-return]
+    serialised: bytes = faiss.serialize_index(index).tobytes()
+    return serialised
 
 
 def _merge_into(index: faiss.Index, part: faiss.Index) -> None:
@@ -186,8 +190,10 @@ def _merge_into(index: faiss.Index, part: faiss.Index) -> None:
     the coarse IVF-PQ part and the 8-bit re-ranking codes are merged each on their own, with
     the IVF part's internal numbers offset so that they still point at their re-ranking codes.
     """
-    first, part = faiss.downcast_index(index), faiss.downcast_index(part)
-    top, other = faiss.downcast_index(first.index), faiss.downcast_index(part.index)
+    first: Any = faiss.downcast_index(index)  # FAISS's types know the base class only
+    second: Any = faiss.downcast_index(part)
+    top: Any = faiss.downcast_index(first.index)
+    other: Any = faiss.downcast_index(second.index)
     offset = top.ntotal
     faiss.downcast_index(top.base_index).merge_from(
         faiss.downcast_index(other.base_index), offset)
@@ -195,7 +201,7 @@ def _merge_into(index: faiss.Index, part: faiss.Index) -> None:
         faiss.downcast_index(other.refine_index), 0)
     top.ntotal = top.base_index.ntotal
     ids = np.concatenate([faiss.vector_to_array(first.id_map),
-                          faiss.vector_to_array(part.id_map)]).astype(np.int64)
+                          faiss.vector_to_array(second.id_map)]).astype(np.int64)
     first.ntotal = top.ntotal
     faiss.copy_array_to_vector(ids, first.id_map)
 

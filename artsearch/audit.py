@@ -84,7 +84,8 @@ def skewness(x: np.ndarray) -> float:
 def csls(cosines: np.ndarray, r_query: float, r_items: np.ndarray) -> np.ndarray:
     """Cross-domain similarity local scaling: 2 cos - r_query - r_item, r being a point's mean
     cosine to its k nearest neighbours (a hub's is high, so it is discounted)."""
-    return 2 * cosines - r_query - r_items
+    scores: np.ndarray = 2 * cosines - r_query - r_items
+    return scores
 
 
 def hub_reduction(nb: Neighbours, k: int = K) -> np.ndarray:

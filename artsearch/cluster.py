@@ -96,13 +96,15 @@ def _ward_tree(vectors: np.ndarray) -> np.ndarray:
         raise MetadataError(
             f"--method agglomerative: {len(vectors):,} works is more than Ward linkage can "
             f"hold in memory here (up to {AGGLOMERATIVE_MAX:,}); use --method kmeans")
-    return linkage(vectors.astype(np.float64), method="ward")
+    tree: np.ndarray = linkage(vectors.astype(np.float64), method="ward")
+    return tree
 
 
 def _cut(tree: np.ndarray, k: int) -> np.ndarray:
     from scipy.cluster.hierarchy import fcluster
 
-    return fcluster(tree, k, criterion="maxclust").astype(np.int64) - 1
+    labels: np.ndarray = fcluster(tree, k, criterion="maxclust").astype(np.int64) - 1
+    return labels
 
 
 def pca(vectors: np.ndarray, dims: int) -> np.ndarray:
@@ -113,14 +115,16 @@ def pca(vectors: np.ndarray, dims: int) -> np.ndarray:
     values, axes = np.linalg.eigh(x.T @ x)
     axes = axes[:, np.argsort(values)[::-1][:dims]]
     axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(dims)])
-    return (x @ axes).astype(np.float32)
+    projected: np.ndarray = (x @ axes).astype(np.float32)
+    return projected
 
 
 def _hdbscan(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
     from sklearn.cluster import HDBSCAN
 
     reduced = pca(vectors, HDBSCAN_DIMS)
-    return HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(reduced)
+    labels: np.ndarray = HDBSCAN(min_cluster_size=min_cluster_size, copy=True).fit_predict(reduced)
+    return labels
 
 
 def _partition(vectors: np.ndarray, method: str, k: int, seed: int, min_cluster_size: int
@@ -144,7 +148,8 @@ def centre_distances(vectors: np.ndarray, assign: np.ndarray) -> np.ndarray:
     own = np.array([ids.index(c) if c != NOISE else -1 for c in assign])
     best = np.where(own >= 0, sims[np.arange(len(vectors)), np.maximum(own, 0)],
                     sims.max(axis=1))
-    return (1.0 - best).astype(np.float32)
+    distances: np.ndarray = (1.0 - best).astype(np.float32)
+    return distances
 
 
 def _jaccards(mine: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:
@@ -211,7 +216,9 @@ def choose_k(vectors: np.ndarray, seed: int, method: str = "kmeans"
 def centred(vectors: np.ndarray) -> np.ndarray:
     """Vectors minus their mean, each re-normalised to unit length (float32)."""
     x = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    unit: np.ndarray = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32)
+    return unit
 
 
 def space_matrix(index: ArtIndex, space: str) -> tuple[list[int], np.ndarray]:

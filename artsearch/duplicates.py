@@ -115,7 +115,7 @@ def features(img: Image.Image) -> Features:
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    sift = cv2.SIFT_create(nfeatures=1500)
+    sift = cv2.SIFT_create(nfeatures=1500)  # type: ignore[attr-defined]  # not in cv2's stubs
     points, desc = _detect(sift, grey)
     m_points, m_desc = _detect(sift, np.ascontiguousarray(grey[:, ::-1]))
     if len(m_points):  # back into the unmirrored image's coordinates

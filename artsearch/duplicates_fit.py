@@ -95,9 +95,9 @@ def _halftone(img: Image.Image, cell: int = 4) -> Image.Image:
     """An ordered-dither screen per channel, as a printed reproduction scans."""
     from PIL import Image
 
-    bayer = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]],
+    order = np.array([[0, 8, 2, 10], [12, 4, 14, 6], [3, 11, 1, 9], [15, 7, 13, 5]],
                      np.float32)
-    bayer = (bayer + 0.5) / 16 * 255
+    bayer = (order + 0.5) / 16 * 255
     a = np.asarray(img, np.float32)
     h, w = a.shape[:2]
     screen = np.tile(bayer, (h // cell + 1, w // cell + 1))[:h, :w]

@@ -6,7 +6,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -85,7 +85,8 @@ def prepare(img: Image.Image, pre: Preprocess) -> torch.Tensor:
     w, h = img.size
     scale = pre.resize / min(w, h)
     nw, nh = max(pre.size, round(w * scale)), max(pre.size, round(h * scale))
-    resample = Image.Resampling.BICUBIC if pre.interpolation == "bicubic" else Image.BILINEAR
+    resample = (Image.Resampling.BICUBIC if pre.interpolation == "bicubic"
+                else Image.Resampling.BILINEAR)
     img = img.resize((nw, nh), resample, reducing_gap=3.0)
     left, top = (nw - pre.size) // 2, (nh - pre.size) // 2
     img = img.crop((left, top, left + pre.size, top + pre.size))
@@ -308,7 +309,8 @@ class Extractor:
                                 "--backbone open_clip:ARCH/TAG)")
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.precision == "bf16"):
-            vectors = model.embed_text(list(texts)).float()
+            embed_text: Callable[[list[str]], torch.Tensor] = getattr(model, "embed_text")  # noqa: B009
+            vectors = embed_text(list(texts)).float()
         vectors = torch.nn.functional.normalize(vectors, dim=1)
         return vectors.cpu().numpy().astype(np.float32, copy=False)
 
@@ -378,7 +380,7 @@ class Extractor:
                 vectors=vectors,
                 sizes=[(it.width, it.height) for it in ok],
                 failures=[(it.index, it.reason) for it in items if it.reason],
-                reads=[it.read for it in ok],  # type: ignore[misc]
+                reads=[it.read for it in ok if it.read is not None],
             )
 
     def _decode_jpegs(self, items: list[_Item]) -> torch.Tensor:
@@ -394,7 +396,7 @@ class Extractor:
             with warnings.catch_warnings():
                 # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they work.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                images = decode_jpeg([it.jpeg for it in items],  # type: ignore[misc]
+                images = decode_jpeg([it.jpeg for it in items if it.jpeg is not None],
                                      mode=ImageReadMode.RGB, device=self.device)
             out = [prepare_on_device(img, pre) for img in images]
         except RuntimeError:

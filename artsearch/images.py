@@ -239,8 +239,8 @@ def decode_image(data: bytes, *, min_side: int = 0, max_pixels: int = DEFAULT_MA
             img.draft(img.mode, (min_side, min_side))
         with _pillow_limit(max_pixels):
             img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_rgb(img), (width, height)
+        turned = ImageOps.exif_transpose(img)
+        return _to_rgb(turned), (width, height)
     except BadImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -238,7 +238,7 @@ class ArtIndex:
         path = self.path / f"{check_space_name(space.name)}.pooling.npz"
         tmp = path.with_suffix(".tmp.npz")
         with tmp.open("wb") as fh:
-            np.savez(fh, **params)
+            np.savez(fh, **params)  # type: ignore[arg-type]  # numpy's stub reads **kw as allow_pickle
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -203,11 +203,11 @@ def _plan(
     # Artworks whose file is gone, by content: candidates for a move.
     vanished: dict[str, list[Artwork]] = {}
     by_sha: dict[str, Artwork] = {}
-    for art in artworks.values():
-        if art.id in embedded and embedded[art.id].sha256 == art.sha256:
-            by_sha.setdefault(art.sha256, art)
-            if art.path not in on_disk:
-                vanished.setdefault(art.sha256, []).append(art)
+    for known in artworks.values():
+        if known.id in embedded and embedded[known.id].sha256 == known.sha256:
+            by_sha.setdefault(known.sha256, known)
+            if known.path not in on_disk:
+                vanished.setdefault(known.sha256, []).append(known)
 
     jobs: list[_Job] = []
     copies: list[tuple[int, int]] = []  # (new faiss id, source faiss id): added after checks

@@ -116,7 +116,7 @@ def nearest_by_layer(views: list[LayerView], works: list[Any],
                      vectors: dict[str, np.ndarray], k: int = 5,
                      exclude: Path | None = None) -> dict[str, list[tuple[Any, float]]]:
     """For each layer, the k works nearest to the picture by that layer alone."""
-    out = {}
+    out: dict[str, Any] = {}
     for view in views:
         m = vectors.get(view.name)
         if m is None or not len(m):

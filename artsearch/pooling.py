@@ -133,7 +133,8 @@ def gram_matrices(fmap: torch.Tensor) -> torch.Tensor:
     n, c, h, w = fmap.shape
     flat = fmap.reshape(n, c, h * w)
     gram = flat @ flat.transpose(1, 2) / (h * w)
-    return gram / gram.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    scaled: torch.Tensor = gram / gram.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    return scaled
 
 
 def _gram(fmap: torch.Tensor, params: Params, i: int) -> torch.Tensor:

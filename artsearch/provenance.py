@@ -117,7 +117,7 @@ def _citation_problem(record: Any) -> str | None:
             for k, v in weights.items()):
         return "its spaces and weights"
     k = q.get("k")
-    if not _is_id(k) or k > 100_000:
+    if not isinstance(k, int) or not _is_id(k) or k > 100_000:
         return "its k"
     if not isinstance(q.get("where") or {}, dict) or not isinstance(
             q.get("exclude_same") or [], list):

@@ -168,7 +168,8 @@ def search(
                                         "neighbours"}
             ranked = ranked[:k]
             arts = _artworks_by_faiss_id(s, sp, [i for _, i in ranked])
-            scored = [(sc, arts[i], None) for sc, i in ranked if i in arts]
+            scored: list[tuple[float, Artwork, dict[str, Any] | None]] = [
+                (sc, arts[i], None) for sc, i in ranked if i in arts]
             if rerank:
                 cos_by_art = {arts[i].id: cosines[i] for _, i in ranked if i in arts}
         else:
@@ -231,7 +232,7 @@ def _blend(
     index: ArtIndex, s: Any, spaces: list[Space], weights: dict[str, float],
     query_vecs: dict[str, np.ndarray], allowed: dict[str, np.ndarray | None], k: int,
     notes: list[str],
-) -> list[tuple[float, Artwork, dict[str, Any]]]:
+) -> list[tuple[float, Artwork, dict[str, Any] | None]]:
     """Weighted mean of per-space z-scores over the artworks present in every space.
 
     Works as arrays indexed by artwork id throughout (a 100,000-work blend touches no ORM
@@ -284,7 +285,8 @@ def _blend(
             column[[a for a, _ in pairs]] = vectors @ query_vecs[sp.name][0]
     total = sum(weights.values())
     z = {sp.name: (cosines[sp.name] - stats[sp.name][0]) / stats[sp.name][1] for sp in spaces}
-    blended = sum(weights[name] * column for name, column in z.items()) / total
+    blended: np.ndarray = sum(
+        (weights[name] * column for name, column in z.items()), np.zeros(size)) / total
     complete = ~np.isnan(blended)
     absent = int((scored & ~complete).sum())
     if absent:
@@ -294,7 +296,7 @@ def _blend(
     top = candidates[np.argsort(-blended[candidates], kind="stable")[: max(k, 0) + 1]]
     arts_by_id = {a.id: a for a in s.scalars(select(Artwork).where(
         Artwork.id.in_(top.tolist())))}
-    out = []
+    out: list[tuple[float, Artwork, dict[str, Any] | None]] = []
     for art_id in top.tolist():
         parts = {sp.name: {"cosine": round(float(cosines[sp.name][art_id]), 6),
                            "z": round(float(z[sp.name][art_id]), 4)} for sp in spaces}

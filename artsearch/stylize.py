@@ -109,7 +109,8 @@ def _normalise(x: torch.Tensor, pre: Any) -> torch.Tensor:
         x = x.flip(1)
     mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
-    return (x * pre.scale - mean) / std
+    normalised: torch.Tensor = (x * pre.scale - mean) / std
+    return normalised
 
 
 def _to_tensor(img: Image.Image, size: int, device: Any) -> torch.Tensor:
@@ -181,7 +182,7 @@ def stylize_gatys(content: Image.Image, style: Image.Image, *, size: int = 256,
         tv = ((x[..., 1:, :] - x[..., :-1, :]) ** 2).mean() + \
             ((x[..., :, 1:] - x[..., :, :-1]) ** 2).mean()
         total = style_weight * ls + content_weight * lc + tv_weight * tv
-        total.backward()
+        total.backward()  # type: ignore[no-untyped-call]
         if x.grad is not None and not x.grad.is_contiguous():  # L-BFGS flattens it
             x.grad = x.grad.contiguous()
         entry = {"step": len(history) + 1, "style": ls.item(), "content": lc.item(),
@@ -191,7 +192,7 @@ def stylize_gatys(content: Image.Image, style: Image.Image, *, size: int = 256,
             progress(len(history), entry)
         return total
 
-    optimiser.step(closure)
+    optimiser.step(closure)  # type: ignore[no-untyped-call]
     with torch.no_grad():
         x.clamp_(0, 1)
     params = {"size": size, "steps": steps, "style_weight": style_weight,

@@ -24,7 +24,7 @@ class VectorIndex:
     """Vectors keyed by FAISS id. Changes stay in memory until `save`."""
 
     def __init__(self, index: faiss.Index, path: Path, factory: str) -> None:
-        self.index = index
+        self.index: Any = index  # an IndexIDMap2: FAISS's types know the base class only
         self.path = path
         self.factory = factory
         self.dirty = False  # changed in memory since the last load or save
@@ -102,7 +102,8 @@ class VectorIndex:
     def reconstruct(self, faiss_id: int) -> np.ndarray:
         """One stored vector; KeyError when this file does not hold it (yet)."""
         try:
-            return self.index.reconstruct(int(faiss_id)).astype(np.float32)
+            vector: np.ndarray = self.index.reconstruct(int(faiss_id)).astype(np.float32)
+            return vector
         except RuntimeError as e:
             raise KeyError(faiss_id) from e
 
@@ -129,7 +130,8 @@ class VectorIndex:
                 empty = np.zeros((len(queries), 0))
                 return empty.astype(np.float32), empty.astype(np.int64)
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters()
+            params.sel = selector
         scores, ids = self.index.search(queries, k, params=params)
         return scores, ids
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from artsearch.backbones._registry import (
     BackboneSpec,
@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     import torch
 
 OPEN_CLIP_CONFIGS = "ARTSEARCH_OPEN_CLIP_CONFIGS"  # extra open_clip model configs (file/folder)
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    """A model config's mean or std as the three floats Preprocess takes."""
+    a, b, c = (float(v) for v in values)
+    return a, b, c
 
 
 @contextlib.contextmanager
@@ -87,14 +93,15 @@ def _timm_spec(arch: str) -> BackboneSpec:
     if arch not in timm.list_models() and not timm.is_model(arch):
         raise BackboneError(f"timm has no model {arch!r}; see timm.list_models()")
     with torch.device("meta"):
-        model = timm.create_model(arch, pretrained=False)
+        model: Any = timm.create_model(arch, pretrained=False)  # its attributes vary by family
     info = list(model.feature_info) if hasattr(model, "feature_info") else []
     layers = {f"stage{i}": int(f["num_chs"]) for i, f in enumerate(info)}
     layers["final"] = int(model.num_features)
     cfg = model.pretrained_cfg or {}
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     crop = float(cfg.get("crop_pct", 0.875) or 0.875)
-    interp = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
+    interp: Literal["bicubic", "bilinear"] = \
+        "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
     hub = cfg.get("hf_hub_id")
     n = len(info)
 
@@ -111,8 +118,8 @@ def _timm_spec(arch: str) -> BackboneSpec:
         weights=WeightsSource(description=f"timm's {hub or arch} weights (or --weights PATH)",
                               locate=locate, sha256=None),
         preprocess=Preprocess(size=size, resize=round(size / crop), interpolation=interp,
-                              mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
-                              std=tuple(cfg.get("std", (0.229, 0.224, 0.225)))),  # type: ignore[arg-type]
+                              mean=_triple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                              std=_triple(cfg.get("std", (0.229, 0.224, 0.225)))),
         layers=layers,
         default_layer="final",
         style_layers=tuple(f"stage{i}" for i in range(min(n, 3))),
@@ -178,14 +185,14 @@ def _open_clip_spec(name: str) -> BackboneSpec:
             names = [filename] if filename else [
                 "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
             return _hf_cached(repo, names, f"open_clip {name}", "an open_clip checkpoint")
-        url = pretrained.get("url", "")
-        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        url = str(pretrained.get("url", ""))
+        path: Path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if path.is_file():
             return path
         if not downloads_allowed():
             raise WeightsError(f"no open_clip {name} weights on this machine: pass --weights "
                                f"PATH, or --allow-download to fetch {url}")
-        return Path(open_clip.pretrained.download_pretrained(pretrained))
+        return Path(str(open_clip.pretrained.download_pretrained(pretrained)))
 
     return BackboneSpec(
         name=f"open_clip:{name}",
@@ -194,8 +201,8 @@ def _open_clip_spec(name: str) -> BackboneSpec:
         weights=WeightsSource(description=f"open_clip {name} weights (or --weights PATH)",
                               locate=locate, sha256=None),
         preprocess=Preprocess(size=size, resize=size, interpolation="bicubic",
-                              mean=tuple(pretrained.get("mean", OPENAI_MEAN)),  # type: ignore[arg-type]
-                              std=tuple(pretrained.get("std", OPENAI_STD))),  # type: ignore[arg-type]
+                              mean=_triple(pretrained.get("mean", OPENAI_MEAN)),
+                              std=_triple(pretrained.get("std", OPENAI_STD))),
         layers={"final": int(config["embed_dim"])},
         default_layer="final",
         poolings=("avg",),

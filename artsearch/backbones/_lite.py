@@ -124,8 +124,8 @@ class LiteNet(torch.nn.Module):
         """Every convolution, in the order of the weight file."""
         yield self.stem
         for stage in self.blocks:
-            for block in stage:
-                yield from block.convs  # type: ignore[union-attr]
+            for block in stage:  # type: ignore[attr-defined]  # a Sequential of _Block
+                yield from block.convs
         yield self.head
 
     def load_packaged(self, state: dict[str, torch.Tensor]) -> None:

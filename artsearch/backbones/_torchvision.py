@@ -7,6 +7,7 @@ with `--allow-download`, from download.pytorch.org. Nothing is fetched otherwise
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,7 @@ def _register() -> None:
             description=f"torchvision {arch}, ImageNet-1k (weights: --weights PATH or hub cache)",
             weights=WeightsSource(
                 description=f"torchvision's {filename} (or --weights PATH)",
-                locate=lambda arch=arch, filename=filename: _locate(arch, filename),
+                locate=functools.partial(_locate, arch, filename),
                 sha256=None,
             ),
             preprocess=Preprocess(size=224, resize=resize, interpolation="bilinear"),

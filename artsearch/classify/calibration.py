@@ -80,7 +80,8 @@ def out_of_fold_logits(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, s
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def nll(logits: np.ndarray, y: np.ndarray) -> float:

@@ -17,7 +17,7 @@ from artsearch.errors import MetadataError
 def default_freeze(spec: Any, layers: Sequence[str]) -> str:
     """Two named layers before the deepest one the space uses (Lite0 final -> stage6: stage7
     and the head convolution train)."""
-    names = list(spec.layers)
+    names: list[str] = list(spec.layers)
     deepest = max(names.index(n) for n in layers)
     return names[max(deepest - 2, 0)]
 

@@ -38,7 +38,8 @@ def _exit_now(code: object) -> None:
     import multiprocessing
 
     if multiprocessing.active_children() or sys.gettrace() or sys.getprofile():
-        sys.exit(code)  # let children, profilers and coverage finish in the usual way
+        # Let children, profilers and coverage finish in the usual way.
+        sys.exit(code if code is None or isinstance(code, int | str) else str(code))
     if code is not None and not isinstance(code, int):
         click.echo(code, err=True)
         code = 1

@@ -176,8 +176,8 @@ def layers(image: Path, backbone: str, index_name: str | None, out_dir: Path, ma
         ("picture", image), ("backbone", f"{spec.name} (weights sha256 "
                                          f"{(spec.weights.sha256 or 'none')[:16]}…)"),
         ("command", f"artsearch layers {image} --backbone {backbone}"), *standard_facts()]
-    path = resolve_index(index_name)
-    if index_name is None and not (path / "artsearch.db").is_file():
+    path: Path | None = resolve_index(index_name)
+    if index_name is None and path is not None and not (path / "artsearch.db").is_file():
         path = None  # no default index: show the layers alone
     if path is None:
         report = layers_report(picture, image.name, spec.name, views, {}, out_dir, facts=facts)

@@ -285,7 +285,7 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
     from artsearch import backbones
     from artsearch.errors import WeightsError
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in backbones.available():
         ok, where = spec.weights.available()
         if ok and check:
@@ -384,10 +384,10 @@ def indexes(as_json: bool) -> None:
     from artsearch.index import ArtIndex
 
     chosen = resolve_index(None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in index_names():
         path = home() / name
-        row = {"name": name, "path": str(path), "default": path == chosen}
+        row: dict[str, Any] = {"name": name, "path": str(path), "default": path == chosen}
         try:
             with ArtIndex(path) as idx:
                 info = idx.info()

@@ -138,6 +138,7 @@ def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path 
     from artsearch.rights import shown
 
     query_art = find_artwork(idx, id=result.query["id"]) if "id" in result.query else None
+    data: bytes | None
     if image_path is not None:
         data = read_image_bytes(image_path)
     elif query_art is not None:

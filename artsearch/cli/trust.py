@@ -88,7 +88,8 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
                                      progress=say)
             if not as_json:
                 _print_calibration(record)
-        thresholds, record = load_thresholds(idx)
+        thresholds, loaded = load_thresholds(idx)
+        record = loaded or {}
         pairs = find_duplicates(idx, space, k=k, thresholds=thresholds,
                                 keep_unrelated=keep_all, progress=say)
         facts = provenance(idx, space, command="duplicates")

@@ -56,7 +56,8 @@ def _export_record(path: Path) -> dict[str, Any]:
     if record.get("status", "complete") != "complete":
         raise ArtsearchError(f"{path}: that export was interrupted, and its files may mix two "
                              "exports; run `artsearch export` again")
-    return record
+    checked: dict[str, Any] = record
+    return checked
 
 
 def _files(source: Path) -> tuple[list[Path], list[Path], dict[str, Any] | None]:

@@ -408,16 +408,17 @@ def image_request(canvas: Canvas, opts: FetchOptions) -> tuple[str, Crop | None]
             raise IIIFError(f"{base}: a region of an image whose size info.json does not say")
         return f"{base}/full/{size}/0/{quality}.jpg", crop
     area = "full"
-    wide, tall = canvas.width, canvas.height
+    wide: float | None = canvas.width
+    tall: float | None = canvas.height
     if region:
-        unit, x, y, w, h = region
+        unit, x, y, rw, rh = region
         area = ("pct:" if unit == "pct" else "") + ",".join(
-            f"{v:g}" if unit == "pct" else f"{round(v)}" for v in (x, y, w, h))
-        wide, tall = (round(w), round(h)) if unit == "px" else (None, None)
+            f"{v:g}" if unit == "pct" else f"{round(v)}" for v in (x, y, rw, rh))
+        wide, tall = (rw, rh) if unit == "px" else (None, None)
     if canvas.level == 1:  # `!w,h` is level 2: ask for a width that keeps the long side
         across = opts.size if not (wide and tall) or wide >= tall else \
             max(1, round(opts.size * wide / tall))
-        size = f"{min(across, wide) if wide else across},"
+        size = f"{min(across, round(wide)) if wide else across},"
     else:
         size = f"!{opts.size},{opts.size}"
     return f"{base}/{area}/{size}/0/{quality}.jpg", None

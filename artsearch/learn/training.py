@@ -94,7 +94,8 @@ def average_precision(vectors: np.ndarray, labels: Sequence[str], k: int | None 
     precision = hits / np.arange(1, rel.shape[1] + 1)
     denominator = positives if k is None else np.minimum(positives, k)
     ap = (precision * rel).sum(1) / np.maximum(denominator, 1)
-    return ap[positives > 0]
+    kept: np.ndarray = ap[positives > 0]
+    return kept
 
 
 def _measures(style: np.ndarray, content: np.ndarray, works: Sequence[Work], rows: np.ndarray,
@@ -128,7 +129,7 @@ def _loss(z: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
     return per.mean() if len(per) else sims.sum() * 0
 
 
-def _batches(rows: np.ndarray, main: Sequence[str], per_label: int, size: int,
+def _batches(rows: np.ndarray, main: np.ndarray, per_label: int, size: int,
              rng: np.random.Generator) -> list[np.ndarray]:
     """Every training work once: grouped by main label in chunks of `per_label`, chunks
     shuffled and packed into batches of about `size` works."""
@@ -266,7 +267,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
             target = cache.content[index, view].to(device).float()
             distance = (1 - F.cosine_similarity(content, target, dim=1)).mean()
             optimiser.zero_grad()
-            (loss + opts.distill * distance).backward()
+            (loss + opts.distill * distance).backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()

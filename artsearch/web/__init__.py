@@ -25,4 +25,5 @@ def build(index_path: Path, *, host: str = "127.0.0.1", port: int = 8765,
     hosts = {host, *allowed_hosts, *(LOOPBACK if is_loopback(host) else ())}
     if host in ("0.0.0.0", "::"):
         hosts |= {*LOOPBACK, *own_names()}
-    return Guard(create_app(index_path, **options), hosts=hosts, token=token)
+    app: Any = create_app(index_path, **options)  # an ASGI app: Starlette's types say less
+    return Guard(app, hosts=hosts, token=token)

@@ -345,7 +345,7 @@ def _inside_collection(index: ArtIndex, art: Any) -> Path:
     if index.root is None:
         raise NotIndexedError("the index does not know its collection folder")
     root = index.root.resolve()
-    path = (root / art.path).resolve()
+    path: Path = (root / art.path).resolve()
     if not path.is_relative_to(root):
         raise NotIndexedError(f"artwork {art.id}: its file points outside the collection; "
                               "not served")

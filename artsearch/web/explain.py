@@ -41,10 +41,10 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRo
         ex.precision = "fp32"  # maps add up to the space's cosine to 1e-4
         side = ex.spec.preprocess.resize
         pictures = [decoded(read_work(index.root, art.path), side) for art in arts]
-        if None in pictures:
+        first, second = pictures
+        if first is None or second is None:
             raise NotIndexedError("a work's file cannot be read")
-        pm = live.memo(("explain", a, b, sp.name),
-                       lambda: pair_maps(ex, pictures[0], pictures[1]))
+        pm = live.memo(("explain", a, b, sp.name), lambda: pair_maps(ex, first, second))
         return pm, arts, pictures
 
     @router.get("/explain/{a}/{b}", response_class=HTMLResponse)
@@ -52,7 +52,7 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRo
                      b: int = PathParam(ge=1, le=MAX_ID),
                      space: str = Query("content", max_length=200)) -> Response:
         pm, arts, _ = maps(a, b, space)
-        return templates.TemplateResponse(request, "explain.html", {
+        return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
             "a": arts[0], "b": arts[1], "space": space, "maps": pm.as_dict(4),
             "withheld": {art.id: statement(art.license) for art in arts
                          if not shown(art.license, licences)},

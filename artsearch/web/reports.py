@@ -96,7 +96,7 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
     @router.get("/clusters", response_class=HTMLResponse)
     def runs_page(request: Request) -> Response:
         index = live.get()
-        return templates.TemplateResponse(request, "reports.html", {
+        return templates.TemplateResponse(request, "reports.html", {  # type: ignore[no-any-return]
             "runs": clustering.runs(index), "models": list(model_reports(index.path)),
             "spaces": [sp.name for sp in index.spaces()]})
 

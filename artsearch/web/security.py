@@ -34,7 +34,7 @@ def own_names() -> set[str]:
 
     names = {socket.gethostname(), socket.getfqdn()}
     with contextlib.suppress(OSError):  # a host name that does not resolve has no addresses
-        names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
     return {n.lower() for n in names if n}
 
 
