@@ -34,10 +34,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 example: $(STAMP)
-	$(BIN)/artsearch index examples/collection --metadata examples/collection/metadata.csv --index example
+	$(BIN)/artsearch index examples/collection --metadata examples/collection/metadata.csv --index example --precision fp32
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --exclude-same artist
-	$(BIN)/artsearch index examples/collection --index example --space style --backbone vgg16-hed --pooling gram
+	$(BIN)/artsearch index examples/collection --index example --space style --backbone vgg16-hed --pooling gram --precision fp32
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --space style
 	$(BIN)/artsearch query examples/collection/genre/genre_195.jpg --index example -k 5 --mix content=0.5,style=0.5
 	$(BIN)/artsearch cluster --index example --k 4 --report indexes/example/report
