@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, column, func, not_, or_, select, text
 
-from artsearch.errors import MetadataError, NotIndexedError
+from artsearch.errors import MetadataError, NotIndexedError, OptionError
 from artsearch.index import ArtIndex
 from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
@@ -68,7 +68,7 @@ def parse_where(items: Sequence[str]) -> dict[str, list[str]]:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise MetadataError(f"--where {item!r}: write it as FIELD=VALUE, e.g. genre=landscape")
+            raise OptionError(f"--where {item!r}: write it as FIELD=VALUE, e.g. genre=landscape")
         out.setdefault(name, []).append(value.strip())
     return out
 

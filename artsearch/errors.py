@@ -12,6 +12,7 @@ __all__ = [
     "IndexReadOnlyError",
     "MetadataError",
     "NotIndexedError",
+    "OptionError",
     "PruneRefusedError",
     "SchemaTooNewError",
     "SchemaTooOldError",
@@ -49,6 +50,11 @@ class IndexLockedError(ArtsearchError):
 
 class MetadataError(ArtsearchError):
     """A metadata CSV or a `--where` filter cannot be used as given."""
+
+
+class OptionError(MetadataError):
+    """An option's value cannot be used as written (`--mix`, `--where`, `-k` ...): a usage
+    error, exit status 2, as click gives for its own."""
 
 
 class NotIndexedError(ArtsearchError):

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import and_, select
 
 from artsearch.catalogue import check_fields, parse_where, where_conditions
-from artsearch.errors import BadImageError, MetadataError, NotIndexedError
+from artsearch.errors import BadImageError, MetadataError, NotIndexedError, OptionError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
 from artsearch.store import Artwork, Embedding, Space
@@ -63,14 +63,14 @@ def parse_mix(text: str) -> dict[str, float]:
         except ValueError:
             weight = float("nan")
         if not name or not 0 < weight < float("inf"):
-            raise MetadataError(f"--mix {text!r}: write SPACE=WEIGHT pairs with finite, "
+            raise OptionError(f"--mix {text!r}: write SPACE=WEIGHT pairs with finite, "
                                 "positive weights, e.g. content=0.6,style=0.4")
         if name in out:
-            raise MetadataError(f"--mix {text!r}: space {name!r} is named twice; give each "
+            raise OptionError(f"--mix {text!r}: space {name!r} is named twice; give each "
                                 "space one weight")
         out[name] = weight
     if len(out) < 2:
-        raise MetadataError(f"--mix {text!r}: name at least two spaces to blend; for one "
+        raise OptionError(f"--mix {text!r}: name at least two spaces to blend; for one "
                             "space use --space")
     return out
 
@@ -111,13 +111,13 @@ def search(
     (artsearch.audit.csls), which discounts works that are near everything (hubs).
     """
     if k < 1:
-        raise MetadataError(f"-k {k}: ask for at least one result")
+        raise OptionError(f"-k {k}: ask for at least one result")
     if rerank not in (None, "csls"):
-        raise MetadataError(f"--rerank {rerank}: the one re-ranking is csls")
+        raise OptionError(f"--rerank {rerank}: the one re-ranking is csls")
     if rerank and mix is not None:
-        raise MetadataError("--rerank applies to one space; drop --mix or --rerank")
+        raise OptionError("--rerank applies to one space; drop --mix or --rerank")
     if mix is not None and len(mix) < 2:
-        raise MetadataError("--mix: name at least two spaces to blend, e.g. "
+        raise OptionError("--mix: name at least two spaces to blend, e.g. "
                             "content=0.6,style=0.4; for one space use --space")
     weights = mix or {space: 1.0}
     spaces = [index.space(name) for name in weights]
@@ -314,7 +314,7 @@ def _resolve_artwork(
         raise NotIndexedError("give one of: an image file, an indexed path or --id, or --text")
     if text is not None:
         if not text.strip():
-            raise MetadataError("--text is empty; describe what to look for")
+            raise OptionError("--text is empty; describe what to look for")
         return None, {"text": text}
     with index.store.session() as s:
         if artwork is not None:

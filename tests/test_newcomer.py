@@ -115,3 +115,13 @@ def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "artsearch/web/templates/base.html" in names
     assert "artsearch/backbones/weights/README.md" in names
+
+
+def test_options_written_wrongly_exit_2_as_clicks_own(collection: Path) -> None:
+    build(collection, "example")
+    for args in (["query", "a/work_001.jpg", "--mix", "content"],
+                 ["query", "a/work_001.jpg", "--where", "genre"],
+                 ["query", "a/work_001.jpg", "-k", "0"],  # click's own
+                 ["query", "--text", "  "]):
+        code, _, err = invoke(*args)
+        assert code == 2, (args, err)

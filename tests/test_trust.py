@@ -451,4 +451,4 @@ def test_query_rerank_csls(conv_index: tuple[Path, Path]) -> None:
     assert all(h["cosine"] is not None and h["score"] <= 2 * h["cosine"] for h in hits)
     mixed = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
                                      "--mix", "content=1,tone=1", "--rerank", "csls"])
-    assert mixed.exit_code == 1 and "--rerank applies to one space" in mixed.output
+    assert mixed.exit_code == 2 and "--rerank applies to one space" in mixed.output

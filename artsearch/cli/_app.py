@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from artsearch import __version__
-from artsearch.errors import ArtsearchError
+from artsearch.errors import ArtsearchError, OptionError
 from artsearch.textsafe import one_line, terminal
 
 __all__ = ["FAILURES_SHOWN", "cli", "dumps", "index_option", "licences_option", "out_dir",
@@ -38,6 +38,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except OptionError as e:  # an option written wrongly: a usage error, as click's own
+            raise click.UsageError(one_line(e, limit=2000), ctx) from e
         except ArtsearchError as e:
             # Messages quote names from files and servers: one line, nothing a terminal runs.
             raise click.ClickException(one_line(e, limit=2000)) from e

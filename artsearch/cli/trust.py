@@ -84,12 +84,11 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
 
     with ArtIndex(resolve_index(index_name)) as idx:
         if calibrate_works is not None:
-            record = calibrate_index(idx, space, works=calibrate_works, labels=labels,
+            fitted = calibrate_index(idx, space, works=calibrate_works, labels=labels,
                                      progress=say)
             if not as_json:
-                _print_calibration(record)
-        thresholds, loaded = load_thresholds(idx)
-        record = loaded or {}
+                _print_calibration(fitted)
+        thresholds, record = load_thresholds(idx)
         pairs = find_duplicates(idx, space, k=k, thresholds=thresholds,
                                 keep_unrelated=keep_all, progress=say)
         facts = provenance(idx, space, command="duplicates")
