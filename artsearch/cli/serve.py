@@ -52,6 +52,10 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
                    err=True)
     app = build(resolve_index(index_name), host=host, port=port, token=token,
                 allowed_hosts=allowed_hosts, licences=parse_shown(show_licences))
+    import threading
+
+    # Each space's model loads while the server starts answering pages.
+    threading.Thread(target=app.app.state.warm, daemon=True, name="warm").start()
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/" + (
         f"?token={token}" if token else "")
     click.echo(f"serving {resolve_index(index_name)} at {url} (Ctrl-C to stop)", err=True)

@@ -2,7 +2,8 @@
 
 `build` puts the app (`app.create_app`) behind its guard (`security.Guard`): the Host header
 must name the address the server was started on, and off loopback every request needs the
-token.
+token; requests that send something must come from the app's own pages (Origin); bodies
+are capped as they arrive.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ def build(index_path: Path, *, host: str = "127.0.0.1", port: int = 8765,
     """The ASGI app for `index_path`, answering to `host` (and loopback names when it is a
     loopback address; this machine's names and addresses when it is 0.0.0.0 or ::) and to
     `allowed_hosts`; `token`, when given, is required of every request."""
-    from artsearch.web.app import create_app
+    from artsearch.web.app import MAX_UPLOAD_BYTES, create_app
     from artsearch.web.security import LOOPBACK, Guard, is_loopback, own_names
 
     hosts = {host, *allowed_hosts, *(LOOPBACK if is_loopback(host) else ())}
     if host in ("0.0.0.0", "::"):
         hosts |= {*LOOPBACK, *own_names()}
     app: Any = create_app(index_path, **options)  # an ASGI app: Starlette's types say less
-    return Guard(app, hosts=hosts, token=token)
+    # The body limit: an upload's cap plus room for the form around it, checked as it
+    # arrives, so an oversized body is refused before it is spooled anywhere.
+    limit = int(options.get("max_upload", MAX_UPLOAD_BYTES)) + (1 << 20)
+    return Guard(app, hosts=hosts, token=token, max_body=limit)

@@ -33,6 +33,14 @@ __all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
 
 HERE = Path(__file__).resolve().parent
 MAX_UPLOAD_BYTES = 32 << 20  # a 100-megapixel JPEG is about 30 MB
+# Uploads decoded and embedded at once, each in a worker thread (never on the event loop, so
+# browsing stays quick while one is embedded); one more is answered 503 with Retry-After.
+UPLOADS_AT_ONCE = 2
+RETRY_AFTER_SECONDS = 5
+
+
+class ServerBusyError(ArtsearchError):
+    """As many uploads as the server embeds at once are under way; try again shortly."""
 THUMB_SIZES = {"s": 200, "m": 560}
 PAGE = 48
 MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no artwork, not an overflow
@@ -134,11 +142,43 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
-        status = 404 if isinstance(exc, NotIndexedError) else 400
+        status = 404 if isinstance(exc, NotIndexedError) else \
+            503 if isinstance(exc, ServerBusyError) else 400
+        headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"error": str(exc)}, status_code=status)
+            return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
         return templates.TemplateResponse(request, "message.html", {"message": str(exc)},
-                                          status_code=status)
+                                          status_code=status, headers=headers)
+
+    slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+
+    async def off_the_loop(work: Any) -> Any:
+        """`work()` in a worker thread, if one of the upload slots is free."""
+        from starlette.concurrency import run_in_threadpool
+
+        if not slots.acquire(blocking=False):
+            raise ServerBusyError(f"{UPLOADS_AT_ONCE} pictures are being compared already; "
+                                  f"try again in a few seconds")
+        try:
+            return await run_in_threadpool(work)
+        finally:
+            slots.release()
+
+    def warm() -> None:
+        """Build each space's model once at start, in the background: the first upload
+        then answers in about the time of any other."""
+        try:
+            index = live.get()
+            for sp in index.spaces():
+                if index.saved_count(sp):
+                    ex = live.extractor(index, sp)
+                    from PIL import Image
+
+                    ex.embed_images([Image.new("RGB", (64, 64), "grey")])
+        except Exception:  # noqa: BLE001 - a space that cannot load says so when asked
+            pass
+
+    app.state.warm = warm
 
     def artwork(index: ArtIndex, artwork_id: int) -> Any:
         art = catalogue.find_artwork(index, id=artwork_id)
@@ -197,9 +237,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
                           space: str = Form("content"), k: int = Form(12)) -> Response:
         data = await _read_upload(image, max_upload)
         index = live.get()
-        result = search(index, image=Path(image.filename or "upload"), image_bytes=data,
-                        space=space, k=max(1, min(k, 100)),
-                        make_extractor=lambda sp: live.extractor(index, sp))
+        result = await off_the_loop(lambda: search(
+            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
+            k=max(1, min(k, 100)), make_extractor=lambda sp: live.extractor(index, sp)))
         return templates.TemplateResponse(request, "results.html", {
             "result": result, "name": image.filename or "upload", "space": space,
             "spaces": [sp.name for sp in index.spaces()]})
@@ -318,9 +358,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
                         k: int = Form(10)) -> JSONResponse:
         data = await _read_upload(image, max_upload)
         index = live.get()
-        result = search(index, image=Path(image.filename or "upload"), image_bytes=data,
-                        space=space, k=max(1, min(k, 1000)),
-                        make_extractor=lambda sp: live.extractor(index, sp))
+        result = await off_the_loop(lambda: search(
+            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
+            k=max(1, min(k, 1000)), make_extractor=lambda sp: live.extractor(index, sp)))
         return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
 
     return app

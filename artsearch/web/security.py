@@ -55,10 +55,12 @@ class Guard:
     opened with `?token=TOKEN`, so links and images in it work), or as `?token=` itself.
     """
 
-    def __init__(self, app: App, *, hosts: Iterable[str], token: str | None) -> None:
+    def __init__(self, app: App, *, hosts: Iterable[str], token: str | None,
+                 max_body: int | None = None) -> None:
         self.app = app
         self.hosts = {h.lower() for h in hosts}
         self.token = token
+        self.max_body = max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,6 +74,19 @@ class Guard:
             await _plain(send, 421, "unknown Host header: this server answers only to the "
                                     "address it was started on")
             return
+        if scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS") and \
+                not _same_origin(headers, host):
+            await _plain(send, 403, "a request that changes or sends something must come "
+                                    "from this server's own pages (Origin)")
+            return
+        tripped = [False]
+        if self.max_body is not None:
+            too_big = f"the request body is over {self.max_body:,} bytes; send a smaller image"
+            declared = headers.get("content-length", "")
+            if declared.strip().isdigit() and int(declared) > self.max_body:
+                await _plain(send, 413, too_big)
+                return
+            receive = _bounded(receive, self.max_body, tripped)
         set_cookie = None
         if self.token is not None:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -86,6 +101,10 @@ class Guard:
                               "SameSite=Strict")
 
         async def guarded(message: dict[str, Any]) -> None:
+            if tripped[0]:  # the body was cut off: whatever the app says, the answer is 413
+                if message["type"] == "http.response.start":
+                    await _plain(send, 413, too_big)
+                return
             if message["type"] == "http.response.start":
                 have = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k.encode(), v.encode()) for k, v in HEADERS.items()
@@ -96,6 +115,35 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, guarded)
+
+
+def _bounded(receive: Receive, limit: int, tripped: list[bool]) -> Receive:
+    """`receive` that stops a body (sent without, or lying about, its length) once it passes
+    `limit`: the app sees a disconnect, nothing past the limit is read or spooled, and
+    `tripped` says so."""
+    seen = [0]
+
+    async def bounded() -> dict[str, Any]:
+        message = await receive()
+        if message["type"] == "http.request":
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > limit:
+                tripped[0] = True
+                return {"type": "http.disconnect"}
+        return message
+    return bounded
+
+
+def _same_origin(headers: dict[str, str], host: str) -> bool:
+    """A browser's request from this server's own pages, or no browser at all (curl, the
+    API): Sec-Fetch-Site says same-origin or none, and an Origin, when sent, is this host."""
+    site = headers.get("sec-fetch-site")
+    if site is not None:  # a current browser says where the request comes from
+        return site in ("same-origin", "none")
+    # Older browsers: the Origin, which they send with every POST (as "null" under this
+    # server's no-referrer policy, or from a sandbox or a file: refused without the above).
+    origin = headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1].lower() == host
 
 
 def _cookie(header: str) -> str:

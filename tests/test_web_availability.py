@@ -1,0 +1,147 @@
+"""A server that never stalls (issue 23): uploads are embedded off the event loop, a bounded
+number at once (then 503 with Retry-After); models load at start; a body over the cap is
+refused before it is read; uploads from another origin are refused. Against a real uvicorn
+server on loopback where the event loop matters."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from artsearch.web import build
+from tests.conftest import painting
+from tests.test_web import client, free_port, jpeg, served
+
+__all__ = ["served"]  # the fixture, shared with tests/test_web.py
+
+
+@pytest.fixture
+def server(served: tuple[Path, Path]) -> Iterator[tuple[str, Any]]:
+    import uvicorn
+
+    _, index = served
+    port = free_port()
+    app = build(index, port=port)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", app
+    srv.should_exit = True
+    thread.join(5)
+
+
+def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
+        server: tuple[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch import query
+
+    base, _ = server
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    real = query.default_extractor
+
+    class Held:
+        """The space's extractor, held until released: an upload that takes its time."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def embed_images(self, images: Any) -> Any:
+            started.release()
+            assert release.wait(20)
+            return self.inner.embed_images(images)
+
+    monkeypatch.setattr(query, "default_extractor", lambda index, sp: Held(real(index, sp)))
+    picture = jpeg(painting(99))
+    answers: list[httpx.Response] = []
+
+    def upload() -> None:
+        answers.append(httpx.post(f"{base}/api/query", files={"image": ("p.jpg", picture)},
+                                  timeout=30))
+
+    uploads = [threading.Thread(target=upload) for _ in range(2)]
+    for t in uploads:
+        t.start()
+    assert started.acquire(timeout=20) and started.acquire(timeout=20)  # both embedding
+    # The event loop is free: a page, and a third upload told to come back.
+    page = httpx.get(f"{base}/", timeout=10)
+    assert page.status_code == 200
+    third = httpx.post(f"{base}/api/query", files={"image": ("p.jpg", picture)}, timeout=10)
+    assert third.status_code == 503 and third.headers["retry-after"] == "5"
+    release.set()
+    for t in uploads:
+        t.join(30)
+    assert [a.status_code for a in answers] == [200, 200]
+
+
+def test_models_are_warmed_at_start(served: tuple[Path, Path],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch import query
+
+    _, index = served
+    built: list[str] = []
+    real = query.default_extractor
+
+    def counting(idx: Any, sp: Any) -> Any:
+        built.append(sp.name)
+        return real(idx, sp)
+
+    monkeypatch.setattr(query, "default_extractor", counting)
+    app = build(index)
+    app.app.state.warm()
+    assert sorted(built) == ["content", "tone"]
+    c = client(index)
+    c.app = app  # type: ignore[assignment]
+    answer = c.post("/api/query", files={"image": ("p.jpg", jpeg(painting(5)))},
+                    data={"space": "content"})
+    assert answer.status_code == 200 and sorted(built) == ["content", "tone"]  # none rebuilt
+
+
+def test_uploads_from_another_origin_are_refused(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    files = {"image": ("p.jpg", b"\xff\xd8 not read")}
+    for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"},
+                    {"origin": "null"}):
+        answer = c.post("/api/query", files=files, headers=headers)
+        assert answer.status_code == 403 and "own pages" in answer.text
+    for headers in ({"origin": "http://127.0.0.1:8765"}, {"sec-fetch-site": "same-origin",
+                                                          "origin": "null"}, {}):
+        same = c.post("/api/query", files={"image": ("p.jpg", b"")}, headers=headers)
+        assert same.status_code == 400  # let through: refused only for being empty
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(server: tuple[str, Any]) -> None:
+    base, _ = server
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/query HTTP/1.1\r\nHost: " + f"{host}:{port}".encode()
+                     + b"\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 100000000\r\n\r\n" + b"x" * 1000)
+        answer = ""
+        while "bytes" not in answer and (part := sock.recv(4096)):  # 99.999 MB still unsent
+            answer += part.decode("latin-1")
+    assert answer.startswith("HTTP/1.1 413") and "over 34,603,008 bytes" in answer
+    # A body that hides its length is cut off at the cap as it streams.
+    def chunks() -> Iterator[bytes]:
+        yield b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n"
+        for _ in range(40):
+            yield b"\0" * (1 << 20)
+
+    try:
+        status = httpx.post(f"{base}/api/query", content=chunks(), timeout=20,
+                            headers={"content-type": "multipart/form-data; boundary=x"}
+                            ).status_code
+    except httpx.HTTPError:  # the server stopped reading: the stream broke off
+        status = None
+    # Not the app's own "the upload is over 33,554,432 bytes" (400): that would mean the
+    # whole body had been read and spooled first.
+    assert status in (None, 413)
