@@ -373,12 +373,13 @@ class _FeatureCache:
 
     def _load(self, artwork_id: int) -> Features | None:
         from artsearch.images import decode_image, read_file
+        from artsearch.paths import work_file
 
         path = self.arts[artwork_id].path
         if self.root is None:
             return None
         try:
-            img, _ = decode_image(read_file(self.root / path))
+            img, _ = decode_image(read_file(work_file(self.root, path)))
         except (BadImageError, OSError) as e:
             self.unreadable.append((path, str(e)))
             return None

@@ -27,7 +27,8 @@ from artsearch.duplicates import (
     save_thresholds,
     shortlist,
 )
-from artsearch.errors import MetadataError
+from artsearch.errors import BadImageError, MetadataError
+from artsearch.paths import work_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -248,7 +249,10 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
         fa = cache.get(art_id)
         if fa is None or index.root is None:
             continue
-        img, _ = decode_image(read_file(index.root / arts[art_id].path))
+        try:
+            img, _ = decode_image(read_file(work_file(index.root, arts[art_id].path)))
+        except (BadImageError, OSError):  # unreadable now, or a link out: not an example
+            continue
         how = DERIVATIONS[n % len(DERIVATIONS)]
         copy, truth = derive(img, how, rng)
         examples.append(Example(geometry(fa, features(copy)), 1.0, truth, how))

@@ -122,14 +122,13 @@ def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path | BinaryI
 
 def read_work(root: Path | None, path: str) -> bytes | None:
     """The bytes of an indexed work's file, or None when it cannot be read."""
-    from artsearch.errors import BadImageError
+    from artsearch.errors import ArtsearchError
     from artsearch.images import read_file
+    from artsearch.paths import work_file
 
-    if root is None:
-        return None
     try:
-        return read_file(root / path)
-    except (BadImageError, OSError):
+        return read_file(work_file(root, path))
+    except (ArtsearchError, OSError):  # unreadable, a link out of the collection, no root
         return None
 
 

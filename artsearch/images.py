@@ -58,8 +58,15 @@ class ScanFailure:
     reason: str
 
 
-def scan(root: Path) -> tuple[list[FileEntry], list[ScanFailure]]:
-    """Walk `root` for image files, following directory links but never around a loop.
+LINK_OUT = ("a link to {target}, outside the collection: not indexed (pass --follow-links "
+            "to index what links point to)")
+
+
+def scan(root: Path, *, follow_links: bool = False
+         ) -> tuple[list[FileEntry], list[ScanFailure]]:
+    """Walk `root` for image files, following links within it but never around a loop; a
+    file or folder link that leads out of the collection is reported, not followed, unless
+    `follow_links`.
 
     Hidden folders (a leading dot: .git, .thumbnails) are skipped; hidden files are not, since
     real collections hold images named that way.
@@ -68,7 +75,7 @@ def scan(root: Path) -> tuple[list[FileEntry], list[ScanFailure]]:
     entries: list[FileEntry] = []
     failures: list[ScanFailure] = []
     root = root.resolve()
-    for rel, path in _walk(root, root, set(), failures):
+    for rel, path in _walk(root, root, set(), failures, follow_links):
         if not _utf8(rel):
             failures.append(ScanFailure(display_name(rel), (
                 "the file name is not valid UTF-8 (an old encoding such as Latin-1), so it "
@@ -87,8 +94,20 @@ def scan(root: Path) -> tuple[list[FileEntry], list[ScanFailure]]:
     return entries, failures
 
 
+def _leaves(root: Path, path: Path) -> str | None:
+    """Where a link leads when that is outside `root` (None: inside, or not a link)."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):
+        return None  # a loop or a dangling link: the walk reports it as such
+    return None if target.is_relative_to(root) else str(target)
+
+
 def _walk(
-    root: Path, folder: Path, seen: set[tuple[int, int]], failures: list[ScanFailure]
+    root: Path, folder: Path, seen: set[tuple[int, int]], failures: list[ScanFailure],
+    follow_links: bool = False,
 ) -> Iterator[tuple[str, Path]]:
     try:
         st = os.stat(folder)
@@ -109,6 +128,14 @@ def _walk(
         return
     for child in children:
         path = Path(child.path)
+        if not follow_links and child.is_symlink():
+            outside = _leaves(root, path)
+            if outside is not None:
+                if Path(child.name).suffix.lower() in IMAGE_EXTENSIONS or (
+                        path.is_dir() and not child.name.startswith(".")):
+                    failures.append(ScanFailure(_rel(root, path), LINK_OUT.format(
+                        target=display_name(outside))))
+                continue
         try:
             is_dir = child.is_dir(follow_symlinks=True)
         except OSError as e:
@@ -118,7 +145,7 @@ def _walk(
         if is_dir:
             if child.name.startswith("."):
                 continue
-            yield from _walk(root, path, seen, failures)
+            yield from _walk(root, path, seen, failures, follow_links)
         elif Path(child.name).suffix.lower() in IMAGE_EXTENSIONS:
             yield _rel(root, path), path
 

@@ -39,6 +39,7 @@ class IndexOptions:
     prune: bool = False
     force: bool = False  # prune even when most of the collection seems gone
     relocate: bool = False
+    follow_links: bool = False  # index what links leading out of the collection point to
     metadata: Path | None = None
     checkpoint_seconds: float = 30.0
     progress: bool = False
@@ -98,7 +99,7 @@ def index_collection(
         raise ArtsearchError(f"{root}: not a folder; give the folder that holds the images")
     if opts.metadata is not None:  # a bad catalogue fails before any work, not after it
         catalogue = read_metadata_csv(opts.metadata)
-    entries, scan_failures = scan(root)
+    entries, scan_failures = scan(root, follow_links=opts.follow_links)
     if not entries and not index.exists:
         raise ArtsearchError(
             f"{root}: no image files found ({', '.join(sorted(IMAGE_EXTENSIONS))}, in any "

@@ -94,6 +94,10 @@ def collection_vectors(index: ArtIndex, spec: BackboneSpec, layers: tuple[str, .
     root = index.root
     if root is None or not works:
         return [], {}
+    from artsearch.paths import inside
+
+    # Works whose file leads out of the collection (a link) are never read.
+    works = [w for w in works if inside(root, w.path) is not None]
     ex = _extractor(spec, layers)  # one pass: every layer's average, side by side
     got: dict[int, np.ndarray] = {}
     for batch in ex.iter_files([root / w.path for w in works]):

@@ -17,7 +17,7 @@ from pathlib import Path
 from artsearch.errors import ArtsearchError
 
 __all__ = ["SPACE_NAME_RULE", "check_space_name", "file_stem", "inside", "output_dir",
-           "output_file"]
+           "output_file", "work_file"]
 
 _SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SPACE_NAME_RULE = ("letters, digits, '_', '-' and '.', at most 64, starting with a letter or "
@@ -102,4 +102,19 @@ def inside(root: Path, rel: str) -> Path | None:
             return None
     except (OSError, RuntimeError, ValueError):  # a link loop, a name the OS refuses
         return None
+    return file
+
+
+def work_file(root: Path | None, rel: str) -> Path:
+    """An indexed work's file, for every reader (pages, thumbnails, reports, explanations,
+    duplicates, layers, style sources, training): refused unless it lies inside the
+    collection once links are resolved — a link placed in the collection, or a file swapped
+    for one after indexing, is never read through."""
+    from artsearch.errors import BadImageError, NotIndexedError
+
+    if root is None:
+        raise NotIndexedError("the index does not know its collection folder")
+    file = inside(root, rel)
+    if file is None:
+        raise BadImageError(f"{rel}: its file leads outside the collection (a link); not read")
     return file

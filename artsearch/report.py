@@ -216,13 +216,14 @@ class Thumbnails:
 
         from artsearch.errors import BadImageError
         from artsearch.images import decode_image, read_file
+        from artsearch.paths import work_file
 
         artwork_id, path = work
         name = f"{artwork_id}.jpg"
         if self.root is None:
             return "!the index does not know the collection folder"
         try:
-            img, _ = decode_image(read_file(self.root / path), min_side=2 * self.side)
+            img, _ = decode_image(read_file(work_file(self.root, path)), min_side=2 * self.side)
         except (BadImageError, OSError) as e:
             return f"!{e}"
         img.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)

@@ -59,8 +59,12 @@ def unlabelled_works(index: ArtIndex, model: Any) -> list[Path]:
     model.check_space(index.space(model.model["space"]))
     if index.root is None:
         raise NotIndexedError(f"{index.path}: the index does not know its collection folder")
-    return [index.root / a.path for a in catalogue.embedded_works(index, model.model["space"])
-            if not catalogue.field_value(a, model.label)]
+    from artsearch.paths import inside
+
+    root = index.root
+    return [file for a in catalogue.embedded_works(index, model.model["space"])
+            if not catalogue.field_value(a, model.label)
+            and (file := inside(root, a.path)) is not None]
 
 
 def prediction_field_problem(field: str, label: str) -> str | None:

@@ -99,8 +99,13 @@ def train(index: ArtIndex, opts: TrainOptions, out: Path, *, group_fields: Seque
         root = index.root
         if root is None:
             raise MetadataError(f"{index.path}: the index does not know its collection folder")
-        paths = [root / p for p in data.paths]
-        missing = [str(p) for p in paths if not p.is_file()]
+        from artsearch.paths import inside
+
+        found = [inside(root, p) for p in data.paths]  # a link out of the collection: gone
+        paths = [f if f is not None else root / p for f, p in zip(found, data.paths,
+                                                                  strict=True)]
+        missing = [str(p) for f, p in zip(found, paths, strict=True)
+                   if f is None or not p.is_file()]
         if missing:
             raise MetadataError(
                 f"{len(missing)} labelled works are no longer in the collection (first: "

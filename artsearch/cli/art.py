@@ -130,7 +130,10 @@ def _style_source(style_image: Path | None, style_id: int | None, style_query: P
         if idx.root is None:
             raise click.ClickException(f"{idx.path}: the index does not know its collection "
                                        "folder; give --style IMAGE")
-        return {"path": str(idx.root / art.path), "artwork_id": art.id, "title": art.title,
+        from artsearch.paths import work_file
+
+        return {"path": str(work_file(idx.root, art.path)), "artwork_id": art.id,
+                "title": art.title,
                 "license": art.license, "chosen_by": how, "index": str(idx.path)}
 
 

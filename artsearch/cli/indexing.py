@@ -61,6 +61,10 @@ from artsearch.textsafe import terminal
 @click.option("--force", is_flag=True, help="With --prune: remove however many are gone.")
 @click.option("--relocate", is_flag=True,
               help="The collection moved: accept FOLDER as the index's new root.")
+@click.option("--follow-links", is_flag=True,
+              help="Also index what file and folder links leading out of FOLDER point to "
+                   "(otherwise each is reported and skipped; links within FOLDER are "
+                   "always followed).")
 @click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
@@ -114,7 +118,8 @@ from artsearch.textsafe import terminal
 def index(folder: Path | None, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
           pooling: str | None, input_size: int | None, index_type: str | None,
-          prune: bool, force: bool, relocate: bool, strict: bool, device: str,
+          prune: bool, force: bool, relocate: bool, follow_links: bool, strict: bool,
+          device: str,
           precision: str, batch_size: int,
           workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
           checkpoint_seconds: float, iiif_source: str | None, iiif_size: int,
@@ -162,7 +167,7 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
     options = IndexOptions(
         space=space, backbone=backbone, weights=weights, index_type=index_type,
         layer=layer, pooling=pooling, input_size=input_size, prune=prune, force=force,
-        relocate=relocate,
+        relocate=relocate, follow_links=follow_links,
         metadata=metadata,
         checkpoint_seconds=checkpoint_seconds,
         progress=not quiet and sys.stderr.isatty(), extractor=extractor)

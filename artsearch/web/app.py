@@ -382,11 +382,12 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 def _inside_collection(index: ArtIndex, art: Any) -> Path:
     """The work's file, refused unless it (links resolved) lies inside the collection."""
+    from artsearch.paths import inside
+
     if index.root is None:
         raise NotIndexedError("the index does not know its collection folder")
-    root = index.root.resolve()
-    path: Path = (root / art.path).resolve()
-    if not path.is_relative_to(root):
+    path = inside(index.root, art.path)
+    if path is None:
         raise NotIndexedError(f"artwork {art.id}: its file points outside the collection; "
                               "not served")
     if not path.is_file():
