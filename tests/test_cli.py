@@ -104,7 +104,7 @@ def test_errors_are_one_line_with_a_fix(collection: Path, tmp_path: Path) -> Non
     code, _, err = invoke("query", "nope.jpg")
     assert code == 1 and "no such artwork" in err
     code, _, err = invoke("query", "a/work_001.jpg", "--exclude-same", "artist", "--where", "x")
-    assert code == 1 and "FIELD=VALUE" in err
+    assert code == 2 and "FIELD=VALUE" in err  # a usage error (issue 25)
     code, _, err = invoke("index", str(collection), "--backbone", "no-such-net")
     assert code == 1 and "unknown backbone 'no-such-net'" in err
 

@@ -217,7 +217,7 @@ def test_a_link_out_of_the_collection_is_not_served(served: tuple[Path, Path],
     secret = tmp_path / "secret.jpg"
     painting(99).save(secret)
     os.symlink(secret, root / "a" / "link.jpg")
-    index_into(root, index)
+    index_into(root, index, follow_links=True)  # indexed on purpose (--follow-links)
     c = client(index, licences=frozenset(CLASSES))  # the link has no licence: show anyway
     work = c.get("/api/works", params={"q": "link"}).json()["works"][0]
     for url in (f"/image/{work['id']}", f"/thumb/{work['id']}"):
