@@ -104,6 +104,28 @@ def judge_dev(tuned: Path, dev: Path) -> dict[str, Any]:
     return {"rows": rows, "embed_seconds": seconds, "works": len(paths)}
 
 
+def query_cost(tuned: Path, dev: Path, pictures: int = 40) -> dict[str, Any]:
+    """Milliseconds to embed one query picture (warm, one at a time, fp32) and bytes per
+    stored vector, untuned against tuned, in the style space."""
+    from artsearch.extract import Extractor
+    from artsearch.images import decode_image, read_file
+
+    paths = sorted(dev.rglob("*.jpg"))[:pictures]
+    images = [decode_image(read_file(p))[0] for p in paths]
+    base = backbones.get("efficientnet-lite0")
+    out: dict[str, Any] = {}
+    for which, spec in (("untuned", base), ("tuned", base.with_weights(tuned))):
+        ex = Extractor(spec, layer=STYLE_LAYERS, pooling="meanstd", precision="fp32",
+                       num_workers=0)
+        ex.embed_images(images[:2])  # load and warm
+        started = time.perf_counter()
+        for img in images:
+            ex.embed_images([img])
+        out[which] = {"ms_per_query_picture": 1000 * (time.perf_counter() - started)
+                      / len(images), "dims": ex.dims, "bytes_per_vector": 4 * ex.dims}
+    return out
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| space | group | mAP@10 untuned | tuned | change [95% CI] | NMI untuned | tuned "
              "| probe untuned | tuned |", "|---|---|---|---|---|---|---|---|---|"]
@@ -133,8 +155,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ship", action="store_true",
                     help=f"copy the best weights to {SHIPPED.relative_to(HERE.parent)} and "
                          "write its model card")
+    ap.add_argument("--judge", type=Path, nargs="+", default=None, metavar="WEIGHTS",
+                    help="only judge these weights files on the dev set (no training)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
+    if args.judge:
+        judged = {}
+        for weights in args.judge:
+            dev = judge_dev(weights, args.dev)
+            judged[str(weights)] = {**dev, "cost": query_cost(weights, args.dev)}
+            print(f"\nDev set, {weights}:\n")
+            print(table(dev["rows"]))
+            print(f"query cost: {judged[str(weights)]['cost']}")
+        path = write_results("art-head-judged", {"machine": machine(), "judged": judged},
+                             args.out)
+        print(f"wrote {path}")
+        return judged
 
     works = read_corpus(args.corpus, args.corpus / "metadata.csv", ["artist", "style"])
     if args.quick:
@@ -179,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_dev:
         dev = judge_dev(Path(best["weights"]), args.dev)
         report["dev"] = dev
+        report["cost"] = query_cost(Path(best["weights"]), args.dev)
         print(f"\nDev set ({dev['works']} works), variant {best['name']}:\n")
         print(table(dev["rows"]))
     if args.ship:
@@ -246,9 +283,21 @@ change]:
 
 {table(dev) if dev else "(not judged in this run)"}
 
+{_cost_line(report.get("cost"))}
+
 Regenerate: `python benchmarks/train_art_head.py --ship` (settings {facts}, variant
 `{best['name']}`); results in `benchmarks/results/art-head-*.json`.
 """
+
+
+def _cost_line(cost: dict[str, Any] | None) -> str:
+    if not cost:
+        return ""
+    u, t = cost["untuned"], cost["tuned"]
+    return (f"Cost: the same network and the same {t['dims']}-d vectors "
+            f"({t['bytes_per_vector']:,} bytes each) as the untuned style space; a query "
+            f"picture takes {t['ms_per_query_picture']:.0f} ms to embed here against "
+            f"{u['ms_per_query_picture']:.0f} ms untuned (fp32, one at a time).")
 
 
 if __name__ == "__main__":

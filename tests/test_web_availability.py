@@ -5,6 +5,7 @@ server on loopback where the event loop matters."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -145,3 +146,35 @@ def test_an_oversized_body_is_refused_before_it_is_read(server: tuple[str, Any])
     # Not the app's own "the upload is over 33,554,432 bytes" (400): that would mean the
     # whole body had been read and spooled first.
     assert status in (None, 413)
+
+
+def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app(
+        served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch import cluster_report
+    from artsearch.rights import DEFAULT_SHOWN, parse_shown
+    from artsearch.web.reports import run_folder
+    from tests.test_cli import invoke
+
+    _, index = served
+    code, out, err = invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")
+    assert code == 0, out + err
+    made = run_folder(index, 1, DEFAULT_SHOWN)
+    assert (made / "index.html").is_file()  # made by `cluster`, not on first view
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the report was made again on view")
+
+    monkeypatch.setattr(cluster_report, "cluster_report", never)
+    page = client(index).get("/clusters/1/index.html")
+    assert page.status_code == 200
+    assert "<a href='/'>&larr; artsearch</a>" in page.text  # a way back
+    linked = {int(n) for n in re.findall(r"<a href=./work/(\d+).><img", page.text)}
+    assert linked  # every thumbnail opens its work's page
+    monkeypatch.undo()
+    # A server showing other licence classes gets a report of its own; the default one stays.
+    before = (made / "index.html").read_bytes()
+    other = client(index, licences=parse_shown("all"))
+    assert other.get("/clusters/1/index.html").status_code == 200
+    assert run_folder(index, 1, parse_shown("all")) != made
+    assert (run_folder(index, 1, parse_shown("all")) / "index.html").is_file()
+    assert (made / "index.html").read_bytes() == before

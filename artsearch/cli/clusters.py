@@ -76,6 +76,8 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
         summary = (_write_cluster_report(idx, result.run_id, report_dir, duplicate_threshold,
                                          show_licences, quiet=as_json)
                    if report_dir is not None else None)
+        _write_app_report(idx, result.run_id, duplicate_threshold, summary,
+                          show_licences)
         if iiif_out is not None:
             from artsearch.iiif import run_manifest
 
@@ -109,6 +111,24 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
         click.echo("no catalogued field to compare with (index with --metadata)")
     if summary is not None:
         click.echo(f"report: {summary.path}")
+
+
+def _write_app_report(idx: Any, run: int, threshold: float, summary: Any,
+                      show_licences: str | None) -> None:
+    """The report `artsearch serve` shows for this run, made now rather than on its first
+    view (for the default licence classes; a copy of --report's when that used them)."""
+    import shutil
+
+    from artsearch.cluster_report import cluster_report
+    from artsearch.rights import DEFAULT_SHOWN, parse_shown
+    from artsearch.web.reports import run_folder
+
+    folder = run_folder(idx.path, run, DEFAULT_SHOWN)
+    if summary is not None and parse_shown(show_licences) == DEFAULT_SHOWN:
+        shutil.copytree(summary.path.parent, folder, dirs_exist_ok=True)
+    else:
+        cluster_report(idx, run, folder, duplicate_threshold=threshold,
+                       licences=DEFAULT_SHOWN)
 
 
 def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float,

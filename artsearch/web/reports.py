@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from artsearch.errors import MetadataError, NotIndexedError
 from artsearch.web.security import HEADERS
 
-__all__ = ["report_routes"]
+__all__ = ["report_routes", "run_folder"]
 
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 _TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json",
@@ -45,6 +45,18 @@ def _csp_for(html: str) -> str:
     return policy
 
 
+_THUMB = re.compile(r"(<img src='thumbs/(\d{1,18})\.jpg'[^>]*>)")
+_BACK = ("<nav class=toc aria-label='artsearch'><a href='/'>&larr; artsearch</a> &rsaquo; "
+         "<a href='/clusters'>clusters and models</a></nav>")
+
+
+def _in_app(html: str) -> str:
+    """A report page as the app serves it: a way back to the app at the top, and each
+    work's thumbnail a link to its page (the file on disk stays as written)."""
+    html = html.replace("<body>", "<body>" + _BACK, 1)
+    return _THUMB.sub(r"<a href='/work/\2'>\1</a>", html)
+
+
 def _serve(folder: Path, name: str) -> Response:
     """`name` from inside `folder` (no link or '..' out of it); HTML with its own policy."""
     path = (folder / name).resolve()
@@ -52,9 +64,20 @@ def _serve(folder: Path, name: str) -> Response:
         raise NotIndexedError(f"no {name!r} in this report")
     media = _TYPES.get(path.suffix.lower(), "application/octet-stream")
     if path.suffix.lower() == ".html":
-        text = path.read_text(encoding="utf-8")
+        text = _in_app(path.read_text(encoding="utf-8"))
         return HTMLResponse(text, headers={"content-security-policy": _csp_for(text)})
     return FileResponse(path, media_type=media)
+
+
+def run_folder(index_path: Path, run: int, licences: frozenset[str]) -> Path:
+    """Where the app keeps clustering run `run`'s report for the licence classes it shows:
+    one folder per set of classes, so that servers showing different classes never rewrite
+    each other's report (`artsearch cluster` writes the default one as it makes the run)."""
+    from artsearch.rights import DEFAULT_SHOWN
+
+    key = "default" if licences == DEFAULT_SHOWN else hashlib.sha256(
+        ",".join(sorted(licences)).encode()).hexdigest()[:10]
+    return index_path / "reports" / f"cluster-run-{run}-{key}"
 
 
 def model_reports(index_path: Path) -> dict[str, Path]:
@@ -110,16 +133,16 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
             clustering.load_run(index, run)
         except MetadataError as e:  # no such run: not found, like any unknown address
             raise NotIndexedError(str(e)) from e
-        folder = index.path / "reports" / f"cluster-run-{run}"
+        folder = run_folder(index.path, run, allowed)
         if not (folder / "index.html").is_file() or _written_for(folder) != sorted(allowed):
-            cluster_report(index, run, folder, licences=allowed)  # once, on first view
+            cluster_report(index, run, folder, licences=allowed)  # runs made before 0.2
         return _serve(folder, name)
 
     @router.get("/clusters/{run}/thumbs/{name}")
     def run_thumb(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "") -> Response:
         index = live.get()
         thumb_allowed(index, name)
-        return _serve(index.path / "reports" / f"cluster-run-{run}" / "thumbs", name)
+        return _serve(run_folder(index.path, run, allowed) / "thumbs", name)
 
     @router.get("/models/{model}/{name}")
     def model_file(model: str, name: str = "index.html") -> Response:
