@@ -96,6 +96,16 @@ figure.work.medoid img { outline: 3px solid var(--accent); outline-offset: -3px;
 .legend span.item { margin-right: 14px; white-space: nowrap; }
 @media print { nav.toc, button { display: none; } body { background: #fff; }
                section { break-inside: avoid-page; } }
+@media (max-width: 700px) {
+  header.provenance, nav.toc, main { padding-left: 12px; padding-right: 12px; }
+  dl.facts { grid-template-columns: minmax(0, 1fr); }
+  table { display: block; overflow-x: auto; max-width: 100%; }
+  img, svg, canvas { max-width: 100%; height: auto; }
+  .charts { grid-template-columns: minmax(0, 1fr); }
+  .pair { margin-right: 0; flex-wrap: wrap; }
+  figure.work { width: 104px; }
+  figure.work img, figure.work .missing { width: 104px; height: 104px; }
+}
 """
 
 

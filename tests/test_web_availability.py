@@ -18,9 +18,9 @@ import pytest
 
 from artsearch.web import build
 from tests.conftest import painting
-from tests.test_web import client, free_port, jpeg, served
+from tests.test_web import client, free_port, jpeg, live_server, served
 
-__all__ = ["served"]  # the fixture, shared with tests/test_web.py
+__all__ = ["live_server", "served"]  # the fixtures, shared with tests/test_web.py
 
 
 @pytest.fixture
@@ -178,3 +178,46 @@ def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app
     assert run_folder(index, 1, parse_shown("all")) != made
     assert (run_folder(index, 1, parse_shown("all")) / "index.html").is_file()
     assert (made / "index.html").read_bytes() == before
+
+
+WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
+
+
+def _no_sideways_scroll(page: Any) -> bool:
+    return bool(page.evaluate(
+        "() => document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+@pytest.mark.browser
+def test_pages_fit_a_phone_and_the_first_work_is_a_few_tabs_away(
+        served: tuple[Path, Path], live_server: str) -> None:
+    from tests.browser import open_url, screenshot
+
+    _, index = served
+    from tests.test_cli import invoke
+
+    assert invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")[0] == 0
+    work = client(index).get("/api/works").json()["works"][0]["id"]
+    with open_url(live_server + "/", live_server) as (page, log):
+        # Keyboard: Tab reaches the skip link first; following it, the next Tab is a work.
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.className") == "skip"
+        page.keyboard.press("Enter")
+        for _ in range(3):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.classList.contains('tile')"):
+                break
+        assert page.evaluate("() => document.activeElement.classList.contains('tile')")
+        page.set_viewport_size(PHONE)
+        for url in ("/", f"/work/{work}", "/clusters", "/clusters/1/index.html",
+                    "/work/999999"):
+            page.goto(live_server + url, wait_until="load")
+            assert _no_sideways_scroll(page), url
+        page.goto(live_server + "/", wait_until="load")
+        assert not page.is_visible(".facets")  # in the drawer
+        page.click("label[for=filters-toggle]")
+        assert page.is_visible(".facets")
+        screenshot(page, "serve-phone.png")
+        page.set_viewport_size(WIDE)
+        assert page.is_visible(".facets") and not page.is_visible(".drawer-button")
+    assert log["errors"] == [] and log["outside"] == []
