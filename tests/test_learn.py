@@ -167,3 +167,30 @@ def test_learning_needs_values_to_hold_out(corpus: Path, tmp_path: Path) -> None
     code, _, err = invoke("learn", "--corpus", str(corpus), "--metadata", str(meta),
                           "--label", "artist", "--out", str(tmp_path / "w.pt"))
     assert code == 1 and "learning needs at least 4" in err and not (tmp_path / "w.pt").exists()
+
+
+def test_the_shipped_art_weights_are_the_ones_their_model_card_names() -> None:
+    from artsearch.backbones import _builtin
+
+    weights = _builtin.ART_WEIGHTS
+    card = weights.with_suffix(".md").read_text(encoding="utf-8")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert f"`{digest}`" in card and digest == _builtin.ART_SHA256
+    assert weights.stat().st_size <= 20e6
+    assert "non-commercial research use only" in card and "learnt from them" in card
+
+
+def test_the_lite0_art_preset_needs_nothing_else(corpus: Path, tmp_path: Path) -> None:
+    index = tmp_path / "idx"
+    code, out, err = invoke("index", str(corpus), "--index", str(index), "--space", "art",
+                            "--backbone", "lite0-art", "--workers", "0", "-q")
+    assert code == 0, out + err
+    (space,) = json.loads(invoke("info", "--index", str(index), "--json")[1])["spaces"]
+    assert space["backbone"] == "lite0-art" and space["pooling"] == "meanstd"
+    assert space["layer"] == "stage4,stage6,final" and space["dims"] == 3104
+    from artsearch.backbones import _builtin
+
+    assert space["weights_sha256"] == _builtin.ART_SHA256
+    code, out, _ = invoke("query", str(corpus / "a02_1.png"), "--index", str(index),
+                          "--space", "art", "-k", "3", "--json")
+    assert code == 0 and json.loads(out)["results"][0]["path"] == "a02_1.png"

@@ -131,7 +131,7 @@ register(_lite(
 # The art space's preset: Lite0 with its last stages tuned on 12,177 WikiArt paintings by
 # benchmarks/train_art_head.py (model card: weights/lite0-art.md, which names this checksum).
 ART_WEIGHTS = Path(__file__).resolve().parent / "weights" / "lite0-art.pt"
-ART_SHA256 = "0" * 64
+ART_SHA256 = "3aa49cfc6126298fcbe9885e0b7266df5233e2863709a5a2498cca1b42c324de"
 
 
 def _art_file() -> Path:
