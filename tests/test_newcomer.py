@@ -125,3 +125,14 @@ def test_options_written_wrongly_exit_2_as_clicks_own(collection: Path) -> None:
                  ["query", "--text", "  "]):
         code, _, err = invoke(*args)
         assert code == 2, (args, err)
+
+
+def test_the_version_is_one_and_released_in_the_changelog() -> None:
+    import tomllib
+
+    import artsearch
+
+    root = Path(__file__).resolve().parents[1]
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert artsearch.__version__ == version
+    assert f"## {version} — " in (root / "CHANGELOG.md").read_text()
