@@ -65,6 +65,16 @@ def variant(text: str, base: LearnOptions) -> tuple[str, LearnOptions]:
     return name, opts
 
 
+HELD_OUT_HEAD = ("held-out artist mAP untuned | tuned | style mAP@10 untuned | tuned | "
+                 "content artist mAP@10 untuned | tuned")
+
+
+def held_out_cells(before: dict[str, float], after: dict[str, float]) -> str:
+    """The held-out measures, untuned and tuned, as table cells (HELD_OUT_HEAD's)."""
+    return " | ".join(f"{m[k]:.3f}" for k in ("style artist mAP", "style style mAP@10",
+                                              "content artist mAP@10") for m in (before, after))
+
+
 def make_bundle(out: Path, train_works: int, val_works: int, seed: int = 0) -> None:
     """Copy a subset of art-train with the CPU run's split, and float16 base weights."""
     import torch
@@ -177,17 +187,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         except (RuntimeError, MemoryError) as e:  # one configuration's failure is a row
             print(f"{name} from stage {tune_from}: {e}", flush=True)
         torch.cuda.empty_cache()
-    print("\n| backbone | tuned from | lr | held-out artist mAP untuned | tuned | style mAP@10 "
-          "untuned | tuned | content artist mAP@10 untuned | tuned | best epoch | cache s "
-          "| train s |")
+    print(f"\n| backbone | tuned from | lr | {HELD_OUT_HEAD} | best epoch | cache s | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        b, a = r["before"], r["after"]
         print(f"| {r['backbone']} | stage {r['tune_from']} | {r['lr']:g} | "
-              f"{b['style artist mAP']:.3f} | "
-              f"{a['style artist mAP']:.3f} | {b['style style mAP@10']:.3f} | "
-              f"{a['style style mAP@10']:.3f} | {b['content artist mAP@10']:.3f} | "
-              f"{a['content artist mAP@10']:.3f} | {r['best_epoch']} | "
+              f"{held_out_cells(r['before'], r['after'])} | {r['best_epoch']} | "
               f"{r['cache_seconds']:.0f} | {r['train_seconds']:.0f} |")
     report = {"machine": {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available()
                           else None, "torch": torch.__version__,

@@ -47,7 +47,7 @@ from benchmarks.bench_backbones import (  # noqa: E402
     paired_difference,
     retrieval,
 )
-from benchmarks.gpu_art_check import variant  # noqa: E402
+from benchmarks.gpu_art_check import HELD_OUT_HEAD, held_out_cells, variant  # noqa: E402
 
 CORPUS = HERE.parents[1] / "shared" / "data" / "art-train"
 SHIPPED = HERE.parent / "artsearch" / "backbones" / "weights" / "lite0-art.pt"
@@ -206,14 +206,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "val_artists": len(set(prep.values["artist"][prep.val])),
         "cache_seconds": prep.cache_seconds, "failed": prep.failed[:20],
         "variants": tried, "chosen": best["name"]}
-    print("\n| variant | val artist mAP untuned | tuned | val style mAP@10 untuned | tuned "
-          "| val content artist mAP@10 untuned | tuned | best epoch | s/epoch |")
+    print(f"\n| variant | {HELD_OUT_HEAD} | best epoch | s/epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for t in tried:
-        b, a = t["before"], t["after"]
-        print(f"| {t['name']} | {b['style artist mAP']:.3f} | {a['style artist mAP']:.3f} | "
-              f"{b['style style mAP@10']:.3f} | {a['style style mAP@10']:.3f} | "
-              f"{b['content artist mAP@10']:.3f} | {a['content artist mAP@10']:.3f} | "
+        print(f"| {t['name']} | {held_out_cells(t['before'], t['after'])} | "
               f"{t['best_epoch']} | {t['seconds_per_epoch']:.0f} |")
     if not args.no_dev:
         dev = judge_dev(Path(best["weights"]), args.dev)
