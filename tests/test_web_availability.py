@@ -221,3 +221,38 @@ def test_pages_fit_a_phone_and_the_first_work_is_a_few_tabs_away(
         page.set_viewport_size(WIDE)
         assert page.is_visible(".facets") and not page.is_visible(".drawer-button")
     assert log["errors"] == [] and log["outside"] == []
+
+
+def test_a_work_page_for_a_curator(served: tuple[Path, Path], tmp_path: Path) -> None:
+    root, index = served
+    c = client(index)
+    works = c.get("/api/works").json()["works"]
+    first = works[0]["id"]
+    page = c.get(f"/work/{first}", params={"blend": 40, "k": 5}).text
+    # Not its own neighbour; plain "similarity" with the exact cosine on hover; the blend
+    # column says which other columns list each of its works.
+    neighbour_ids = re.findall(r'class="tile" href="/work/(\d+)"', page)
+    assert str(first) not in neighbour_ids and len(neighbour_ids) == 15  # 3 columns x 5
+    assert re.search(r'title="cosine similarity 0\.\d{4} \(1 = the same vector\)">similarity '
+                     r'0\.\d\d<', page)
+    assert "also in content" in page
+    assert '<output id="blend-value" for="blend">40 %</output>' in page
+    # No banner for a work whose image is shown; a banner saying how to show it otherwise.
+    assert 'id="withheld"' not in page
+    from artsearch.index import ArtIndex
+    from artsearch.store import Artwork
+
+    with ArtIndex(index) as idx:
+        idx.lock()
+        with idx.store.session() as s, s.begin():
+            art = s.get(Artwork, first)
+            assert art is not None
+            art.license = "All rights reserved"
+            art.extra = {**(art.extra or {}), "url": "https://museum.example/objects/1",
+                         "note": "javascript:alert(1)"}
+        idx.touch()
+    page = c.get(f"/work/{first}").text
+    assert 'id="withheld"' in page and "--show-licences default,other" in page
+    assert '<a href="https://museum.example/objects/1" rel="noopener noreferrer nofollow">' \
+        in page
+    assert 'href="javascript:' not in page

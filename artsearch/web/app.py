@@ -125,7 +125,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     public domain, CC0, CC BY, CC BY-SA) are never sent: their thumbnails are grey tiles
     with the rights statement and /image/ refuses them."""
     from artsearch.query import parse_mix, search
-    from artsearch.rights import DEFAULT_SHOWN, shown, statement
+    from artsearch.rights import DEFAULT_SHOWN, licence_class, shown, statement
 
     allowed = DEFAULT_SHOWN if licences is None else licences
 
@@ -218,17 +218,28 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         art = artwork(index, artwork_id)
         filters = _filters(index, where, exclude)
         spaces = [sp.name for sp in index.spaces()]
-        columns = [(name, neighbours(index, art.id, space=name, mix=None, k=k,
-                                     where=filters, exclude=exclude)) for name in spaces]
+        def others(result: Any) -> Any:  # the work is its own nearest: not listed as one
+            result.hits = [h for h in result.hits if h.id != art.id][:k]
+            return result
+
+        columns = [(name, others(neighbours(index, art.id, space=name, mix=None, k=k + 1,
+                                            where=filters, exclude=exclude)))
+                   for name in spaces]
         blended = None
         if len(spaces) >= 2 and 0 < blend < 100:
             a, b = spaces[:2]
             mix = f"{a}={(100 - blend) / 100:g},{b}={blend / 100:g}"
-            blended = (mix, neighbours(index, art.id, space=None, mix=mix, k=k,
-                                       where=filters, exclude=exclude))
+            blended = (mix, others(neighbours(index, art.id, space=None, mix=mix, k=k + 1,
+                                              where=filters, exclude=exclude)))
+        # Which of the columns beside it list each blended work.
+        also = {h.id: [name for name, result in columns if h.id in {x.id for x in result.hits}]
+                for h in (blended[1].hits if blended else [])}
+        withheld = None if shown(art.license, allowed) else {
+            "class": licence_class(art.license), "statement": statement(art.license)}
         return templates.TemplateResponse(request, "work.html", {
             "art": art, "work": _work_dict(art), "columns": columns, "blended": blended,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
+            "also": also, "withheld": withheld,
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
                             and "," not in sp.layer]})
 

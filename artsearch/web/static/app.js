@@ -21,6 +21,16 @@
     }
   });
   input.addEventListener("change", function () { if (input.files.length) { form.submit(); } });
+  // The blend slider: its value shown as it moves; the page asked again once it rests
+  // (each arrow key would otherwise reload the page).
   var blend = document.getElementById("blend");
-  if (blend) { blend.addEventListener("change", function () { blend.form.submit(); }); }
+  var shown = document.getElementById("blend-value");
+  var timer = null;
+  if (blend) {
+    blend.addEventListener("input", function () { if (shown) { shown.value = blend.value + " %"; } });
+    blend.addEventListener("change", function () {
+      if (timer) { clearTimeout(timer); }
+      timer = setTimeout(function () { blend.form.submit(); }, 700);
+    });
+  }
 })();
