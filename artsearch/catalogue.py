@@ -257,12 +257,16 @@ def browse(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
 
 def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
            text_query: str | None = None, fields: Sequence[str] = FACET_FIELDS,
-           top: int = 12) -> dict[str, list[tuple[str, int]]]:
-    """For each field, its most common values among the matching works, with counts."""
-    conditions = _browse_conditions(index, where, text_query)
+           top: int = 12, all_of: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    """For each field, its most common values (`top`; every value of field `all_of`) among
+    the works that match the search and the *other* fields' filters, with counts: a field's
+    own chosen values never hide its others, so several can be chosen ("A or B")."""
     out: dict[str, list[tuple[str, int]]] = {}
     with index.store.session() as s:
         for name in fields:
+            others = {f: v for f, v in (where or {}).items() if f != name}
+            conditions = _browse_conditions(index, others, text_query)
+            limit = 5000 if name == all_of else top
             if name in DERIVED_FIELDS and not _catalogued(index, name):
                 counts: dict[str, int] = {}  # per distinct date, then by its century
                 for date, n in s.execute(select(Artwork.date, func.count()).where(
@@ -270,12 +274,12 @@ def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
                     value = century(date)
                     if value:
                         counts[value] = counts.get(value, 0) + int(n)
-                rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+                rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
             else:
                 expr = _field_expr(name)
                 rows = [(str(v), int(n)) for v, n in s.execute(
                     select(expr, func.count()).where(*conditions, expr.is_not(None))
-                    .group_by(expr).order_by(func.count().desc(), expr).limit(top))]
+                    .group_by(expr).order_by(func.count().desc(), expr).limit(limit))]
             if rows:
                 out[name] = rows
     return out

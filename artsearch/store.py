@@ -42,7 +42,7 @@ __all__ = [
 
 # The migrations in migrations/versions, oldest first (tests/test_migrations.py checks this
 # against Alembic's own reading of the scripts). A new migration adds its revision here.
-SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 
 # Catalogue fields with their own columns; any other CSV column goes to Artwork.extra.
 METADATA_FIELDS = ("title", "artist", "date", "style", "genre", "license", "source")

@@ -101,3 +101,27 @@ def test_full_text_search_follows_inserts_updates_and_deletes(tmp_path: Path) ->
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM artworks WHERE id = 1")
     assert found("tavern") == []
+
+
+def test_search_covers_every_catalogue_field_with_accents_folded(tmp_path: Path) -> None:
+    """Migration 0006: an index made at 0005 gains source, style, ... and `extra` in its
+    full-text search, for works already there and works added later."""
+    db = tmp_path / "old.db"
+    Store(db, upgrade=False).upgrade("0005")
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO artworks (path, sha256, size, mtime, title, artist, source, extra, "
+            "added_at, updated_at) VALUES ('a.jpg', 'abc', 10, 1.0, 'Still Life', "
+            "'Jean-Siméon Chardin', 'Rijksmuseum', '{\"inventory\": \"SK-A-1234\"}', "
+            "'2026-01-01', '2026-01-01')")
+    Store(db)
+
+    def found(word: str) -> list[int]:
+        with sqlite3.connect(db) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT rowid FROM artworks_fts WHERE artworks_fts MATCH ?", (word,))]
+
+    assert found("rijksmuseum") == [1] and found("simeon") == [1] and found("SK") == [1]
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE artworks SET style = 'Baroque' WHERE id = 1")
+    assert found("baroque") == [1]

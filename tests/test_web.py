@@ -339,9 +339,13 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         assert page.locator(".neighbours[data-space='content'] .tile").count() >= 1
         assert page.locator(".neighbours[data-space='tone'] .tile").count() >= 1
         first = page.get_attribute(".work", "data-id")
+        assert "where=artist%3DAnn" in page.url  # the filter walks on with the curator
         page.click(".neighbours[data-space='content'] .tile >> nth=1")
         page.wait_for_load_state("load")
         assert page.get_attribute(".work", "data-id") != first
+        assert "where=artist%3DAnn" in page.url
+        page.click("#clear-work-filters")  # neighbours among all works again
+        page.wait_for_load_state("load")
         # Blend and leave out the artist: the form, no script needed.
         page.check("#exclude-artist")
         page.fill("#blend", "40")

@@ -256,3 +256,39 @@ def test_a_work_page_for_a_curator(served: tuple[Path, Path], tmp_path: Path) ->
     assert '<a href="https://museum.example/objects/1" rel="noopener noreferrer nofollow">' \
         in page
     assert 'href="javascript:' not in page
+
+
+def test_facets_reach_every_value_combine_and_come_off(tmp_path: Path) -> None:
+    from tests.conftest import make_collection
+    from tests.test_cli import index_args, invoke
+
+    root = tmp_path / "many"
+    paths = make_collection(root, n=16)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,genre,source\n" + "".join(
+        f"{p.relative_to(root).as_posix()},still_life_{i:02d},Rijksmuseum Amsterdam\n"
+        for i, p in enumerate(paths)))
+    index = tmp_path / "idx"
+    assert invoke(*index_args(root, "--index", str(index), "--metadata", str(meta),
+                              "-q"))[0] == 0
+    c = client(index)
+    page = c.get("/").text
+    genres = re.findall(r'data-field="genre".*?</section>', page, re.S)[0]
+    assert genres.count("<li>") == 12 and "every genre…" in genres
+    assert "still life 00" in genres and "still_life_00</a>" not in genres  # a human label
+    every = re.findall(r'data-field="genre".*?</section>', c.get("/?more=genre").text,
+                       re.S)[0]
+    assert every.count("<li>") == 16  # every value reachable
+    # Two values of one field: either matches, and the field still offers its others.
+    both = c.get("/", params=[("where", "genre=still_life_00"),
+                              ("where", "genre=still_life_01")]).text
+    assert "2 works" in both
+    genres = re.findall(r'data-field="genre".*?</section>', both, re.S)[0]
+    assert genres.count('class="on"') == 2 and genres.count("<li>") == 12
+    # A chip takes its value off, and keeps the other.
+    chip = re.search(r'<li class="chip">genre: still life 00 <a href="([^"]+)"', both)
+    assert chip is not None
+    one = c.get(chip.group(1).replace("&amp;", "&")).text
+    assert "1 works" in one
+    # Search reaches every catalogue field (the source), accents folded.
+    assert "16 works" in c.get("/", params={"q": "rijksmuseum"}).text

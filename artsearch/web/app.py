@@ -110,6 +110,14 @@ def _filters(index: ArtIndex, items: list[str], also: list[str] | None = None
     return filters
 
 
+def _keep(q: str, where: list[str]) -> str:
+    """The search and filters as a query string, kept on links from work to work."""
+    from urllib.parse import urlencode
+
+    pairs = ([("q", q)] if q else []) + [("where", w) for w in where if w.strip()]
+    return urlencode(pairs)
+
+
 def _work_dict(art: Any) -> dict[str, Any]:
     return {"id": art.id, "path": art.path, "title": art.title, "artist": art.artist,
             "date": art.date, "style": art.style, "genre": art.genre, "license": art.license,
@@ -196,7 +204,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
 
     @app.get("/", response_class=HTMLResponse)
     def browse_page(request: Request, q: str = "", where: list[str] = Query([]),
-                    page: int = Query(1, ge=1, le=100_000)) -> Response:
+                    page: int = Query(1, ge=1, le=100_000),
+                    more: str | None = Query(None, max_length=100)) -> Response:
         index = live.get()
         filters = _filters(index, where)
         key = (tuple(sorted((f, tuple(v)) for f, v in filters.items())), q)
@@ -205,8 +214,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         return templates.TemplateResponse(request, "browse.html", {
             "q": q, "where": where, "filters": filters, "works": works, "total": total,
             "page": page, "pages": max(1, -(-total // PAGE)),
-            "facets": live.memo(("facets", key), lambda: catalogue.facets(
-                index, where=filters, text_query=q)), "text_spaces": text_spaces(index),
+            "facets": live.memo(("facets", key, more), lambda: catalogue.facets(
+                index, where=filters, text_query=q, all_of=more)), "more": more,
+            "text_spaces": text_spaces(index), "keep": _keep(q, where),
             "spaces": [sp.name for sp in index.spaces()]})
 
     @app.get("/work/{artwork_id}", response_class=HTMLResponse)
@@ -239,7 +249,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         return templates.TemplateResponse(request, "work.html", {
             "art": art, "work": _work_dict(art), "columns": columns, "blended": blended,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
-            "also": also, "withheld": withheld,
+            "also": also, "withheld": withheld, "keep": _keep("", where),
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
                             and "," not in sp.layer]})
 
