@@ -292,3 +292,22 @@ def test_facets_reach_every_value_combine_and_come_off(tmp_path: Path) -> None:
     assert "1 works" in one
     # Search reaches every catalogue field (the source), accents folded.
     assert "16 works" in c.get("/", params={"q": "rijksmuseum"}).text
+
+
+def test_an_upload_shows_its_picture_and_changes_space_without_sending_it_again(
+        served: tuple[Path, Path]) -> None:
+    root, index = served
+    c = client(index)
+    picture = jpeg(painting(42))
+    page = c.post("/query", files={"image": ("photo.jpg", picture)}, data={"space": "content"})
+    assert page.status_code == 200
+    key = re.search(r'src="/query/([0-9a-f]{32})/picture.jpg"', page.text).group(1)
+    shown = c.get(f"/query/{key}/picture.jpg")
+    assert shown.status_code == 200 and shown.content[:2] == b"\xff\xd8"
+    other = re.search(rf'href="/query/{key}\?space=tone"', page.text)
+    assert other is not None
+    again = c.get(f"/query/{key}", params={"space": "tone"})
+    assert again.status_code == 200 and 'data-space="tone"' in again.text
+    assert "photo.jpg" in again.text
+    assert c.get("/query/" + "0" * 32, params={"space": "tone"}).status_code == 404
+    assert c.get("/query/../etc").status_code == 404

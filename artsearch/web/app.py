@@ -102,6 +102,50 @@ class LiveIndex:
             return self._extractors[key]
 
 
+class RecentUploads:
+    """The last few uploads, in memory only (never on disk): as sent when under 4 MB (so an
+    upload of an indexed file is still known as that work), else as a JPEG of at most
+    1024 px; enough to ask the same picture of another space, and to show it."""
+
+    def __init__(self, size: int = 16, seconds: float = 1800.0) -> None:
+        self.size, self.seconds = size, seconds
+        self._kept: dict[str, tuple[float, str, bytes, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, name: str, data: bytes) -> str:
+        import hashlib
+        import time
+
+        from artsearch.images import decode_image
+
+        img, _ = decode_image(data)  # refused here as the search would refuse it
+
+        def jpeg(side: int) -> bytes:
+            small = img.copy()
+            small.thumbnail((side, side))
+            out = io.BytesIO()
+            small.save(out, "JPEG", quality=88)
+            return out.getvalue()
+
+        kept = data if len(data) <= 4 << 20 else jpeg(1024)
+        key = hashlib.sha256(data).hexdigest()[:32]
+        with self._lock:  # what is shown is always a JPEG made here, never the bytes sent
+            self._kept[key] = (time.monotonic(), name, kept, jpeg(640))
+            for old in sorted(self._kept, key=lambda k: self._kept[k][0])[:-self.size]:
+                del self._kept[old]
+        return key
+
+    def get(self, key: str) -> tuple[str, bytes, bytes] | None:
+        """(name, bytes to search with, a JPEG to show), or None once forgotten."""
+        import time
+
+        with self._lock:
+            found = self._kept.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return None
+            return found[1], found[2], found[3]
+
+
 def _filters(index: ArtIndex, items: list[str], also: list[str] | None = None
              ) -> dict[str, list[str]]:
     """`where` parameters as a filter, refused when a field (or one of `also`) no work has."""
@@ -253,17 +297,43 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
                             and "," not in sp.layer]})
 
+    uploads = RecentUploads()
+
+    async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
+        kept = uploads.get(key)
+        if kept is None:
+            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
+                                  "in memory only); upload the picture again")
+        name, data, _ = kept
+        index = live.get()
+        result = await off_the_loop(lambda: search(
+            index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
+            make_extractor=lambda sp: live.extractor(index, sp)))
+        return templates.TemplateResponse(request, "results.html", {
+            "result": result, "name": name, "space": space, "key": key,
+            "spaces": [sp.name for sp in index.spaces()]})
+
     @app.post("/query", response_class=HTMLResponse)
     async def upload_page(request: Request, image: UploadFile = File(...),
                           space: str = Form("content"), k: int = Form(12)) -> Response:
         data = await _read_upload(image, max_upload)
-        index = live.get()
-        result = await off_the_loop(lambda: search(
-            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
-            k=max(1, min(k, 100)), make_extractor=lambda sp: live.extractor(index, sp)))
-        return templates.TemplateResponse(request, "results.html", {
-            "result": result, "name": image.filename or "upload", "space": space,
-            "spaces": [sp.name for sp in index.spaces()]})
+        key = await off_the_loop(lambda: uploads.keep(image.filename or "upload", data))
+        return await upload_results(request, key, space, k)
+
+    @app.get("/query/{key}", response_class=HTMLResponse)
+    async def upload_again(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
+                           space: str = Query("content", max_length=200),
+                           k: int = Query(12, ge=1, le=100)) -> Response:
+        """The same upload in another space, without sending it again."""
+        return await upload_results(request, key, space, k)
+
+    @app.get("/query/{key}/picture.jpg")
+    def upload_picture(key: str = PathParam(pattern="^[0-9a-f]{32}$")) -> Response:
+        kept = uploads.get(key)
+        if kept is None:
+            raise NotIndexedError("that upload is no longer kept")
+        return Response(kept[2], media_type="image/jpeg",
+                        headers={"cache-control": "private, max-age=600"})
 
     def text_spaces(index: ArtIndex) -> list[str]:
         """Spaces whose backbone has a text tower (open_clip): they answer descriptions."""
