@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -28,19 +28,16 @@ from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
 from artsearch.web.explain import explain_routes
 from artsearch.web.reports import report_routes
+from artsearch.web.uploads import (
+    MAX_UPLOAD_BYTES,
+    RETRY_AFTER_SECONDS,
+    ServerBusyError,
+    upload_routes,
+)
 
 __all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
 
 HERE = Path(__file__).resolve().parent
-MAX_UPLOAD_BYTES = 32 << 20  # a 100-megapixel JPEG is about 30 MB
-# Uploads decoded and embedded at once, each in a worker thread (never on the event loop, so
-# browsing stays quick while one is embedded); one more is answered 503 with Retry-After.
-UPLOADS_AT_ONCE = 2
-RETRY_AFTER_SECONDS = 5
-
-
-class ServerBusyError(ArtsearchError):
-    """As many uploads as the server embeds at once are under way; try again shortly."""
 THUMB_SIZES = {"s": 200, "m": 560}
 PAGE = 48
 MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no artwork, not an overflow
@@ -102,50 +99,6 @@ class LiveIndex:
             return self._extractors[key]
 
 
-class RecentUploads:
-    """The last few uploads, in memory only (never on disk): as sent when under 4 MB (so an
-    upload of an indexed file is still known as that work), else as a JPEG of at most
-    1024 px; enough to ask the same picture of another space, and to show it."""
-
-    def __init__(self, size: int = 16, seconds: float = 1800.0) -> None:
-        self.size, self.seconds = size, seconds
-        self._kept: dict[str, tuple[float, str, bytes, bytes]] = {}
-        self._lock = threading.Lock()
-
-    def keep(self, name: str, data: bytes) -> str:
-        import hashlib
-        import time
-
-        from artsearch.images import decode_image
-
-        img, _ = decode_image(data)  # refused here as the search would refuse it
-
-        def jpeg(side: int) -> bytes:
-            small = img.copy()
-            small.thumbnail((side, side))
-            out = io.BytesIO()
-            small.save(out, "JPEG", quality=88)
-            return out.getvalue()
-
-        kept = data if len(data) <= 4 << 20 else jpeg(1024)
-        key = hashlib.sha256(data).hexdigest()[:32]
-        with self._lock:  # what is shown is always a JPEG made here, never the bytes sent
-            self._kept[key] = (time.monotonic(), name, kept, jpeg(640))
-            for old in sorted(self._kept, key=lambda k: self._kept[k][0])[:-self.size]:
-                del self._kept[old]
-        return key
-
-    def get(self, key: str) -> tuple[str, bytes, bytes] | None:
-        """(name, bytes to search with, a JPEG to show), or None once forgotten."""
-        import time
-
-        with self._lock:
-            found = self._kept.get(key)
-            if found is None or time.monotonic() - found[0] > self.seconds:
-                return None
-            return found[1], found[2], found[3]
-
-
 def _filters(index: ArtIndex, items: list[str], also: list[str] | None = None
              ) -> dict[str, list[str]]:
     """`where` parameters as a filter, refused when a field (or one of `also`) no work has."""
@@ -191,6 +144,9 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(explain_routes(live, templates, allowed))
+    uploads = upload_routes(live, templates, max_upload)
+    app.include_router(uploads)
+    app.state.warm = uploads.warm  # type: ignore[attr-defined]
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
@@ -202,35 +158,6 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         return templates.TemplateResponse(request, "message.html", {"message": str(exc)},
                                           status_code=status, headers=headers)
 
-    slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
-
-    async def off_the_loop(work: Any) -> Any:
-        """`work()` in a worker thread, if one of the upload slots is free."""
-        from starlette.concurrency import run_in_threadpool
-
-        if not slots.acquire(blocking=False):
-            raise ServerBusyError(f"{UPLOADS_AT_ONCE} pictures are being compared already; "
-                                  f"try again in a few seconds")
-        try:
-            return await run_in_threadpool(work)
-        finally:
-            slots.release()
-
-    def warm() -> None:
-        """Build each space's model once at start, in the background: the first upload
-        then answers in about the time of any other."""
-        try:
-            index = live.get()
-            for sp in index.spaces():
-                if index.saved_count(sp):
-                    ex = live.extractor(index, sp)
-                    from PIL import Image
-
-                    ex.embed_images([Image.new("RGB", (64, 64), "grey")])
-        except Exception:  # noqa: BLE001 - a space that cannot load says so when asked
-            pass
-
-    app.state.warm = warm
 
     def artwork(index: ArtIndex, artwork_id: int) -> Any:
         art = catalogue.find_artwork(index, id=artwork_id)
@@ -296,44 +223,6 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             "also": also, "withheld": withheld, "keep": _keep("", where),
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
                             and "," not in sp.layer]})
-
-    uploads = RecentUploads()
-
-    async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
-        kept = uploads.get(key)
-        if kept is None:
-            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
-                                  "in memory only); upload the picture again")
-        name, data, _ = kept
-        index = live.get()
-        result = await off_the_loop(lambda: search(
-            index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
-            make_extractor=lambda sp: live.extractor(index, sp)))
-        return templates.TemplateResponse(request, "results.html", {
-            "result": result, "name": name, "space": space, "key": key,
-            "spaces": [sp.name for sp in index.spaces()]})
-
-    @app.post("/query", response_class=HTMLResponse)
-    async def upload_page(request: Request, image: UploadFile = File(...),
-                          space: str = Form("content"), k: int = Form(12)) -> Response:
-        data = await _read_upload(image, max_upload)
-        key = await off_the_loop(lambda: uploads.keep(image.filename or "upload", data))
-        return await upload_results(request, key, space, k)
-
-    @app.get("/query/{key}", response_class=HTMLResponse)
-    async def upload_again(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
-                           space: str = Query("content", max_length=200),
-                           k: int = Query(12, ge=1, le=100)) -> Response:
-        """The same upload in another space, without sending it again."""
-        return await upload_results(request, key, space, k)
-
-    @app.get("/query/{key}/picture.jpg")
-    def upload_picture(key: str = PathParam(pattern="^[0-9a-f]{32}$")) -> Response:
-        kept = uploads.get(key)
-        if kept is None:
-            raise NotIndexedError("that upload is no longer kept")
-        return Response(kept[2], media_type="image/jpeg",
-                        headers={"cache-control": "private, max-age=600"})
 
     def text_spaces(index: ArtIndex) -> list[str]:
         """Spaces whose backbone has a text tower (open_clip): they answer descriptions."""
@@ -444,31 +333,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         return JSONResponse(json_safe(with_provenance(index, result, "GET /api/works/ID/"
                                                                      "neighbours")))
 
-    @app.post("/api/query")
-    async def api_query(image: UploadFile = File(...), space: str = Form("content"),
-                        k: int = Form(10)) -> JSONResponse:
-        data = await _read_upload(image, max_upload)
-        index = live.get()
-        result = await off_the_loop(lambda: search(
-            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
-            k=max(1, min(k, 1000)), make_extractor=lambda sp: live.extractor(index, sp)))
-        return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
-
     return app
-
-
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    """The upload's bytes, refused past `limit` without reading further; never written to
-    disk by us, and gone once the answer is sent."""
-    chunks, size = [], 0
-    while chunk := await upload.read(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise BadImageError(f"the upload is over {limit:,} bytes; send a smaller image")
-        chunks.append(chunk)
-    if not size:
-        raise BadImageError("the upload is empty; choose an image file")
-    return b"".join(chunks)
 
 
 def _inside_collection(index: ArtIndex, art: Any) -> Path:

@@ -1,0 +1,177 @@
+"""Query by upload (`POST /query`, `POST /api/query`): decoded and embedded off the event loop,
+a bounded number at once; recent uploads kept in memory so the same picture can be asked of
+another space (`GET /query/KEY?space=`) and shown beside its results."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
+from artsearch.textsafe import json_safe
+
+__all__ = ["MAX_UPLOAD_BYTES", "RETRY_AFTER_SECONDS", "UPLOADS_AT_ONCE", "RecentUploads",
+           "ServerBusyError", "upload_routes"]
+
+MAX_UPLOAD_BYTES = 32 << 20  # a 100-megapixel JPEG is about 30 MB
+# Uploads decoded and embedded at once, each in a worker thread (never on the event loop, so
+# browsing stays quick while one is embedded); one more is answered 503 with Retry-After.
+UPLOADS_AT_ONCE = 2
+RETRY_AFTER_SECONDS = 5
+
+
+class ServerBusyError(ArtsearchError):
+    """As many uploads as the server embeds at once are under way; try again shortly."""
+class RecentUploads:
+    """The last few uploads, in memory only (never on disk): as sent when under 4 MB (so an
+    upload of an indexed file is still known as that work), else as a JPEG of at most
+    1024 px; enough to ask the same picture of another space, and to show it."""
+
+    def __init__(self, size: int = 16, seconds: float = 1800.0) -> None:
+        self.size, self.seconds = size, seconds
+        self._kept: dict[str, tuple[float, str, bytes, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, name: str, data: bytes) -> str:
+        import hashlib
+        import time
+
+        from artsearch.images import decode_image
+
+        img, _ = decode_image(data)  # refused here as the search would refuse it
+
+        def jpeg(side: int) -> bytes:
+            small = img.copy()
+            small.thumbnail((side, side))
+            out = io.BytesIO()
+            small.save(out, "JPEG", quality=88)
+            return out.getvalue()
+
+        kept = data if len(data) <= 4 << 20 else jpeg(1024)
+        key = hashlib.sha256(data).hexdigest()[:32]
+        with self._lock:  # what is shown is always a JPEG made here, never the bytes sent
+            self._kept[key] = (time.monotonic(), name, kept, jpeg(640))
+            for old in sorted(self._kept, key=lambda k: self._kept[k][0])[:-self.size]:
+                del self._kept[old]
+        return key
+
+    def get(self, key: str) -> tuple[str, bytes, bytes] | None:
+        """(name, bytes to search with, a JPEG to show), or None once forgotten."""
+        import time
+
+        with self._lock:
+            found = self._kept.get(key)
+            if found is None or time.monotonic() - found[0] > self.seconds:
+                return None
+            return found[1], found[2], found[3]
+
+
+def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES) -> APIRouter:
+    """The upload routes over `live` (web.app.LiveIndex); the router's `warm` loads each
+    space's model (`serve` calls it in the background at start)."""
+    from artsearch.query import search
+    from artsearch.web.app import with_provenance
+
+    router = APIRouter()
+
+    slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+
+    async def off_the_loop(work: Any) -> Any:
+        """`work()` in a worker thread, if one of the upload slots is free."""
+        from starlette.concurrency import run_in_threadpool
+
+        if not slots.acquire(blocking=False):
+            raise ServerBusyError(f"{UPLOADS_AT_ONCE} pictures are being compared already; "
+                                  f"try again in a few seconds")
+        try:
+            return await run_in_threadpool(work)
+        finally:
+            slots.release()
+
+    def warm() -> None:
+        """Build each space's model once at start, in the background: the first upload
+        then answers in about the time of any other."""
+        try:
+            index = live.get()
+            for sp in index.spaces():
+                if index.saved_count(sp):
+                    ex = live.extractor(index, sp)
+                    from PIL import Image
+
+                    ex.embed_images([Image.new("RGB", (64, 64), "grey")])
+        except Exception:  # noqa: BLE001 - a space that cannot load says so when asked
+            pass
+
+    router.warm = warm  # type: ignore[attr-defined]
+
+    uploads = RecentUploads()
+
+    async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
+        kept = uploads.get(key)
+        if kept is None:
+            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
+                                  "in memory only); upload the picture again")
+        name, data, _ = kept
+        index = live.get()
+        result = await off_the_loop(lambda: search(
+            index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
+            make_extractor=lambda sp: live.extractor(index, sp)))
+        return templates.TemplateResponse(request, "results.html", {  # type: ignore[no-any-return]
+            "result": result, "name": name, "space": space, "key": key,
+            "spaces": [sp.name for sp in index.spaces()]})
+
+    @router.post("/query", response_class=HTMLResponse)
+    async def upload_page(request: Request, image: UploadFile = File(...),
+                          space: str = Form("content"), k: int = Form(12)) -> Response:
+        data = await _read_upload(image, max_upload)
+        key = await off_the_loop(lambda: uploads.keep(image.filename or "upload", data))
+        return await upload_results(request, key, space, k)
+
+    @router.get("/query/{key}", response_class=HTMLResponse)
+    async def upload_again(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
+                           space: str = Query("content", max_length=200),
+                           k: int = Query(12, ge=1, le=100)) -> Response:
+        """The same upload in another space, without sending it again."""
+        return await upload_results(request, key, space, k)
+
+    @router.get("/query/{key}/picture.jpg")
+    def upload_picture(key: str = PathParam(pattern="^[0-9a-f]{32}$")) -> Response:
+        kept = uploads.get(key)
+        if kept is None:
+            raise NotIndexedError("that upload is no longer kept")
+        return Response(kept[2], media_type="image/jpeg",
+                        headers={"cache-control": "private, max-age=600"})
+
+    @router.post("/api/query")
+    async def api_query(image: UploadFile = File(...), space: str = Form("content"),
+                        k: int = Form(10)) -> JSONResponse:
+        data = await _read_upload(image, max_upload)
+        index = live.get()
+        result = await off_the_loop(lambda: search(
+            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
+            k=max(1, min(k, 1000)), make_extractor=lambda sp: live.extractor(index, sp)))
+        return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
+
+    return router
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, refused past `limit` without reading further; never written to
+    disk by us, and gone once the answer is sent."""
+    chunks, size = [], 0
+    while chunk := await upload.read(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise BadImageError(f"the upload is over {limit:,} bytes; send a smaller image")
+        chunks.append(chunk)
+    if not size:
+        raise BadImageError("the upload is empty; choose an image file")
+    return b"".join(chunks)
+
+
