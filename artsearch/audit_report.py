@@ -28,7 +28,7 @@ def audit_report(index: Any, result: dict[str, Any], out_dir: Path,
     hubs = "".join(thumbs.figure(
         t["id"], f"in {t['occurrences']} lists · {t['title'] or Path(t['path']).name}",
         t["path"]) for t in h["top"])
-    facts_hub = (f"<table><tr><th></th><th class=num>cosine</th><th class=num>CSLS</th></tr>"
+    facts_hub = (f"<table><tr><th>measure</th><th class=num>cosine</th><th class=num>CSLS</th></tr>"
                  f"<tr><td>skewness of the {h['k']}-occurrence</td><td class=num>"
                  f"{h['skewness']:.2f}</td><td class=num>{h['csls']['skewness']:.2f}</td></tr>"
                  f"<tr><td>busiest work: top-{h['k']} lists</td><td class=num>{h['max']}</td>"

@@ -146,7 +146,7 @@ def _calibration(c: dict[str, Any]) -> str:
                                               "scaling fits the log-likelihood, not the ECE)")
         + f"; on the untouched test split {c['test_ece_before']:.3f} before, "
         f"{c['test_ece_after']:.3f} after.</p>"
-        "<table><tr><th></th><th class=num>before</th><th class=num>after</th></tr>"
+        "<table><tr><th>measure</th><th class=num>before</th><th class=num>after</th></tr>"
         f"<tr><td>ECE, {short}</td><td class=num>{c['val_ece_before']:.4f}</td>"
         f"<td class=num>{c['val_ece_after']:.4f}</td></tr>"
         f"<tr><td>ECE, test</td><td class=num>{c['test_ece_before']:.4f}</td>"
@@ -213,7 +213,7 @@ def _group_section(name: str, rows: list[dict[str, Any]]) -> str:
               if rows else 0.0)
     return (f"<section id='by-{esc(name)}'><h2>Accuracy by {esc(name)}</h2>"
             f"<table><tr><th>{esc(name)}</th><th class=num>test works</th>"
-            f"<th class=num>accuracy</th><th class=num>macro-F1</th><th></th></tr>{body}"
+            f"<th class=num>accuracy</th><th class=num>macro-F1</th><th>accuracy, drawn</th></tr>{body}"
             f"</table><p class=note>Accuracy differs by {spread:.2f} between groups. Groups "
             "with few works give noisy figures; a persistent gap means the model serves some "
             "parts of the collection worse.</p></section>")
@@ -231,7 +231,7 @@ def _history(m: dict[str, Any]) -> str:
                 f"{probe['cv_folds']}-fold cross-validated log-loss on the training split.</p>"
                 "<table><tr><th class=num>C (inverse regularisation)</th>"
                 f"<th class=num>cross-validated log-loss ({probe['cv_folds']} folds; lower is "
-                f"better)</th><th></th></tr>{cv_rows}</table></section>")
+                f"better)</th><th>chosen</th></tr>{cv_rows}</table></section>")
     rows = "".join(
         f"<tr><td class=num>{r['epoch']}</td><td class=num>{r['train_loss']:.4f}</td>"
         f"<td class=num>{r['val_loss']:.4f}</td><td class=num>{r['val_accuracy']:.3f}</td>"
@@ -245,7 +245,7 @@ def _history(m: dict[str, Any]) -> str:
             "<table><tr><th class=num>epoch</th><th class=num>training log-loss</th>"
             "<th class=num>validation log-loss</th><th class=num>validation accuracy</th>"
             "<th class=num>seconds</th>"
-            f"<th></th></tr>{rows}</table></section>")
+            f"<th>kept</th></tr>{rows}</table></section>")
 
 
 def _about(m: dict[str, Any], data: Any) -> str:

@@ -99,7 +99,8 @@ figure.work.medoid img { outline: 3px solid var(--accent); outline-offset: -3px;
 @media (max-width: 700px) {
   header.provenance, nav.toc, main { padding-left: 12px; padding-right: 12px; }
   dl.facts { grid-template-columns: minmax(0, 1fr); }
-  table { display: block; overflow-x: auto; max-width: 100%; }
+  table { table-layout: fixed; width: 100%; }
+  th, td { overflow-wrap: anywhere; padding-right: 4px; }
   img, svg, canvas { max-width: 100%; height: auto; }
   .charts { grid-template-columns: minmax(0, 1fr); }
   .pair { margin-right: 0; flex-wrap: wrap; }
