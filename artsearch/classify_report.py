@@ -213,7 +213,8 @@ def _group_section(name: str, rows: list[dict[str, Any]]) -> str:
               if rows else 0.0)
     return (f"<section id='by-{esc(name)}'><h2>Accuracy by {esc(name)}</h2>"
             f"<table><tr><th>{esc(name)}</th><th class=num>test works</th>"
-            f"<th class=num>accuracy</th><th class=num>macro-F1</th><th>accuracy, drawn</th></tr>{body}"
+            f"<th class=num>accuracy</th><th class=num>macro-F1</th><th>accuracy, drawn</th>"
+            f"</tr>{body}"
             f"</table><p class=note>Accuracy differs by {spread:.2f} between groups. Groups "
             "with few works give noisy figures; a persistent gap means the model serves some "
             "parts of the collection worse.</p></section>")
