@@ -179,6 +179,24 @@ def calibrate(examples: Sequence[Example], base: Thresholds | None = None) -> Th
     return best
 
 
+def split_halves(examples: Sequence[Example], seed: int = 0
+                 ) -> tuple[list[Example], list[Example]]:
+    """(fit, held out): each kind of example (every derivation, the hard negatives, the
+    relabelled pairs) dealt alternately into the two halves after a seeded shuffle, so both
+    hold every type and its negatives in the same proportions."""
+    rng = np.random.default_rng(seed)
+    by_kind: dict[str, list[Example]] = {}
+    for e in examples:
+        by_kind.setdefault(e.how, []).append(e)
+    fit: list[Example] = []
+    held: list[Example] = []
+    for kind in sorted(by_kind):
+        group = [by_kind[kind][i] for i in rng.permutation(len(by_kind[kind]))]
+        fit += group[0::2]
+        held += group[1::2]
+    return fit, held
+
+
 def thresholds_record(t: Thresholds, fit: Sequence[Example], held_out: Sequence[Example],
                       **facts: Any) -> dict[str, Any]:
     return {"thresholds": asdict(t), "fitted_on": len(fit), "judged_on": len(held_out),
@@ -211,6 +229,18 @@ def read_labels(path: Path) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def _same_pixels(index: ArtIndex, arts: dict[int, Any], a: int, b: int, decoded: Any) -> bool:
+    """Whether work b's file decodes to the same pixels as work a's (`decoded`): a PNG
+    re-save of a JPEG's pixels is the same picture, not a hard negative."""
+    from artsearch.images import decode_image, read_file
+
+    try:
+        other, _ = decode_image(read_file(work_file(index.root, arts[b].path)))
+    except (BadImageError, OSError):
+        return False
+    return bool(other.size == decoded.size and other.tobytes() == decoded.tobytes())
+
+
 def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200,
                     labels: Sequence[tuple[str, str, str | None]] = (), seed: int = 0,
                     progress: Progress | None = None) -> dict[str, Any]:
@@ -241,6 +271,10 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
             for x, y in ((a, b), (b, a)):
                 if x not in nearest or s > nearest[x][1]:
                     nearest[x] = (y, s)
+    by_path = {a.path: a.id for a in arts.values()}
+    # Pairs a curator labelled as duplicates are never used as hard negatives.
+    known = {frozenset((by_path[a], by_path[b])) for a, b, label in labels
+             if label is not None and a in by_path and b in by_path}
     say(f"synthesising {len(chosen)} derivatives and {len(chosen)} hard negatives")
     from artsearch.images import decode_image, read_file
 
@@ -256,11 +290,13 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
         how = DERIVATIONS[n % len(DERIVATIONS)]
         copy, truth = derive(img, how, rng)
         examples.append(Example(geometry(fa, features(copy)), 1.0, truth, how))
-        if art_id in nearest and (fb := cache.get(nearest[art_id][0])) is not None:
+        other = nearest.get(art_id, (None, 0.0))[0]
+        if other is not None and frozenset((art_id, other)) not in known \
+                and not _same_pixels(index, arts, art_id, other, img) \
+                and (fb := cache.get(other)) is not None:
             examples.append(Example(geometry(fa, fb), nearest[art_id][1], None, "negative"))
         if (n + 1) % 50 == 0:
             say(f"{n + 1} of {len(chosen)} works")
-    by_path = {a.path: a.id for a in arts.values()}
     for pa, pb, label in labels:
         missing = [p for p in (pa, pb) if p not in by_path]
         if missing:
@@ -269,7 +305,7 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
         fa, fb = cache.get(by_path[pa]), cache.get(by_path[pb])
         if fa is not None and fb is not None:
             examples.append(Example(geometry(fa, fb), 1.0, label, "label"))
-    fit, held = examples[::2], examples[1::2]
+    fit, held = split_halves(examples, seed)
     t = calibrate(fit, load_thresholds(index)[0])
     record = thresholds_record(
         t, fit, held, space=space, works=len(chosen), labels=len(labels), seed=seed,

@@ -452,3 +452,55 @@ def test_query_rerank_csls(conv_index: tuple[Path, Path]) -> None:
     mixed = CliRunner().invoke(cli, ["query", str(root / "w3.jpg"), "--index", str(index),
                                      "--mix", "content=1,tone=1", "--rerank", "csls"])
     assert mixed.exit_code == 2 and "--rerank applies to one space" in mixed.output
+
+
+# -- honest calibration (issue 24) ----------------------------------------------------------------
+
+def test_calibration_halves_each_hold_every_type_and_its_negatives(tmp_path: Path) -> None:
+    from artsearch.duplicates_fit import DERIVATIONS
+
+    root = tmp_path / "coll"
+    copy_paintings(root, list(range(0, 40, 2)), "w", lambda i: "Public domain")
+    # A PNG re-save of one work: the same pixels, so never a "hard negative" of it.
+    Image.open(root / "w0.jpg").convert("RGB").save(root / "w0-resaved.png")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, extractor={"num_workers": 0}))
+    out = CliRunner().invoke(cli, ["duplicates", "--index", str(tmp_path / "idx"),
+                                   "--calibrate", "21", "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout)["thresholds"]
+    held = record["held_out"]
+    # Every derivation type and the negatives are judged, and the table's counts add up.
+    from artsearch.duplicates_fit import _TRUE_TYPE
+
+    assert {_TRUE_TYPE[d] for d in DERIVATIONS} | {"none"} <= set(held)
+    assert sum(row["pairs"] for row in held.values()) == record["judged_on"]
+    assert sum(row["predicted"] for row in held.values()) == record["judged_on"]
+    assert abs(record["fitted_on"] - record["judged_on"]) <= len(DERIVATIONS) + 1
+
+
+def test_split_halves_deals_each_kind_into_both() -> None:
+    from artsearch.duplicates_fit import Example, split_halves
+
+    examples = [Example(None, 1.0, how, how) for how in ("crop", "detail", "negative")  # type: ignore[arg-type]
+                for _ in range(5)]
+    fit, held = split_halves(examples, seed=3)
+    assert len(fit) + len(held) == 15
+    for kind in ("crop", "detail", "negative"):
+        assert sum(e.how == kind for e in fit) == 3 and sum(e.how == kind for e in held) == 2
+
+
+def test_a_resave_of_the_same_pixels_is_not_a_hard_negative(tmp_path: Path) -> None:
+    from artsearch.catalogue import artworks
+    from artsearch.duplicates_fit import _same_pixels
+
+    root = tmp_path / "coll"
+    copy_paintings(root, [0, 3], "w", lambda i: "Public domain")
+    original = Image.open(root / "w0.jpg").convert("RGB")
+    original.save(root / "w0.png")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, extractor={"num_workers": 0}))
+        arts = {a.id: a for a in artworks(idx)}
+        by = {a.path: a.id for a in arts.values()}
+        assert _same_pixels(idx, arts, by["w0.jpg"], by["w0.png"], original)
+        assert not _same_pixels(idx, arts, by["w0.jpg"], by["w1.jpg"], original)
