@@ -79,6 +79,11 @@ class Geometry:
     box: list[int] | None = None  # the smaller part's footprint in the whole, x0 y0 x1 y1
     whole: list[int] | None = None  # the whole's width and height (original pixels)
     same_pixels: bool = False
+    # Where the agreeing points lie in the part (the picture inside the other): the share of
+    # them off its outer band, and how many cells of a 3x3 grid over its interior they
+    # reach. Points only in a frame or painted border are no evidence of one picture.
+    interior: float = 1.0
+    spread: int = 9
 
 
 @dataclass
@@ -100,7 +105,8 @@ class Pair:
                 "mirrored": g.mirrored, "cover_a": round(g.cover_a, 3),
                 "cover_b": round(g.cover_b, 3), "scale": round(g.scale, 3),
                 "rotation": round(g.rotation, 1), "part": part,
-                "box": g.box if part else None}
+                "box": g.box if part else None, "interior": round(g.interior, 3),
+                "spread": g.spread}
 
 
 # -- features and geometry -----------------------------------------------------------------------
@@ -199,8 +205,30 @@ def _fit(fa: Features, fb: Features, pa: np.ndarray, pb: np.ndarray,
     box = _box(poly, whole)
     whole_size = _size(whole)
     rotation = float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))
+    agreeing = mask.ravel().astype(bool)
+    part_points, part_size = (src, fa.size) if cover_a >= cover_b else (dst, fb.size)
+    interior, spread = _interior(part_points[agreeing], part_size)
     return Geometry(int(mask.sum()), mirrored, cover_a, cover_b,
-                    scale * fa.scale / fb.scale, rotation, box, whole_size)
+                    scale * fa.scale / fb.scale, rotation, box, whole_size,
+                    interior=interior, spread=spread)
+
+
+FRAME_BAND = 0.12  # the outer share of each side where a frame or painted border lies
+MIN_INTERIOR = 0.35  # share of agreeing points that must lie inside the band
+MIN_SPREAD = 3  # cells of a 3x3 grid over the interior they must reach
+
+
+def _interior(points: np.ndarray, size: tuple[int, int]) -> tuple[float, int]:
+    """(share of `points` off the outer FRAME_BAND, cells of a 3x3 grid over the interior
+    that hold at least one)."""
+    if not len(points):
+        return 0.0, 0
+    w, h = size
+    x = (points[:, 0] / max(w, 1) - FRAME_BAND) / (1 - 2 * FRAME_BAND)
+    y = (points[:, 1] / max(h, 1) - FRAME_BAND) / (1 - 2 * FRAME_BAND)
+    inside = (x >= 0) & (x < 1) & (y >= 0) & (y < 1)
+    cells = {(int(a * 3), int(b * 3)) for a, b in zip(x[inside], y[inside], strict=True)}
+    return float(inside.mean()), len(cells)
 
 
 def _corners(size: tuple[int, int]) -> np.ndarray:
@@ -232,6 +260,9 @@ def classify(g: Geometry, cosine: float, t: Thresholds) -> str | None:
     """The pair's type from its geometry (and, failing that, its cosine); None: no pair."""
     if g.same_pixels:
         return "exact"
+    if g.inliers >= t.min_inliers and (g.interior < MIN_INTERIOR or g.spread < MIN_SPREAD):
+        # Agreement only in a frame or a border: two pictures that share one, not a pair.
+        return "related" if cosine >= t.related else None
     if g.inliers >= t.min_inliers:
         whole, part = max(g.cover_a, g.cover_b), min(g.cover_a, g.cover_b)
         if part >= t.full:

@@ -504,3 +504,27 @@ def test_a_resave_of_the_same_pixels_is_not_a_hard_negative(tmp_path: Path) -> N
         by = {a.path: a.id for a in arts.values()}
         assert _same_pixels(idx, arts, by["w0.jpg"], by["w0.png"], original)
         assert not _same_pixels(idx, arts, by["w0.jpg"], by["w1.jpg"], original)
+
+
+def framed(painting: Image.Image, frame: Image.Image, side: int = 420) -> Image.Image:
+    """`painting` inside a wide ornamented frame cut from `frame` (the same frame for all)."""
+    out = frame.resize((side, side)).copy()
+    band = int(side * 0.11)
+    out.paste(painting.resize((side - 2 * band, side - 2 * band)), (band, band))
+    return out
+
+
+def test_two_paintings_in_one_frame_are_no_pair(tmp_path: Path) -> None:
+    from artsearch.duplicates import Thresholds, classify, features, geometry
+
+    frame = picture(30)  # a busy painting makes a frame full of keypoints
+    a, b = framed(picture(1), frame), framed(picture(9), frame)
+    g = geometry(features(a), features(b))
+    assert g.inliers >= Thresholds().min_inliers  # the frames agree, point for point
+    assert g.interior < 0.35 or g.spread < 3
+    assert classify(g, 0.80, Thresholds()) is None
+    # The same framed painting, re-encoded, is still a pair: its interior agrees too.
+    out = tmp_path / "again.jpg"
+    a.resize((380, 380)).save(out, quality=70)
+    g2 = geometry(features(a), features(Image.open(out).convert("RGB")))
+    assert classify(g2, 0.95, Thresholds()) == "re-encoded"
