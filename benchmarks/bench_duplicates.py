@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sys
 import tempfile
@@ -53,7 +54,12 @@ def build(data: Path, folder: Path, works: int, seed: int) -> tuple[dict[str, An
     for r in rows:
         target = coll / "orig" / r["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to((data / r["path"]).resolve())
+        # A hard link (or a copy across file systems), not a symbolic one: artsearch neither
+        # indexes nor reads through links that lead out of a collection.
+        try:
+            os.link((data / r["path"]).resolve(), target)
+        except OSError:
+            shutil.copyfile(data / r["path"], target)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(rows), works, replace=False).tolist())
     truth: dict[str, Any] = {}
