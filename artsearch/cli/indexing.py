@@ -64,7 +64,8 @@ from artsearch.textsafe import terminal
 @click.option("--follow-links", is_flag=True,
               help="Also index what file and folder links leading out of FOLDER point to "
                    "(otherwise each is reported and skipped; links within FOLDER are "
-                   "always followed).")
+                   "always followed). Their works are searchable; their pictures are never "
+                   "read back through the link (serve, reports, duplicates show none).")
 @click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
