@@ -113,7 +113,9 @@ def _lite(name: str, size: int, base: WeightsSource, note: str, *, weights: Weig
         # --weights takes a file of tuned stages (`artsearch learn`), laid over the base.
         accepts_weights=True,
         default_pooling=default_pooling,
-        extra={"family": "lite", "base": base_name, "base_weights": base},
+        # Regions (artsearch.regions) are cut from the last stage with a spatial map.
+        extra={"family": "lite", "base": base_name, "base_weights": base,
+               "region_layer": "stage7"},
     )
 
 

@@ -66,6 +66,11 @@ from artsearch.textsafe import terminal
                    "(otherwise each is reported and skipped; links within FOLDER are "
                    "always followed). Their works are searchable; their pictures are never "
                    "read back through the link (serve, reports, duplicates show none).")
+@click.option("--regions", is_flag=True,
+              help="Also describe every work of the space by ~48 overlapping regions at two "
+                   "scales, so `artsearch query IMG --region X,Y,W,H` and `--in-regions` find "
+                   "a motif or a detail in other works (about 75 ms a work on a 2-core CPU; "
+                   "once on, later runs keep it up to date).")
 @click.option("--strict", is_flag=True, help="Exit with an error if any file fails.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ...")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
@@ -119,7 +124,8 @@ from artsearch.textsafe import terminal
 def index(folder: Path | None, index_name: str | None, space: str, metadata: Path | None,
           backbone: str | None, weights: Path | None, allow_download: bool, layer: str | None,
           pooling: str | None, input_size: int | None, index_type: str | None,
-          prune: bool, force: bool, relocate: bool, follow_links: bool, strict: bool,
+          prune: bool, force: bool, relocate: bool, follow_links: bool, regions: bool,
+          strict: bool,
           device: str,
           precision: str, batch_size: int,
           workers: int | None, decode: str, max_pixels: int | None, max_bytes: int | None,
@@ -209,6 +215,7 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
             click.echo(f"interrupted: every finished batch is saved{kept}; run the same "
                        "command to continue", err=True)
             sys.exit(130)
+        region_report = _regions(idx, space, regions, quiet) if report.total else None
     for line in report.damaged:
         click.echo(f"repaired {line}", err=True)
     if fetched is not None:
@@ -229,12 +236,52 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
                    "`artsearch info --failures` lists them all", err=True)
     if not quiet:
         _print_index_report(report, path, space)
+    if region_report is not None:
+        _print_regions(region_report, quiet)
     if report.total == 0:
         hint = ("no image files found" if not report.scanned and not report.failed
                 else "no image could be indexed")
         raise click.ClickException(f"{folder}: {hint}; nothing is in space {space!r}")
     if strict and report.failed:
         raise click.ClickException(f"{len(report.failed)} file(s) failed (--strict)")
+
+
+def _regions(idx: Any, space: str, wanted: bool, quiet: bool) -> Any:
+    """Bring the space's region index up to date when asked, or when it has one."""
+    from artsearch.regions import build_regions, has_regions
+
+    if not (wanted or has_regions(idx, idx.space(space))):
+        return None
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet or not sys.stderr.isatty():
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="regions", file=sys.stderr)
+            bar.__enter__()
+        bar.update(1)
+        if done == total:
+            bar.__exit__(None, None, None)
+
+    try:
+        return build_regions(idx, space, progress=progress)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the region index is as it was before this run; run the same "
+                   "command to describe the works again", err=True)
+        sys.exit(130)
+
+
+def _print_regions(report: Any, quiet: bool) -> None:
+    for rel, reason in report.skipped[:FAILURES_SHOWN]:
+        click.echo(f"regions skipped {terminal(rel)}: {reason}", err=True)
+    if quiet:
+        return
+    how = report.structure + (f", keeping {report.work_recall:.0%} of the exact top-10 works"
+                              if report.work_recall is not None else " (exact)")
+    click.echo(f"  regions: {report.works} works, {report.regions:,} regions ({how}); "
+               f"{report.added} described, {report.removed} dropped in {report.seconds:.1f} s")
 
 
 def _print_index_report(report: Any, path: Path, space: str) -> None:

@@ -44,6 +44,14 @@ from artsearch.textsafe import terminal
 @click.option("--cite", is_flag=True,
               help="Keep this query and its answer in the index under a stable id (printed) "
                    "that `artsearch show ID` asks again and checks.")
+@click.option("--region", "region", default=None, metavar="X,Y,W,H",
+              help="Find this part of IMAGE (or of --id's work) in other works: left, top, "
+                   "width, height as fractions of the picture. Works rank by their "
+                   "best-matching region, whose box is shown. Needs a region index "
+                   "(`artsearch index DIR --regions`).")
+@click.option("--in-regions", is_flag=True,
+              help="IMAGE is itself a detail or fragment: find the works it may come from, "
+                   "by their best-matching region.")
 @licences_option
 @click.option("--iiif-out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
@@ -56,7 +64,8 @@ from artsearch.textsafe import terminal
 def query(image: str | None, index_name: str | None, space: str, mix: str | None,
           artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
           exclude_same: tuple[str, ...], explain_dir: str | None, rerank: str | None,
-          cite: bool, show_licences: str | None, iiif_out: Path | None, iiif_base: str,
+          cite: bool, region: str | None, in_regions: bool, show_licences: str | None,
+          iiif_out: Path | None, iiif_base: str,
           as_json: bool) -> None:
     """Show the artworks nearest to IMAGE (or to --id, or --text).
 
@@ -73,6 +82,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
       artsearch query IMG --explain maps/      why: heat maps + shares, maps/index.html
       artsearch query IMG --cite               a citable id; `artsearch show ID` re-asks
       artsearch query IMG --iiif-out hits.json a IIIF manifest of the results
+      artsearch query --id 12 --region 0.1,0.5,0.3,0.3   this motif in other works
+      artsearch query FRAGMENT.jpg --in-regions  which work a detail comes from
     """
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
@@ -85,6 +96,12 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                                "--explain, or give --explain a folder for the maps")
     if sum(x is not None for x in (image, artwork_id, text)) != 1:
         raise click.UsageError("give one of IMAGE, --id or --text")
+    if region is not None or in_regions:
+        _query_regions(image, artwork_id, index_name, space, region, k, where, as_json,
+                       text=text, mix=mix, others={"--explain": explain_dir, "--cite": cite,
+                                                   "--rerank": rerank, "--iiif-out": iiif_out,
+                                                   "--exclude-same": exclude_same})
+        return
     if explain_dir:
         from artsearch.paths import output_dir
 
@@ -129,6 +146,40 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                    err=True)
 
 
+def _query_regions(image: str | None, artwork_id: int | None, index_name: str | None,
+                   space: str, region: str | None, k: int, where: tuple[str, ...],
+                   as_json: bool, *, text: str | None, mix: str | None,
+                   others: dict[str, Any]) -> None:
+    from artsearch.home import resolve_index
+    from artsearch.index import ArtIndex
+    from artsearch.query import parse_where
+    from artsearch.regions import parse_box, query_regions
+
+    if text is not None or mix is not None:
+        raise click.UsageError("--region and --in-regions search pictures in one space; drop "
+                               "--text and --mix")
+    given = [name for name, value in others.items() if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} does not apply to a region query yet; "
+                               "drop it")
+    if artwork_id is not None and region is None:
+        raise click.UsageError("--id with --in-regions: give --region X,Y,W,H, the part of "
+                               "the work to look for")
+    box = parse_box(region) if region is not None else None
+    image_path = Path(image) if image is not None and Path(image).exists() else None
+    if image_path is not None and not image_path.is_file():
+        raise click.ClickException(f"{image}: not a file; give an image file")
+    artwork: str | int | None = artwork_id if artwork_id is not None else (
+        None if image_path is not None else image)
+    with ArtIndex(resolve_index(index_name)) as idx:
+        result = query_regions(idx, space=space, image=image_path, artwork=artwork, box=box,
+                               k=k, where=parse_where(where))
+    if as_json:
+        click.echo(dumps(result.as_dict()))
+        return
+    _print_hits(result, boxes=True)
+
+
 def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path | None,
              explain_dir: str, facts: dict[str, Any], licences: frozenset[str], *,
              quiet: bool) -> dict[str, Any]:
@@ -171,7 +222,7 @@ def _print_explained(explained: dict[str, Any]) -> None:
         click.echo(f"#{rank}: " + "; ".join(parts + maps or ["no map"]))
 
 
-def _print_hits(result: Any) -> None:
+def _print_hits(result: Any, *, boxes: bool = False) -> None:
     for note in result.notes:
         click.echo(f"note: {terminal(note)}", err=True)
     if not result.hits:
@@ -182,15 +233,17 @@ def _print_hits(result: Any) -> None:
     rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", terminal(h.path),
              terminal(h.title), terminal(h.artist),
              " / ".join(terminal(v) for v in (h.style, h.genre) if v)]
+            + ([",".join(f"{v:.2f}" for v in h.box)] if boxes else [])
             for h in result.hits]
     # A blended score is a weighted z-score (how far above this query's typical work), not a
     # cosine; the header says which.
     header = ["#", "z" if blended else "csls" if "rerank" in result.search else "sim", "path",
-              "title", "artist", "style / genre"]
+              "title", "artist", "style / genre"] + (["region x,y,w,h"] if boxes else [])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     # Shrink the widest text columns until the table fits the terminal.
-    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:]) > 12:
-        i = max(range(2, len(widths)), key=lambda j: widths[j])
+    shrinkable = range(2, 6)  # text columns; numbers and boxes keep their width
+    while sum(widths) + 2 * (len(widths) - 1) > width and max(widths[2:6]) > 12:
+        i = max(shrinkable, key=lambda j: widths[j])
         widths[i] -= 1
     for row in [header, *rows]:
         cells = [_fit(c, w) for c, w in zip(row, widths, strict=True)]

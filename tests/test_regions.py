@@ -1,0 +1,218 @@
+"""Region index: build beside a space, keep up to date, find a motif or a detail's source."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsearch.errors import OptionError
+from artsearch.index import ArtIndex
+from artsearch.regions import (
+    WORK_RECALL_BAR,
+    _load,
+    _merge,
+    _structure,
+    build_regions,
+    parse_box,
+    query_regions,
+)
+from tests.conftest import DEV, FAKE, TRAINABLE, make_collection, requires_dev
+from tests.test_cli import invoke
+
+
+def region_index(collection: Path, *extra: str) -> tuple[int, str, str]:
+    return invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0",
+                  "--regions", *extra)
+
+
+def detail(source: Path, box: tuple[int, int, int, int], out: Path, scale: int = 3) -> Path:
+    """A part of a picture, enlarged and re-encoded, as a print of a detail would be."""
+    with Image.open(source) as img:
+        part = img.convert("RGB").crop(box)
+    part.resize((part.width * scale, part.height * scale), Image.Resampling.BICUBIC).save(
+        out, quality=80)
+    return out
+
+
+def test_regions_are_built_beside_the_space_and_kept_up_to_date(
+        collection: Path, isolated_home: Path) -> None:
+    code, out, err = region_index(collection)
+    assert code == 0, err
+    assert "regions: 12 works" in out and "12 described, 0 dropped" in out
+    with ArtIndex(isolated_home / "default") as idx:
+        stored = _load(idx, idx.space("content"))
+        assert stored is not None
+        assert len(stored.works) == 12 and set(np.unique(stored.owners)) == set(stored.works)
+        assert stored.index.ntotal == len(stored.owners) == len(stored.boxes) > 12 * 2
+        x, y, w, h = stored.boxes.T.astype(np.float64)
+        assert (x >= 0).all() and (y >= 0).all() and (w > 0).all() and (h > 0).all()
+        assert (x + w <= 1 + 1e-3).all() and (y + h <= 1 + 1e-3).all()
+        first = stored.index.ntotal
+
+    # A later run without --regions keeps them current: new works described, nothing else.
+    make_collection(collection, n=2, start=40)
+    code, out, err = invoke("index", str(collection), "--workers", "0")
+    assert code == 0, err
+    assert "regions: 14 works" in out and "2 described, 0 dropped" in out
+
+    # A removed work's regions go with it; the boxes stay aligned with their works.
+    (collection / "a" / "work_041.jpg").unlink()
+    code, out, err = invoke("index", str(collection), "--workers", "0", "--prune")
+    assert code == 0, err
+    assert "regions: 13 works" in out and "0 described, 1 dropped" in out
+    with ArtIndex(isolated_home / "default") as idx:
+        stored = _load(idx, idx.space("content"))
+        assert stored is not None and len(stored.works) == 13
+        assert stored.index.ntotal == len(stored.owners) > first
+        # each work's regions are still its own: rebuilding one work's gives the same rows
+        ids = sorted(stored.works)
+        assert set(np.unique(stored.owners)) == set(ids)
+
+
+def test_a_region_finds_its_work_and_the_query_work_is_left_out(
+        collection: Path, tmp_path: Path) -> None:
+    assert region_index(collection)[0] == 0
+    source = collection / "b" / "work_004.jpg"
+    fragment = detail(source, (20, 10, 70, 50), tmp_path / "fragment.jpg")
+
+    code, out, err = invoke("query", str(fragment), "--in-regions", "-k", "3", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["query"]["indexed"] is False
+    paths = [h["path"] for h in result["results"]]
+    assert "b/work_004.jpg" in paths
+    for hit in result["results"]:
+        x, y, w, h = hit["box"]
+        assert 0 <= x < x + w <= 1.001 and 0 <= y < y + h <= 1.001
+
+    # Asked from the work itself, the motif is sought elsewhere: the work is not a result.
+    code, out, err = invoke("query", "b/work_004.jpg", "--region", "0.2,0.1,0.5,0.5", "-k", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[-2:] == ["region", "x,y,w,h"]
+    assert len(lines) == 4 and "b/work_004.jpg" not in out
+    assert "the query's own work is left out" in err
+
+
+def test_region_queries_say_what_is_missing_or_wrong(collection: Path, isolated_home: Path,
+                                                     tmp_path: Path) -> None:
+    assert invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0")[0] == 0
+    code, _, err = invoke("query", "a/work_001.jpg", "--region", "0,0,0.5,0.5")
+    assert code == 1 and "has no region index" in err and "--regions" in err
+    for bad in ("0.5,0.5,0.6,0.2", "0,0,0,1", "a,b,c,d", "0.1,0.1,0.2"):
+        code, _, err = invoke("query", "a/work_001.jpg", "--region", bad)
+        assert code == 2 and "X,Y,W,H as fractions" in err, bad
+    code, _, err = invoke("query", "--id", "1", "--in-regions")
+    assert code == 2 and "give --region" in err
+    code, _, err = invoke("query", "a/work_001.jpg", "--region", "0,0,1,1", "--cite")
+    assert code == 2 and "--cite does not apply" in err
+
+    # A backbone whose map has no spatial extent cannot describe regions: said, not crashed.
+    other = tmp_path / "other"
+    make_collection(other, n=3)
+    code, _, err = invoke("index", str(other), "--index", str(tmp_path / "flat-idx"),
+                          "--backbone", FAKE, "--workers", "0", "--regions")
+    assert code != 0 and "gives no spatial map" in err
+
+
+def test_parse_box_clips_rounding_and_refuses_boxes_outside() -> None:
+    assert parse_box("0.5,0.25,0.5,0.75") == (0.5, 0.25, 0.5, 0.75)
+    x, y, w, h = parse_box("0.3,0.3,0.7000001,0.2")
+    assert x + w <= 1
+    with pytest.raises(OptionError):
+        parse_box("-0.1,0,0.5,0.5")
+    with pytest.raises(OptionError):
+        parse_box("nan,0,0.5,0.5")
+
+
+def test_product_codes_are_used_only_when_they_keep_the_best_works(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import artsearch.regions as regions
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 32)).astype(np.float32)
+    owners = np.repeat(np.arange(200), 40).astype(np.int64)
+    vectors = centres[owners] + 0.3 * rng.normal(size=(len(owners), 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    monkeypatch.setattr(regions, "EXACT_UP_TO", 1000)
+    structure, recall, index = _structure(vectors, owners)
+    if structure == "flat":
+        assert recall is None
+    else:
+        assert structure.startswith("PQ") and recall is not None and recall >= WORK_RECALL_BAR
+        assert index.ntotal == len(vectors)
+    # Impossible to meet: exact search, never a worse code.
+    monkeypatch.setattr(regions, "WORK_RECALL_BAR", 1.01)
+    assert _structure(vectors, owners)[0] == "flat"
+
+
+def test_removing_works_from_product_codes_keeps_rows_aligned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import artsearch.regions as regions
+
+    rng = np.random.default_rng(1)
+    owners = np.repeat(np.arange(1, 101), 30).astype(np.int64)
+    vectors = rng.normal(size=(len(owners), 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    boxes = np.tile(np.array([[0, 0, 0.5, 0.5]], np.float32), (len(owners), 1))
+    boxes[:, 0] = owners / 1000  # each work's boxes carry its id
+    monkeypatch.setattr(regions, "EXACT_UP_TO", 100)
+    monkeypatch.setattr(regions, "WORK_RECALL_BAR", 0.0)  # force product codes
+    works = {int(a): f"sha{a}" for a in np.unique(owners)}
+    merged = _merge(None, set(), vectors, owners, boxes, works)
+    assert merged is not None and merged.meta["structure"].startswith("PQ")
+    merged.meta = {"structure": merged.meta["structure"]}
+    after = _merge(merged, {5, 50}, vectors[:30], np.full(30, 101, np.int64), boxes[:30],
+                   {101: "sha101"})
+    assert after is not None
+    assert after.index.ntotal == len(after.owners) == len(after.boxes) == 99 * 30
+    assert not np.isin(after.owners, [5, 50]).any() and set(after.works) == (
+        set(works) - {5, 50}) | {101}
+    old = after.owners != 101
+    assert np.allclose(after.boxes[old, 0], after.owners[old] / 1000, atol=1e-3)
+    # a stored region still answers with its own work: search a work's exact vector
+    row = int(np.flatnonzero(after.owners == 77)[3])
+    _, found = after.index.search(vectors[np.flatnonzero(owners == 77)[3]][None], 1)
+    assert after.owners[found[0][0]] == 77 and found[0][0] == row
+
+
+@requires_dev()
+def test_lite0_regions_find_where_a_detail_of_a_real_painting_comes_from(
+        tmp_path: Path) -> None:
+    import csv
+
+    with (DEV / "metadata.csv").open() as f:
+        rows = list(csv.DictReader(f))[::60][:16]
+    root = tmp_path / "dev"
+    for r in rows:
+        (root / r["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEV / r["path"], root / r["path"])
+    code, _, err = invoke("index", str(root), "--workers", "0", "--regions", "-q")
+    assert code == 0, err
+    with ArtIndex(Path(tmp_path / "artsearch-home" / "default")) as idx:
+        found = 0
+        for r in rows[:6]:
+            with Image.open(root / r["path"]) as img:
+                w, h = img.size
+            part = detail(root / r["path"], (w // 3, h // 3, w // 3 + w // 4, h // 3 + h // 4),
+                          tmp_path / "d.jpg", scale=2)
+            result = query_regions(idx, image=part, k=3)
+            found += r["path"] in [h.path for h in result.hits]
+    assert found >= 5, found  # a 6 % detail, enlarged: its painting among the top 3 of 16
+
+
+def test_build_regions_skips_a_work_it_cannot_read(collection: Path, isolated_home: Path
+                                                   ) -> None:
+    assert invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0")[0] == 0
+    (collection / "a" / "work_003.jpg").write_bytes(b"not a picture any more")
+    with ArtIndex(isolated_home / "default") as idx:
+        report = build_regions(idx, "content")
+        assert report.works == 11 and [p for p, _ in report.skipped] == ["a/work_003.jpg"]
+        result = query_regions(idx, image=collection / "b" / "work_000.jpg", k=20)
+        assert "a/work_003.jpg" not in [h.path for h in result.hits]
+        assert result.hits[0].path != "b/work_000.jpg"  # an indexed file: its own work left out
