@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from artsearch.store import Space
 
 __all__ = ["BuildReport", "RegionHit", "build_regions", "describe_regions", "has_regions",
-           "parse_box", "query_regions", "region_layer"]
+           "parse_box", "query_regions", "region_extractor", "region_layer"]
 
 # (long side of the resized picture for a 224-pixel backbone, window side as a fraction of
 # the feature map's long side); windows step by STRIDE of their side.
@@ -159,7 +159,7 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
         x, y, w, h = (float(p) for p in text.split(","))
     except ValueError:
         x = y = w = h = float("nan")
-    eps = 1e-6
+    eps = 2e-3  # three decimals, rounded (as the app's box tool writes them)
     if not (all(math.isfinite(v) for v in (x, y, w, h)) and x >= 0 and y >= 0 and w > 0
             and h > 0 and x + w <= 1 + eps and y + h <= 1 + eps):
         raise OptionError(
@@ -200,16 +200,31 @@ def _identity(index: ArtIndex, sp: Space) -> dict[str, Any]:
             "scales": [list(s) for s in SCALES], "stride": STRIDE, "precision": "fp32"}
 
 
+def region_extractor(index: ArtIndex, sp: Space) -> Extractor:
+    """The model that describes the space's regions (the app keeps one per space)."""
+    return _extractor(index, sp)
+
+
 def has_regions(index: ArtIndex, sp: Space) -> bool:
     return _path(index, sp).is_file()
 
 
-def _load(index: ArtIndex, sp: Space) -> _Regions | None:
+_CACHE: dict[Path, tuple[tuple[int, int], _Regions]] = {}
+
+
+def _load(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Regions | None:
+    """The stored regions; `cached` (queries, which never change them) keeps the last one
+    read per file until the file is replaced."""
     import faiss
 
     path = _path(index, sp)
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    if cached and path in _CACHE and _CACHE[path][0] == stamp:
+        return _CACHE[path][1]
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         ids = z["work_ids"].tolist()
@@ -219,6 +234,10 @@ def _load(index: ArtIndex, sp: Space) -> _Regions | None:
     if stored.index.ntotal != len(stored.owners):
         raise NotIndexedError(f"{path}: the region index does not match its boxes; delete "
                               "it and run `artsearch index FOLDER --regions` again")
+    if cached:
+        if len(_CACHE) >= 4:
+            _CACHE.clear()
+        _CACHE[path] = (stamp, stored)
     return stored
 
 
@@ -415,7 +434,7 @@ def query_regions(
     if k < 1:
         raise OptionError(f"-k {k}: ask for at least one result")
     sp = index.space(space)
-    stored = _load(index, sp)
+    stored = _load(index, sp, cached=True)
     if stored is None:
         raise NotIndexedError(
             f"space {sp.name!r} of {index.path} has no region index; build it with "

@@ -216,3 +216,96 @@ def test_build_regions_skips_a_work_it_cannot_read(collection: Path, isolated_ho
         result = query_regions(idx, image=collection / "b" / "work_000.jpg", k=20)
         assert "a/work_003.jpg" not in [h.path for h in result.hits]
         assert result.hits[0].path != "b/work_000.jpg"  # an indexed file: its own work left out
+
+
+# -- in the app --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def region_app(collection: Path, isolated_home: Path, tmp_path: Path) -> Path:
+    meta = tmp_path / "meta.csv"  # open licences: the app shows the pictures
+    meta.write_text("path,license\n" + "".join(
+        f"{p.relative_to(collection).as_posix()},CC0 1.0\n"
+        for p in sorted(collection.rglob("*.jpg"))))
+    assert region_index(collection, "--metadata", str(meta))[0] == 0
+    return isolated_home / "default"
+
+
+def test_the_app_finds_a_part_of_a_work_elsewhere(region_app: Path) -> None:
+    from tests.test_web import client
+
+    c = client(region_app)
+    page = c.get("/work/5")
+    assert page.status_code == 200 and 'id="region-form"' in page.text
+    answer = c.get("/api/works/5/regions", params={"box": "0.1,0.2,0.5,0.5", "k": 4}).json()
+    assert answer["query"]["id"] == 5 and answer["query"]["region"] == [0.1, 0.2, 0.5, 0.5]
+    assert len(answer["results"]) == 4 and 5 not in [r["id"] for r in answer["results"]]
+    cli = json.loads(invoke("query", "--id", "5", "--region", "0.1,0.2,0.5,0.5", "-k", "4",
+                            "--json")[1])
+    assert [r["id"] for r in cli["results"]] == [r["id"] for r in answer["results"]]
+    html = c.get("/work/5/regions", params={"box": "0.1,0.2,0.5,0.5", "k": 4})
+    assert html.status_code == 200 and html.text.count("<rect ") == 5  # the query's and 4
+    for bad in ("1,1,1,1", "0,0,0.5", "x"):
+        r = c.get("/api/works/5/regions", params={"box": bad})
+        assert r.status_code == 400 and "X,Y,W,H" in r.json()["error"], bad
+    assert c.get("/api/works/5/regions", params={"box": "0,0,1,1", "space": "nope"}
+                 ).status_code in (400, 404)
+
+
+def test_without_a_region_index_the_app_offers_no_box(collection: Path,
+                                                      isolated_home: Path) -> None:
+    from tests.test_web import client
+
+    assert invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0")[0] == 0
+    c = client(isolated_home / "default")
+    assert 'id="region-form"' not in c.get("/work/1").text
+    r = c.get("/api/works/1/regions", params={"box": "0,0,1,1"})
+    assert r.status_code == 404 and "--regions" in r.json()["error"]
+
+
+@pytest.mark.browser
+def test_a_curator_draws_a_box_and_finds_it_elsewhere(region_app: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+
+    from artsearch.web import build
+    from tests.browser import open_url, screenshot
+    from tests.test_accessibility import violations
+    from tests.test_web import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build(region_app, port=port), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with open_url(base + "/work/3", base) as (page, log):
+            assert violations(page) == []
+            picture = page.locator("#region-overlay").bounding_box()
+            assert picture is not None and picture["width"] > 20
+            x, y, w, h = picture["x"], picture["y"], picture["width"], picture["height"]
+            page.mouse.move(x + 0.2 * w, y + 0.3 * h)
+            page.mouse.down()
+            page.mouse.move(x + 0.5 * w, y + 0.5 * h, steps=5)
+            page.mouse.move(x + 0.7 * w, y + 0.8 * h, steps=5)
+            page.mouse.up()
+            box = [float(v) for v in page.input_value("#region-box").split(",")]
+            assert box == pytest.approx([0.2, 0.3, 0.5, 0.5], abs=0.03)
+            page.click("#region-find")
+            page.wait_for_load_state("load")
+            assert "/work/3/regions?box=" in page.url
+            assert page.locator("#region-results .tile").count() == 11
+            assert page.locator("#region-results rect").count() == 11
+            screenshot(page, "regions-found-elsewhere.png")
+            assert violations(page) == []
+            assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
+    finally:
+        server.should_exit = True
+        thread.join(5)

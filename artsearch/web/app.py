@@ -27,6 +27,7 @@ from artsearch.explain import DECOMPOSABLE
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
 from artsearch.web.explain import explain_routes
+from artsearch.web.regions import region_routes, region_spaces
 from artsearch.web.reports import report_routes
 from artsearch.web.uploads import (
     MAX_UPLOAD_BYTES,
@@ -144,6 +145,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(explain_routes(live, templates, allowed))
+    app.include_router(region_routes(live, templates, allowed))
     uploads = upload_routes(live, templates, max_upload)
     app.include_router(uploads)
     app.state.warm = uploads.warm  # type: ignore[attr-defined]
@@ -222,7 +224,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
             "also": also, "withheld": withheld, "keep": _keep("", where),
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
-                            and "," not in sp.layer]})
+                            and "," not in sp.layer],
+            "region_spaces": region_spaces(index)})
 
     def text_spaces(index: ArtIndex) -> list[str]:
         """Spaces whose backbone has a text tower (open_clip): they answer descriptions."""
