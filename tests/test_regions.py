@@ -265,47 +265,27 @@ def test_without_a_region_index_the_app_offers_no_box(collection: Path,
 
 @pytest.mark.browser
 def test_a_curator_draws_a_box_and_finds_it_elsewhere(region_app: Path) -> None:
-    import threading
-    import time
-
-    import uvicorn
-
-    from artsearch.web import build
     from tests.browser import open_url, screenshot
     from tests.test_accessibility import violations
-    from tests.test_web import free_port
+    from tests.test_web import serving
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build(region_app, port=port), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with open_url(base + "/work/3", base) as (page, log):
-            assert violations(page) == []
-            picture = page.locator("#region-overlay").bounding_box()
-            assert picture is not None and picture["width"] > 20
-            x, y, w, h = picture["x"], picture["y"], picture["width"], picture["height"]
-            page.mouse.move(x + 0.2 * w, y + 0.3 * h)
-            page.mouse.down()
-            page.mouse.move(x + 0.5 * w, y + 0.5 * h, steps=5)
-            page.mouse.move(x + 0.7 * w, y + 0.8 * h, steps=5)
-            page.mouse.up()
-            box = [float(v) for v in page.input_value("#region-box").split(",")]
-            assert box == pytest.approx([0.2, 0.3, 0.5, 0.5], abs=0.03)
-            page.click("#region-find")
-            page.wait_for_load_state("load")
-            assert "/work/3/regions?box=" in page.url
-            assert page.locator("#region-results .tile").count() == 11
-            assert page.locator("#region-results rect").count() == 11
-            screenshot(page, "regions-found-elsewhere.png")
-            assert violations(page) == []
-            assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
-    finally:
-        server.should_exit = True
-        thread.join(5)
+    with serving(region_app) as base, open_url(base + "/work/3", base) as (page, log):
+        assert violations(page) == []
+        picture = page.locator("#region-overlay").bounding_box()
+        assert picture is not None and picture["width"] > 20
+        x, y, w, h = picture["x"], picture["y"], picture["width"], picture["height"]
+        page.mouse.move(x + 0.2 * w, y + 0.3 * h)
+        page.mouse.down()
+        page.mouse.move(x + 0.5 * w, y + 0.5 * h, steps=5)
+        page.mouse.move(x + 0.7 * w, y + 0.8 * h, steps=5)
+        page.mouse.up()
+        box = [float(v) for v in page.input_value("#region-box").split(",")]
+        assert box == pytest.approx([0.2, 0.3, 0.5, 0.5], abs=0.03)
+        page.click("#region-find")
+        page.wait_for_load_state("load")
+        assert "/work/3/regions?box=" in page.url
+        assert page.locator("#region-results .tile").count() == 11
+        assert page.locator("#region-results rect").count() == 11
+        screenshot(page, "regions-found-elsewhere.png")
+        assert violations(page) == []
+        assert log["console"] == [] and log["errors"] == [] and log["outside"] == []

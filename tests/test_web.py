@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -303,11 +304,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def live_server(served: tuple[Path, Path]) -> Iterator[str]:
+@contextmanager
+def serving(index: Path) -> Iterator[str]:
+    """`artsearch serve` over `index` on a free local port, in a thread; its base URL."""
     import uvicorn
 
-    _, index = served
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build(index, port=port), host="127.0.0.1",
                                            port=port, log_level="warning"))
@@ -317,9 +318,17 @@ def live_server(served: tuple[Path, Path]) -> Iterator[str]:
         if server.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+@pytest.fixture
+def live_server(served: tuple[Path, Path]) -> Iterator[str]:
+    with serving(served[1]) as url:
+        yield url
 
 
 @pytest.mark.browser
