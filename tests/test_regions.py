@@ -130,7 +130,7 @@ def test_parse_box_clips_rounding_and_refuses_boxes_outside() -> None:
         parse_box("nan,0,0.5,0.5")
 
 
-def test_product_codes_are_used_only_when_they_keep_the_best_works(
+def test_codes_are_used_only_when_they_keep_the_best_works(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import artsearch.regions as regions
 
@@ -144,7 +144,8 @@ def test_product_codes_are_used_only_when_they_keep_the_best_works(
     if structure == "flat":
         assert recall is None
     else:
-        assert structure.startswith("PQ") and recall is not None and recall >= WORK_RECALL_BAR
+        assert structure in ("PQ4", "PQ8", "SQ4", "SQ8", "SQfp16")
+        assert recall is not None and recall >= WORK_RECALL_BAR
         assert index.ntotal == len(vectors)
     # Impossible to meet: exact search, never a worse code.
     monkeypatch.setattr(regions, "WORK_RECALL_BAR", 1.01)
@@ -289,3 +290,22 @@ def test_a_curator_draws_a_box_and_finds_it_elsewhere(region_app: Path) -> None:
         screenshot(page, "regions-found-elsewhere.png")
         assert violations(page) == []
         assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
+
+
+def test_an_interrupted_region_build_keeps_what_it_described(collection: Path,
+                                                              isolated_home: Path) -> None:
+    assert invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0")[0] == 0
+    seen: list[int] = []
+
+    def stop_after_five(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with ArtIndex(isolated_home / "default") as idx:
+        with pytest.raises(KeyboardInterrupt):
+            build_regions(idx, "content", progress=stop_after_five, checkpoint_seconds=0)
+        stored = _load(idx, idx.space("content"))
+        assert stored is not None and len(stored.works) == 5  # saved after each work
+        again = build_regions(idx, "content")
+        assert again.added == 7 and again.works == 12

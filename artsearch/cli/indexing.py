@@ -268,8 +268,8 @@ def _regions(idx: Any, space: str, wanted: bool, quiet: bool) -> Any:
     try:
         return build_regions(idx, space, progress=progress)
     except KeyboardInterrupt:
-        click.echo("interrupted: the region index is as it was before this run; run the same "
-                   "command to describe the works again", err=True)
+        click.echo("interrupted: the regions described up to the last save (every 2 "
+                   "minutes) are kept; run the same command to describe the rest", err=True)
         sys.exit(130)
 
 
