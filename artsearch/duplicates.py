@@ -331,12 +331,15 @@ def shortlist(index: ArtIndex, space: str, threshold: float, k: int, *, near: in
 
 def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
                     thresholds: Thresholds | None = None, keep_unrelated: bool = False,
-                    progress: Progress | None = None) -> list[Pair]:
+                    regions: bool = True, progress: Progress | None = None) -> list[Pair]:
     """Every pair of works that are the same image or a derivative, typed by geometry.
 
     Identical files are paired from their content hashes whatever the space says; other
-    candidates come from `shortlist`. With `keep_unrelated`, examined pairs that turned out
-    to be nothing are returned too (type None), for relabelling.
+    candidates come from `shortlist`, and where the space has a region index (and
+    `regions`), from `artsearch.regions.region_pairs`: a detail's whole-picture cosine to
+    its source is often far below any shortlist's, its best region's is not. With
+    `keep_unrelated`, examined pairs that turned out to be nothing are returned too (type
+    None), for relabelling.
     """
     from artsearch.catalogue import artworks
 
@@ -345,6 +348,10 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     arts = {a.id: a for a in artworks(index)}
     candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
                                                        near=t.near, floor=t.floor)}
+    if regions:
+        extra = _region_candidates(index, space, candidates)
+        if extra:
+            say(f"{extra:,} more candidate pairs from the region index (details and crops)")
     by_hash: dict[str, list[int]] = {}
     for a in arts.values():
         by_hash.setdefault(a.sha256, []).append(a.id)
@@ -378,6 +385,28 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     order = {name: i for i, name in enumerate(TYPES)}
     pairs.sort(key=lambda p: (order.get(p.type or "", 99), -p.cosine, p.a, p.b))
     return pairs
+
+
+def _region_candidates(index: ArtIndex, space: str,
+                       candidates: dict[tuple[int, int], float]) -> int:
+    """Add the region index's pairs to `candidates`, each with its cosine in the space (the
+    pair's reported similarity); how many were new."""
+    from artsearch.regions import region_pairs
+
+    pairs = [(a, b) for a, b, _ in region_pairs(index, space) if (a, b) not in candidates]
+    if not pairs:
+        return 0
+    sp = index.space(space)
+    faiss_ids, art_ids = index.id_maps(sp)
+    row = dict(zip(art_ids.tolist(), faiss_ids.tolist(), strict=True))
+    vectors = index.vectors(sp)
+    added = 0
+    for a, b in pairs:
+        if a in row and b in row:
+            va, vb = vectors.vectors(np.array([row[a], row[b]], np.int64))
+            candidates[(a, b)] = float(va @ vb)
+            added += 1
+    return added
 
 
 class _FeatureCache:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from artsearch.store import Space
 
 __all__ = ["BuildReport", "RegionHit", "build_regions", "describe_regions", "has_regions",
-           "parse_box", "query_regions", "region_extractor", "region_layer"]
+           "parse_box", "query_regions", "region_extractor", "region_layer", "region_pairs"]
 
 # (long side of the resized picture for a 224-pixel backbone, window side as a fraction of
 # the feature map's long side); windows step by STRIDE of their side.
@@ -63,7 +63,7 @@ TRAIN_SAMPLE = 100_000
 WORK_RECALL_BAR = RECALL_BAR  # a code must keep this share of each query's ten best works
 CHECKPOINT_SECONDS = 120.0
 CANDIDATES = 300      # regions fetched per query (at least 30 per result asked for)
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass
@@ -192,6 +192,9 @@ class _Regions:
     boxes: np.ndarray        # (n, 4) float32
     works: dict[int, str]    # artwork id -> content hash described
     meta: dict[str, Any]
+    # artwork id -> the whole picture described as one fragment (as a query is): what
+    # `duplicates` asks of the regions to find the works a work may be a detail of
+    whole: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def _path(index: ArtIndex, sp: Space) -> Path:
@@ -235,8 +238,9 @@ def _load(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Regions | Non
         meta = json.loads(bytes(z["meta"]).decode())
         ids = z["work_ids"].tolist()
         works = dict(zip(ids, z["work_sha"].tolist(), strict=True))
+        whole = dict(zip(ids, z["work_vecs"].astype(np.float32), strict=True))
         stored = _Regions(faiss.deserialize_index(z["faiss"]), z["owners"].astype(np.int64),
-                          z["boxes"].astype(np.float32), works, meta)
+                          z["boxes"].astype(np.float32), works, meta, whole)
     if stored.index.ntotal != len(stored.owners):
         raise NotIndexedError(f"{path}: the region index does not match its boxes; delete "
                               "it and run `artsearch index FOLDER --regions` again")
@@ -258,6 +262,8 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
         np.savez(f, faiss=faiss.serialize_index(r.index), owners=r.owners,
                  boxes=r.boxes.astype(np.float16), work_ids=ids,
                  work_sha=np.array([r.works[i] for i in ids.tolist()], dtype="U64"),
+                 work_vecs=np.array([r.whole[i] for i in ids.tolist()], np.float16).reshape(
+                     len(ids), -1),
                  meta=np.frombuffer(json.dumps(r.meta).encode(), np.uint8))
         f.flush()
         os.fsync(f.fileno())
@@ -301,20 +307,22 @@ def build_regions(index: ArtIndex, space: str,
     gone = {a for a, sha in old.items() if a not in works or works[a][1] != sha}
     todo = sorted(a for a, (_, sha) in works.items() if old.get(a) != sha)
     if current is not None and gone:
-        current = _merge(current, gone, None, np.zeros(0, np.int64), np.zeros((0, 4)), {})
+        current = _merge(current, gone, None, np.zeros(0, np.int64), np.zeros((0, 4)), {}, {})
     ex = _extractor(index, sp) if todo else None
     min_side = round(max(s for s, _ in SCALES) * index.spec_for(sp).preprocess.size / 224)
     vecs: list[np.ndarray] = []
     owners: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
     described: dict[int, str] = {}
+    whole: dict[int, np.ndarray] = {}
     last_save = time.perf_counter()
 
     def save() -> None:
         nonlocal current
         if vecs:
             current = _merge(current, set(), np.concatenate(vecs), np.concatenate(owners),
-                             np.concatenate(boxes), described)
+                             np.concatenate(boxes), described, whole)
+            whole.clear()
             vecs.clear()
             owners.clear()
             boxes.clear()
@@ -339,6 +347,7 @@ def build_regions(index: ArtIndex, space: str,
             boxes.append(b)
             owners.append(np.full(len(v), art, np.int64))
             described[art] = sha
+            whole[art] = query_vector(ex, img)[0]
             report.added += 1
         if time.perf_counter() - last_save >= checkpoint_seconds:
             save()
@@ -357,7 +366,8 @@ def build_regions(index: ArtIndex, space: str,
 
 
 def _merge(current: _Regions | None, gone: set[int], new_v: np.ndarray | None,
-           new_o: np.ndarray, new_b: np.ndarray, described: dict[int, str]) -> _Regions | None:
+           new_o: np.ndarray, new_b: np.ndarray, described: dict[int, str],
+           new_whole: dict[int, np.ndarray]) -> _Regions | None:
     """`current` less the works in `gone`, plus new regions: added to its codes when it is
     quantised, else to its exact vectors (quantised once they pass EXACT_UP_TO)."""
     import faiss
@@ -370,6 +380,7 @@ def _merge(current: _Regions | None, gone: set[int], new_v: np.ndarray | None,
         current.index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(~keep).astype(np.int64)))
         current.owners, current.boxes = current.owners[keep], current.boxes[keep]
         current.works = {a: s for a, s in current.works.items() if a not in gone}
+        current.whole = {a: v for a, v in current.whole.items() if a not in gone}
     if new_v is None:
         assert current is not None
         return current
@@ -377,16 +388,20 @@ def _merge(current: _Regions | None, gone: set[int], new_v: np.ndarray | None,
         current.index.add(new_v)  # codes: encoded with what the structure learnt
         return _Regions(current.index, np.concatenate([current.owners, new_o]),
                         np.concatenate([current.boxes, new_b]),
-                        {**current.works, **described}, current.meta)
+                        {**current.works, **described}, current.meta,
+                        {**current.whole, **new_whole})
     if current is not None and current.index.ntotal:
         all_v = np.concatenate([current.index.reconstruct_n(0, current.index.ntotal), new_v])
         all_o = np.concatenate([current.owners, new_o])
         all_b = np.concatenate([current.boxes, new_b])
         works = {**current.works, **described}
+        whole = {**current.whole, **new_whole}
     else:
-        all_v, all_o, all_b, works = new_v, new_o, new_b, dict(described)
+        all_v, all_o, all_b = new_v, new_o, new_b
+        works, whole = dict(described), dict(new_whole)
     structure, recall, built = _structure(all_v, all_o)
-    return _Regions(built, all_o, all_b, works, {"structure": structure, "work_recall": recall})
+    return _Regions(built, all_o, all_b, works, {"structure": structure, "work_recall": recall},
+                    whole)
 
 
 # Quantisers tried in order of size (bytes a region): product codes of d/8 and d/4 bytes,
@@ -558,6 +573,41 @@ def query_regions(
     how = {"index": f"regions: {stored.meta.get('structure', 'flat')}",
            "regions": n, "candidates": wanted}
     return QueryResult(described, sp.name, hits, notes, how)
+
+
+def region_pairs(index: ArtIndex, space: str, per_work: int = 2
+                 ) -> list[tuple[int, int, float]]:
+    """Candidate pairs (a < b, region score) of a work and a work it may be a detail or
+    crop of: each work's whole picture, asked as a fragment, against every other work's
+    regions; its `per_work` best other works. Nothing (no pairs) without a region index.
+
+    The score is a region cosine, not the space's: it says what to verify, not what the
+    pair is."""
+    sp = index.space(space)
+    stored = _load(index, sp, cached=True)
+    if stored is None or not stored.whole or not stored.index.ntotal:
+        return []
+    current = _space_works(index, sp)
+    ids = [a for a in sorted(stored.whole) if a in current]
+    found: dict[tuple[int, int], float] = {}
+    wanted = min(int(stored.index.ntotal), CANDIDATES)
+    for start in range(0, len(ids), 256):
+        chunk = ids[start:start + 256]
+        queries = np.stack([stored.whole[a] for a in chunk]).astype(np.float32)
+        queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        scores, rows = stored.index.search(queries, wanted)
+        for a, sc, rw in zip(chunk, scores.tolist(), rows.tolist(), strict=True):
+            best: list[int] = []
+            for score, row in zip(sc, rw, strict=True):
+                owner = int(stored.owners[row]) if row >= 0 else a
+                if owner == a or owner in best or owner not in current:
+                    continue
+                best.append(owner)
+                key = (min(a, owner), max(a, owner))
+                found[key] = max(found.get(key, -1.0), float(score))
+                if len(best) == per_work:
+                    break
+    return sorted(((a, b, s) for (a, b), s in found.items()), key=lambda p: (-p[2], p[0], p[1]))
 
 
 def region_summary(index: ArtIndex, sp: Space) -> dict[str, Any] | None:

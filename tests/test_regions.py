@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from artsearch.duplicates import Thresholds, find_duplicates
 from artsearch.errors import OptionError
 from artsearch.index import ArtIndex
 from artsearch.regions import (
@@ -165,15 +166,17 @@ def test_removing_works_from_product_codes_keeps_rows_aligned(
     monkeypatch.setattr(regions, "EXACT_UP_TO", 100)
     monkeypatch.setattr(regions, "WORK_RECALL_BAR", 0.0)  # force product codes
     works = {int(a): f"sha{a}" for a in np.unique(owners)}
-    merged = _merge(None, set(), vectors, owners, boxes, works)
+    whole = {a: np.full(16, a, np.float32) for a in works}
+    merged = _merge(None, set(), vectors, owners, boxes, works, whole)
     assert merged is not None and merged.meta["structure"].startswith("PQ")
     merged.meta = {"structure": merged.meta["structure"]}
     after = _merge(merged, {5, 50}, vectors[:30], np.full(30, 101, np.int64), boxes[:30],
-                   {101: "sha101"})
+                   {101: "sha101"}, {101: np.full(16, 101, np.float32)})
     assert after is not None
     assert after.index.ntotal == len(after.owners) == len(after.boxes) == 99 * 30
     assert not np.isin(after.owners, [5, 50]).any() and set(after.works) == (
         set(works) - {5, 50}) | {101}
+    assert set(after.whole) == set(after.works) and after.whole[77][0] == 77
     old = after.owners != 101
     assert np.allclose(after.boxes[old, 0], after.owners[old] / 1000, atol=1e-3)
     # a stored region still answers with its own work: search a work's exact vector
@@ -193,9 +196,22 @@ def test_lite0_regions_find_where_a_detail_of_a_real_painting_comes_from(
     for r in rows:
         (root / r["path"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(DEV / r["path"], root / r["path"])
+    source = rows[7]["path"]
+    with Image.open(root / source) as img:
+        w, h = img.size
+    (root / "prints").mkdir()
+    detail(root / source, (w // 2, h // 4, w // 2 + w // 4, h // 4 + h // 4),
+           root / "prints" / "detail.jpg", scale=3)
     code, _, err = invoke("index", str(root), "--workers", "0", "--regions", "-q")
     assert code == 0, err
     with ArtIndex(Path(tmp_path / "artsearch-home" / "default")) as idx:
+        # duplicates: with the whole-picture shortlist switched off, the regions alone
+        # propose the detail's pair, and SIFT types it
+        off = Thresholds(shortlist=1.01, near=0)
+        pairs = find_duplicates(idx, thresholds=off)
+        typed = {frozenset((p.path_a, p.path_b)): p.type for p in pairs}
+        assert typed.get(frozenset((source, "prints/detail.jpg"))) == "detail", typed
+        assert find_duplicates(idx, thresholds=off, regions=False) == []
         found = 0
         for r in rows[:6]:
             with Image.open(root / r["path"]) as img:

@@ -38,6 +38,11 @@ from artsearch.textsafe import csv_cell, terminal
               default=None, metavar="CSV",
               help="With --calibrate: pairs you have checked (the --csv file with a `label` "
                    "column: a type, or none) join the fitting.")
+@click.option("--regions/--no-regions", "use_regions", default=True, show_default=True,
+              help="Where the space has a region index (`artsearch index DIR --regions`), "
+                   "also examine each work with the two works whose regions match its whole "
+                   "picture best: finds details and crops far from their source in the "
+                   "space.")
 @click.option("--all", "keep_all", is_flag=True,
               help="Also list examined pairs that are not duplicates (type none), to label.")
 @click.option("--csv", "csv_path", type=click.Path(), callback=out_file,
@@ -48,7 +53,8 @@ from artsearch.textsafe import csv_cell, terminal
 @licences_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int | None,
-               labels_csv: Path | None, keep_all: bool, csv_path: Path | None,
+               labels_csv: Path | None, use_regions: bool, keep_all: bool,
+               csv_path: Path | None,
                report_dir: Path | None, show_licences: str | None, as_json: bool) -> None:
     """Find pairs of works that are the same image or one derived from the other, typed.
 
@@ -90,7 +96,7 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
                 _print_calibration(fitted)
         thresholds, record = load_thresholds(idx)
         pairs = find_duplicates(idx, space, k=k, thresholds=thresholds,
-                                keep_unrelated=keep_all, progress=say)
+                                keep_unrelated=keep_all, regions=use_regions, progress=say)
         facts = provenance(idx, space, command="duplicates")
         if report_dir is not None:
             from artsearch.duplicates_report import duplicates_report
