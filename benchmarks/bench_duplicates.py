@@ -3,11 +3,12 @@
 Derivatives of N dev-set works (exact copies, JPEG, resize, colour shift, small rotation,
 halftone, mirror, crops of 20-80 % of the area, details of 4-12 % enlarged; one derivation
 per work, in turn) are added to the whole dev set and indexed with the product's own
-`artsearch index` code; `artsearch duplicates` (find_duplicates, shortlist k=10) then runs
-over the whole index. Each derivative's pair with its original must come out with its type;
-each chosen work's nearest *other* dev-set work of the same catalogue group (the hardest
-negative the dev set has: it holds too few artists for same-artist pairs) must not come out
-as a duplicate, nor may any derivative pair with a work it was not made from.
+`artsearch index --regions` code; `artsearch duplicates` (find_duplicates, shortlist k=10,
+with and without the region index's candidates) then runs over the whole index. Each
+derivative's pair with its original must come out with its type; each chosen work's
+nearest *other* dev-set work of the same catalogue group (the hardest negative the dev set
+has: it holds too few artists for same-artist pairs) must not come out as a duplicate, nor
+may any derivative pair with a work it was not made from.
 
 Thresholds: fitted by `calibrate_index` on an index of the dev set alone (derivatives of 200
 other random works, made with another seed), exactly as `artsearch duplicates --calibrate
@@ -38,6 +39,7 @@ from artsearch.duplicates import TYPES, Thresholds, find_duplicates, shortlist  
 from artsearch.duplicates_fit import DERIVATIONS, calibrate_index, derive  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
 from artsearch.indexing import IndexOptions, index_collection  # noqa: E402
+from artsearch.regions import build_regions  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -228,15 +230,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print("fitted", fitted, f"in {t_cal:.0f} s", flush=True)
         with ArtIndex(folder / "bench", create=True) as idx:
             index_collection(coll, idx, IndexOptions(metadata=coll / "meta.csv"))
+            t_reg = time.perf_counter()
+            built = build_regions(idx, "content")  # as `artsearch index --regions` does
+            t_reg = time.perf_counter() - t_reg
+            print(f"regions: {built.regions:,} ({built.structure}) in {t_reg:.0f} s", flush=True)
             negatives = hard_negatives(idx, truth)
             reach = reachability(idx, truth)
             for name, row in reach["shortlist_recall"].items():
                 print(name, row, flush=True)
             runs = {}
-            for name, t in (("fitted", fitted), ("default", Thresholds())):
+            for name, t, regions in (("fitted", fitted, True), ("default", Thresholds(), True),
+                                     ("fitted, no regions", fitted, False)):
                 start = time.perf_counter()
                 examined = find_duplicates(idx, "content", k=10, thresholds=t,
-                                           keep_unrelated=True,
+                                           keep_unrelated=True, regions=regions,
                                            progress=lambda m: print(m, flush=True))
                 runs[name] = {"thresholds": asdict(t), "seconds": time.perf_counter() - start,
                               "examined": len(examined),
@@ -246,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {"machine": machine(), "works_indexed": works, "derivatives": len(truth),
                "hard_negatives": len(negatives), "calibration": record,
                "reachability": reach,
-               "calibration_seconds": t_cal, "dev_index_seconds": t_dev - t0, "runs": runs}
+               "calibration_seconds": t_cal, "dev_index_seconds": t_dev - t0,
+               "region_index_seconds": t_reg, "runs": runs}
     for name, run in runs.items():
         print(f"\n{name} thresholds: {run['found']} pairs found in {run['seconds']:.0f} s")
         print("| type | pairs | predicted | precision | recall |\n|---|---|---|---|---|")

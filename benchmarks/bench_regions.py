@@ -105,20 +105,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for kind, qs in queries.items():
                 found = baseline = 0
                 ranks: list[int | None] = []
+                kind_times = []
                 for data, source in qs:
                     t = time.perf_counter()
                     res = query_regions(idx, image_bytes=data, k=10, make_extractor=lambda _: ex)
-                    times.append(time.perf_counter() - t)
+                    kind_times.append(time.perf_counter() - t)
                     paths = [h.path for h in res.hits]
                     found += source in paths
                     ranks.append(paths.index(source) + 1 if source in paths else None)
                     whole = search(idx, image=Path("query.jpg"), image_bytes=data, k=10,
                                    make_extractor=lambda _: whole_ex)
                     baseline += source in [h.path for h in whole.hits]
+                times += kind_times
                 results[kind] = {
                     "queries": len(qs), "top10": round(found / len(qs), 3),
                     "top1": round(sum(r == 1 for r in ranks) / len(qs), 3),
-                    "whole_picture_top10": round(baseline / len(qs), 3)}
+                    "whole_picture_top10": round(baseline / len(qs), 3),
+                    "query_s": [round(t, 4) for t in kind_times]}
         n_works, n_regions = built.works, built.regions
         per_region = size / n_regions
         results["build"] = {

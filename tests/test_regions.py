@@ -54,6 +54,8 @@ def test_regions_are_built_beside_the_space_and_kept_up_to_date(
         assert (x >= 0).all() and (y >= 0).all() and (w > 0).all() and (h > 0).all()
         assert (x + w <= 1 + 1e-3).all() and (y + h <= 1 + 1e-3).all()
         first = stored.index.ntotal
+    code, out, _ = invoke("info")
+    assert code == 0 and f"regions: 12 works, {first:,} regions (conv2, flat)" in out
 
     # A later run without --regions keeps them current: new works described, nothing else.
     make_collection(collection, n=2, start=40)

@@ -386,8 +386,12 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
 
+    from artsearch.regions import region_summary
+
     with ArtIndex(resolve_index(index_name)) as idx:
         data = idx.info()
+        for sp in data["spaces"]:
+            sp["regions"] = region_summary(idx, idx.space(sp["name"]))
         if works:
             data["works"] = [{"id": a.id, "path": a.path, "title": a.title, "artist": a.artist}
                              for a in catalogue.artworks(idx)]
@@ -413,6 +417,9 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
                        f"--index-type {sp['index_type']})")
         else:
             click.echo(f"          search: exact (--index-type {sp['index_type']})")
+        if r := sp["regions"]:
+            click.echo(f"          regions: {r['works']} works, {r['regions']:,} regions "
+                       f"({r['layer']}, {r['structure']}), {_size(r['bytes'])}")
     click.echo(f"failures  {data['failures']}")
     for reason, n in data["failure_reasons"].items():
         click.echo(f"          {n:>5}  {reason}")
