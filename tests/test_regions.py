@@ -93,6 +93,20 @@ def test_a_region_finds_its_work_and_the_query_work_is_left_out(
         x, y, w, h = hit["box"]
         assert 0 <= x < x + w <= 1.001 and 0 <= y < y + h <= 1.001
 
+    # A page of it: the part sought and each result with its region boxed; works without a
+    # catalogued licence are grey tiles (their boxes still drawn), the user's own file shown.
+    code, out, err = invoke("query", str(fragment), "--in-regions", "-k", "3", "--report",
+                            str(tmp_path / "found"))
+    assert code == 0, err
+    page = (tmp_path / "found" / "index.html").read_text()
+    assert page.count("<rect ") == 4 and page.count("class=withheld") == 3
+    assert (tmp_path / "found" / "thumbs" / "query.jpg").is_file()
+    assert not (tmp_path / "found" / "thumbs" / "1.jpg").exists()
+    data = json.loads((tmp_path / "found" / "report.json").read_text())
+    assert [h["path"] for h in data["results"]] == paths
+    code, _, err = invoke("query", str(fragment), "--report", str(tmp_path / "no"))
+    assert code == 2 and "--report goes with --region or --in-regions" in err
+
     # Asked from the work itself, the motif is sought elsewhere: the work is not a result.
     code, out, err = invoke("query", "b/work_004.jpg", "--region", "0.2,0.1,0.5,0.5", "-k", "3")
     assert code == 0, err

@@ -385,7 +385,6 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
     from artsearch import catalogue
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
-
     from artsearch.regions import region_summary
 
     with ArtIndex(resolve_index(index_name)) as idx:

@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from artsearch.cli._app import cli, dumps, index_option, licences_option, out_file, space_option
+from artsearch.cli._app import (
+    cli,
+    dumps,
+    index_option,
+    licences_option,
+    out_dir,
+    out_file,
+    space_option,
+)
 from artsearch.textsafe import terminal
 
 
@@ -52,6 +60,9 @@ from artsearch.textsafe import terminal
 @click.option("--in-regions", is_flag=True,
               help="IMAGE is itself a detail or fragment: find the works it may come from, "
                    "by their best-matching region.")
+@click.option("--report", "report_dir", type=click.Path(), callback=out_dir, default=None,
+              metavar="DIR", help="With --region or --in-regions: also write an HTML page "
+                                  "of the part sought and each result, its region boxed.")
 @licences_option
 @click.option("--iiif-out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
@@ -64,7 +75,8 @@ from artsearch.textsafe import terminal
 def query(image: str | None, index_name: str | None, space: str, mix: str | None,
           artwork_id: int | None, text: str | None, k: int, where: tuple[str, ...],
           exclude_same: tuple[str, ...], explain_dir: str | None, rerank: str | None,
-          cite: bool, region: str | None, in_regions: bool, show_licences: str | None,
+          cite: bool, region: str | None, in_regions: bool, report_dir: Path | None,
+          show_licences: str | None,
           iiif_out: Path | None, iiif_base: str,
           as_json: bool) -> None:
     """Show the artworks nearest to IMAGE (or to --id, or --text).
@@ -96,11 +108,14 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                                "--explain, or give --explain a folder for the maps")
     if sum(x is not None for x in (image, artwork_id, text)) != 1:
         raise click.UsageError("give one of IMAGE, --id or --text")
+    if report_dir is not None and region is None and not in_regions:
+        raise click.UsageError("--report goes with --region or --in-regions; for other "
+                               "queries, --explain DIR writes a page")
     if region is not None or in_regions:
         _query_regions(image, artwork_id, index_name, space, region, k, where, as_json,
-                       text=text, mix=mix, others={"--explain": explain_dir, "--cite": cite,
-                                                   "--rerank": rerank, "--iiif-out": iiif_out,
-                                                   "--exclude-same": exclude_same})
+                       report_dir, show_licences, text=text, mix=mix,
+                       others={"--explain": explain_dir, "--cite": cite, "--rerank": rerank,
+                               "--iiif-out": iiif_out, "--exclude-same": exclude_same})
         return
     if explain_dir:
         from artsearch.paths import output_dir
@@ -148,8 +163,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
 
 def _query_regions(image: str | None, artwork_id: int | None, index_name: str | None,
                    space: str, region: str | None, k: int, where: tuple[str, ...],
-                   as_json: bool, *, text: str | None, mix: str | None,
-                   others: dict[str, Any]) -> None:
+                   as_json: bool, report_dir: Path | None, show_licences: str | None, *,
+                   text: str | None, mix: str | None, others: dict[str, Any]) -> None:
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.query import parse_where
@@ -174,10 +189,35 @@ def _query_regions(image: str | None, artwork_id: int | None, index_name: str | 
     with ArtIndex(resolve_index(index_name)) as idx:
         result = query_regions(idx, space=space, image=image_path, artwork=artwork, box=box,
                                k=k, where=parse_where(where))
+        out = result.as_dict()
+        if report_dir is not None:
+            out["report"] = str(_regions_report(idx, result, image_path, report_dir,
+                                                show_licences))
     if as_json:
-        click.echo(dumps(result.as_dict()))
+        click.echo(dumps(out))
         return
     _print_hits(result, boxes=True)
+    if report_dir is not None:
+        click.echo(f"report: {out['report']}", err=True)
+
+
+def _regions_report(idx: Any, result: Any, image_path: Path | None, report_dir: Path,
+                    show_licences: str | None) -> Path:
+    from artsearch.catalogue import find_artwork
+    from artsearch.explain import decoded, read_work
+    from artsearch.provenance import provenance
+    from artsearch.query import read_image_bytes
+    from artsearch.regions_report import regions_report
+    from artsearch.rights import parse_shown, shown
+
+    licences = parse_shown(show_licences)
+    own = find_artwork(idx, id=result.query["id"]) if "id" in result.query else None
+    # The user's own file is theirs to see; an indexed work follows its licence.
+    data = read_image_bytes(image_path) if image_path is not None else (
+        read_work(idx.root, own.path) if own is not None else None)
+    query_shown = image_path is not None or own is None or shown(own.license, licences)
+    return regions_report(idx, result, decoded(data), query_shown, report_dir,
+                          provenance(idx, [result.space], command="query"), licences)
 
 
 def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path | None,
