@@ -35,6 +35,7 @@ from artsearch.web.uploads import (
     ServerBusyError,
     upload_routes,
 )
+from artsearch.web.zoom import zoom_routes
 
 __all__ = ["MAX_UPLOAD_BYTES", "THUMB_SIZES", "LiveIndex", "create_app"]
 
@@ -146,6 +147,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(explain_routes(live, templates, allowed))
     app.include_router(region_routes(live, templates, allowed))
+    app.include_router(zoom_routes(live, templates, allowed))
     uploads = upload_routes(live, templates, max_upload)
     app.include_router(uploads)
     app.state.warm = uploads.warm  # type: ignore[attr-defined]

@@ -14,10 +14,16 @@ __all__ = ["HEADERS", "LOOPBACK", "TOKEN_COOKIE", "Guard", "is_loopback", "own_n
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_COOKIE = "artsearch_token"
 
-# No inline script or style anywhere, nothing from another origin, no framing, no plugins.
+# The one inline style allowed, by its hash: the rule the vendored deep-zoom viewer
+# (OpenSeadragon 6.1.1) adds to the page for touch screens.
+VIEWER_STYLE = "'sha256-9xTiqzfwFaL2SGb1rmr8gysEwVVjIvqWAgmZgqFqpEE='"
+
+# No inline script or style anywhere (but that rule), nothing from another origin, no
+# framing, no plugins.
 HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
-                               "script-src 'self'; style-src 'self'; object-src 'none'; "
+                               f"script-src 'self'; style-src 'self' {VIEWER_STYLE}; "
+                               "object-src 'none'; "
                                "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
