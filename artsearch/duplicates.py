@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,8 @@ TYPES = ("exact", "re-encoded", "mirrored", "crop", "detail", "related")
 SIDE = 512  # images are compared at most this many pixels on their long side
 THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
+# Bump when features() or the geometry fit changes: pairs verified before are verified again.
+GEOMETRY_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,27 @@ class Pair:
 
 # -- features and geometry -----------------------------------------------------------------------
 
-def features(img: Image.Image) -> Features:
-    """SIFT keypoints of an RGB image (and of its mirror image), at most SIDE px long."""
+DETECTORS = ("rootsift", "orb", "akaze")
+# The local features compared (measured against each other in benchmarks/bench_features.py).
+DETECTOR = "rootsift"
+
+
+def _detector(name: str) -> Any:
+    import cv2
+
+    # OpenCV's Python stubs do not list the feature factories.
+    if name == "rootsift":
+        return cv2.SIFT_create(nfeatures=1500)  # type: ignore[attr-defined]
+    if name == "orb":
+        return cv2.ORB_create(nfeatures=1500)  # type: ignore[attr-defined]
+    if name == "akaze":
+        return cv2.AKAZE_create()  # type: ignore[attr-defined]
+    raise ValueError(f"no local feature detector {name!r}; one of {', '.join(DETECTORS)}")
+
+
+def features(img: Image.Image, detector: str | None = None) -> Features:
+    """Keypoints of an RGB image (and of its mirror image), at most SIDE px long: RootSIFT
+    unless another of DETECTORS is named."""
     import cv2
 
     rgb = np.asarray(img.convert("RGB"))
@@ -121,9 +142,9 @@ def features(img: Image.Image) -> Features:
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    sift = cv2.SIFT_create(nfeatures=1500)  # type: ignore[attr-defined]  # not in cv2's stubs
-    points, desc = _detect(sift, grey)
-    m_points, m_desc = _detect(sift, np.ascontiguousarray(grey[:, ::-1]))
+    found = _detector(detector or DETECTOR)
+    points, desc = _detect(found, grey)
+    m_points, m_desc = _detect(found, np.ascontiguousarray(grey[:, ::-1]))
     if len(m_points):  # back into the unmirrored image's coordinates
         m_points[:, 0] = grey.shape[1] - 1 - m_points[:, 0]
     return Features((grey.shape[1], grey.shape[0]), scale, pixels, points, desc,
@@ -133,7 +154,8 @@ def features(img: Image.Image) -> Features:
 def _detect(sift: Any, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     keypoints, desc = sift.detectAndCompute(grey, None)
     points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
-    if desc is not None:  # RootSIFT: Hellinger distance matches texture better than L2
+    if desc is not None and desc.dtype != np.uint8:
+        # RootSIFT: Hellinger distance matches texture better than L2
         desc = np.sqrt(desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-7))
     return points, desc
 
@@ -144,10 +166,12 @@ def _matches(da: np.ndarray | None, db: np.ndarray | None) -> list[tuple[int, in
 
     if da is None or db is None or len(da) < 2 or len(db) < 2:
         return []
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    knn = matcher.knnMatch(da.astype(np.float32), db.astype(np.float32), k=2)
-    back = {m.queryIdx: m.trainIdx for m in matcher.match(db.astype(np.float32),
-                                                          da.astype(np.float32))}
+    binary = da.dtype == np.uint8  # ORB and AKAZE: bit strings, compared by Hamming distance
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING if binary else cv2.NORM_L2)
+    if not binary:
+        da, db = da.astype(np.float32), db.astype(np.float32)
+    knn = matcher.knnMatch(da, db, k=2)
+    back = {m.queryIdx: m.trainIdx for m in matcher.match(db, da)}
     return [(m.queryIdx, m.trainIdx) for m, n in (p for p in knn if len(p) == 2)
             if m.distance < 0.8 * n.distance and back.get(m.trainIdx) == m.queryIdx]
 
@@ -359,10 +383,11 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
         for a, b in itertools.combinations(sorted(same), 2):
             candidates.setdefault((a, b), 1.0)
     todo = sorted((a, b, c) for (a, b), c in candidates.items() if a in arts and b in arts)
+    known = _GeometryCache(index)
     needed = sorted({x for a, b, _ in todo if arts[a].sha256 != arts[b].sha256
-                     for x in (a, b)})
+                     and known.get(arts[a].sha256, arts[b].sha256) is None for x in (a, b)})
     say(f"{len(todo):,} candidate pairs among {len(arts):,} works; local features of "
-        f"{len(needed):,} works")
+        f"{len(needed):,} works (pairs verified by an earlier run are not verified again)")
     cache = _FeatureCache(index, arts)
     cache.fill(needed, say)
 
@@ -370,9 +395,15 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
         a, b, cosine = pair
         if arts[a].sha256 == arts[b].sha256:
             g = Geometry(same_pixels=True, cover_a=1.0, cover_b=1.0)
+        elif (g_known := known.get(arts[a].sha256, arts[b].sha256)) is not None:
+            g = g_known
         else:
             fa, fb = cache.get(a), cache.get(b)
-            g = geometry(fa, fb) if fa is not None and fb is not None else Geometry()
+            if fa is not None and fb is not None:
+                g = geometry(fa, fb)
+                known.put(arts[a].sha256, arts[b].sha256, g)
+            else:  # unreadable now: not remembered, so a later run tries again
+                g = Geometry()
         return Pair(a, b, arts[a].path, arts[b].path, cosine, classify(g, cosine, t), g)
 
     pairs = []
@@ -382,6 +413,7 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
                 pairs.append(pair)
             if n % 1000 == 0:
                 say(f"verified {n:,} of {len(todo):,} pairs")
+    known.save()
     order = {name: i for i, name in enumerate(TYPES)}
     pairs.sort(key=lambda p: (order.get(p.type or "", 99), -p.cosine, p.a, p.b))
     return pairs
@@ -407,6 +439,52 @@ def _region_candidates(index: ArtIndex, space: str,
             candidates[(a, b)] = float(va @ vb)
             added += 1
     return added
+
+
+class _GeometryCache:
+    """Each verified pair's geometry, kept in INDEX/duplicates-geometry.json by the two
+    files' content hashes (in the pair's order): a second run verifies only new pairs, and
+    a changed file, having a new hash, is verified again. The geometry does not depend on
+    the thresholds, so a refit or another threshold reuses it; a change to the features or
+    the fit (GEOMETRY_VERSION) starts afresh."""
+
+    NAME = "duplicates-geometry.json"
+
+    def __init__(self, index: ArtIndex) -> None:
+        self.path = index.path / self.NAME
+        self.pairs: dict[str, dict[str, Any]] = {}
+        self.added = 0
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") == GEOMETRY_VERSION and isinstance(data.get("pairs"), dict):
+                self.pairs = data["pairs"]
+        except (OSError, ValueError):  # none yet, or damaged: verify again
+            pass
+
+    def get(self, sha_a: str, sha_b: str) -> Geometry | None:
+        found = self.pairs.get(f"{sha_a}:{sha_b}")
+        if found is None:
+            return None
+        try:
+            return Geometry(**found)
+        except TypeError:  # written by another layout of Geometry
+            return None
+
+    def put(self, sha_a: str, sha_b: str, g: Geometry) -> None:
+        self.pairs[f"{sha_a}:{sha_b}"] = asdict(g)  # one dict store: safe across threads
+        self.added += 1
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        tmp = self.path.with_name(f".{self.NAME}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"version": GEOMETRY_VERSION, "pairs": self.pairs},
+                                      default=lambda v: v.item()),  # numpy scalars
+                           encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:  # a read-only index: the pairs are verified again next time
+            tmp.unlink(missing_ok=True)
 
 
 class _FeatureCache:

@@ -139,6 +139,37 @@ def test_duplicates_command_types_pairs_and_reports_them(derived: tuple[Path, Pa
     assert made and not made & restricted  # no copy of a restricted image was written
 
 
+def test_a_second_duplicates_run_reuses_the_verified_geometry(
+        derived: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import artsearch.duplicates as dups
+    from artsearch.duplicates import find_duplicates
+
+    root, index = derived
+    with ArtIndex(index) as idx:
+        first = [p.as_dict() for p in find_duplicates(idx, k=9)]
+    assert (index / "duplicates-geometry.json").is_file()
+
+    def refuse(*_: object) -> object:
+        raise AssertionError("verified again")
+
+    monkeypatch.setattr(dups, "geometry", refuse)
+    monkeypatch.setattr(dups, "features", refuse)
+    with ArtIndex(index) as idx:
+        assert [p.as_dict() for p in find_duplicates(idx, k=9)] == first
+    # A changed file has a new content hash: its pairs are verified again.
+    monkeypatch.undo()
+    ImageOps.mirror(picture(0)).save(root / "mirror.jpg", quality=70)
+    with ArtIndex(index, create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=root / "meta.csv",
+                                                 extractor={"num_workers": 0}))
+    calls: list[int] = []
+    real = dups.geometry
+    monkeypatch.setattr(dups, "geometry", lambda a, b: calls.append(1) or real(a, b))
+    with ArtIndex(index) as idx:
+        again = {frozenset((p.path_a, p.path_b)): p.type for p in find_duplicates(idx, k=9)}
+    assert calls and again[frozenset(("mirror.jpg", "work_0.jpg"))] == "mirrored"
+
+
 def test_relabelled_pairs_refit_the_thresholds(derived: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     _, index = derived
