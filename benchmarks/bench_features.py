@@ -59,16 +59,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with open(args.data / "metadata.csv", encoding="utf-8") as f:
         n_rows = sum(1 for _ in csv.DictReader(f))
-    with tempfile.TemporaryDirectory(prefix="artsearch-features-") as tmp:
-        with ArtIndex(Path(tmp) / "idx", create=True) as idx:
-            index_collection(args.data, idx, IndexOptions(progress=False))
-            arts = {a.id: a for a in artworks(idx)}
-            nearest: dict[int, tuple[int, float]] = {}
-            for a, b, s in shortlist(idx, "content", -1.0, 5):
-                if arts[a].sha256 != arts[b].sha256:
-                    for x, y in ((a, b), (b, a)):
-                        if x not in nearest or s > nearest[x][1]:
-                            nearest[x] = (y, s)
+    with (tempfile.TemporaryDirectory(prefix="artsearch-features-") as tmp,
+          ArtIndex(Path(tmp) / "idx", create=True) as idx):
+        index_collection(args.data, idx, IndexOptions(progress=False))
+        arts = {a.id: a for a in artworks(idx)}
+        nearest: dict[int, tuple[int, float]] = {}
+        for a, b, s in shortlist(idx, "content", -1.0, 5):
+            if arts[a].sha256 != arts[b].sha256:
+                for x, y in ((a, b), (b, a)):
+                    if x not in nearest or s > nearest[x][1]:
+                        nearest[x] = (y, s)
     rng = np.random.default_rng(3)
     chosen = sorted(rng.choice(sorted(arts), min(args.works, len(arts)), replace=False).tolist())
 
