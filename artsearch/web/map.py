@@ -111,7 +111,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
     def checked(index: Any, space: str | None, colour: str) -> str:
         if colour != "cluster" and colour not in FIELDS:
             raise OptionError(f"colour {colour!r}: cluster or one of {', '.join(FIELDS)}")
-        return index.space(space or index.spaces()[0].name).name
+        return str(index.space(space or index.spaces()[0].name).name)
 
     @router.get("/map", response_class=HTMLResponse)
     def map_page(request: Request, space: str | None = Query(None, max_length=200),

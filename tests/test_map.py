@@ -1,0 +1,80 @@
+"""The collection map in the app: the layout as numbers, colours, atlas sheets, and the page
+in Chromium (a click opens a work, Shift-drag selects a box)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from artsearch.web.map import ATLAS_CELL, ATLAS_SIDE
+from tests.test_cli import invoke
+from tests.test_web import client, live_server, served
+
+__all__ = ["live_server", "served"]  # the fixtures
+
+
+def test_the_map_lays_out_every_work_once(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    m = c.get("/api/map", params={"colour": "artist"}).json()
+    assert m["count"] == 12 and len(m["ids"]) == len(set(m["ids"])) == 12
+    assert all(0 <= v <= 1 for v in m["x"] + m["y"])
+    assert sorted(m["groups"]) == ["Ann", "Bo"] and set(m["group"]) == {0, 1}
+    kept = list((index / "maps").glob("space-*.npz"))
+    assert len(kept) == 1
+    again = c.get("/api/map", params={"colour": "artist"}).json()
+    assert again["x"] == m["x"]  # the kept layout, not a new one
+    # Colour by cluster: none yet says how to make one; after a run, its clusters.
+    first = c.get("/api/map").json()
+    assert first["groups"] == [] and "artsearch cluster" in first["colour_meaning"]
+    assert invoke("cluster", "--index", str(index), "-k", "3", "--restarts", "0")[0] == 0
+    m = client(index).get("/api/map").json()
+    assert m["groups"] == ["cluster 1", "cluster 2", "cluster 3"] and min(m["group"]) >= 0
+    for bad in ({"colour": "title); drop"}, {"space": "nope"}):
+        assert c.get("/api/map", params=bad).status_code in (400, 404)
+
+
+def test_atlas_sheets_hold_only_shown_pictures(served: tuple[Path, Path]) -> None:
+    _, index = served
+    closed = client(index, licences=frozenset({"cc-by"}))  # CC0 works are then withheld
+    sheet = Image.open(io.BytesIO(closed.get("/map/atlas/content/0.jpg").content))
+    assert sheet.size == (ATLAS_SIDE * ATLAS_CELL,) * 2
+    grey = sheet.getpixel((ATLAS_CELL // 2, ATLAS_CELL // 2))
+    assert all(abs(a - b) <= 8 for a, b in zip(grey, (200, 199, 193), strict=True))
+    opened = Image.open(io.BytesIO(client(index).get("/map/atlas/content/0.jpg").content))
+    assert opened.getpixel((ATLAS_CELL // 2, ATLAS_CELL // 2)) != grey
+    assert client(index).get("/map/atlas/content/1.jpg").status_code == 404
+
+
+@pytest.mark.browser
+def test_a_curator_walks_the_map(served: tuple[Path, Path], live_server: str) -> None:
+    from tests.browser import open_url, screenshot
+    from tests.test_accessibility import violations
+
+    with open_url(live_server + "/map?colour=artist", live_server) as (page, log):
+        page.wait_for_selector("#map[data-ready=true]", timeout=20_000)
+        assert violations(page) == []
+        assert page.locator("#map-legend li").count() == 2
+        box = page.locator("#map").bounding_box()
+        assert box is not None
+        # Shift-drag over the whole map selects every work.
+        page.keyboard.down("Shift")
+        page.mouse.move(box["x"] + 2, box["y"] + 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=6)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        assert page.inner_text("#map-selected-count").startswith("12 works selected")
+        screenshot(page, "map.png")
+        # A click on a point opens its work.
+        assert page.locator("#map-selected a").first.get_attribute("href").startswith("/work/")
+        href = page.evaluate("""async () => {
+            const m = await (await fetch('/api/map')).json();
+            return [m.x[0], m.y[0], m.ids[0]]; }""")
+        page.mouse.click(box["x"] + 12 + href[0] * (box["width"] - 24),
+                         box["y"] + 12 + href[1] * (box["height"] - 24))
+        page.wait_for_url(f"**/work/{href[2]}")
+        assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
