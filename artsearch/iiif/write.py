@@ -17,7 +17,7 @@ from artsearch.iiif.fetching import IIIFError, http_url
 if TYPE_CHECKING:
     from artsearch.index import ArtIndex
 
-__all__ = ["results_manifest", "run_manifest"]
+__all__ = ["results_manifest", "run_manifest", "set_manifest"]
 
 
 
@@ -152,6 +152,27 @@ def results_manifest(index: ArtIndex, result: Any, path: Path, *,
         _canvas(manifest, base_id, _work(arts[hit.id], [
             ("rank", hit.rank), ("similarity score", f"{hit.score:.4f}"),
             ("space", result.space)]), n, image_base)
+    return _write(manifest, path)
+
+
+@_validated
+def set_manifest(index: ArtIndex, ids: list[int], path: Path, *, label: str,
+                 image_base: str = "http://127.0.0.1:8765",
+                 manifest_id: str | None = None) -> dict[str, Any]:
+    """A light-table set as a Presentation 3 manifest, one canvas per work, in its order."""
+    from artsearch.provenance import provenance
+
+    prezi = _prezi()
+    base_id = (manifest_id or f"{image_base.rstrip('/')}/light-table").rstrip("/")
+    manifest = prezi.Manifest(id=f"{base_id}/manifest.json",
+                              label=_lang(f"{label} (a light-table set, {len(ids)} works)"))
+    facts = provenance(index, None, command="serve: light table")
+    manifest.metadata = [_entry("set", label), _entry("index", facts["index"]),
+                         _entry("made", facts["made"])]
+    arts = _works(index, ids)
+    for n, art_id in enumerate((i for i in ids if i in arts), start=1):
+        _canvas(manifest, base_id, _work(arts[art_id], [("position in the set", n)]), n,
+                image_base)
     return _write(manifest, path)
 
 

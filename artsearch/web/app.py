@@ -27,6 +27,7 @@ from artsearch.explain import DECOMPOSABLE
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
 from artsearch.web.explain import explain_routes
+from artsearch.web.lighttable import lighttable_routes
 from artsearch.web.map import map_routes
 from artsearch.web.regions import region_routes, region_spaces
 from artsearch.web.reports import report_routes
@@ -150,6 +151,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.include_router(region_routes(live, templates, allowed))
     app.include_router(zoom_routes(live, templates, allowed))
     app.include_router(map_routes(live, templates, allowed))
+    app.include_router(lighttable_routes(live, templates))
     uploads = upload_routes(live, templates, max_upload)
     app.include_router(uploads)
     app.state.warm = uploads.warm  # type: ignore[attr-defined]

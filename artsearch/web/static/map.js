@@ -114,6 +114,11 @@
     chosenCount.textContent = found.length + " works selected" +
       (found.length > 200 ? " (the first 200 listed)" : "");
     chosen.setAttribute("data-ids", found.join(","));
+    var add = document.getElementById("map-add");
+    if (add) {
+      document.getElementById("map-add-ids").value = found.join(",");
+      add.hidden = found.length === 0;
+    }
   }
   canvas.addEventListener("pointerdown", function (ev) {
     if (!data) { return; }
