@@ -87,6 +87,7 @@ def test_a_curator_gathers_works_from_a_page_and_the_map(served: tuple[Path, Pat
                                                          live_server: str) -> None:
     from tests.browser import open_url
     from tests.test_accessibility import violations
+    from tests.test_map import select_the_whole_map
 
     with open_url(live_server + "/work/4", live_server) as (page, log):
         page.fill("#light-add input[name=set]", "Studies")
@@ -96,14 +97,7 @@ def test_a_curator_gathers_works_from_a_page_and_the_map(served: tuple[Path, Pat
         assert violations(page) == []
         page.goto(live_server + "/map", wait_until="load")
         page.wait_for_selector("#map[data-ready=true]", timeout=20_000)
-        box = page.locator("#map").bounding_box()
-        assert box is not None
-        page.keyboard.down("Shift")
-        page.mouse.move(box["x"] + 2, box["y"] + 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=4)
-        page.mouse.up()
-        page.keyboard.up("Shift")
+        select_the_whole_map(page)
         page.click("#map-add button")
         page.wait_for_load_state("load")
         assert page.locator("[data-set='from the map'] .tile").count() == 12

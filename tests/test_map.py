@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -49,6 +50,19 @@ def test_atlas_sheets_hold_only_shown_pictures(served: tuple[Path, Path]) -> Non
     assert client(index).get("/map/atlas/content/1.jpg").status_code == 404
 
 
+def select_the_whole_map(page: Any) -> dict[str, float]:
+    """Shift-drag from corner to corner of the map (selecting every work); its box."""
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    page.keyboard.down("Shift")
+    page.mouse.move(box["x"] + 2, box["y"] + 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=6)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    return dict(box)
+
+
 @pytest.mark.browser
 def test_a_curator_walks_the_map(served: tuple[Path, Path], live_server: str) -> None:
     from tests.browser import open_url, screenshot
@@ -58,15 +72,7 @@ def test_a_curator_walks_the_map(served: tuple[Path, Path], live_server: str) ->
         page.wait_for_selector("#map[data-ready=true]", timeout=20_000)
         assert violations(page) == []
         assert page.locator("#map-legend li").count() == 2
-        box = page.locator("#map").bounding_box()
-        assert box is not None
-        # Shift-drag over the whole map selects every work.
-        page.keyboard.down("Shift")
-        page.mouse.move(box["x"] + 2, box["y"] + 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=6)
-        page.mouse.up()
-        page.keyboard.up("Shift")
+        box = select_the_whole_map(page)
         assert page.inner_text("#map-selected-count").startswith("12 works selected")
         screenshot(page, "map.png")
         # A click on a point opens its work.
