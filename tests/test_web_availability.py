@@ -311,3 +311,22 @@ def test_an_upload_shows_its_picture_and_changes_space_without_sending_it_again(
     assert "photo.jpg" in again.text
     assert c.get("/query/" + "0" * 32, params={"space": "tone"}).status_code == 404
     assert c.get("/query/../etc").status_code == 404
+
+
+def test_one_comparison_list_marks_where_each_neighbour_is_near(
+        served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    page = c.get("/work/4", params={"k": 5}).text
+    items = re.findall(r'<li data-id="(\d+)" data-in="([^"]*)">', page)
+    near = {space: {h["id"] for h in c.get("/api/works/4/neighbours",
+                                           params={"space": space, "k": 6}).json()["results"]
+                    if h["id"] != 4} for space in ("content", "tone")}
+    assert items and "4" not in [i for i, _ in items]
+    assert {int(i) for i, _ in items} == near["content"] | near["tone"]
+    for i, spaces in items:  # each work marked with exactly the spaces it is near in
+        assert set(spaces.split()) == {s for s in near if int(i) in near[s]}, (i, spaces)
+    counts = [len(s.split()) for _, s in items]
+    assert counts == sorted(counts, reverse=True)  # near in both first
+    if 2 in counts:
+        assert '<span class="mark both">both</span>' in page

@@ -220,6 +220,14 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             mix = f"{a}={(100 - blend) / 100:g},{b}={blend / 100:g}"
             blended = (mix, others(neighbours(index, art.id, space=None, mix=mix, k=k + 1,
                                               where=filters, exclude=exclude)))
+        # One comparison list: every work near in any space, with where it is near.
+        merged: dict[int, dict[str, Any]] = {}
+        for name, result in columns:
+            for h in result.hits:
+                entry = merged.setdefault(h.id, {"hit": h, "spaces": {}})
+                entry["spaces"][name] = (h.rank, h.score)
+        compared = sorted(merged.values(), key=lambda e: (
+            -len(e["spaces"]), min(r for r, _ in e["spaces"].values()), e["hit"].id))
         # Which of the columns beside it list each blended work.
         also = {h.id: [name for name, result in columns if h.id in {x.id for x in result.hits}]
                 for h in (blended[1].hits if blended else [])}
@@ -229,6 +237,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             "art": art, "work": _work_dict(art), "columns": columns, "blended": blended,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
             "also": also, "withheld": withheld, "keep": _keep("", where),
+            "compared": compared if len(spaces) > 1 else [],
             "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
                             and "," not in sp.layer],
             "region_spaces": region_spaces(index)})
