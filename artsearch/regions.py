@@ -14,25 +14,16 @@ same way, and works rank by their best-matching region. Measured on the 1,357-wo
 (benchmarks/bench_regions.py): the source of a 10-30 % region is in the top 10 for 0.99 of
 queries, of an enlarged 4-12 % detail for 0.95, against 0.20-0.55 cosine for whole pictures.
 
-Storage: one file per space, `regions/space-ID.npz` in the index folder, replaced
-atomically (and every CHECKPOINT_SECONDS of a long run): the FAISS index, each region's work
-id and box, and the content hash of every work described, so a re-run adds new and changed
-works and drops removed ones. Up to EXACT_UP_TO regions the index is exact; above, it is
-the smallest code (product, then 4- and 8-bit scalar quantisation) that keeps the
-whole-picture ANN's recall bar for the ten best works of sample queries: on the dev set's
-65,368 regions that is 8-bit codes (recall 0.995; PQ40 kept 0.73, 4-bit 0.92), 320 bytes a
-region, about 1.6 GB for 100,000 works.
+Where the regions are kept and how they are built and compressed: artsearch.region_store
+(on the dev set's 65,368 regions, 8-bit codes: 320 bytes a region, about 1.7 GB for 100,000
+works).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +31,6 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import and_, select
 
-from artsearch.ann import RECALL_BAR
 from artsearch.errors import BadImageError, NotIndexedError, OptionError
 from artsearch.query import Hit, QueryResult
 
@@ -50,20 +40,15 @@ if TYPE_CHECKING:
     from artsearch.index import ArtIndex
     from artsearch.store import Space
 
-__all__ = ["BuildReport", "RegionHit", "build_regions", "describe_regions", "has_regions",
-           "parse_box", "query_regions", "region_extractor", "region_layer", "region_pairs"]
+__all__ = ["RegionHit", "describe_regions", "parse_box", "query_regions", "query_vector",
+           "region_extractor", "region_layer", "region_pairs"]
 
 # (long side of the resized picture for a 224-pixel backbone, window side as a fraction of
 # the feature map's long side); windows step by STRIDE of their side.
 SCALES = ((448, 0.5), (800, 0.28))
 STRIDE = 3 / 7
 SNAP = 32            # picture sides are multiples of the backbone's total stride
-EXACT_UP_TO = 50_000  # regions searched exactly; above, product-quantised
-TRAIN_SAMPLE = 100_000
-WORK_RECALL_BAR = RECALL_BAR  # a code must keep this share of each query's ten best works
-CHECKPOINT_SECONDS = 120.0
 CANDIDATES = 300      # regions fetched per query (at least 30 per result asked for)
-FORMAT = 2
 
 
 @dataclass
@@ -71,25 +56,13 @@ class RegionHit(Hit):
     box: list[float] = field(default_factory=list)  # x, y, w, h as fractions of the picture
 
 
-@dataclass
-class BuildReport:
-    space: str
-    works: int = 0          # works described after the run
-    added: int = 0
-    removed: int = 0
-    regions: int = 0
-    seconds: float = 0.0
-    structure: str = ""
-    work_recall: float | None = None  # PQ only: share of exact top-10 works kept
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
 def region_layer(spec: BackboneSpec) -> str:
     """The layer regions are cut from: a late stage that still has a spatial map."""
     return str(spec.extra.get("region_layer") or spec.default_layer)
 
 
-def _extractor(index: ArtIndex, sp: Space) -> Extractor:
+def region_extractor(index: ArtIndex, sp: Space) -> Extractor:
+    """The model that describes the space's regions (the app keeps one per space)."""
     from artsearch.extract import Extractor
 
     spec = index.spec_for(sp)
@@ -182,287 +155,6 @@ def crop_box(img: Image.Image, box: tuple[float, float, float, float]) -> Image.
     return img.crop((x0, y0, min(w, x1), min(h, y1)))
 
 
-# -- storage ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Regions:
-    index: Any               # faiss index, row i = region i
-    owners: np.ndarray       # (n,) int64 artwork id
-    boxes: np.ndarray        # (n, 4) float32
-    works: dict[int, str]    # artwork id -> content hash described
-    meta: dict[str, Any]
-    # artwork id -> the whole picture described as one fragment (as a query is): what
-    # `duplicates` asks of the regions to find the works a work may be a detail of
-    whole: dict[int, np.ndarray] = field(default_factory=dict)
-
-
-def _path(index: ArtIndex, sp: Space) -> Path:
-    return index.path / "regions" / f"space-{sp.id}.npz"
-
-
-def _identity(index: ArtIndex, sp: Space) -> dict[str, Any]:
-    """What the descriptors depend on: a change means describing every work again."""
-    spec = index.spec_for(sp)
-    return {"format": FORMAT, "space_id": sp.id, "backbone": sp.backbone,
-            "weights_sha256": sp.weights_sha256, "layer": region_layer(spec),
-            "scales": [list(s) for s in SCALES], "stride": STRIDE, "precision": "fp32"}
-
-
-def region_extractor(index: ArtIndex, sp: Space) -> Extractor:
-    """The model that describes the space's regions (the app keeps one per space)."""
-    return _extractor(index, sp)
-
-
-def has_regions(index: ArtIndex, sp: Space) -> bool:
-    return _path(index, sp).is_file()
-
-
-_CACHE: dict[Path, tuple[tuple[int, int], _Regions]] = {}
-
-
-def _load(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Regions | None:
-    """The stored regions; `cached` (queries, which never change them) keeps the last one
-    read per file until the file is replaced."""
-    import faiss
-
-    path = _path(index, sp)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    if cached and path in _CACHE and _CACHE[path][0] == stamp:
-        return _CACHE[path][1]
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        ids = z["work_ids"].tolist()
-        works = dict(zip(ids, z["work_sha"].tolist(), strict=True))
-        whole = dict(zip(ids, z["work_vecs"].astype(np.float32), strict=True))
-        stored = _Regions(faiss.deserialize_index(z["faiss"]), z["owners"].astype(np.int64),
-                          z["boxes"].astype(np.float32), works, meta, whole)
-    if stored.index.ntotal != len(stored.owners):
-        raise NotIndexedError(f"{path}: the region index does not match its boxes; delete "
-                              "it and run `artsearch index FOLDER --regions` again")
-    if cached:
-        if len(_CACHE) >= 4:
-            _CACHE.clear()
-        _CACHE[path] = (stamp, stored)
-    return stored
-
-
-def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
-    import faiss
-
-    path = _path(index, sp)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    ids = np.array(sorted(r.works), np.int64)
-    with open(tmp, "wb") as f:
-        np.savez(f, faiss=faiss.serialize_index(r.index), owners=r.owners,
-                 boxes=r.boxes.astype(np.float16), work_ids=ids,
-                 work_sha=np.array([r.works[i] for i in ids.tolist()], dtype="U64"),
-                 work_vecs=np.array([r.whole[i] for i in ids.tolist()], np.float16).reshape(
-                     len(ids), -1),
-                 meta=np.frombuffer(json.dumps(r.meta).encode(), np.uint8))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-# -- building --------------------------------------------------------------------------------
-
-
-def _space_works(index: ArtIndex, sp: Space) -> dict[int, tuple[str, str]]:
-    """artwork id -> (path, content hash) of every work with a vector in the space."""
-    from artsearch.store import Artwork, Embedding
-
-    with index.store.session() as s:
-        rows = s.execute(select(Artwork.id, Artwork.path, Artwork.sha256).join(
-            Embedding, and_(Embedding.artwork_id == Artwork.id, Embedding.space_id == sp.id)))
-        return {int(i): (p, h) for i, p, h in rows}
-
-
-def build_regions(index: ArtIndex, space: str,
-                  progress: Callable[[int, int], None] | None = None,
-                  checkpoint_seconds: float = CHECKPOINT_SECONDS) -> BuildReport:
-    """Describe the space's new and changed works by regions; drop removed ones.
-
-    Each work's file is read through the collection's own reader (a link leading out of
-    the collection is skipped, with its reason in the report). What is described is saved
-    every `checkpoint_seconds`, so an interrupted run loses at most that much: a re-run
-    describes only the works still missing."""
-    from artsearch.explain import decoded, read_work
-
-    index.lock()
-    start = time.perf_counter()
-    sp = index.space(space)
-    report = BuildReport(space)
-    identity = _identity(index, sp)
-    current = _load(index, sp)
-    if current is not None and {k: current.meta.get(k) for k in identity} != identity:
-        current = None  # another backbone, weights or layout: describe everything again
-    works = _space_works(index, sp)
-    old = current.works if current is not None else {}
-    gone = {a for a, sha in old.items() if a not in works or works[a][1] != sha}
-    todo = sorted(a for a, (_, sha) in works.items() if old.get(a) != sha)
-    if current is not None and gone:
-        current = _merge(current, gone, None, np.zeros(0, np.int64), np.zeros((0, 4)), {}, {})
-    ex = _extractor(index, sp) if todo else None
-    min_side = round(max(s for s, _ in SCALES) * index.spec_for(sp).preprocess.size / 224)
-    vecs: list[np.ndarray] = []
-    owners: list[np.ndarray] = []
-    boxes: list[np.ndarray] = []
-    described: dict[int, str] = {}
-    whole: dict[int, np.ndarray] = {}
-    last_save = time.perf_counter()
-
-    def save() -> None:
-        nonlocal current
-        if vecs:
-            current = _merge(current, set(), np.concatenate(vecs), np.concatenate(owners),
-                             np.concatenate(boxes), described, whole)
-            whole.clear()
-            vecs.clear()
-            owners.clear()
-            boxes.clear()
-            described.clear()
-        if current is not None:
-            current.meta = {**identity, "structure": current.meta.get("structure", "flat"),
-                            "work_recall": current.meta.get("work_recall"),
-                            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            _save(index, sp, current)
-
-    for n, art in enumerate(todo, 1):
-        rel, sha = works[art]
-        img = decoded(read_work(index.root, rel), min_side=min_side)
-        if img is None:
-            report.skipped.append((rel, "not readable inside the collection (moved, changed, "
-                                        "or a link leading out of it); re-run `artsearch "
-                                        "index`"))
-        else:
-            assert ex is not None
-            v, b = describe_regions(ex, img)
-            vecs.append(v)
-            boxes.append(b)
-            owners.append(np.full(len(v), art, np.int64))
-            described[art] = sha
-            whole[art] = query_vector(ex, img)[0]
-            report.added += 1
-        if time.perf_counter() - last_save >= checkpoint_seconds:
-            save()
-            last_save = time.perf_counter()
-        if progress is not None:
-            progress(n, len(todo))
-    if todo or gone:
-        save()
-    report.removed = len(gone)
-    if current is not None:
-        report.works, report.regions = len(current.works), int(current.index.ntotal)
-        report.structure = current.meta["structure"]
-        report.work_recall = current.meta["work_recall"]
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def _merge(current: _Regions | None, gone: set[int], new_v: np.ndarray | None,
-           new_o: np.ndarray, new_b: np.ndarray, described: dict[int, str],
-           new_whole: dict[int, np.ndarray]) -> _Regions | None:
-    """`current` less the works in `gone`, plus new regions: added to its codes when it is
-    quantised, else to its exact vectors (quantised once they pass EXACT_UP_TO)."""
-    import faiss
-
-    if current is None and new_v is None:
-        return None
-    if current is not None and gone:
-        keep = ~np.isin(current.owners, np.fromiter(gone, np.int64))
-        # remove_ids keeps the order of what stays, so boxes and owners stay row-aligned.
-        current.index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(~keep).astype(np.int64)))
-        current.owners, current.boxes = current.owners[keep], current.boxes[keep]
-        current.works = {a: s for a, s in current.works.items() if a not in gone}
-        current.whole = {a: v for a, v in current.whole.items() if a not in gone}
-    if new_v is None:
-        assert current is not None
-        return current
-    if current is not None and current.meta.get("structure", "flat") != "flat":
-        current.index.add(new_v)  # codes: encoded with what the structure learnt
-        return _Regions(current.index, np.concatenate([current.owners, new_o]),
-                        np.concatenate([current.boxes, new_b]),
-                        {**current.works, **described}, current.meta,
-                        {**current.whole, **new_whole})
-    if current is not None and current.index.ntotal:
-        all_v = np.concatenate([current.index.reconstruct_n(0, current.index.ntotal), new_v])
-        all_o = np.concatenate([current.owners, new_o])
-        all_b = np.concatenate([current.boxes, new_b])
-        works = {**current.works, **described}
-        whole = {**current.whole, **new_whole}
-    else:
-        all_v, all_o, all_b = new_v, new_o, new_b
-        works, whole = dict(described), dict(new_whole)
-    structure, recall, built = _structure(all_v, all_o)
-    return _Regions(built, all_o, all_b, works, {"structure": structure, "work_recall": recall},
-                    whole)
-
-
-# Quantisers tried in order of size (bytes a region): product codes of d/8 and d/4 bytes,
-# 4- and 8-bit scalar codes, half floats.
-def _quantisers(d: int) -> list[tuple[str, Callable[[], Any]]]:
-    import faiss
-
-    ip = faiss.METRIC_INNER_PRODUCT
-    sq = faiss.ScalarQuantizer
-    out: list[tuple[str, Callable[[], Any]]] = [
-        (f"PQ{m}", partial(faiss.IndexPQ, d, m, 8, ip))
-        for m in (d // 8, d // 4) if m >= 1 and d % m == 0]
-    out += [(name, partial(faiss.IndexScalarQuantizer, d, q, ip))
-            for name, q in (("SQ4", sq.QT_4bit), ("SQ8", sq.QT_8bit), ("SQfp16", sq.QT_fp16))]
-    return out
-
-
-def _structure(vectors: np.ndarray, owners: np.ndarray) -> tuple[str, float | None, Any]:
-    """Exact search while it is cheap; above EXACT_UP_TO regions, the smallest code that
-    keeps RECALL_BAR (the whole-picture ANN's bar) of the exact top-10 works, for
-    CALIBRATION_QUERIES stored regions asked as queries; exact again if none does."""
-    import faiss
-
-    from artsearch.ann import CALIBRATION_QUERIES
-
-    d = vectors.shape[1]
-    flat = faiss.IndexFlatIP(d)
-    flat.add(vectors)
-    if len(vectors) <= EXACT_UP_TO:
-        return "flat", None, flat
-    rng = np.random.default_rng(0)
-    train = vectors[rng.choice(len(vectors), min(len(vectors), TRAIN_SAMPLE), replace=False)]
-    probe = vectors[rng.choice(len(vectors), CALIBRATION_QUERIES, replace=False)]
-    exact = _top_works(flat, probe, owners)
-    for name, make in _quantisers(d):
-        coded = make()
-        coded.train(train)
-        coded.add(vectors)
-        found = _top_works(coded, probe, owners)
-        recall = float(np.mean([len(a & b) / max(1, len(a)) for a, b in
-                                zip(exact, found, strict=True)]))
-        if recall >= WORK_RECALL_BAR:
-            return name, round(recall, 4), coded
-    return "flat", None, flat
-
-
-def _top_works(index: Any, queries: np.ndarray, owners: np.ndarray, k: int = 10
-               ) -> list[set[int]]:
-    _, ids = index.search(queries, CANDIDATES)
-    out = []
-    for row in ids:
-        seen: list[int] = []
-        for j in row:
-            if j >= 0 and (o := int(owners[j])) not in seen:
-                seen.append(o)
-                if len(seen) == k:
-                    break
-        out.append(set(seen))
-    return out
-
-
 # -- querying --------------------------------------------------------------------------------
 
 
@@ -484,12 +176,13 @@ def query_regions(
     from artsearch.catalogue import check_fields, find_artwork, where_conditions
     from artsearch.explain import decoded, read_work
     from artsearch.images import read_file, sha256_bytes
+    from artsearch.region_store import load_regions, space_works
     from artsearch.store import Artwork
 
     if k < 1:
         raise OptionError(f"-k {k}: ask for at least one result")
     sp = index.space(space)
-    stored = _load(index, sp, cached=True)
+    stored = load_regions(index, sp, cached=True)
     if stored is None:
         raise NotIndexedError(
             f"space {sp.name!r} of {index.path} has no region index; build it with "
@@ -530,10 +223,10 @@ def query_regions(
     if box is not None:
         picture = crop_box(picture, box)
         described["region"] = [round(v, 4) for v in box]
-    ex = (make_extractor or (lambda s: _extractor(index, s)))(sp)
+    ex = (make_extractor or (lambda s: region_extractor(index, s)))(sp)
     q = query_vector(ex, picture)
 
-    current = _space_works(index, sp)
+    current = space_works(index, sp)
     unsearched = len(set(current) - set(stored.works))
     if unsearched:
         notes.append(f"{unsearched} works indexed since the region index was built are not "
@@ -583,11 +276,13 @@ def region_pairs(index: ArtIndex, space: str, per_work: int = 2
 
     The score is a region cosine, not the space's: it says what to verify, not what the
     pair is."""
+    from artsearch.region_store import load_regions, space_works
+
     sp = index.space(space)
-    stored = _load(index, sp, cached=True)
+    stored = load_regions(index, sp, cached=True)
     if stored is None or not stored.whole or not stored.index.ntotal:
         return []
-    current = _space_works(index, sp)
+    current = space_works(index, sp)
     ids = [a for a in sorted(stored.whole) if a in current]
     found: dict[tuple[int, int], float] = {}
     wanted = min(int(stored.index.ntotal), CANDIDATES)
@@ -608,15 +303,3 @@ def region_pairs(index: ArtIndex, space: str, per_work: int = 2
                 if len(best) == per_work:
                     break
     return sorted(((a, b, s) for (a, b), s in found.items()), key=lambda p: (-p[2], p[0], p[1]))
-
-
-def region_summary(index: ArtIndex, sp: Space) -> dict[str, Any] | None:
-    """What `artsearch info` says about a space's region index."""
-    stored = _load(index, sp)
-    if stored is None:
-        return None
-    size = _path(index, sp).stat().st_size
-    return {"works": len(stored.works), "regions": int(stored.index.ntotal),
-            "structure": stored.meta.get("structure"), "layer": stored.meta.get("layer"),
-            "bytes": size, "built": stored.meta.get("built")}
-

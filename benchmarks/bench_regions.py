@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from artsearch.index import ArtIndex
     from artsearch.indexing import IndexOptions, index_collection
     from artsearch.query import search
-    from artsearch.regions import _extractor, _path, build_regions, query_regions
+    from artsearch.region_store import _path, build_regions
+    from artsearch.regions import query_regions, region_extractor
 
     work = Path(tempfile.mkdtemp(prefix="artsearch-regions-"))
     try:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     img = im.convert("RGB")
                 lo, hi = (0.10, 0.30) if kind == "regions" else (0.04, 0.12)
                 queries[kind].append((cut(img, rng, lo, hi, kind == "details"), works[i].path))
-            ex = _extractor(idx, idx.space("content"))
+            ex = region_extractor(idx, idx.space("content"))
             from artsearch.query import default_extractor
 
             whole_ex = default_extractor(idx, idx.space("content"))

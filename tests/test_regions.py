@@ -13,15 +13,14 @@ from PIL import Image
 from artsearch.duplicates import Thresholds, find_duplicates
 from artsearch.errors import OptionError
 from artsearch.index import ArtIndex
-from artsearch.regions import (
+from artsearch.region_store import (
     WORK_RECALL_BAR,
-    _load,
     _merge,
     _structure,
     build_regions,
-    parse_box,
-    query_regions,
+    load_regions,
 )
+from artsearch.regions import parse_box, query_regions
 from tests.conftest import DEV, FAKE, TRAINABLE, make_collection, requires_dev
 from tests.test_cli import invoke
 
@@ -46,7 +45,7 @@ def test_regions_are_built_beside_the_space_and_kept_up_to_date(
     assert code == 0, err
     assert "regions: 12 works" in out and "12 described, 0 dropped" in out
     with ArtIndex(isolated_home / "default") as idx:
-        stored = _load(idx, idx.space("content"))
+        stored = load_regions(idx, idx.space("content"))
         assert stored is not None
         assert len(stored.works) == 12 and set(np.unique(stored.owners)) == set(stored.works)
         assert stored.index.ntotal == len(stored.owners) == len(stored.boxes) > 12 * 2
@@ -69,7 +68,7 @@ def test_regions_are_built_beside_the_space_and_kept_up_to_date(
     assert code == 0, err
     assert "regions: 13 works" in out and "0 described, 1 dropped" in out
     with ArtIndex(isolated_home / "default") as idx:
-        stored = _load(idx, idx.space("content"))
+        stored = load_regions(idx, idx.space("content"))
         assert stored is not None and len(stored.works) == 13
         assert stored.index.ntotal == len(stored.owners) > first
         # each work's regions are still its own: rebuilding one work's gives the same rows
@@ -149,7 +148,7 @@ def test_parse_box_clips_rounding_and_refuses_boxes_outside() -> None:
 
 def test_codes_are_used_only_when_they_keep_the_best_works(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.regions as regions
+    import artsearch.region_store as regions
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(200, 32)).astype(np.float32)
@@ -171,7 +170,7 @@ def test_codes_are_used_only_when_they_keep_the_best_works(
 
 def test_removing_works_from_product_codes_keeps_rows_aligned(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.regions as regions
+    import artsearch.region_store as regions
 
     rng = np.random.default_rng(1)
     owners = np.repeat(np.arange(1, 101), 30).astype(np.int64)
@@ -337,7 +336,7 @@ def test_an_interrupted_region_build_keeps_what_it_described(collection: Path,
     with ArtIndex(isolated_home / "default") as idx:
         with pytest.raises(KeyboardInterrupt):
             build_regions(idx, "content", progress=stop_after_five, checkpoint_seconds=0)
-        stored = _load(idx, idx.space("content"))
+        stored = load_regions(idx, idx.space("content"))
         assert stored is not None and len(stored.works) == 5  # saved after each work
         again = build_regions(idx, "content")
         assert again.added == 7 and again.works == 12

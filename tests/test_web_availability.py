@@ -312,6 +312,19 @@ def test_an_upload_shows_its_picture_and_changes_space_without_sending_it_again(
     assert c.get("/query/" + "0" * 32, params={"space": "tone"}).status_code == 404
     assert c.get("/query/../etc").status_code == 404
 
+    # "why?" beside each result of a space whose similarity decomposes (content: avg), with
+    # the upload's own map and the work's; none for tone (max pooling).
+    whys = re.findall(rf'href="(/explain/upload/{key}/(\d+)\?space=content)"', page.text)
+    assert len(whys) == len(re.findall(r'class="tile"', page.text)) > 0
+    assert "/explain/upload/" not in again.text
+    why = c.get(whys[0][0].replace("&amp;", "&"))
+    assert why.status_code == 200 and "your picture (photo.jpg)" in why.text
+    assert 'id="explain-legend"' in why.text and f'href="/query/{key}?space=content"' in why.text
+    for side in ("a", "b"):
+        png = c.get(f"/explain/upload/{key}/{whys[0][1]}/{side}.png", params={"space": "content"})
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert c.get(f"/explain/upload/{'0' * 32}/{whys[0][1]}").status_code == 404
+
 
 def test_one_comparison_list_marks_where_each_neighbour_is_near(
         served: tuple[Path, Path]) -> None:

@@ -147,13 +147,14 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(report_routes(live, templates, allowed))
-    app.include_router(explain_routes(live, templates, allowed))
     app.include_router(region_routes(live, templates, allowed))
     app.include_router(zoom_routes(live, templates, allowed))
     app.include_router(map_routes(live, templates, allowed))
     app.include_router(lighttable_routes(live, templates))
     uploads = upload_routes(live, templates, max_upload)
     app.include_router(uploads)
+    app.include_router(explain_routes(live, templates, allowed,
+                                      uploads.uploads))  # type: ignore[attr-defined]
     app.state.warm = uploads.warm  # type: ignore[attr-defined]
 
     @app.exception_handler(ArtsearchError)

@@ -18,8 +18,11 @@ MAX_ID = 2**63 - 1
 SIDE = 320
 
 
-def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
-    """Routes: /explain/A/B, /explain/A/B/SIDE.png, /api/explain/A/B (SIDE: a or b)."""
+def explain_routes(live: Any, templates: Any, licences: frozenset[str],
+                   uploads: Any = None) -> APIRouter:
+    """Routes: /explain/A/B, /explain/A/B/SIDE.png, /api/explain/A/B (SIDE: a or b), and
+    /explain/upload/KEY/B (and its PNGs) for a picture uploaded a while ago (`uploads`:
+    web.uploads.RecentUploads)."""
     from artsearch import catalogue
     from artsearch.errors import NotIndexedError
     from artsearch.explain import decoded, pair_maps, read_work
@@ -47,6 +50,58 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRo
         pm = live.memo(("explain", a, b, sp.name), lambda: pair_maps(ex, first, second))
         return pm, arts, pictures
 
+    def upload_maps(key: str, b: int, space: str) -> tuple[Any, Any, Any, Any]:
+        """The maps of an upload (kept in memory by its hash) and a work."""
+        kept = uploads.get(key) if uploads is not None else None
+        if kept is None:
+            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
+                                  "in memory only); upload the picture again")
+        index = live.get()
+        art = catalogue.find_artwork(index, id=b)
+        if art is None:
+            raise NotIndexedError("no such artwork")
+        sp = index.space(space)
+        shared = live.extractor(index, sp)
+        shared.model  # noqa: B018 - built once here, so the float32 copy shares it
+        ex = copy.copy(shared)
+        ex.precision = "fp32"
+        side = ex.spec.preprocess.resize
+        first, second = decoded(kept[1], side), decoded(read_work(index.root, art.path), side)
+        if first is None or second is None:
+            raise NotIndexedError("a picture cannot be read")
+        pm = live.memo(("explain-upload", key, b, sp.name), lambda: pair_maps(ex, first, second))
+        return pm, kept[0], art, (first, second)
+
+    @router.get("/explain/upload/{key}/{b}", response_class=HTMLResponse)
+    def explain_upload_page(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
+                            b: int = PathParam(ge=1, le=MAX_ID),
+                            space: str = Query("content", max_length=200)) -> Response:
+        pm, name, art, _ = upload_maps(key, b, space)
+        upload = {"id": None, "title": f"your picture ({name})", "path": name}
+        return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
+            "a": upload, "b": art, "space": space, "maps": pm.as_dict(4),
+            "png": f"/explain/upload/{key}/{b}", "back": f"/query/{key}?space={space}",
+            "withheld": {} if shown(art.license, licences) else
+            {art.id: statement(art.license)},
+            "spaces": [sp.name for sp in live.get().spaces()]})
+
+    @router.get("/explain/upload/{key}/{b}/{side}.png")
+    def explain_upload_png(key: str = PathParam(pattern="^[0-9a-f]{32}$"),
+                           b: int = PathParam(ge=1, le=MAX_ID),
+                           side: str = PathParam(pattern="^[ab]$"),
+                           space: str = Query("content", max_length=200)) -> Response:
+        from artsearch.explain import heat_png
+
+        pm, _, art, pictures = upload_maps(key, b, space)
+        scale = float(max(abs(pm.query).max(), abs(pm.result).max()))
+        buf = io.BytesIO()
+        # The uploader's own picture is theirs to see; the work follows its licence.
+        picture = pictures[0] if side == "a" else (
+            pictures[1] if shown(art.license, licences) else None)
+        heat_png(picture, pm.query if side == "a" else pm.result, buf, SIDE, scale)
+        return Response(buf.getvalue(), media_type="image/png",
+                        headers={"cache-control": "private, max-age=600"})
+
     @router.get("/explain/{a}/{b}", response_class=HTMLResponse)
     def explain_page(request: Request, a: int = PathParam(ge=1, le=MAX_ID),
                      b: int = PathParam(ge=1, le=MAX_ID),
@@ -54,6 +109,7 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRo
         pm, arts, _ = maps(a, b, space)
         return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
             "a": arts[0], "b": arts[1], "space": space, "maps": pm.as_dict(4),
+            "png": f"/explain/{a}/{b}", "back": None,
             "withheld": {art.id: statement(art.license) for art in arts
                          if not shown(art.license, licences)},
             "spaces": [sp.name for sp in live.get().spaces()]})

@@ -111,6 +111,7 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
     router.warm = warm  # type: ignore[attr-defined]
 
     uploads = RecentUploads()
+    router.uploads = uploads  # type: ignore[attr-defined]  # the explain routes read them
 
     async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
         kept = uploads.get(key)
@@ -122,9 +123,13 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
         result = await off_the_loop(lambda: search(
             index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
             make_extractor=lambda sp: live.extractor(index, sp)))
+        from artsearch.explain import DECOMPOSABLE
+
+        sp = index.space(space)
         return templates.TemplateResponse(request, "results.html", {  # type: ignore[no-any-return]
             "result": result, "name": name, "space": space, "key": key,
-            "spaces": [sp.name for sp in index.spaces()]})
+            "spaces": [s.name for s in index.spaces()],
+            "explainable": sp.pooling in DECOMPOSABLE and "," not in sp.layer})
 
     @router.post("/query", response_class=HTMLResponse)
     async def upload_page(request: Request, image: UploadFile = File(...),
