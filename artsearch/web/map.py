@@ -25,6 +25,8 @@ ATLAS_SIDE = 16   # an atlas sheet is 16 x 16 works ...
 ATLAS_CELL = 48   # ... of 48 px each
 COLOURS = 10      # a field's most frequent values get a colour each; the rest are "other"
 FIELDS = ("artist", "style", "genre", "date", "source", "license")
+MAP_BACKGROUND = (251, 250, 246)  # the map canvas's own colour (style.css)
+WITHHELD = (200, 199, 193)  # a work whose licence withholds its picture: a grey square
 
 
 def layout(index: Any, space: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -179,10 +181,12 @@ def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> 
     from artsearch.web.app import THUMB_SIZES, _thumbnail
 
     arts = {a.id: a for a in artworks(index, ids)}
-    sheet = Image.new("RGB", (ATLAS_SIDE * ATLAS_CELL,) * 2, (200, 199, 193))
+    sheet = Image.new("RGB", (ATLAS_SIDE * ATLAS_CELL,) * 2, MAP_BACKGROUND)
     for n, art_id in enumerate(ids):
         art = arts.get(art_id)
         if art is None or not shown(art.license, licences):
+            x, y = (n % ATLAS_SIDE) * ATLAS_CELL, (n // ATLAS_SIDE) * ATLAS_CELL
+            sheet.paste(WITHHELD, (x + 4, y + 4, x + ATLAS_CELL - 4, y + ATLAS_CELL - 4))
             continue
         try:
             small = Image.open(io.BytesIO(_thumbnail(index, art, THUMB_SIZES["s"])))

@@ -52,10 +52,20 @@
     var r = size();
     ctx.clearRect(0, 0, r.width, r.height);
     var per = data.atlas.side * data.atlas.side, cell = data.atlas.cell;
-    var thumb = thumbsBox && thumbsBox.checked && view.scale >= 3 ? Math.min(64, 8 * view.scale) : 0;
-    for (var i = 0; i < data.count; i++) {
-      var p = toScreen(i);
-      if (p[0] < -64 || p[1] < -64 || p[0] > r.width + 64 || p[1] > r.height + 64) { continue; }
+    var visible = [], i, p;
+    for (i = 0; i < data.count; i++) {
+      p = toScreen(i);
+      if (p[0] >= -64 && p[1] >= -64 && p[0] <= r.width + 64 && p[1] <= r.height + 64) {
+        visible.push(i);
+      }
+    }
+    // Thumbnails once few enough works are in view (zoom in on a large collection), each as
+    // large as its share of the view allows.
+    var thumb = thumbsBox && thumbsBox.checked && visible.length && visible.length <= 1500 ?
+      Math.max(16, Math.min(96, 0.7 * Math.sqrt(r.width * r.height / visible.length))) : 0;
+    for (var v = 0; v < visible.length; v++) {
+      i = visible[v];
+      p = toScreen(i);
       if (thumb) {
         var n = Math.floor(i / per), k = i % per, im = sheet(n);
         if (im.complete && im.naturalWidth) {
