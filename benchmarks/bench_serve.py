@@ -9,7 +9,8 @@ noise of the dev set's spread, renormalised. Thumbnails are placeholders. A uvic
 then answers, over loopback: a work page with both spaces' neighbours, a facet browse, a
 text search, and an upload query of a 1-megapixel JPEG (the real Lite0 model). Each is timed
 request by request (p50, p99); then `--clients` concurrent clients mix them, and every error
-is counted. Targets (issue 12): work page p50 <= 60 ms, p99 <= 200 ms; facet browse p50 <= 60
+is counted. First, the map: its page, its layout the first time and once kept, one atlas
+sheet. Targets (issue 12): work page p50 <= 60 ms, p99 <= 200 ms; facet browse p50 <= 60
 ms; upload p50 <= 150 ms; 20 clients without error.
 """
 
@@ -169,6 +170,24 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 "image": ("photo.jpg", upload, "image/jpeg")}),
         }
         rows: dict[str, dict[str, float]] = {}
+        with httpx.Client(base_url=base, timeout=600) as c:
+            # The map: its page, its layout laid out the first time (PCA above 10,000 works)
+            # and then kept, and one atlas sheet of 256 thumbnails.
+            timed: dict[str, float] = {}
+            for name, url in (("page", "/map"), ("layout, first", "/api/map"),
+                              ("layout, kept", "/api/map"),
+                              ("layout by genre", "/api/map?colour=genre"),
+                              ("atlas sheet, first", "/map/atlas/content/0.jpg"),
+                              ("atlas sheet, kept", "/map/atlas/content/0.jpg")):
+                t = time.perf_counter()
+                r = c.get(url)
+                timed[name] = time.perf_counter() - t
+                assert r.status_code == 200, (url, r.status_code, r.text[:200])
+                if name == "layout, kept":
+                    timed["layout bytes"] = len(r.content)
+            rows["map"] = {k: round(v * 1000, 1) if "bytes" not in k else v
+                           for k, v in timed.items()}
+            print("map (ms):", rows["map"], flush=True)
         with httpx.Client(base_url=base, timeout=60) as c:
             for kind, call in kinds.items():
                 call(c)  # warm: first model build, first file reads

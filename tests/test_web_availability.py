@@ -343,3 +343,22 @@ def test_one_comparison_list_marks_where_each_neighbour_is_near(
     assert counts == sorted(counts, reverse=True)  # near in both first
     if 2 in counts:
         assert '<span class="mark both">both</span>' in page
+
+
+@pytest.mark.browser
+def test_the_blend_slider_answers_from_the_keyboard_without_a_reload(
+        served: tuple[Path, Path], live_server: str) -> None:
+    from tests.browser import open_url
+
+    with open_url(live_server + "/work/4", live_server) as (page, log):
+        page.evaluate("window.__same_page = true")
+        assert page.locator(".neighbours[data-space='blend']").count() == 0
+        page.focus("#blend")
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_selector(".neighbours[data-space='blend'] .tile", timeout=10_000)
+        assert page.input_value("#blend") == "30"
+        assert page.evaluate("window.__same_page") is True  # swapped in, not reloaded
+        assert "blend=30" in page.url
+        assert page.inner_text("#blend-value") == "30 %"
+        assert log["console"] == [] and log["errors"] == []

@@ -22,16 +22,32 @@
     }
   });
   input.addEventListener("change", function () { if (input.files.length) { form.submit(); } });
-  // The blend slider: its value shown as it moves; the page asked again once it rests
-  // (each arrow key would otherwise reload the page).
+  // The blend slider: its value shown as it moves; once it rests, the neighbours are asked
+  // again and swapped in without reloading the page (the form still works without script).
   var blend = document.getElementById("blend");
   var shown = document.getElementById("blend-value");
   var timer = null;
+  function swap() {
+    var form = blend.form;
+    var url = form.getAttribute("action") + "?" +
+      new URLSearchParams(new FormData(form)).toString();
+    fetch(url, {headers: {"accept": "text/html"}}).then(function (r) {
+      if (!r.ok) { throw new Error(r.statusText); }
+      return r.text();
+    }).then(function (html) {
+      var fresh = new DOMParser().parseFromString(html, "text/html");
+      ["compared", "neighbour-columns"].forEach(function (id) {
+        var mine = document.getElementById(id), theirs = fresh.getElementById(id);
+        if (mine && theirs) { mine.replaceWith(document.importNode(theirs, true)); }
+      });
+      history.replaceState(null, "", url);
+    }).catch(function () { form.submit(); });
+  }
   if (blend) {
     blend.addEventListener("input", function () { if (shown) { shown.value = blend.value + " %"; } });
     blend.addEventListener("change", function () {
       if (timer) { clearTimeout(timer); }
-      timer = setTimeout(function () { blend.form.submit(); }, 700);
+      timer = setTimeout(swap, 400);
     });
   }
 
