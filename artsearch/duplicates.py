@@ -120,13 +120,16 @@ DETECTOR = "rootsift"
 
 
 def _detector(name: str) -> Any:
+    """A detector by name, with its keypoint budget after a colon (rootsift:800)."""
     import cv2
 
+    kind, _, budget = name.partition(":")
+    points = int(budget) if budget.isdigit() else 1500
     # OpenCV's Python stubs do not list the feature factories.
-    if name == "rootsift":
-        return cv2.SIFT_create(nfeatures=1500)  # type: ignore[attr-defined]
-    if name == "orb":
-        return cv2.ORB_create(nfeatures=1500)  # type: ignore[attr-defined]
+    if kind == "rootsift":
+        return cv2.SIFT_create(nfeatures=points)  # type: ignore[attr-defined]
+    if kind == "orb":
+        return cv2.ORB_create(nfeatures=points)  # type: ignore[attr-defined]
     raise ValueError(f"no local feature detector {name!r}; one of {', '.join(DETECTORS)}")
 
 
