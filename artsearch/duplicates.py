@@ -39,7 +39,7 @@ SIDE = 512  # images are compared at most this many pixels on their long side
 THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
 # Bump when features() or the geometry fit changes: pairs verified before are verified again.
-GEOMETRY_VERSION = 2
+GEOMETRY_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,15 @@ class Features:
     descriptors: np.ndarray | None
     mirrored_points: np.ndarray | None = None
     mirrored_descriptors: np.ndarray | None = None
+
+    def top(self, n: int) -> Features:
+        """The same picture with only its n strongest keypoints (and mirrored ones)."""
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[:n]
+
+        return replace(self, points=self.points[:n], descriptors=cut(self.descriptors),
+                       mirrored_points=cut(self.mirrored_points),
+                       mirrored_descriptors=cut(self.mirrored_descriptors))
 
 
 @dataclass
@@ -115,11 +124,14 @@ class Pair:
 
 # AKAZE is not among them: OpenCV 5 moved it out of the main modules that opencv-python ships.
 DETECTORS = ("rootsift", "orb")
-# The local features compared: RootSIFT, at most 500 keypoints a picture. Measured in
-# benchmarks/bench_features.py: ORB found 1 detail in 10 where RootSIFT found 9; 500
-# keypoints verify a pair in 4 ms where 1,500 took 27, with the same held-out precision and
-# recall.
-DETECTOR = "rootsift:500"
+# The local features compared: RootSIFT, the 1,500 strongest keypoints a picture. Measured
+# in benchmarks/bench_features.py: ORB found 1 detail in 10 where RootSIFT found 9.
+DETECTOR = "rootsift"
+# A pair is first verified with each picture's FIRST_TRY strongest keypoints (4 ms a pair
+# instead of 27, and as right for every type but details); a pair the region index proposed
+# (a detail suspect) that this does not confirm is verified again with all the keypoints of
+# the picture the detail would come from, where it covers a small area.
+FIRST_TRY = 500
 
 
 def _detector(name: str) -> Any:
@@ -127,7 +139,7 @@ def _detector(name: str) -> Any:
     import cv2
 
     kind, _, budget = name.partition(":")
-    points = int(budget) if budget.isdigit() else 500
+    points = int(budget) if budget.isdigit() else 1500
     # OpenCV's Python stubs do not list the feature factories.
     if kind == "rootsift":
         return cv2.SIFT_create(nfeatures=points)  # type: ignore[attr-defined]
@@ -158,6 +170,10 @@ def features(img: Image.Image, detector: str | None = None) -> Features:
 
 def _detect(sift: Any, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     keypoints, desc = sift.detectAndCompute(grey, None)
+    order = sorted(range(len(keypoints)), key=lambda i: -keypoints[i].response)
+    keypoints = [keypoints[i] for i in order]  # strongest first: a prefix is the top n
+    if desc is not None:
+        desc = desc[order]
     points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
     if desc is not None and desc.dtype != np.uint8:
         # RootSIFT: Hellinger distance matches texture better than L2
@@ -377,10 +393,11 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     arts = {a.id: a for a in artworks(index)}
     candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
                                                        near=t.near, floor=t.floor)}
+    deep: dict[tuple[int, int], int] = {}
     if regions:
-        extra = _region_candidates(index, space, candidates)
-        if extra:
-            say(f"{extra:,} more candidate pairs from the region index (details and crops)")
+        deep = _region_candidates(index, space, candidates)
+        if deep:
+            say(f"{len(deep):,} more candidate pairs from the region index (details and crops)")
     by_hash: dict[str, list[int]] = {}
     for a in arts.values():
         by_hash.setdefault(a.sha256, []).append(a.id)
@@ -405,7 +422,11 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
         else:
             fa, fb = cache.get(a), cache.get(b)
             if fa is not None and fb is not None:
-                g = geometry(fa, fb)
+                g = geometry(fa.top(FIRST_TRY), fb.top(FIRST_TRY))
+                if g.inliers < t.min_inliers and (a, b) in deep:
+                    whole = deep[(a, b)]  # all of its keypoints, the part's strongest
+                    g = geometry(fa if whole == a else fa.top(FIRST_TRY),
+                                 fb if whole == b else fb.top(FIRST_TRY))
                 known.put(arts[a].sha256, arts[b].sha256, g)
             else:  # unreadable now: not remembered, so a later run tries again
                 g = Geometry()
@@ -425,24 +446,26 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
 
 
 def _region_candidates(index: ArtIndex, space: str,
-                       candidates: dict[tuple[int, int], float]) -> int:
+                       candidates: dict[tuple[int, int], float]) -> dict[tuple[int, int], int]:
     """Add the region index's pairs to `candidates`, each with its cosine in the space (the
-    pair's reported similarity); how many were new."""
+    pair's reported similarity); the pairs that were new, each with the work that would be
+    the whole (the part's source)."""
     from artsearch.regions import region_pairs
 
-    pairs = [(a, b) for a, b, _ in region_pairs(index, space) if (a, b) not in candidates]
+    wholes = {(min(p, w), max(p, w)): w for p, w, _ in region_pairs(index, space)}
+    pairs = [key for key in wholes if key not in candidates]
     if not pairs:
-        return 0
+        return {}
     sp = index.space(space)
     faiss_ids, art_ids = index.id_maps(sp)
     row = dict(zip(art_ids.tolist(), faiss_ids.tolist(), strict=True))
     vectors = index.vectors(sp)
-    added = 0
+    added = {}
     for a, b in pairs:
         if a in row and b in row:
             va, vb = vectors.vectors(np.array([row[a], row[b]], np.int64))
             candidates[(a, b)] = float(va @ vb)
-            added += 1
+            added[(a, b)] = wholes[(a, b)]
     return added
 
 

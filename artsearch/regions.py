@@ -270,9 +270,10 @@ def query_regions(
 
 def region_pairs(index: ArtIndex, space: str, per_work: int = 2
                  ) -> list[tuple[int, int, float]]:
-    """Candidate pairs (a < b, region score) of a work and a work it may be a detail or
-    crop of: each work's whole picture, asked as a fragment, against every other work's
-    regions; its `per_work` best other works. Nothing (no pairs) without a region index.
+    """Candidate pairs (part, whole, region score) of a work and a work it may be a detail
+    or crop of: each work's whole picture, asked as a fragment, against every other work's
+    regions; its `per_work` best other works (the wholes). A pair found both ways is given
+    once, in its better direction. Nothing (no pairs) without a region index.
 
     The score is a region cosine, not the space's: it says what to verify, not what the
     pair is."""
@@ -284,7 +285,7 @@ def region_pairs(index: ArtIndex, space: str, per_work: int = 2
         return []
     current = space_works(index, sp)
     ids = [a for a in sorted(stored.whole) if a in current]
-    found: dict[tuple[int, int], float] = {}
+    found: dict[tuple[int, int], tuple[float, int, int]] = {}
     wanted = min(int(stored.index.ntotal), CANDIDATES)
     for start in range(0, len(ids), 256):
         chunk = ids[start:start + 256]
@@ -299,7 +300,9 @@ def region_pairs(index: ArtIndex, space: str, per_work: int = 2
                     continue
                 best.append(owner)
                 key = (min(a, owner), max(a, owner))
-                found[key] = max(found.get(key, -1.0), float(score))
+                if key not in found or score > found[key][0]:
+                    found[key] = (float(score), a, owner)
                 if len(best) == per_work:
                     break
-    return sorted(((a, b, s) for (a, b), s in found.items()), key=lambda p: (-p[2], p[0], p[1]))
+    return sorted(((part, whole, s) for s, part, whole in found.values()),
+                  key=lambda p: (-p[2], p[0], p[1]))
