@@ -39,7 +39,7 @@ SIDE = 512  # images are compared at most this many pixels on their long side
 THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
 # Bump when features() or the geometry fit changes: pairs verified before are verified again.
-GEOMETRY_VERSION = 4
+GEOMETRY_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -66,15 +66,6 @@ class Features:
     descriptors: np.ndarray | None
     mirrored_points: np.ndarray | None = None
     mirrored_descriptors: np.ndarray | None = None
-
-    def top(self, n: int) -> Features:
-        """The same picture with only its n strongest keypoints (and mirrored ones)."""
-        def cut(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[:n]
-
-        return replace(self, points=self.points[:n], descriptors=cut(self.descriptors),
-                       mirrored_points=cut(self.mirrored_points),
-                       mirrored_descriptors=cut(self.mirrored_descriptors))
 
 
 @dataclass
@@ -125,13 +116,10 @@ class Pair:
 # AKAZE is not among them: OpenCV 5 moved it out of the main modules that opencv-python ships.
 DETECTORS = ("rootsift", "orb")
 # The local features compared: RootSIFT, the 1,500 strongest keypoints a picture. Measured
-# in benchmarks/bench_features.py: ORB found 1 detail in 10 where RootSIFT found 9.
+# (benchmarks/README.md): ORB found 1 detail in 10 where RootSIFT found 9; 500 keypoints, or
+# 500 first and 1,500 again for detail suspects, verify faster but confirm fewer details
+# (20 and 22 of 30, against 24).
 DETECTOR = "rootsift"
-# A pair is first verified with each picture's FIRST_TRY strongest keypoints (4 ms a pair
-# instead of 27, and as right for every type but details); a pair the region index proposed
-# (a detail suspect) that this does not confirm is verified again with all the keypoints of
-# the picture the detail would come from, where it covers a small area.
-FIRST_TRY = 500
 
 
 def _detector(name: str) -> Any:
@@ -393,11 +381,10 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     arts = {a.id: a for a in artworks(index)}
     candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
                                                        near=t.near, floor=t.floor)}
-    deep: dict[tuple[int, int], int] = {}
     if regions:
-        deep = _region_candidates(index, space, candidates)
-        if deep:
-            say(f"{len(deep):,} more candidate pairs from the region index (details and crops)")
+        extra = _region_candidates(index, space, candidates)
+        if extra:
+            say(f"{extra:,} more candidate pairs from the region index (details and crops)")
     by_hash: dict[str, list[int]] = {}
     for a in arts.values():
         by_hash.setdefault(a.sha256, []).append(a.id)
@@ -422,11 +409,7 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
         else:
             fa, fb = cache.get(a), cache.get(b)
             if fa is not None and fb is not None:
-                g = geometry(fa.top(FIRST_TRY), fb.top(FIRST_TRY))
-                if g.inliers < t.min_inliers and (a, b) in deep:
-                    whole = deep[(a, b)]  # all of its keypoints, the part's strongest
-                    g = geometry(fa if whole == a else fa.top(FIRST_TRY),
-                                 fb if whole == b else fb.top(FIRST_TRY))
+                g = geometry(fa, fb)
                 known.put(arts[a].sha256, arts[b].sha256, g)
             else:  # unreadable now: not remembered, so a later run tries again
                 g = Geometry()
@@ -446,26 +429,25 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
 
 
 def _region_candidates(index: ArtIndex, space: str,
-                       candidates: dict[tuple[int, int], float]) -> dict[tuple[int, int], int]:
+                       candidates: dict[tuple[int, int], float]) -> int:
     """Add the region index's pairs to `candidates`, each with its cosine in the space (the
-    pair's reported similarity); the pairs that were new, each with the work that would be
-    the whole (the part's source)."""
+    pair's reported similarity); how many were new."""
     from artsearch.regions import region_pairs
 
-    wholes = {(min(p, w), max(p, w)): w for p, w, _ in region_pairs(index, space)}
-    pairs = [key for key in wholes if key not in candidates]
+    keys = {(min(p, w), max(p, w)) for p, w, _ in region_pairs(index, space)}
+    pairs = sorted(key for key in keys if key not in candidates)
     if not pairs:
-        return {}
+        return 0
     sp = index.space(space)
     faiss_ids, art_ids = index.id_maps(sp)
     row = dict(zip(art_ids.tolist(), faiss_ids.tolist(), strict=True))
     vectors = index.vectors(sp)
-    added = {}
+    added = 0
     for a, b in pairs:
         if a in row and b in row:
             va, vb = vectors.vectors(np.array([row[a], row[b]], np.int64))
             candidates[(a, b)] = float(va @ vb)
-            added[(a, b)] = wholes[(a, b)]
+            added += 1
     return added
 
 
