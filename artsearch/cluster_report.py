@@ -165,7 +165,7 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
             + (f" and {int((assign == NOISE).sum())} unclustered" if (assign == NOISE).any()
                else "") + f", {_METHOD_NAMES.get(run.method, run.method)} on the "
              f"{space.name!r} space")
-    points = [[w["title"], w["artist"], int(assign[r]), w["thumb"]]
+    points = [[w["title"], w["artist"], int(assign[r]), w["thumb"], w["id"]]
               for r, w in ((int(r), works[int(r)]) for r in shown)]
     html_text = page(title, lede, facts, body, toc=toc,
                      script=_MAP_SCRIPT.replace("__POINTS__", _json_for_script(points)))
@@ -206,7 +206,8 @@ def _figure(work: dict[str, Any]) -> str:
 def _work(art: Artwork, thumb: str | None, withheld: str | None) -> dict[str, Any]:
     # No catalogued title: say so, rather than pass the file name off as one.
     title = art.title or f"untitled ({Path(art.path).name})"
-    return {"path": art.path, "title": title, "artist": art.artist or "", "thumb": thumb,
+    return {"id": art.id, "path": art.path, "title": title, "artist": art.artist or "",
+            "thumb": thumb,
             "withheld": withheld,
             "caption": title + (f" — {art.artist}" if art.artist else ""),
             "date": art.date or ""}
@@ -272,7 +273,7 @@ def _overview(run: ClusterRun, k: int, assign: np.ndarray, labels: dict[int, Any
         f"<p class=note>Each dot is a work, coloured by cluster; works that look alike to the "
         f"model lie close together. Layout: {esc(map_method)}. Distances between far-apart "
         f"groups on such a map mean little; nearness within a group means more.{sample}"
-        f"{gone_note} Hover a dot for the work.</p>"
+        f"{gone_note} Hover a dot for the work (in the app, click it to open the work).</p>"
         f"<div class=legend>{legend}</div>"
         "<p><button id=toggle-thumbs type=button>Show thumbnails on the map</button></p>"
         f"<div id=map-wrap><svg id=map viewBox='0 0 {width} {height}' role=img "
@@ -499,6 +500,15 @@ _MAP_SCRIPT = """
     card.style.display = 'block';
   });
   svg.addEventListener('mouseleave', function () { card.style.display = 'none'; });
+  // Served by `artsearch serve`, the page says where works live: a dot opens its work.
+  var works = document.body.getAttribute('data-work-pages');
+  if (works) {
+    svg.style.cursor = 'pointer';
+    svg.addEventListener('click', function (ev) {
+      var i = ev.target.getAttribute && ev.target.getAttribute('data-i');
+      if (i !== null && i !== undefined) { location.href = works + points[+i][4]; }
+    });
+  }
   var layer = document.getElementById('thumb-layer'), shown = false, built = false;
   document.getElementById('toggle-thumbs').addEventListener('click', function (ev) {
     shown = !shown;

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
     from artsearch.index import ArtIndex
 
-__all__ = ["DERIVATIONS", "Example", "calibrate", "calibrate_index", "derive", "read_labels",
-           "scores", "synthesise"]
+__all__ = ["DERIVATIONS", "Example", "another_version", "calibrate", "calibrate_index",
+           "derive", "read_labels", "scores", "synthesise"]
 
 # -- synthesised derivatives ----------------------------------------------------------------------
 
@@ -103,6 +103,31 @@ def _halftone(img: Image.Image, cell: int = 4) -> Image.Image:
     h, w = a.shape[:2]
     screen = np.tile(bayer, (h // cell + 1, w // cell + 1))[:h, :w]
     return Image.fromarray(((a > screen[..., None]) * 255).astype(np.uint8))
+
+
+def another_version(img: Image.Image, manner: Image.Image, rng: np.random.Generator,
+                    shift: float = 6.0) -> Image.Image:
+    """`img`'s composition painted again: its motifs moved by a smooth random warp of about
+    `shift` pixels (a copyist's hand), repainted in the manner of `manner` by the fast style
+    network (artsearch.stylize), JPEG q75. Two versions of one composition should be
+    `related`, never a crop or a re-encoding."""
+    import cv2
+    from PIL import Image
+
+    from artsearch.stylize import stylize_fast
+
+    a = np.asarray(img.convert("RGB"))
+    h, w = a.shape[:2]
+    dx, dy = (cv2.resize(rng.normal(0, shift, (4, 4)).astype(np.float32), (w, h),
+                         interpolation=cv2.INTER_CUBIC) for _ in range(2))
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    moved = Image.fromarray(cv2.remap(a, xs + dx, ys + dy, cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT))
+    painted = stylize_fast(moved, manner, size=max(w, h)).image
+    buf = io.BytesIO()
+    painted.save(buf, "JPEG", quality=75)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
 
 
 

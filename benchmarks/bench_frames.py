@@ -1,4 +1,5 @@
-"""Frames and borders: different paintings that share one must be no pair (issue 24).
+"""Frames, borders and versions: different paintings that share a frame must be no pair, and
+two versions of one composition are `related`, never a crop or a copy (issue 24).
 
     python benchmarks/bench_frames.py [--pairs 30] [--data DIR]
 
@@ -6,10 +7,13 @@ From the dev set (seeded): N pairs of different paintings, each pair put inside 
 ornamented frame (a band of 11 % of the side cut from a third, busy painting — the same
 frame for both) and, separately, inside one painted border (a 5 % band of a fourth
 painting); as controls, each framed painting against itself re-encoded (90 % size, JPEG
-q70), which must stay a pair. Each pair goes through `duplicates`' own verification
-(features, geometry, classify with the shipped thresholds, and the pair's real cosine in
-the Lite0 content space). Reported: false pairs among the frame and border negatives, and
-the controls' recall.
+q70), which must stay a pair. Versions: each first painting against its composition painted
+again (`duplicates_fit.another_version`: motifs moved a few pixels by a smooth warp, then
+repainted by the fast style network in the manner of the pair's fourth painting), and, as a
+harder case, repainted with no warp at all (every edge where it was). Each pair goes
+through `duplicates`' own verification (features, geometry, classify with the shipped
+thresholds, and the pair's real cosine in the Lite0 content space). Reported: false pairs
+among the frame and border negatives, the versions' types, and the controls' recall.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from artsearch import backbones
     from artsearch.duplicates import Thresholds, classify, features, geometry
+    from artsearch.duplicates_fit import another_version
     from artsearch.extract import Extractor
+    from artsearch.stylize import stylize_fast
 
     with open(args.data / "metadata.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -66,7 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ex = Extractor(backbones.get("efficientnet-lite0"), precision="fp32", num_workers=0)
     t = Thresholds()
     results: dict[str, Counter[str]] = {"frame": Counter(), "border": Counter(),
-                                        "control": Counter()}
+                                        "control": Counter(), "version": Counter(),
+                                        "repainted, unmoved": Counter()}
+    warp = np.random.default_rng(6)
     for n in range(args.pairs):
         a, b, frame, border = (load(i) for i in chosen[4 * n:4 * n + 4])
         for kind, band, around in (("frame", 0.11, frame), ("border", 0.05, border)):
@@ -74,6 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             vx, vy = ex.embed_images([x, y])
             g = geometry(features(x), features(y))
             results[kind][classify(g, float(vx @ vy), t) or "none"] += 1
+        fa = features(a)
+        for kind, other in (("version", another_version(a, border, warp)),
+                            ("repainted, unmoved", stylize_fast(a, border,
+                                                                size=max(a.size)).image)):
+            va, vo = ex.embed_images([a, other])
+            results[kind][classify(geometry(fa, features(other)), float(va @ vo), t)
+                          or "none"] += 1
         x = surround(a, frame, 0.11)
         buf = io.BytesIO()
         x.resize((378, 378)).save(buf, "JPEG", quality=70)
@@ -84,10 +99,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {"machine": machine(), "pairs": args.pairs,
            "results": {k: dict(v) for k, v in results.items()},
            "false_pairs": {k: args.pairs - results[k]["none"] for k in ("frame", "border")},
-           "control_recall": results["control"]["re-encoded"] / args.pairs}
+           "control_recall": results["control"]["re-encoded"] / args.pairs,
+           "versions_typed_as_copies": {k: sum(v for t, v in results[k].items()
+                                              if t not in ("related", "none"))
+                                        for k in ("version", "repainted, unmoved")}}
     path = write_results("frames", out, args.out)
     print(f"frame negatives: {dict(results['frame'])}; border negatives: "
-          f"{dict(results['border'])}; controls: {dict(results['control'])} -> {path}")
+          f"{dict(results['border'])}; controls: {dict(results['control'])}; versions: "
+          f"{dict(results['version'])}; repainted unmoved: "
+          f"{dict(results['repainted, unmoved'])} -> {path}")
     return out
 
 

@@ -559,3 +559,21 @@ def test_two_paintings_in_one_frame_are_no_pair(tmp_path: Path) -> None:
     a.resize((380, 380)).save(out, quality=70)
     g2 = geometry(features(a), features(Image.open(out).convert("RGB")))
     assert classify(g2, 0.95, Thresholds()) == "re-encoded"
+
+
+def test_two_versions_of_one_composition_are_related_not_a_crop() -> None:
+    from artsearch.duplicates import MIN_DENSITY, Thresholds, classify, features, geometry
+    from artsearch.duplicates_fit import another_version, derive
+
+    original = picture(7)
+    # Painted again: the same layout with its motifs a few pixels off, other brushwork.
+    version = another_version(original, picture(20), np.random.default_rng(0))
+    g = geometry(features(original), features(version))
+    assert g.inliers >= Thresholds().min_inliers  # the composition agrees...
+    assert g.density < MIN_DENSITY  # ...on few of the points the two pictures share
+    assert classify(g, 0.99, Thresholds()) == "related"
+    # A printed reproduction of the same painting (the sparsest derivative) stays a copy.
+    printed, _ = derive(original, "halftone", np.random.default_rng(0))
+    g2 = geometry(features(original), features(printed))
+    assert g2.density >= MIN_DENSITY
+    assert classify(g2, 0.90, Thresholds()) == "re-encoded"

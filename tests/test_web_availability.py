@@ -180,6 +180,25 @@ def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app
     assert (made / "index.html").read_bytes() == before
 
 
+@pytest.mark.browser
+def test_a_dot_on_a_cluster_reports_map_opens_its_work(
+        served: tuple[Path, Path], live_server: str) -> None:
+    from tests.browser import open_url
+    from tests.test_cli import invoke
+
+    _, index = served
+    assert invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")[0] == 0
+    with open_url(live_server + "/clusters/1/index.html", live_server) as (page, log):
+        dot = page.locator("#dots circle").first
+        name = dot.locator("title").text_content() or ""
+        dot.click(force=True)
+        page.wait_for_url(re.compile(r".*/work/\d+$"))
+        work = int(page.url.rsplit("/", 1)[1])
+        catalogue = client(index).get(f"/api/works/{work}").json()
+        assert (catalogue.get("title") or "") in name  # the dot's own work opened
+    assert log["errors"] == [] and log["outside"] == []
+
+
 WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
 

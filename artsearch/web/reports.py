@@ -51,9 +51,10 @@ _BACK = ("<nav class=toc aria-label='artsearch'><a href='/'>&larr; artsearch</a>
 
 
 def _in_app(html: str) -> str:
-    """A report page as the app serves it: a way back to the app at the top, and each
-    work's thumbnail a link to its page (the file on disk stays as written)."""
-    html = html.replace("<body>", "<body>" + _BACK, 1)
+    """A report page as the app serves it: a way back to the app at the top, each work's
+    thumbnail a link to its page, and the page marked so that its script opens a work when
+    its dot on the map is clicked (the file on disk stays as written)."""
+    html = html.replace("<body>", "<body data-work-pages='/work/'>" + _BACK, 1)
     return _THUMB.sub(r"<a href='/work/\2'>\1</a>", html)
 
 
