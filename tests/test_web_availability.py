@@ -6,6 +6,7 @@ server on loopback where the event loop matters."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import threading
 import time
@@ -83,11 +84,12 @@ def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
     assert [a.status_code for a in answers] == [200, 200]
 
 
-def test_models_are_warmed_at_start(served: tuple[Path, Path],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import query
+def test_models_are_warmed_and_maps_laid_out_at_start(served: tuple[Path, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch import cluster_report, query
 
     _, index = served
+    shutil.rmtree(index / "maps", ignore_errors=True)
     built: list[str] = []
     real = query.default_extractor
 
@@ -104,6 +106,14 @@ def test_models_are_warmed_at_start(served: tuple[Path, Path],
     answer = c.post("/api/query", files={"image": ("p.jpg", jpeg(painting(5)))},
                     data={"space": "content"})
     assert answer.status_code == 200 and sorted(built) == ["content", "tone"]  # none rebuilt
+    # Each space's map was laid out too: the map's first view lays out nothing.
+    assert len(list((index / "maps").glob("space-*.npz"))) == 2
+
+    def never(*_a: object) -> None:
+        raise AssertionError("laid out again on view")
+
+    monkeypatch.setattr(cluster_report, "project_2d", never)
+    assert c.get("/api/map", params={"space": "tone"}).json()["count"] > 0
 
 
 def test_uploads_from_another_origin_are_refused(served: tuple[Path, Path]) -> None:

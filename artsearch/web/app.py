@@ -149,13 +149,21 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(region_routes(live, templates, allowed))
     app.include_router(zoom_routes(live, templates, allowed))
-    app.include_router(map_routes(live, templates, allowed))
+    maps = map_routes(live, templates, allowed)
+    app.include_router(maps)
     app.include_router(lighttable_routes(live, templates))
     uploads = upload_routes(live, templates, max_upload)
     app.include_router(uploads)
     app.include_router(explain_routes(live, templates, allowed,
                                       uploads.uploads))  # type: ignore[attr-defined]
-    app.state.warm = uploads.warm  # type: ignore[attr-defined]
+
+    def warm() -> None:
+        """What `serve` does in the background at start: each space's model loaded, then
+        each space's map laid out."""
+        uploads.warm()  # type: ignore[attr-defined]
+        maps.prepare()  # type: ignore[attr-defined]
+
+    app.state.warm = warm
 
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:

@@ -168,6 +168,19 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
             pass
         return Response(body, media_type="image/jpeg", headers=headers)
 
+    def prepare() -> None:
+        """Lay out every space's map now (`serve` calls this in the background at start),
+        so the map page paints at once instead of laying out on its first view."""
+        try:
+            index = live.get()
+            for sp in index.spaces():
+                if index.saved_count(sp):
+                    with lock:
+                        live.memo(("map", sp.name), lambda n=sp.name: layout(index, n))
+        except Exception:  # noqa: BLE001 - a space that cannot be laid out says so when asked
+            pass
+
+    router.prepare = prepare  # type: ignore[attr-defined]
     return router
 
 
