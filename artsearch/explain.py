@@ -9,7 +9,14 @@ and w = mean_j g_j - c (c: a fitted centre, zero for avg),
 
 so the terms of either sum form a map over that picture which adds up to the score: positive
 where the region pulls the two together, negative where it pushes them apart. Other poolings
-(max, GeM, Gram, mean+std) are not sums over positions and get no map, only their share.
+(max, GeM, Gram, mean+std, several layers) are not sums over positions; for them each part of
+a picture is hidden in turn (filled with the picture's mean colour) and the similarity taken
+again (occlusion, as Zeiler and Fergus probed networks): the map is how much the similarity
+falls when that part is hidden. It shows what matters, but does not add up to the score.
+
+Either map is drawn over the square the model saw (its shorter side resized, the centre
+kept: the view that the stored vectors are of) or over the whole picture (nothing cut; its
+similarity then is of the whole pictures, which the space did not store).
 """
 
 from __future__ import annotations
@@ -27,9 +34,13 @@ if TYPE_CHECKING:
 
     from artsearch.extract import Extractor
 
-__all__ = ["DECOMPOSABLE", "PairMaps", "blend_shares", "heat_png", "pair_maps"]
+__all__ = ["DECOMPOSABLE", "VIEWS", "PairMaps", "blend_shares", "heat_png", "pair_maps",
+           "whole_pixels"]
 
 DECOMPOSABLE = ("avg", "cavg")
+VIEWS = ("square", "whole")  # the centre square the model saw, or the whole picture
+OCCLUSION_CELLS = 7  # an occlusion map hides cells 1/7 of the model's input side
+LONGEST = 3  # the whole view: the long side at most 3x the short one (a scroll is cut down)
 
 
 @dataclass
@@ -40,9 +51,12 @@ class PairMaps:
     query: np.ndarray
     result: np.ndarray
     cosine: float
+    method: str = "decomposition"  # or "occlusion": the fall in similarity when hidden
+    view: str = "square"
 
     def as_dict(self, decimals: int = 6) -> dict[str, Any]:
-        return {"cosine": round(self.cosine, decimals),
+        return {"cosine": round(self.cosine, decimals), "method": self.method,
+                "view": self.view,
                 "sum_query": round(float(self.query.sum()), decimals),
                 "sum_result": round(float(self.result.sum()), decimals),
                 "grid_query": list(self.query.shape), "grid_result": list(self.result.shape),
@@ -50,23 +64,48 @@ class PairMaps:
                 "result": np.round(self.result, decimals).tolist()}
 
 
-def pair_maps(extractor: Extractor, query: Image.Image, result: Image.Image) -> PairMaps:
-    """The similarity maps of two pictures in the extractor's (single-layer, avg or cavg)
-    space, computed in float64 from the same feature maps the space pools."""
+def decomposes(extractor: Extractor) -> bool:
+    """Whether the extractor's similarity is a sum over positions (one layer, avg or cavg)."""
+    return extractor.pooling in DECOMPOSABLE and len(extractor.layers) == 1
+
+
+def whole_pixels(img: Image.Image, pre: Any) -> Any:
+    """The whole picture as uint8 (3, H, W): its shorter side at the size the model's square
+    is cut from, its longer at most LONGEST times that; nothing cut away."""
+    import torch
+    from PIL import Image as PILImage
+
+    from artsearch.extract import crop_extreme
+
+    img = crop_extreme(img.convert("RGB"))
+    w, h = img.size
+    scale = min(pre.resize / min(w, h), LONGEST * pre.resize / max(w, h))
+    size = (max(32, round(w * scale)), max(32, round(h * scale)))
+    arr = np.asarray(img.resize(size, PILImage.Resampling.BICUBIC, reducing_gap=3.0), np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def pair_maps(extractor: Extractor, query: Image.Image, result: Image.Image,
+              view: str = "square") -> PairMaps:
+    """The similarity maps of two pictures in the extractor's space, over the square the
+    model saw or the `view` "whole" picture: the exact decomposition where the space is a
+    single-layer avg or cavg one (computed in float64 from the same feature maps the space
+    pools), else occlusion maps."""
     import torch
 
     from artsearch.extract import prepare
 
-    if extractor.pooling not in DECOMPOSABLE or len(extractor.layers) != 1:
-        raise MetadataError(
-            f"similarity maps need a single-layer avg or cavg space; this one pools "
-            f"{extractor.layer} by {extractor.pooling} (its blend share is still given)")
+    if view not in VIEWS:
+        raise MetadataError(f"view {view!r}: one of {', '.join(VIEWS)}")
     pre = extractor.spec.preprocess
-    pixels = torch.stack([prepare(query, pre), prepare(result, pre)])
+    pixels = [prepare(p, pre) if view == "square" else whole_pixels(p, pre)
+              for p in (query, result)]
+    if not decomposes(extractor):
+        return _occlusion(extractor, pixels, view)
     with torch.inference_mode():
-        fmaps = extractor.feature_maps(pixels)[0].double().cpu().numpy()  # (2, C, H, W)
+        fmaps = [extractor.feature_maps(x[None])[0][0].double().cpu().numpy() for x in pixels]
     centre = extractor.params.get("m0")
-    c = np.zeros(fmaps.shape[1]) if centre is None else np.asarray(centre, np.float64)
+    c = np.zeros(fmaps[0].shape[0]) if centre is None else np.asarray(centre, np.float64)
     fq, fr = fmaps[0] - c[:, None, None], fmaps[1] - c[:, None, None]
     u, w = fq.mean(axis=(1, 2)), fr.mean(axis=(1, 2))
     nu, nw = np.linalg.norm(u), np.linalg.norm(w)
@@ -74,7 +113,34 @@ def pair_maps(extractor: Extractor, query: Image.Image, result: Image.Image) -> 
         raise MetadataError("a picture has an all-zero feature vector: nothing to explain")
     cq = np.einsum("chw,c->hw", fq, w) / (fq.shape[1] * fq.shape[2] * nu * nw)
     cr = np.einsum("chw,c->hw", fr, u) / (fr.shape[1] * fr.shape[2] * nu * nw)
-    return PairMaps(cq, cr, float(u @ w / (nu * nw)))
+    return PairMaps(cq, cr, float(u @ w / (nu * nw)), "decomposition", view)
+
+
+def _occlusion(extractor: Extractor, pixels: list[Any], view: str) -> PairMaps:
+    """Occlusion maps: each cell of each picture hidden in turn (its mean colour), the
+    similarity to the other picture taken again; a cell's value is the fall."""
+    import torch
+
+    whole = [extractor.embed_pixels(x[None])[0].astype(np.float64) for x in pixels]
+    cosine = float(whole[0] @ whole[1])
+    cell = extractor.spec.preprocess.size / OCCLUSION_CELLS  # the square: 7 x 7 cells
+    grids = []
+    for x, other in ((pixels[0], whole[1]), (pixels[1], whole[0])):
+        _, h, w = x.shape
+        rows, cols = max(1, round(h / cell)), max(1, round(w / cell))
+        ys = np.linspace(0, h, rows + 1).round().astype(int)
+        xs = np.linspace(0, w, cols + 1).round().astype(int)
+        fill = x.float().mean(dim=(1, 2)).round().to(torch.uint8)[:, None, None]
+        hidden = []
+        for r in range(rows):
+            for col in range(cols):
+                y = x.clone()
+                y[:, ys[r]:ys[r + 1], xs[col]:xs[col + 1]] = fill
+                hidden.append(y)
+        vectors = np.concatenate([extractor.embed_pixels(torch.stack(hidden[i:i + 32]))
+                                  for i in range(0, len(hidden), 32)]).astype(np.float64)
+        grids.append((cosine - vectors @ other).reshape(rows, cols))
+    return PairMaps(grids[0], grids[1], cosine, "occlusion", view)
 
 
 def blend_shares(weights: dict[str, float], parts: dict[str, dict[str, float]]
@@ -90,11 +156,14 @@ def blend_shares(weights: dict[str, float], parts: dict[str, dict[str, float]]
 
 
 def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path | BinaryIO, side: int,
-             scale: float) -> None:
-    """The picture (as the model saw it: shorter side resized, centre square) with the map
-    laid over it: orange where the region adds to the score, blue where it takes away; with
+             scale: float, view: str = "square") -> None:
+    """The picture with the map laid over it: orange where the region adds to the score,
+    blue where it takes away. `view` "square": the picture as the model saw it (shorter side
+    resized, centre square), `side` square; "whole": all of it, its longer side `side`. With
     no picture (its licence withholds it), the map alone on grey."""
     from PIL import Image
+
+    from artsearch.extract import crop_extreme
 
     h, w = grid.shape
     norm = np.clip(grid / scale, -1, 1) if scale > 0 else np.zeros_like(grid)
@@ -104,14 +173,20 @@ def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path | BinaryI
     colours[..., 1] = 97 * pos + 114 * neg
     colours[..., 2] = 0 * pos + 178 * neg
     colours[..., 3] = 200 * np.maximum(pos, neg)
-    overlay = Image.fromarray(colours.astype(np.uint8), "RGBA").resize(
-        (side, side), Image.Resampling.BILINEAR)
-    if picture is None:
-        base = Image.new("RGBA", (side, side), (217, 217, 214, 255))
+    img = None if picture is None else crop_extreme(picture.convert("RGB"))
+    if view == "whole":
+        aspect = img.width / img.height if img is not None else w / h
+        size = (side, max(1, round(side / aspect))) if aspect >= 1 else \
+            (max(1, round(side * aspect)), side)
     else:
-        from artsearch.extract import crop_extreme
-
-        img = crop_extreme(picture.convert("RGB"))
+        size = (side, side)
+    overlay = Image.fromarray(colours.astype(np.uint8), "RGBA").resize(
+        size, Image.Resampling.BILINEAR)
+    if img is None:
+        base = Image.new("RGBA", size, (217, 217, 214, 255))
+    elif view == "whole":
+        base = img.resize(size, Image.Resampling.BICUBIC).convert("RGBA")
+    else:
         s = side / min(img.size)
         img = img.resize((max(side, round(img.width * s)), max(side, round(img.height * s))),
                          Image.Resampling.BICUBIC)

@@ -443,10 +443,35 @@ def test_why_a_neighbour_matches(served: tuple[Path, Path]) -> None:
     other = near[1]
     page = c.get(f"/work/{first}").text
     assert f"/explain/{first}/{other['id']}?space=content" in page
-    assert "space=tone" not in page  # max pooling: no map
     data = c.get(f"/api/explain/{first}/{other['id']}").json()
+    assert data["method"] == "decomposition" and data["view"] == "square"
     assert abs(data["sum_query"] - other["score"]) <= 1e-4
     assert abs(data["sum_result"] - other["score"]) <= 1e-4
+    # Over the whole pictures the maps still add up, to the whole pictures' own cosine, and
+    # their grids take each picture's shape.
+    whole = c.get(f"/api/explain/{first}/{other['id']}", params={"view": "whole"}).json()
+    assert whole["view"] == "whole" and whole["method"] == "decomposition"
+    assert abs(whole["sum_query"] - whole["cosine"]) <= 1e-6
+    assert abs(whole["sum_result"] - whole["cosine"]) <= 1e-6
+    for side, art in (("grid_query", first), ("grid_result", other["id"])):
+        info = c.get(f"/api/works/{art}").json()
+        rows, cols = whole[side]
+        assert (cols > rows) == (info["width"] > info["height"]) or rows == cols
+    # tone pools by max, which does not split over positions: occlusion maps instead, whose
+    # cosine is the space's own similarity of the pair.
+    tone = c.get(f"/api/works/{first}/neighbours", params={"k": 3, "space": "tone"}
+                 ).json()["results"][1]
+    assert f"/explain/{first}/{tone['id']}?space=tone" in page
+    occl = c.get(f"/api/explain/{first}/{tone['id']}", params={"space": "tone"}).json()
+    assert occl["method"] == "occlusion" and abs(occl["cosine"] - tone["score"]) <= 1e-4
+    assert len(occl["query"]) == 7 and len(occl["query"][0]) == 7  # 7 x 7 cells of the square
+    assert any(v != 0 for row in occl["query"] for v in row)
+    words = c.get(f"/explain/{first}/{tone['id']}", params={"space": "tone", "view": "whole"})
+    assert words.status_code == 200 and "was hidden in turn" in words.text
+    assert c.get(f"/explain/{first}/{tone['id']}/a.png",
+                 params={"space": "tone", "view": "whole"}).content[:4] == b"\x89PNG"
+    assert c.get(f"/api/explain/{first}/{tone['id']}", params={"view": "sideways"}
+                 ).status_code == 422
     html = c.get(f"/explain/{first}/{other['id']}", params={"space": "content"})
     assert html.status_code == 200 and f"/explain/{first}/{other['id']}/b.png" in html.text
     png = c.get(f"/explain/{first}/{other['id']}/b.png")

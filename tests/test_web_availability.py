@@ -341,11 +341,11 @@ def test_an_upload_shows_its_picture_and_changes_space_without_sending_it_again(
     assert c.get("/query/" + "0" * 32, params={"space": "tone"}).status_code == 404
     assert c.get("/query/../etc").status_code == 404
 
-    # "why?" beside each result of a space whose similarity decomposes (content: avg), with
-    # the upload's own map and the work's; none for tone (max pooling).
+    # "why?" beside each result, with the upload's own map and the work's: in every space
+    # (tone pools by max: its maps are made by occlusion).
     whys = re.findall(rf'href="(/explain/upload/{key}/(\d+)\?space=content)"', page.text)
     assert len(whys) == len(re.findall(r'class="tile"', page.text)) > 0
-    assert "/explain/upload/" not in again.text
+    assert f"/explain/upload/{key}/" in again.text
     why = c.get(whys[0][0].replace("&amp;", "&"))
     assert why.status_code == 200 and "your picture (photo.jpg)" in why.text
     assert 'id="explain-legend"' in why.text and f'href="/query/{key}?space=content"' in why.text

@@ -23,7 +23,6 @@ from fastapi.templating import Jinja2Templates
 
 from artsearch import catalogue
 from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
-from artsearch.explain import DECOMPOSABLE
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
 from artsearch.web.explain import explain_routes
@@ -247,8 +246,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
             "also": also, "withheld": withheld, "keep": _keep("", where),
             "compared": compared if len(spaces) > 1 else [],
-            "explainable": [sp.name for sp in index.spaces() if sp.pooling in DECOMPOSABLE
-                            and "," not in sp.layer],
+            "explainable": [sp.name for sp in index.spaces()],  # by map or by occlusion
             "region_spaces": region_spaces(index)})
 
     def text_spaces(index: ArtIndex) -> list[str]:

@@ -1,6 +1,8 @@
 """Why a neighbour is there, in the app: the similarity maps of two works in one space
-(`/explain/A/B?space=`), as a page, as PNG heat maps and as JSON — the same maps as
-`artsearch query --explain`, under the same licence rules as every other image."""
+(`/explain/A/B?space=&view=`), as a page, as PNG heat maps and as JSON, under the same licence
+rules as every other image. Every space can be explained: an avg or cavg space by the exact
+decomposition `artsearch query --explain` also gives, any other by occlusion; over the square
+the model saw (`view=square`) or over the whole picture (`view=whole`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ __all__ = ["explain_routes"]
 
 MAX_ID = 2**63 - 1
 SIDE = 320
+VIEW = "^(square|whole)$"
 
 
 def explain_routes(live: Any, templates: Any, licences: frozenset[str],
@@ -30,7 +33,7 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
 
     router = APIRouter()
 
-    def maps(a: int, b: int, space: str) -> tuple[Any, Any, Any]:
+    def maps(a: int, b: int, space: str, view: str) -> tuple[Any, Any, Any]:
         """The pair's maps (computed once per pair and index state: a page and its two
         images ask for them three times), its works and their pictures."""
         index = live.get()
@@ -47,10 +50,11 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
         first, second = pictures
         if first is None or second is None:
             raise NotIndexedError("a work's file cannot be read")
-        pm = live.memo(("explain", a, b, sp.name), lambda: pair_maps(ex, first, second))
+        pm = live.memo(("explain", a, b, sp.name, view),
+                       lambda: pair_maps(ex, first, second, view))
         return pm, arts, pictures
 
-    def upload_maps(key: str, b: int, space: str) -> tuple[Any, Any, Any, Any]:
+    def upload_maps(key: str, b: int, space: str, view: str) -> tuple[Any, Any, Any, Any]:
         """The maps of an upload (kept in memory by its hash) and a work."""
         kept = uploads.get(key) if uploads is not None else None
         if kept is None:
@@ -69,18 +73,22 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
         first, second = decoded(kept[1], side), decoded(read_work(index.root, art.path), side)
         if first is None or second is None:
             raise NotIndexedError("a picture cannot be read")
-        pm = live.memo(("explain-upload", key, b, sp.name), lambda: pair_maps(ex, first, second))
+        pm = live.memo(("explain-upload", key, b, sp.name, view),
+                       lambda: pair_maps(ex, first, second, view))
         return pm, kept[0], art, (first, second)
 
     @router.get("/explain/upload/{key}/{b}", response_class=HTMLResponse)
     def explain_upload_page(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
                             b: int = PathParam(ge=1, le=MAX_ID),
-                            space: str = Query("content", max_length=200)) -> Response:
-        pm, name, art, _ = upload_maps(key, b, space)
+                            space: str = Query("content", max_length=200),
+                            view: str = Query("square", pattern=VIEW)) -> Response:
+        pm, name, art, _ = upload_maps(key, b, space, view)
         upload = {"id": None, "title": f"your picture ({name})", "path": name}
         return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
             "a": upload, "b": art, "space": space, "maps": pm.as_dict(4),
             "png": f"/explain/upload/{key}/{b}", "back": f"/query/{key}?space={space}",
+            "view": view, "pooling": live.get().space(space).pooling,
+            "layers": live.get().space(space).layer,
             "withheld": {} if shown(art.license, licences) else
             {art.id: statement(art.license)},
             "spaces": [sp.name for sp in live.get().spaces()]})
@@ -89,27 +97,31 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
     def explain_upload_png(key: str = PathParam(pattern="^[0-9a-f]{32}$"),
                            b: int = PathParam(ge=1, le=MAX_ID),
                            side: str = PathParam(pattern="^[ab]$"),
-                           space: str = Query("content", max_length=200)) -> Response:
+                           space: str = Query("content", max_length=200),
+                           view: str = Query("square", pattern=VIEW)) -> Response:
         from artsearch.explain import heat_png
 
-        pm, _, art, pictures = upload_maps(key, b, space)
+        pm, _, art, pictures = upload_maps(key, b, space, view)
         scale = float(max(abs(pm.query).max(), abs(pm.result).max()))
         buf = io.BytesIO()
         # The uploader's own picture is theirs to see; the work follows its licence.
         picture = pictures[0] if side == "a" else (
             pictures[1] if shown(art.license, licences) else None)
-        heat_png(picture, pm.query if side == "a" else pm.result, buf, SIDE, scale)
+        heat_png(picture, pm.query if side == "a" else pm.result, buf, SIDE, scale, view)
         return Response(buf.getvalue(), media_type="image/png",
                         headers={"cache-control": "private, max-age=600"})
 
     @router.get("/explain/{a}/{b}", response_class=HTMLResponse)
     def explain_page(request: Request, a: int = PathParam(ge=1, le=MAX_ID),
                      b: int = PathParam(ge=1, le=MAX_ID),
-                     space: str = Query("content", max_length=200)) -> Response:
-        pm, arts, _ = maps(a, b, space)
+                     space: str = Query("content", max_length=200),
+                     view: str = Query("square", pattern=VIEW)) -> Response:
+        pm, arts, _ = maps(a, b, space, view)
         return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
             "a": arts[0], "b": arts[1], "space": space, "maps": pm.as_dict(4),
             "png": f"/explain/{a}/{b}", "back": None,
+            "view": view, "pooling": live.get().space(space).pooling,
+            "layers": live.get().space(space).layer,
             "withheld": {art.id: statement(art.license) for art in arts
                          if not shown(art.license, licences)},
             "spaces": [sp.name for sp in live.get().spaces()]})
@@ -117,22 +129,24 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
     @router.get("/explain/{a}/{b}/{side}.png")
     def explain_png(a: int = PathParam(ge=1, le=MAX_ID), b: int = PathParam(ge=1, le=MAX_ID),
                     side: str = PathParam(pattern="^[ab]$"),
-                    space: str = Query("content", max_length=200)) -> Response:
+                    space: str = Query("content", max_length=200),
+                    view: str = Query("square", pattern=VIEW)) -> Response:
         from artsearch.explain import heat_png
 
-        pm, arts, pictures = maps(a, b, space)
+        pm, arts, pictures = maps(a, b, space, view)
         n = 0 if side == "a" else 1
         scale = float(max(abs(pm.query).max(), abs(pm.result).max()))
         buf = io.BytesIO()
         heat_png(pictures[n] if shown(arts[n].license, licences) else None,
-                 pm.query if n == 0 else pm.result, buf, SIDE, scale)
+                 pm.query if n == 0 else pm.result, buf, SIDE, scale, view)
         return Response(buf.getvalue(), media_type="image/png",
                         headers={"cache-control": "private, max-age=3600"})
 
     @router.get("/api/explain/{a}/{b}")
     def explain_json(a: int = PathParam(ge=1, le=MAX_ID), b: int = PathParam(ge=1, le=MAX_ID),
-                     space: str = Query("content", max_length=200)) -> JSONResponse:
-        pm, arts, _ = maps(a, b, space)
+                     space: str = Query("content", max_length=200),
+                     view: str = Query("square", pattern=VIEW)) -> JSONResponse:
+        pm, arts, _ = maps(a, b, space, view)
         return JSONResponse({"a": arts[0].id, "b": arts[1].id, "space": space,
                              **pm.as_dict()})
 
