@@ -191,7 +191,7 @@ def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> 
 
     from artsearch.catalogue import artworks
     from artsearch.errors import ArtsearchError
-    from artsearch.web.app import THUMB_SIZES, _thumbnail
+    from artsearch.web.images import THUMB_SIZES, thumbnail
 
     arts = {a.id: a for a in artworks(index, ids)}
     sheet = Image.new("RGB", (ATLAS_SIDE * ATLAS_CELL,) * 2, MAP_BACKGROUND)
@@ -202,7 +202,7 @@ def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> 
             sheet.paste(WITHHELD, (x + 4, y + 4, x + ATLAS_CELL - 4, y + ATLAS_CELL - 4))
             continue
         try:
-            small = Image.open(io.BytesIO(_thumbnail(index, art, THUMB_SIZES["s"])))
+            small = Image.open(io.BytesIO(thumbnail(index, art, THUMB_SIZES["s"])))
         except (ArtsearchError, OSError):
             continue
         small.thumbnail((ATLAS_CELL, ATLAS_CELL))

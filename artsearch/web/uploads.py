@@ -76,7 +76,7 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
     """The upload routes over `live` (web.app.LiveIndex); the router's `warm` loads each
     space's model (`serve` calls it in the background at start)."""
     from artsearch.query import search
-    from artsearch.web.app import with_provenance
+    from artsearch.web.common import with_provenance
 
     router = APIRouter()
 

@@ -59,13 +59,13 @@ def zoom_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRoute
     pyramid: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
 
     def work(artwork_id: int) -> Any:
-        from artsearch.web.app import _inside_collection
+        from artsearch.web.images import inside_collection
 
         index = live.get()
         art = catalogue.find_artwork(index, id=artwork_id)
         if art is None:
             raise NotIndexedError(f"no artwork {artwork_id} in this index")
-        return index, art, (_inside_collection(index, art) if shown(art.license, licences)
+        return index, art, (inside_collection(index, art) if shown(art.license, licences)
                             else None)
 
     def refused(art: Any) -> Response:
