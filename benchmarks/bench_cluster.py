@@ -15,7 +15,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from artsearch.cluster import _hdbscan, _kmeans, _partition, choose_k  # noqa: E402
-from artsearch.cluster_report import project_2d  # noqa: E402
+from artsearch.reports.clusters import project_2d  # noqa: E402
 from benchmarks.bench_ann import synthetic  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -13,7 +13,9 @@ repainted by the fast style network in the manner of the pair's fourth painting)
 harder case, repainted with no warp at all (every edge where it was). Each pair goes
 through `duplicates`' own verification (features, geometry, classify with the shipped
 thresholds, and the pair's real cosine in the Lite0 content space). Reported: false pairs
-among the frame and border negatives, the versions' types, and the controls' recall.
+among the frame and border negatives, the versions' types, the controls' recall, and the
+share of shared keypoints that agree (`density`) for versions and for one derivative of each
+first painting (the derivations in turn), against `duplicates.MIN_DENSITY`.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from PIL import Image
 
     from artsearch import backbones
-    from artsearch.duplicates import Thresholds, classify, features, geometry
-    from artsearch.duplicates_fit import another_version
+    from artsearch.duplicates import MIN_DENSITY, Thresholds, classify, features, geometry
+    from artsearch.duplicates_fit import DERIVATIONS, another_version, derive
     from artsearch.extract import Extractor
     from artsearch.stylize import stylize_fast
 
@@ -75,6 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                         "control": Counter(), "version": Counter(),
                                         "repainted, unmoved": Counter()}
     warp = np.random.default_rng(6)
+    # The share of shared keypoints that agree (Geometry.density), per kind of pair: what
+    # MIN_DENSITY separates. Each first painting also gives one derivative (in turn).
+    density: dict[str, list[float]] = {}
     for n in range(args.pairs):
         a, b, frame, border = (load(i) for i in chosen[4 * n:4 * n + 4])
         for kind, band, around in (("frame", 0.11, frame), ("border", 0.05, border)):
@@ -87,8 +92,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             ("repainted, unmoved", stylize_fast(a, border,
                                                                 size=max(a.size)).image)):
             va, vo = ex.embed_images([a, other])
-            results[kind][classify(geometry(fa, features(other)), float(va @ vo), t)
-                          or "none"] += 1
+            g = geometry(fa, features(other))
+            results[kind][classify(g, float(va @ vo), t) or "none"] += 1
+            if g.inliers >= t.min_inliers:
+                density.setdefault(kind, []).append(g.density)
+        how = DERIVATIONS[1 + n % (len(DERIVATIONS) - 1)]  # not "exact": no geometry
+        g = geometry(fa, features(derive(a, how, warp)[0]))
+        if g.inliers >= t.min_inliers:
+            density.setdefault(f"derivative: {how}", []).append(g.density)
         x = surround(a, frame, 0.11)
         buf = io.BytesIO()
         x.resize((378, 378)).save(buf, "JPEG", quality=70)
@@ -102,12 +113,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "control_recall": results["control"]["re-encoded"] / args.pairs,
            "versions_typed_as_copies": {k: sum(v for t, v in results[k].items()
                                               if t not in ("related", "none"))
-                                        for k in ("version", "repainted, unmoved")}}
+                                        for k in ("version", "repainted, unmoved")},
+           "density": {k: {"n": len(v), "min": round(min(v), 3), "max": round(max(v), 3),
+                           "under_min_density": sum(x < MIN_DENSITY for x in v)}
+                       for k, v in sorted(density.items())}}
     path = write_results("frames", out, args.out)
     print(f"frame negatives: {dict(results['frame'])}; border negatives: "
           f"{dict(results['border'])}; controls: {dict(results['control'])}; versions: "
           f"{dict(results['version'])}; repainted unmoved: "
           f"{dict(results['repainted, unmoved'])} -> {path}")
+    for kind, row in out["density"].items():  # type: ignore[union-attr]
+        print(f"  density {kind:<26} n={row['n']:>2}  {row['min']:.3f}-{row['max']:.3f}  "
+              f"under {MIN_DENSITY}: {row['under_min_density']}")
     return out
 
 

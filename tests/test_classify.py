@@ -324,7 +324,7 @@ def test_unlabelled_works_get_predictions(tmp_path: Path) -> None:
 
 
 def test_the_confusion_matrix_leaves_only_the_room_its_labels_need() -> None:
-    from artsearch.classify_report import _confusion_svg
+    from artsearch.reports.classify import _confusion_svg
 
     def height(names: list[str]) -> int:
         svg = _confusion_svg(np.eye(len(names), dtype=int), names)

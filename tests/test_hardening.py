@@ -557,7 +557,7 @@ def test_catalogue_text_cannot_drive_the_terminal_or_a_spreadsheet(
 
 
 def test_embedded_map_data_cannot_end_its_script() -> None:
-    from artsearch.cluster_report import _json_for_script
+    from artsearch.reports.clusters import _json_for_script
 
     value = {"title": "</script><!--<script>alert(1)//&\u2028\u2029"}
     text = _json_for_script(value)

@@ -173,7 +173,7 @@ def test_dev_clusters_follow_genre_and_the_report_is_complete(
     import json
 
     from artsearch.cluster import cluster_space
-    from artsearch.cluster_report import cluster_report
+    from artsearch.reports.clusters import cluster_report
 
     path, _ = dev_index
     with ArtIndex(path) as idx:
@@ -214,8 +214,8 @@ def test_dev_audit_names_hubs_and_source_coverage(dev_index: tuple[Path, IndexRe
 def test_dev_probe_and_one_finetune_epoch(dev_index: tuple[Path, IndexReport],
                                           tmp_path: Path) -> None:
     from artsearch.classify import TrainOptions, load_model, train
-    from artsearch.classify_report import classify_report
     from artsearch.images import decode_image, read_file
+    from artsearch.reports.classify import classify_report
 
     path, _ = dev_index
     genre = {"source": "github.com/dads7202/assignment2"}

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "artsearch"
-SHELLS = sorted([*(PACKAGE / "cli").glob("*.py"), PACKAGE / "report.py",
-                 *PACKAGE.glob("*_report.py")])
+SHELLS = sorted([*(PACKAGE / "cli").glob("*.py"), *(PACKAGE / "reports").glob("*.py")])
 FORBIDDEN = ("sqlalchemy", "artsearch.store")
 
 

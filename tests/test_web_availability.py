@@ -86,7 +86,8 @@ def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
 
 def test_models_are_warmed_and_maps_laid_out_at_start(served: tuple[Path, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import cluster_report, query
+    from artsearch import query
+    from artsearch.reports import clusters as cluster_report
 
     _, index = served
     shutil.rmtree(index / "maps", ignore_errors=True)
@@ -160,7 +161,7 @@ def test_an_oversized_body_is_refused_before_it_is_read(server: tuple[str, Any])
 
 def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app(
         served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from artsearch import cluster_report
+    from artsearch.reports import clusters as cluster_report
     from artsearch.rights import DEFAULT_SHOWN, parse_shown
     from artsearch.web.reports import run_folder
     from tests.test_cli import invoke
@@ -178,6 +179,11 @@ def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app
     page = client(index).get("/clusters/1/index.html")
     assert page.status_code == 200
     assert "<a href='/'>&larr; artsearch</a>" in page.text  # a way back
+    # One stylesheet: the report carries inline what the app's pages link.
+    shared = client(index).get("/style/base.css")
+    assert shared.status_code == 200 and shared.headers["content-type"].startswith("text/css")
+    assert f"<style>{shared.text}" in page.text
+    assert '<link rel="stylesheet" href="/style/base.css">' in client(index).get("/").text
     linked = {int(n) for n in re.findall(r"<a href=./work/(\d+).><img", page.text)}
     assert linked  # every thumbnail opens its work's page
     monkeypatch.undo()

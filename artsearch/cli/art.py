@@ -168,8 +168,8 @@ def layers(image: Path, backbone: str, index_name: str | None, out_dir: Path, ma
     from artsearch.images import decode_image, read_file
     from artsearch.index import ArtIndex
     from artsearch.layers import collection_vectors, layer_views, nearest_by_layer
-    from artsearch.layers_report import layers_report
-    from artsearch.report import standard_facts
+    from artsearch.reports.layers import layers_report
+    from artsearch.reports.page import standard_facts
     from artsearch.rights import parse_shown
 
     spec = backbones.get(backbone)

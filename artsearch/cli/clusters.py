@@ -119,7 +119,7 @@ def _write_app_report(idx: Any, run: int, threshold: float, summary: Any,
     view (for the default licence classes; a copy of --report's when that used them)."""
     import shutil
 
-    from artsearch.cluster_report import cluster_report
+    from artsearch.reports.clusters import cluster_report
     from artsearch.rights import DEFAULT_SHOWN, parse_shown
     from artsearch.web.reports import run_folder
 
@@ -133,7 +133,7 @@ def _write_app_report(idx: Any, run: int, threshold: float, summary: Any,
 
 def _write_cluster_report(idx: Any, run: int, out_dir: Path, threshold: float,
                           show_licences: str | None, *, quiet: bool = False) -> Any:
-    from artsearch.cluster_report import cluster_report
+    from artsearch.reports.clusters import cluster_report
     from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:

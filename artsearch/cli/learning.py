@@ -94,7 +94,7 @@ def learn(index_name: str | None, labels: tuple[tuple[str, float], ...], out: Pa
     """
     from artsearch.learn import LearnOptions, read_corpus, works_from_index
     from artsearch.learn import learn as run
-    from artsearch.learn_report import learn_report
+    from artsearch.reports.learn import learn_report
 
     if (corpus is None) != (metadata is None):
         raise click.UsageError("--corpus and --metadata go together")

@@ -88,10 +88,10 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     """
     from artsearch.classify import TrainOptions
     from artsearch.classify import train as run_train
-    from artsearch.classify_report import classify_report
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.paths import file_stem
+    from artsearch.reports.classify import classify_report
     from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:

@@ -207,7 +207,7 @@ def _regions_report(idx: Any, result: Any, image_path: Path | None, report_dir: 
     from artsearch.explain import decoded, read_work
     from artsearch.provenance import provenance
     from artsearch.query import read_image_bytes
-    from artsearch.regions_report import regions_report
+    from artsearch.reports.regions import regions_report
     from artsearch.rights import parse_shown, shown
 
     licences = parse_shown(show_licences)
@@ -239,7 +239,7 @@ def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path 
     explained = explain_hits(idx, result, weights, data)
     picture = decoded(data)
     if explain_dir:
-        from artsearch.explain_report import explain_report
+        from artsearch.reports.explain import explain_report
 
         # The user's own file is theirs to see; an indexed work follows its licence.
         query_shown = query_art is None or shown(query_art.license, licences)

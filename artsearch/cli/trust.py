@@ -99,7 +99,7 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
                                 keep_unrelated=keep_all, regions=use_regions, progress=say)
         facts = provenance(idx, space, command="duplicates")
         if report_dir is not None:
-            from artsearch.duplicates_report import duplicates_report
+            from artsearch.reports.duplicates import duplicates_report
 
             path = duplicates_report(idx, pairs, report_dir, record, list(facts.items()),
                                      facts, licences)
@@ -247,7 +247,7 @@ def audit(index_name: str | None, space: str, k: int, report_dir: Path | None,
         result = run_audit(idx, space, k=k)
         facts = provenance(idx, space, command="audit")
         if report_dir is not None:
-            from artsearch.audit_report import audit_report
+            from artsearch.reports.audit import audit_report
 
             path = audit_report(idx, result, report_dir, facts, licences)
             if not as_json:

@@ -115,6 +115,15 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     templates = Jinja2Templates(env=jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.get("/style/base.css")
+    def base_css() -> Response:
+        """The stylesheet the app's pages and the HTML reports share."""
+        from artsearch.reports.page import BASE_CSS
+
+        return Response(BASE_CSS, media_type="text/css; charset=utf-8",
+                        headers={"cache-control": "public, max-age=3600"})
+
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(region_routes(live, templates, allowed))
     app.include_router(zoom_routes(live, templates, allowed))

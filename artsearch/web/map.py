@@ -33,7 +33,7 @@ def layout(index: Any, space: str) -> tuple[np.ndarray, np.ndarray, str]:
     """(artwork ids, (n, 2) coordinates in 0-1, method) of a space, computed once per saved
     state of the space and kept in INDEX/maps/."""
     from artsearch.cluster import space_matrix
-    from artsearch.cluster_report import project_2d
+    from artsearch.reports.clusters import project_2d
 
     sp = index.space(space)
     ids, vectors = space_matrix(index, space)

@@ -127,7 +127,7 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
     @router.get("/clusters/{run}/{name}")
     def run_file(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "index.html"
                  ) -> Response:
-        from artsearch.cluster_report import cluster_report
+        from artsearch.reports.clusters import cluster_report
 
         index = live.get()
         try:

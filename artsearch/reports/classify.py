@@ -15,7 +15,7 @@ import numpy as np
 
 from artsearch.classify import TrainResult, reliability, scores
 from artsearch.index import ArtIndex
-from artsearch.report import Thumbnails, esc, page, standard_facts, write_report
+from artsearch.reports.page import Thumbnails, esc, page, standard_facts, write_report
 
 __all__ = ["classify_report"]
 

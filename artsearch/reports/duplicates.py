@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from artsearch.report import Thumbnails, esc, page, write_report
+from artsearch.reports.page import Thumbnails, esc, page, write_report
 
 if TYPE_CHECKING:
     from artsearch.duplicates import Pair

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artsearch.report import Thumbnails, esc, page, write_report
+from artsearch.reports.page import Thumbnails, esc, page, write_report
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from artsearch.report import THUMB_SIDE, Thumbnails, esc, page, write_report
+from artsearch.reports.page import THUMB_SIDE, Thumbnails, esc, page, write_report
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -22,7 +22,7 @@ from artsearch.catalogue import field_value
 from artsearch.cluster import NOISE, load_run, pca, space_matrix
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
-from artsearch.report import (
+from artsearch.reports.page import (
     Thumbnails,
     bars,
     colour,

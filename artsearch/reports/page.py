@@ -1,4 +1,5 @@
-"""What every HTML report shares: one stylesheet, a provenance header, thumbnails, bar charts.
+"""What every HTML report shares: the stylesheet (base.css, which the app's pages use too, plus
+the rules of reports), a provenance header, thumbnails, bar charts.
 
 A report is a folder that opens from disk: `index.html`, `report.json` and `thumbs/`. Nothing
 is fetched when it is opened (no fonts, scripts or images from elsewhere), so it works
@@ -28,11 +29,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#8
            "#117733", "#999933", "#332288", "#AA4499", "#44AA99")
 NOISE_COLOUR = "#9a9a9a"
 
-STYLE = """
-:root { --ink: #1d1d1f; --muted: #5f6368; --rule: #d9d9de; --paper: #fbfaf7; --accent: #0072B2; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-       color: var(--ink); background: var(--paper); }
+BASE_CSS = (Path(__file__).with_name("base.css")).read_text(encoding="utf-8")
+# Reports only, after the shared rules.
+STYLE = BASE_CSS + """
 header.provenance { padding: 20px 32px 12px; border-bottom: 1px solid var(--rule);
                     background: #fff; }
 header h1 { margin: 0 0 4px; font-size: 24px; font-weight: 600; }
@@ -49,14 +48,8 @@ section { margin: 28px 0; }
 h2 { font-size: 19px; font-weight: 600; margin: 0 0 8px; padding-top: 8px;
      border-top: 1px solid var(--rule); }
 h3 { font-size: 15px; font-weight: 600; margin: 14px 0 6px; }
-p.note, .muted { color: var(--muted); font-size: 13px; }
 p.warn { font-size: 13px; border-left: 3px solid #CC3311; padding: 2px 10px; }
 .axis { font-size: 11px; color: var(--muted); }
-a { color: var(--accent); }
-table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
-th, td { padding: 3px 10px 3px 0; text-align: left; vertical-align: top; }
-th { font-weight: 600; border-bottom: 1px solid var(--rule); }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
          color: #fff; vertical-align: middle; }
 .badge.good { background: #117733; } .badge.fair { background: #999933; }

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from artsearch.report import Thumbnails, bars, esc, page, write_report
+from artsearch.reports.page import Thumbnails, bars, esc, page, write_report
 
 __all__ = ["audit_report"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from artsearch.report import PALETTE, bars, esc, page, standard_facts, write_report
+from artsearch.reports.page import PALETTE, bars, esc, page, standard_facts, write_report
 
 __all__ = ["learn_report"]
 

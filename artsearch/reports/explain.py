@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from artsearch.explain import heat_png
-from artsearch.report import esc, page, write_report
+from artsearch.reports.page import esc, page, write_report
 
 if TYPE_CHECKING:
     from PIL import Image
