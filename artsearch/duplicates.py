@@ -270,10 +270,10 @@ FRAME_BAND = 0.12  # the outer share of each side where a frame or painted borde
 MIN_INTERIOR = 0.35  # share of agreeing points that must lie inside the band
 MIN_SPREAD = 3  # cells of a 3x3 grid over the interior they must reach
 # Agreeing points per shared keypoint below which two pictures are two versions of one
-# composition, not one picture: on 40 dev paintings (benchmarks/bench_frames.py's versions)
-# every derivative kept >= 0.12 (halftones the fewest; re-encodings 0.53 and up), while a
-# repainting of the same layout (style transfer) stayed below 0.10 in 24 of 39 and a
-# repainting with the motifs shifted a few pixels, as a copyist's are, in 34 of 36.
+# composition, not one picture. Measured on dev paintings (benchmarks/bench_frames.py and a
+# probe of 40 more): derivatives kept >= 0.12 (halftones the fewest; JPEG re-encodings 0.53
+# and up), while the same composition repainted with its motifs moved a few pixels, as a
+# copyist's are, stayed under 0.10 in 25 of 26 and 34 of 36.
 MIN_DENSITY = 0.10
 
 
