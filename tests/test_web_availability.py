@@ -5,9 +5,11 @@ server on loopback where the event loop matters."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +51,7 @@ def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
     release = threading.Event()
     started = threading.Semaphore(0)
     real = query.default_extractor
+    niceness: list[int] = []
 
     class Held:
         """The space's extractor, held until released: an upload that takes its time."""
@@ -57,6 +60,10 @@ def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
             self.inner = inner
 
         def embed_images(self, images: Any) -> Any:
+            # Uploads run below the pages' priority (where threads have priorities).
+            if hasattr(os, "getpriority"):
+                niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                                - os.getpriority(os.PRIO_PROCESS, os.getpid()))
             started.release()
             assert release.wait(20)
             return self.inner.embed_images(images)
@@ -82,6 +89,8 @@ def test_pages_answer_while_uploads_are_embedded_and_a_third_is_told_to_wait(
     for t in uploads:
         t.join(30)
     assert [a.status_code for a in answers] == [200, 200]
+    if sys.platform == "linux":
+        assert niceness == [10, 10]
 
 
 def test_models_are_warmed_and_maps_laid_out_at_start(served: tuple[Path, Path],

@@ -42,6 +42,7 @@ DUPLICATE_THRESHOLD = 0.92  # cosine; the dev set's closest distinct works reach
 DUPLICATES_EXACT_MAX = 50_000  # above this, the all-pairs search would take minutes
 DUPLICATES_SHOWN = 100
 TSNE_MAX = 10_000  # t-SNE above this takes too long on a laptop; PCA instead
+PCA_FIT_ROWS = 20_000  # above this, the map's two axes come from a seeded sample of the works
 MAP_MAX = 5_000  # points drawn; a larger collection is sampled (and says so)
 CONTACT = 12
 OUTLIERS = 6
@@ -79,7 +80,9 @@ def project_2d(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
             return coords.astype(np.float32), (f"t-SNE of the first 50 principal components "
                                                f"(perplexity {perplexity:g}, seed {seed})")
     why = "fewer than 10 works" if n < 10 else f"more than {TSNE_MAX:,} works"
-    return pca(vectors, 2), f"first two principal components (PCA; {why} for t-SNE)"
+    sampled = f"; axes from a seeded sample of {PCA_FIT_ROWS:,}" if n > PCA_FIT_ROWS else ""
+    return (pca(vectors, 2, fit_rows=PCA_FIT_ROWS, seed=seed),
+            f"first two principal components (PCA; {why} for t-SNE{sampled})")
 
 
 def near_duplicates(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:

@@ -108,7 +108,16 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
     from artsearch.rights import shown
 
     router = APIRouter()
-    lock = threading.Lock()
+    locks: dict[str, threading.Lock] = {}
+    guard = threading.Lock()
+
+    def laid_out(index: Any, name: str) -> tuple[np.ndarray, np.ndarray, str]:
+        """The space's layout, laid out once: a second request for the same space waits for
+        the first's; other spaces' requests do not wait."""
+        with guard:
+            lock = locks.setdefault(name, threading.Lock())
+        with lock:
+            return live.memo(("map", name), lambda: layout(index, name))  # type: ignore[no-any-return]
 
     def checked(index: Any, space: str | None, colour: str) -> str:
         if colour != "cluster" and colour not in FIELDS:
@@ -129,8 +138,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
                  colour: str = Query("cluster", max_length=40)) -> JSONResponse:
         index = live.get()
         name = checked(index, space, colour)
-        with lock:  # one layout at a time: a second request waits for the first's file
-            ids, xy, method = live.memo(("map", name), lambda: layout(index, name))
+        ids, xy, method = laid_out(index, name)
         group, names, meaning = live.memo(("map-colour", name, colour),
                                           lambda: _groups(index, name, ids, colour))
         return JSONResponse({
@@ -144,8 +152,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
               ) -> Response:
         index = live.get()
         name = checked(index, space, "cluster")
-        with lock:
-            ids, _, _ = live.memo(("map", name), lambda: layout(index, name))
+        ids, _, _ = laid_out(index, name)
         per = ATLAS_SIDE * ATLAS_SIDE
         part = ids[sheet * per:(sheet + 1) * per].tolist()
         if not part:
@@ -175,8 +182,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
             index = live.get()
             for sp in index.spaces():
                 if index.saved_count(sp):
-                    with lock:
-                        live.memo(("map", sp.name), lambda n=sp.name: layout(index, n))
+                    laid_out(index, sp.name)
         except Exception:  # noqa: BLE001 - a space that cannot be laid out says so when asked
             pass
 

@@ -5,7 +5,9 @@ another space (`GET /query/KEY?space=`) and shown beside its results."""
 from __future__ import annotations
 
 import io
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,10 @@ MAX_UPLOAD_BYTES = 32 << 20  # a 100-megapixel JPEG is about 30 MB
 # browsing stays quick while one is embedded); one more is answered 503 with Retry-After.
 UPLOADS_AT_ONCE = 2
 RETRY_AFTER_SECONDS = 5
+# Uploads run in threads of their own at a lower CPU priority (where the system has per-
+# thread priorities, as Linux does): decoding a 144-megapixel picture takes a core for
+# seconds, and pages asked for meanwhile should not wait behind it.
+UPLOAD_NICENESS = 10
 
 
 class ServerBusyError(ArtsearchError):
@@ -81,16 +87,18 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
     router = APIRouter()
 
     slots = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+    pool = ThreadPoolExecutor(max_workers=UPLOADS_AT_ONCE, thread_name_prefix="upload",
+                              initializer=_lower_priority)
 
     async def off_the_loop(work: Any) -> Any:
-        """`work()` in a worker thread, if one of the upload slots is free."""
-        from starlette.concurrency import run_in_threadpool
+        """`work()` in one of the uploads' own threads, if one of their slots is free."""
+        import asyncio
 
         if not slots.acquire(blocking=False):
             raise ServerBusyError(f"{UPLOADS_AT_ONCE} pictures are being compared already; "
                                   f"try again in a few seconds")
         try:
-            return await run_in_threadpool(work)
+            return await asyncio.get_running_loop().run_in_executor(pool, work)
         finally:
             slots.release()
 
@@ -161,6 +169,16 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
         return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
 
     return router
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority by UPLOAD_NICENESS (Linux: per thread)."""
+    import contextlib
+
+    # No per-thread priorities here (no os.setpriority, or not allowed): uploads run as pages.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + UPLOAD_NICENESS)
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
