@@ -205,6 +205,45 @@ def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app
     assert (made / "index.html").read_bytes() == before
 
 
+def test_an_audit_is_made_with_its_run_and_shown_in_the_app(
+        served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from artsearch.reports import audit as audit_module
+    from artsearch.rights import DEFAULT_SHOWN, parse_shown
+    from artsearch.web.reports import audit_folder
+    from tests.test_cli import invoke
+
+    _, index = served
+    c = client(index)
+    assert c.get("/audits/content/index.html").status_code == 404  # none yet, says how
+    assert "artsearch audit" in c.get("/audits/content/index.html").text
+    code, out, err = invoke("audit", "--index", str(index), "--space", "content")
+    assert code == 0, out + err
+    made = audit_folder(index, "content", DEFAULT_SHOWN)
+    assert (made / "index.html").is_file()  # made by `audit`, not on first view
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the audit was drawn again on view")
+
+    monkeypatch.setattr(audit_module, "audit_report", never)
+    assert '/audits/content/index.html' in c.get("/clusters").text
+    page = c.get("/audits/content/index.html")
+    assert page.status_code == 200 and "Hubness" in page.text
+    assert "<a href='/'>&larr; artsearch</a>" in page.text
+    linked = set(re.findall(r"<a href=./work/(\d+).><img src='thumbs/(\d+)\.jpg'", page.text))
+    assert linked and all(a == b for a, b in linked)  # each hub opens its own work
+    thumb = next(iter(linked))[1]
+    assert c.get(f"/audits/content/thumbs/{thumb}.jpg").status_code == 200
+    assert c.get("/audits/nope/index.html").status_code == 404
+    assert c.get("/audits/..%2F..%2Fetc/index.html").status_code in (400, 404, 422)
+    monkeypatch.undo()
+    # A server showing other licence classes draws its own copy; the default one stays.
+    before = (made / "index.html").read_bytes()
+    assert client(index, licences=parse_shown("all")).get(
+        "/audits/content/index.html").status_code == 200
+    assert (audit_folder(index, "content", parse_shown("all")) / "index.html").is_file()
+    assert (made / "index.html").read_bytes() == before
+
+
 @pytest.mark.browser
 def test_a_dot_on_a_cluster_reports_map_opens_its_work(
         served: tuple[Path, Path], live_server: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -235,23 +237,30 @@ def audit(index_name: str | None, space: str, k: int, report_dir: Path | None,
     \b
       artsearch audit --report audit/
       artsearch audit --space style --json
+
+    Each run also leaves its page in the index, where `artsearch serve` shows it
+    (Clusters and reports).
     """
     from artsearch.audit import audit as run_audit
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.provenance import provenance
-    from artsearch.rights import parse_shown
+    from artsearch.reports.audit import audit_report
+    from artsearch.rights import DEFAULT_SHOWN, parse_shown
+    from artsearch.web.reports import audit_folder
 
     licences = parse_shown(show_licences)
     with ArtIndex(resolve_index(index_name)) as idx:
         result = run_audit(idx, space, k=k)
         facts = provenance(idx, space, command="audit")
         if report_dir is not None:
-            from artsearch.reports.audit import audit_report
-
-            path = audit_report(idx, result, report_dir, facts, licences)
+            path = audit_report(idx, copy.deepcopy(result), report_dir, facts, licences)
             if not as_json:
                 click.echo(f"report: {path}", err=True)
+        # The copy `artsearch serve` shows, made now (for the default licence classes).
+        app_copy = audit_folder(idx.path, idx.space(space).name, DEFAULT_SHOWN)
+        shutil.rmtree(app_copy, ignore_errors=True)  # none of an older audit's thumbnails
+        audit_report(idx, copy.deepcopy(result), app_copy, facts, DEFAULT_SHOWN)
     if as_json:
         click.echo(dumps({**result, "provenance": facts}))
         return

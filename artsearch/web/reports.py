@@ -1,5 +1,6 @@
-"""The reports an index already has, in the app: clustering runs (written on first view into
-INDEX/reports/) and the evaluation reports of the models in INDEX/models/.
+"""The reports an index already has, in the app: clustering runs and audits (written by
+`artsearch cluster` and `artsearch audit` into INDEX/reports/ as they run) and the evaluation
+reports of the models in INDEX/models/ (written by `artsearch train`).
 
 A report is a folder made to open from disk, with its script and style inline; here each
 page gets a Content-Security-Policy that allows exactly those inline blocks, by hash, and
@@ -22,7 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from artsearch.errors import MetadataError, NotIndexedError
 from artsearch.web.security import HEADERS
 
-__all__ = ["report_routes", "run_folder"]
+__all__ = ["audit_folder", "audited_spaces", "report_routes", "run_folder"]
 
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 _TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json",
@@ -47,7 +48,7 @@ def _csp_for(html: str) -> str:
 
 _THUMB = re.compile(r"(<img src='thumbs/(\d{1,18})\.jpg'[^>]*>)")
 _BACK = ("<nav class=toc aria-label='artsearch'><a href='/'>&larr; artsearch</a> &rsaquo; "
-         "<a href='/clusters'>clusters and models</a></nav>")
+         "<a href='/clusters'>clusters and reports</a></nav>")
 
 
 def _in_app(html: str) -> str:
@@ -70,15 +71,34 @@ def _serve(folder: Path, name: str) -> Response:
     return FileResponse(path, media_type=media)
 
 
+def _licence_key(licences: frozenset[str]) -> str:
+    from artsearch.rights import DEFAULT_SHOWN
+
+    return "default" if licences == DEFAULT_SHOWN else hashlib.sha256(
+        ",".join(sorted(licences)).encode()).hexdigest()[:10]
+
+
 def run_folder(index_path: Path, run: int, licences: frozenset[str]) -> Path:
     """Where the app keeps clustering run `run`'s report for the licence classes it shows:
     one folder per set of classes, so that servers showing different classes never rewrite
     each other's report (`artsearch cluster` writes the default one as it makes the run)."""
+    return index_path / "reports" / f"cluster-run-{run}-{_licence_key(licences)}"
+
+
+def audit_folder(index_path: Path, space: str, licences: frozenset[str]) -> Path:
+    """Where the app keeps the latest audit of `space` for the licence classes it shows
+    (`artsearch audit` writes the default one each time it runs)."""
+    from artsearch.paths import check_space_name
+
+    return index_path / "reports" / f"audit-{check_space_name(space)}-{_licence_key(licences)}"
+
+
+def audited_spaces(index_path: Path, spaces: list[str]) -> list[str]:
+    """The spaces (of `spaces`) with an audit the app can show."""
     from artsearch.rights import DEFAULT_SHOWN
 
-    key = "default" if licences == DEFAULT_SHOWN else hashlib.sha256(
-        ",".join(sorted(licences)).encode()).hexdigest()[:10]
-    return index_path / "reports" / f"cluster-run-{run}-{key}"
+    return [s for s in spaces
+            if (audit_folder(index_path, s, DEFAULT_SHOWN) / "report.json").is_file()]
 
 
 def model_reports(index_path: Path) -> dict[str, Path]:
@@ -122,7 +142,46 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
         index = live.get()
         return templates.TemplateResponse(request, "reports.html", {  # type: ignore[no-any-return]
             "runs": clustering.runs(index), "models": list(model_reports(index.path)),
+            "audits": audited_spaces(index.path, [sp.name for sp in index.spaces()]),
             "spaces": [sp.name for sp in index.spaces()]})
+
+    def audit_of(space: str) -> Path:
+        """The folder of the latest audit of `space` for the classes this server shows:
+        made by `artsearch audit` for the default classes; for others, drawn again once
+        from that audit's own results."""
+        import json
+
+        from artsearch.reports.audit import audit_report
+
+        index = live.get()
+        name = index.space(space).name  # an unknown space is refused with the list of them
+        folder = audit_folder(index.path, name, allowed)
+        if (folder / "index.html").is_file():
+            return folder
+        made = audit_folder(index.path, name, DEFAULT_SHOWN) / "report.json"
+        if not made.is_file():
+            raise NotIndexedError(f"no audit of the {name!r} space yet: `artsearch audit "
+                                  f"--space {name}` makes one")
+        data = json.loads(made.read_text(encoding="utf-8"))
+        facts = data.pop("provenance")
+        data.pop("withheld_thumbnails", None)
+        audit_report(index, data, folder, facts, allowed)
+        return folder
+
+    @router.get("/audits/{space}/{name}")
+    def audit_file(space: str = PathParam(max_length=64), name: str = "index.html"
+                   ) -> Response:
+        response = _serve(audit_of(space), name)
+        if name == "index.html":  # its classifiers' reports, as the app serves them
+            text = re.sub(r"href='(?:\.\./)+models/([^/']+)-report/index\.html'",
+                          r"href='/models/\1/index.html'", bytes(response.body).decode())
+            return HTMLResponse(text, headers={"content-security-policy": _csp_for(text)})
+        return response
+
+    @router.get("/audits/{space}/thumbs/{name}")
+    def audit_thumb(space: str = PathParam(max_length=64), name: str = "") -> Response:
+        thumb_allowed(live.get(), name)
+        return _serve(audit_of(space) / "thumbs", name)
 
     @router.get("/clusters/{run}/{name}")
     def run_file(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "index.html"
