@@ -178,14 +178,30 @@ def _detect(sift: Any, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
 
 def _matches(da: np.ndarray | None, db: np.ndarray | None) -> list[tuple[int, int]]:
     """Mutual nearest neighbours that pass Lowe's ratio test (0.8)."""
-    import cv2
-
     if da is None or db is None or len(da) < 2 or len(db) < 2:
         return []
-    binary = da.dtype == np.uint8  # ORB and AKAZE: bit strings, compared by Hamming distance
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING if binary else cv2.NORM_L2)
-    if not binary:
-        da, db = da.astype(np.float32), db.astype(np.float32)
+    if da.dtype == np.uint8:  # ORB and AKAZE: bit strings, compared by Hamming distance
+        return _binary_matches(da, db)
+    # RootSIFT descriptors are unit vectors, so one matrix of dot products gives every
+    # distance (|a - b|^2 = 2 - 2 a.b) both ways round: the same matches as OpenCV's brute
+    # force matcher asked twice, in half its time.
+    sim = np.ascontiguousarray(da, np.float32) @ np.ascontiguousarray(db, np.float32).T
+    two = np.argpartition(-sim, 1, axis=1)[:, :2]
+    best = np.take_along_axis(sim, two, axis=1)
+    swap = best[:, 1] > best[:, 0]
+    two[swap] = two[swap][:, ::-1]
+    best[swap] = best[swap][:, ::-1]
+    dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * best))
+    back = np.argmax(sim, axis=0)  # each b's nearest a
+    rows = np.arange(len(da))
+    keep = (dist[:, 0] < 0.8 * dist[:, 1]) & (back[two[:, 0]] == rows)
+    return [(int(i), int(two[i, 0])) for i in np.flatnonzero(keep)]
+
+
+def _binary_matches(da: np.ndarray, db: np.ndarray) -> list[tuple[int, int]]:
+    import cv2
+
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     knn = matcher.knnMatch(da, db, k=2)
     back = {m.queryIdx: m.trainIdx for m in matcher.match(db, da)}
     return [(m.queryIdx, m.trainIdx) for m, n in (p for p in knn if len(p) == 2)
