@@ -146,17 +146,29 @@ def test_report_renders_in_headless_chromium(catalogued: tuple[Path, Path],
         card = page.locator("#hover-card")
         assert card.is_visible() and "Study" in card.inner_text()
         page.click("#toggle-thumbs")
-        assert page.locator("#thumb-layer image").count() == 25
+        # Every work gets a frame, and every picture is painted on the canvas over the map.
+        assert page.locator("#thumb-layer rect").count() == 25
+        page.wait_for_selector("body[data-thumbs-drawn='25']", timeout=20_000)
         # The map fills the page's width, its thumbnails are larger than a glance (not ~30
         # px under a dot: the dots step aside), and hovering a thumbnail still names it.
         main = page.locator("main").bounding_box()
         box = page.locator("#map").bounding_box()
         assert box and main and box["width"] >= 0.9 * (main["width"] - 64)
         sides = page.evaluate("""() => Array.from(document.querySelectorAll(
-            '#thumb-layer image'), i => i.getBoundingClientRect().width)""")
+            '#thumb-layer rect'), i => i.getBoundingClientRect().width)""")
         assert min(sides) >= 48
+        canvas = page.locator("#thumb-canvas").bounding_box()
+        assert canvas and abs(canvas["width"] - box["width"]) < 2
+        # The canvas holds pictures, not only the frames' colours: many distinct pixels
+        # (read from a screenshot: a canvas drawn from file:// pictures cannot be read back).
+        import io
+
+        from PIL import Image
+
+        drawn = Image.open(io.BytesIO(page.locator("#thumb-canvas").screenshot()))
+        assert len(set(drawn.convert("RGB").getdata())) > 1000
         assert not page.locator("#dots").is_visible()
-        page.hover("#thumb-layer image[data-i='3']")
+        page.hover("#thumb-layer rect[data-i='3']")
         assert card.is_visible() and "Study" in card.inner_text()
         shot = screenshot(page, "cluster-report.png")
         assert log == {"console": [], "errors": [], "outside": []}
