@@ -3,13 +3,17 @@ work, a work as JSON, a result with its provenance, and a work looked up by id."
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 from artsearch import catalogue
 from artsearch.errors import NotIndexedError
 from artsearch.index import ArtIndex
 
-__all__ = ["MAX_ID", "PAGE", "checked_filters", "find_work", "keep_query", "with_provenance",
+__all__ = ["MAX_ID", "PAGE", "checked_filters", "find_work", "keep_cached", "keep_query",
+           "with_provenance",
            "work_dict"]
 
 PAGE = 48
@@ -53,3 +57,15 @@ def with_provenance(index: ArtIndex, result: Any, request: str) -> dict[str, Any
     spaces = [p.partition("=")[0] for p in result.space.split("+")]
     return {**result.as_dict(),
             "provenance": provenance(index, spaces, command=f"serve: {request}")}
+
+
+def keep_cached(path: Path, body: bytes) -> None:
+    """Keep `body` at `path` (a thumbnail, tile or atlas sheet made on request), written whole
+    under a temporary name first; a read-only index folder only means it is made again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -6,8 +6,6 @@ with its rights statement."""
 from __future__ import annotations
 
 import io
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from fastapi.responses import FileResponse, Response
 
 from artsearch.errors import BadImageError, NotIndexedError
 from artsearch.index import ArtIndex
-from artsearch.web.common import MAX_ID, find_work
+from artsearch.web.common import MAX_ID, find_work, keep_cached
 
 __all__ = ["THUMB_SIZES", "image_routes", "inside_collection", "thumbnail"]
 
@@ -114,11 +112,5 @@ def thumbnail(index: ArtIndex, art: Any, side: int) -> bytes:
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=85)
     body = out.getvalue()
-    try:  # a read-only index folder still serves, it only does not cache
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
+    keep_cached(cache, body)
     return body

@@ -19,6 +19,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from artsearch.web.common import keep_cached
+
 __all__ = ["ATLAS_CELL", "ATLAS_SIDE", "layout", "map_routes"]
 
 ATLAS_SIDE = 16   # an atlas sheet is 16 x 16 works ...
@@ -166,13 +168,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
         if cache.is_file():
             return Response(cache.read_bytes(), media_type="image/jpeg", headers=headers)
         body = _sheet(index, part, licences, shown)
-        try:
-            cache.parent.mkdir(exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(body)
-            os.replace(tmp, cache)
-        except OSError:
-            pass
+        keep_cached(cache, body)
         return Response(body, media_type="image/jpeg", headers=headers)
 
     def prepare() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
+
+from artsearch.web.common import keep_cached
 
 __all__ = ["TILE", "zoom_routes"]
 
@@ -138,13 +139,7 @@ def zoom_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRoute
         buf = io.BytesIO()
         level_image(art, path, level).crop(box).save(buf, "JPEG", quality=QUALITY)
         body = buf.getvalue()
-        try:  # kept for the next viewer; a read-only index folder just makes them again
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(body)
-            os.replace(tmp, cache)
-        except OSError:
-            pass
+        keep_cached(cache, body)
         return Response(body, media_type="image/jpeg", headers=headers)
 
     return router
