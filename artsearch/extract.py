@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -241,6 +242,7 @@ class Extractor:
         self.decode = pick_decode(self.device, decode)
         self.dims = spec.dims(self.layers, pooling)
         self._model: torch.nn.Module | None = None
+        self._building = threading.Lock()
 
     @property
     def layer(self) -> str:
@@ -250,13 +252,16 @@ class Extractor:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            # Typed loosely: torch's stubs for Module.to differ between releases.
-            model: Any = self.spec.build(self.spec, self.layers).to(self.device)
-            self._model = model.to(memory_format=torch.channels_last).eval()
-            pre = self.spec.preprocess
-            shape = (1, 3, 1, 1)
-            self._mean = torch.tensor(pre.mean, device=self.device).view(shape)
-            self._std = torch.tensor(pre.std, device=self.device).view(shape)
+            with self._building:  # two threads (the app's uploads) build it once
+                if self._model is None:
+                    pre = self.spec.preprocess
+                    shape = (1, 3, 1, 1)
+                    self._mean = torch.tensor(pre.mean, device=self.device).view(shape)
+                    self._std = torch.tensor(pre.std, device=self.device).view(shape)
+                    # Typed loosely: torch's stubs for Module.to differ between releases.
+                    model: Any = self.spec.build(self.spec, self.layers).to(self.device)
+                    # Set last: a thread that sees the model sees its mean and std too.
+                    self._model = model.to(memory_format=torch.channels_last).eval()
         return self._model
 
     def describe(self) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class ArtIndex:
             except FileNotFoundError:
                 if accepted and accepted[0].get("count"):
                     if attempt == 0:
-                        space = self._fresh(space)
+                        space = self.fresh(space)
                         continue
                     raise IndexDamagedError(f"{path}: missing (it held "
                                             f"{accepted[0]['count']} vectors)") from None
@@ -308,7 +308,7 @@ class ArtIndex:
                     if not any(fp["bytes"] == found["bytes"] and fp["sample"] == found["sample"]
                                for fp in accepted):
                         if attempt == 0:
-                            space = self._fresh(space)
+                            space = self.fresh(space)
                             continue
                         size = (f"{found['bytes']:,} bytes, expected {accepted[0]['bytes']:,}"
                                 if found["bytes"] != accepted[0]["bytes"] else
@@ -319,7 +319,7 @@ class ArtIndex:
                                                   name=path)
         raise AssertionError("unreachable")
 
-    def _fresh(self, space: Space) -> Space:
+    def fresh(self, space: Space) -> Space:
         """The space's row as the database holds it now."""
         with self.store.session() as s:
             row = s.get(Space, space.id)
@@ -335,17 +335,25 @@ class ArtIndex:
 
     def _record_faiss(self, space: Space, fp: dict[str, Any] | None, *,
                       pending: bool = False) -> None:
+        self.record_file(space, "faiss", fp, pending=pending, next_id=True)
+
+    def record_file(self, space: Space, key: str, fp: dict[str, Any] | None, *,
+                    pending: bool = False, next_id: bool = False) -> None:
+        """Record the fingerprint of one of the space's files (vectors: "faiss", regions:
+        "regions") in its row: `pending` beside the current one, before the file is renamed
+        into place, so that either file is recognised after a kill; None forgets it."""
         with self.store.session() as s, s.begin():
             row = s.get(Space, space.id)
             assert row is not None
-            record = dict((row.params or {}).get("faiss") or {})
+            record = dict((row.params or {}).get(key) or {})
+            extra = {"next_id": row.next_faiss_id} if next_id and fp is not None else {}
             if fp is None:
                 record = {}
             elif pending:
-                record["pending"] = {**fp, "next_id": row.next_faiss_id}
+                record["pending"] = {**fp, **extra}
             else:
-                record = {"current": {**fp, "next_id": row.next_faiss_id}}
-            row.params = {**(row.params or {}), "faiss": record}
+                record = {"current": {**fp, **extra}}
+            row.params = {**(row.params or {}), key: record}
             space.params = row.params
 
     def id_maps(self, space: Space) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import and_, select
 
 from artsearch.ann import RECALL_BAR
-from artsearch.errors import NotIndexedError
+from artsearch.errors import IndexDamagedError
 from artsearch.regions import (
     CANDIDATES,
     SCALES,
@@ -60,6 +60,7 @@ class BuildReport:
     structure: str = ""
     work_recall: float | None = None  # PQ only: share of exact top-10 works kept
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    damaged: str | None = None  # a damaged file set aside before the run, said in one line
 
 
 
@@ -99,10 +100,10 @@ _CACHE: dict[Path, tuple[tuple[int, int], _Regions]] = {}
 
 
 def load_regions(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Regions | None:
-    """The stored regions; `cached` (queries, which never change them) keeps the last one
-    read per file until the file is replaced."""
-    import faiss
-
+    """The stored regions, checked against the fingerprint recorded when they were saved;
+    `cached` (queries, which never change them) keeps the last one read per file until the
+    file is replaced. A file that fails the check, or cannot be read whole, raises
+    IndexDamagedError naming the file and the fix."""
     path = _path(index, sp)
     try:
         st = path.stat()
@@ -111,16 +112,12 @@ def load_regions(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Region
     stamp = (st.st_mtime_ns, st.st_size)
     if cached and path in _CACHE and _CACHE[path][0] == stamp:
         return _CACHE[path][1]
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        ids = z["work_ids"].tolist()
-        works = dict(zip(ids, z["work_sha"].tolist(), strict=True))
-        whole = dict(zip(ids, z["work_vecs"].astype(np.float32), strict=True))
-        stored = _Regions(faiss.deserialize_index(z["faiss"]), z["owners"].astype(np.int64),
-                          z["boxes"].astype(np.float32), works, meta, whole)
-    if stored.index.ntotal != len(stored.owners):
-        raise NotIndexedError(f"{path}: the region index does not match its boxes; delete "
-                              "it and run `artsearch index FOLDER --regions` again")
+    try:
+        stored = _read_checked(index, sp, path)
+    except IndexDamagedError as e:
+        raise IndexDamagedError(f"{e}; run `artsearch index FOLDER --index {index.path} "
+                                f"--space {sp.name} --regions` to set it aside and describe "
+                                "the works again") from None
     if cached:
         if len(_CACHE) >= 4:
             _CACHE.clear()
@@ -128,8 +125,70 @@ def load_regions(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Region
     return stored
 
 
-def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
+def _read_checked(index: ArtIndex, sp: Space, path: Path) -> _Regions:
+    """Read the region file through one open handle: its fingerprint first (against the
+    record as it is, then as the database holds it now, since a writer may have saved in
+    between), then its arrays; any failure to read it whole is damage."""
+    import zipfile
+    import zlib
+
     import faiss
+
+    from artsearch.vectors import file_fingerprint
+
+    with path.open("rb") as fh:
+        snapshot = Path(f"/proc/self/fd/{fh.fileno()}")
+        snapshot = snapshot if snapshot.exists() else path
+        found = file_fingerprint(snapshot)
+        for attempt in range(2):
+            record = (sp.params or {}).get("regions") or {}
+            accepted = [fp for fp in (record.get("current"), record.get("pending")) if fp]
+            if not accepted or any(fp.get("bytes") == found["bytes"]
+                                   and fp.get("sample") == found["sample"] for fp in accepted):
+                break
+            if attempt == 0:
+                sp = index.fresh(sp)
+                continue
+            size = (f"{found['bytes']:,} bytes, expected {accepted[0]['bytes']:,}"
+                    if found["bytes"] != accepted[0].get("bytes") else
+                    f"the same size, {found['bytes']:,} bytes, other content")
+            raise IndexDamagedError(f"{path}: not the region file this index saved ({size}; "
+                                    "replaced or damaged)")
+        try:
+            with np.load(snapshot, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                ids = z["work_ids"].tolist()
+                works = dict(zip(ids, z["work_sha"].tolist(), strict=True))
+                whole = dict(zip(ids, z["work_vecs"].astype(np.float32), strict=True))
+                stored = _Regions(faiss.deserialize_index(z["faiss"]),
+                                  z["owners"].astype(np.int64), z["boxes"].astype(np.float32),
+                                  works, meta, whole)
+        except (OSError, EOFError, ValueError, KeyError, TypeError, RuntimeError,
+                zipfile.BadZipFile, zlib.error) as e:
+            raise IndexDamagedError(f"{path}: damaged, it cannot be read "
+                                    f"({type(e).__name__}: {str(e)[:80]})") from None
+    if stored.index.ntotal != len(stored.owners) or len(stored.boxes) != len(stored.owners):
+        raise IndexDamagedError(f"{path}: damaged, the region index does not match its boxes")
+    return stored
+
+
+def _set_aside(index: ArtIndex, sp: Space) -> str:
+    """Move a damaged region file aside (.damaged-DATE) and forget its record; the line
+    that says so."""
+    path = _path(index, sp)
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    index.record_file(sp, "regions", None)
+    _CACHE.pop(path, None)
+    return f"moved aside to {aside.name}; every work is described again"
+
+
+def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
+    """Write the file under a temporary name, fsync it, record its fingerprint as pending,
+    rename it into place, fsync the folder, record it as current."""
+    import faiss
+
+    from artsearch.vectors import file_fingerprint
 
     path = _path(index, sp)
     path.parent.mkdir(exist_ok=True)
@@ -144,7 +203,15 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
                  meta=np.frombuffer(json.dumps(r.meta).encode(), np.uint8))
         f.flush()
         os.fsync(f.fileno())
+    fp = file_fingerprint(tmp)
+    index.record_file(sp, "regions", fp, pending=True)
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    index.record_file(sp, "regions", fp)
 
 
 # -- building --------------------------------------------------------------------------------
@@ -176,7 +243,11 @@ def build_regions(index: ArtIndex, space: str,
     sp = index.space(space)
     report = BuildReport(space)
     identity = _identity(index, sp)
-    current = load_regions(index, sp)
+    try:
+        current = load_regions(index, sp)
+    except IndexDamagedError as e:  # a writer sets it aside and starts again
+        report.damaged = f"{str(e).split('; run ', 1)[0]}; {_set_aside(index, sp)}"
+        current = None
     if current is not None and {k: current.meta.get(k) for k in identity} != identity:
         current = None  # another backbone, weights or layout: describe everything again
     works = space_works(index, sp)
@@ -341,8 +412,12 @@ def _top_works(index: Any, queries: np.ndarray, owners: np.ndarray, k: int = 10
 
 
 def region_summary(index: ArtIndex, sp: Space) -> dict[str, Any] | None:
-    """What `artsearch info` says about a space's region index."""
-    stored = load_regions(index, sp)
+    """What `artsearch info` says about a space's region index ({"damaged": why} for a
+    file that fails its check)."""
+    try:
+        stored = load_regions(index, sp)
+    except IndexDamagedError as e:
+        return {"damaged": str(e)}
     if stored is None:
         return None
     size = _path(index, sp).stat().st_size

@@ -340,3 +340,44 @@ def test_an_interrupted_region_build_keeps_what_it_described(collection: Path,
         assert stored is not None and len(stored.works) == 5  # saved after each work
         again = build_regions(idx, "content")
         assert again.added == 7 and again.works == 12
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "replace"])
+def test_a_damaged_region_store_is_one_line_and_the_next_index_run_rebuilds_it(
+        region_app: Path, collection: Path, damage: str) -> None:
+    """Truncated, a byte changed in place, or swapped for another valid region file: every
+    reader says so in one line with the fix; `duplicates` goes on without details; the app
+    answers a page, not a traceback; `index --regions` sets the file aside and rebuilds."""
+    from tests.test_web import client
+
+    (store,) = (region_app / "regions").glob("space-*.npz")
+    data = store.read_bytes()
+    if damage == "truncate":
+        store.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        store.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
+    else:  # a valid file, but not the one saved: another index's regions
+        other = region_app.parent / "other"
+        make_collection(other, n=4, start=70)
+        assert invoke("index", str(other), "--backbone", TRAINABLE, "--workers", "0",
+                      "--regions", "--index", str(region_app.parent / "other-index"))[0] == 0
+        shutil.copyfile(next((region_app.parent / "other-index" / "regions").glob("*.npz")),
+                        store)
+    for command in (["query", "a/work_001.jpg", "--in-regions"],
+                    ["query", "--id", "2", "--region", "0,0,0.5,0.5"]):
+        code, out, err = invoke(*command)
+        assert code == 1 and "Traceback" not in out + err, out + err
+        assert f"{store}: " in err and "--regions` to set it aside" in err
+        assert len(err.strip().splitlines()) == 1, err
+    code, out, err = invoke("duplicates")
+    assert code == 0 and "details not sought, the region index is damaged" in err, out + err
+    code, out, _ = invoke("info")
+    assert code == 0 and "regions: DAMAGED" in out
+    r = client(region_app).get("/api/works/5/regions", params={"box": "0.1,0.2,0.5,0.5"})
+    assert r.status_code == 500 and str(store.name) in r.json()["error"]
+
+    code, out, err = region_index(collection)
+    assert code == 0 and "moved aside to space-" in err and ".damaged-" in err, out + err
+    assert len(list((region_app / "regions").glob("*.damaged-*"))) == 1
+    assert "12 described" in out
+    assert invoke("query", "a/work_001.jpg", "--in-regions", "-k", "2")[0] == 0

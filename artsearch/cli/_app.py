@@ -105,8 +105,14 @@ def _checked(kind: str) -> Any:
         option = "/".join(param.opts) if param.opts and param.opts[0].startswith("-") \
             else (param.metavar or param.human_readable_name)
         try:
-            return paths.output_dir(value, option) if kind == "dir" else \
-                paths.output_file(value, option)
+            if kind == "file":
+                return paths.output_file(value, option)
+            folder = paths.output_dir(value, option)
+            if kind == "report":  # a report writes only where no other files are
+                from artsearch.reports.page import claim_folder
+
+                claim_folder(folder, option)
+            return folder
         except ArtsearchError as e:
             raise click.ClickException(one_line(e)) from None
     return check
@@ -116,6 +122,8 @@ def _checked(kind: str) -> Any:
 # options using them take type=click.Path() (a str: click turns "" into "." on the way to Path).
 out_dir = _checked("dir")
 out_file = _checked("file")
+# A report's folder: also new, empty or an earlier report's (reports.page.claim_folder).
+report_folder = _checked("report")
 
 
 def licences_option(f: Any) -> Any:
@@ -134,7 +142,7 @@ def report_options(f: Any) -> Any:
                      help="Similarity at or above which the report flags two works as "
                           "near-duplicates.")(f)
     return click.option("--report", "report_dir", default=None, metavar="DIR",
-                        type=click.Path(), callback=out_dir,
+                        type=click.Path(), callback=report_folder,
                         help="Also write an HTML report to DIR (index.html + thumbnails; "
                              "opens from disk, no server).")(f)
 

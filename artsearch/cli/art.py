@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from artsearch.cli._app import cli, index_option, licences_option, out_dir, out_file
+from artsearch.cli._app import cli, index_option, licences_option, out_file, report_folder
 
 
 @cli.command()
@@ -142,7 +142,7 @@ def _style_source(style_image: Path | None, style_id: int | None, style_query: P
 @click.option("--backbone", default="efficientnet-lite0", show_default=True,
               help="Whose layers to show (`artsearch backbones` lists them).")
 @index_option
-@click.option("--out", "out_dir", type=click.Path(), callback=out_dir,
+@click.option("--out", "out_dir", type=click.Path(), callback=report_folder,
               default=Path("layers"), show_default=True, metavar="DIR",
               help="Folder for the page (index.html, images).")
 @click.option("--maps", type=click.IntRange(1, 32), default=6, show_default=True,

@@ -116,17 +116,20 @@ def cluster(index_name: str | None, space: str, k: str, method: str, centre: str
 def _write_app_report(idx: Any, run: int, threshold: float, summary: Any,
                       show_licences: str | None) -> None:
     """The report `artsearch serve` shows for this run, made now rather than on its first
-    view (for the default licence classes; a copy of --report's when that used them)."""
+    view (for the default licence classes; a copy of --report's when that used them: only
+    the files that report wrote, never the rest of its folder)."""
     import shutil
 
     from artsearch.reports.clusters import cluster_report
+    from artsearch.reports.page import copy_report
     from artsearch.rights import DEFAULT_SHOWN, parse_shown
     from artsearch.web.reports import run_folder
 
     folder = run_folder(idx.path, run, DEFAULT_SHOWN)
     if summary is not None and parse_shown(show_licences) == DEFAULT_SHOWN:
-        shutil.copytree(summary.path.parent, folder, dirs_exist_ok=True)
+        copy_report(summary.path.parent, folder)
     else:
+        shutil.rmtree(folder, ignore_errors=True)  # the index's own folder: one report
         cluster_report(idx, run, folder, duplicate_threshold=threshold,
                        licences=DEFAULT_SHOWN)
 

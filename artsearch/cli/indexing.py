@@ -274,6 +274,8 @@ def _regions(idx: Any, space: str, wanted: bool, quiet: bool) -> Any:
 
 
 def _print_regions(report: Any, quiet: bool) -> None:
+    if report.damaged:
+        click.echo(f"warning: regions: {terminal(report.damaged)}", err=True)
     for rel, reason in report.skipped[:FAILURES_SHOWN]:
         click.echo(f"regions skipped {terminal(rel)}: {reason}", err=True)
     if quiet:
@@ -416,7 +418,9 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
                        f"--index-type {sp['index_type']})")
         else:
             click.echo(f"          search: exact (--index-type {sp['index_type']})")
-        if r := sp["regions"]:
+        if (r := sp["regions"]) and r.get("damaged"):
+            click.echo(f"          regions: DAMAGED: {terminal(r['damaged'])}")
+        elif r:
             click.echo(f"          regions: {r['works']} works, {r['regions']:,} regions "
                        f"({r['layer']}, {r['structure']}), {_size(r['bytes'])}")
     click.echo(f"failures  {data['failures']}")

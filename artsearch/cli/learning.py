@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from artsearch.cli._app import cli, dumps, index_option, out_dir, out_file
+from artsearch.cli._app import cli, dumps, index_option, out_file, report_folder
 
 
 def _labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
@@ -46,7 +46,7 @@ def _labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--metadata", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, metavar="CSV",
               help="With --corpus: a CSV with a 'path' column and the label columns.")
-@click.option("--report", "report_dir", type=click.Path(), callback=out_dir, default=None,
+@click.option("--report", "report_dir", type=click.Path(), callback=report_folder, default=None,
               metavar="DIR", help="Also write an HTML report (loss and validation curves, "
                                   "the labels learnt from). [default: FILE without .pt, "
                                   "plus -report]")
@@ -95,6 +95,7 @@ def learn(index_name: str | None, labels: tuple[tuple[str, float], ...], out: Pa
     from artsearch.learn import LearnOptions, read_corpus, works_from_index
     from artsearch.learn import learn as run
     from artsearch.reports.learn import learn_report
+    from artsearch.reports.page import claim_folder
 
     if (corpus is None) != (metadata is None):
         raise click.UsageError("--corpus and --metadata go together")
@@ -118,10 +119,11 @@ def learn(index_name: str | None, labels: tuple[tuple[str, float], ...], out: Pa
         if not as_json:
             click.echo(msg, err=True)
 
+    report_dir = report_dir or out.with_name(out.stem + "-report")
+    claim_folder(report_dir)  # before the work: its folder holds nothing else
     say(f"learning from {len(works):,} works of {source}")
     result = run(works, out, opts, progress=say)
-    report = learn_report(result, report_dir or out.with_name(out.stem + "-report"),
-                          source=source)
+    report = learn_report(result, report_dir, source=source)
     main = opts.main
     summary = {"weights": str(out), "report": str(report), "works": result.works,
                "train_works": result.train_works, "val_works": result.val_works,

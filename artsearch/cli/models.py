@@ -12,8 +12,8 @@ from artsearch.cli._app import (
     dumps,
     index_option,
     licences_option,
-    out_dir,
     out_file,
+    report_folder,
     space_option,
 )
 from artsearch.textsafe import terminal
@@ -31,7 +31,7 @@ from artsearch.textsafe import terminal
 @click.option("--out", "out", type=click.Path(), callback=out_file, default=None,
               metavar="MODEL",
               help="Model file to write. [default: INDEX/models/LABEL-METHOD-SPACE.pt]")
-@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
+@click.option("--report", "report_dir", type=click.Path(), callback=report_folder,
               default=None, metavar="DIR",
               help="Evaluation report folder (index.html, metrics.json). [default: the model "
                    "path without .pt, plus -report]")
@@ -92,6 +92,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     from artsearch.index import ArtIndex
     from artsearch.paths import file_stem
     from artsearch.reports.classify import classify_report
+    from artsearch.reports.page import claim_folder
     from artsearch.rights import parse_shown
 
     def say(msg: str) -> None:
@@ -108,6 +109,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
     with ArtIndex(resolve_index(index_name)) as idx:
         out = out or idx.path / "models" / f"{file_stem(label)}-{method}-{space}.pt"
         report_dir = report_dir or out.with_name(out.stem + "-report")
+        claim_folder(report_dir)  # before the work: its folder holds nothing else
         result = run_train(idx, opts, out, group_fields=by, progress=say)
         summary = classify_report(idx, result, report_dir, group_fields=by,
                                   licences=parse_shown(show_licences))

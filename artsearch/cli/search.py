@@ -13,8 +13,8 @@ from artsearch.cli._app import (
     dumps,
     index_option,
     licences_option,
-    out_dir,
     out_file,
+    report_folder,
     space_option,
 )
 from artsearch.textsafe import terminal
@@ -60,7 +60,7 @@ from artsearch.textsafe import terminal
 @click.option("--in-regions", is_flag=True,
               help="IMAGE is itself a detail or fragment: find the works it may come from, "
                    "by their best-matching region.")
-@click.option("--report", "report_dir", type=click.Path(), callback=out_dir, default=None,
+@click.option("--report", "report_dir", type=click.Path(), callback=report_folder, default=None,
               metavar="DIR", help="With --region or --in-regions: also write an HTML page "
                                   "of the part sought and each result, its region boxed.")
 @licences_option
@@ -119,8 +119,9 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
         return
     if explain_dir:
         from artsearch.paths import output_dir
+        from artsearch.reports.page import claim_folder
 
-        output_dir(explain_dir, "--explain")
+        claim_folder(output_dir(explain_dir, "--explain"), "--explain")
     licences = parse_shown(show_licences)
     image_path = Path(image) if image is not None and Path(image).exists() else None
     artwork: str | int | None = artwork_id if artwork_id is not None else (

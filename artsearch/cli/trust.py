@@ -15,8 +15,8 @@ from artsearch.cli._app import (
     dumps,
     index_option,
     licences_option,
-    out_dir,
     out_file,
+    report_folder,
     space_option,
 )
 from artsearch.textsafe import csv_cell, terminal
@@ -49,7 +49,7 @@ from artsearch.textsafe import csv_cell, terminal
               help="Also list examined pairs that are not duplicates (type none), to label.")
 @click.option("--csv", "csv_path", type=click.Path(), callback=out_file,
               default=None, metavar="FILE", help="Write the pairs as CSV (for relabelling).")
-@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
+@click.option("--report", "report_dir", type=click.Path(), callback=report_folder,
               default=None, metavar="DIR",
               help="Write an HTML page of the pairs, side by side, crops boxed.")
 @licences_option
@@ -217,7 +217,7 @@ def show(ident: str, index_name: str | None, as_json: bool) -> None:
 @space_option
 @click.option("-k", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Length of the result lists audited.")
-@click.option("--report", "report_dir", type=click.Path(), callback=out_dir,
+@click.option("--report", "report_dir", type=click.Path(), callback=report_folder,
               default=None, metavar="DIR",
               help="Write an HTML page: the biggest hubs with thumbnails, coverage tables, "
                    "links to the classifiers' reports.")

@@ -55,7 +55,8 @@ def audit_report(index: Any, result: dict[str, Any], out_dir: Path,
     html_text = page(f"Audit of the {result['space']!r} space",
                      "Who gets retrieved, and who does not", facts, sections, toc=toc)
     return write_report(out_dir, html_text, {**result, "provenance": provenance,
-                                             "withheld_thumbnails": thumbs.withheld_count()})
+                                             "withheld_thumbnails": thumbs.withheld_count()},
+                        files=thumbs.files())
 
 
 def _coverage_section(coverage: dict[str, list[dict[str, Any]]]) -> str:

@@ -15,7 +15,14 @@ import numpy as np
 
 from artsearch.classify import TrainResult, reliability, scores
 from artsearch.index import ArtIndex
-from artsearch.reports.page import Thumbnails, esc, page, standard_facts, write_report
+from artsearch.reports.page import (
+    Thumbnails,
+    claim_folder,
+    esc,
+    page,
+    standard_facts,
+    write_report,
+)
 
 __all__ = ["classify_report"]
 
@@ -32,7 +39,7 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
     probs = result.test_probs
     pred = probs.argmax(1)
     classes = result.classes
-    out_dir.mkdir(parents=True, exist_ok=True)
+    claim_folder(out_dir)
     (out_dir / "confusion.svg").write_text(_confusion_svg(
         np.array(m["test"]["confusion"]), classes), encoding="utf-8")
     y_val = result.calibration_y
@@ -63,7 +70,8 @@ def classify_report(index: ArtIndex, result: TrainResult, out_dir: Path, *,
     metrics = {**m, "model": str(result.model_path), "model_id": result.model_id,
                "by": {f: g for f, g in groups.items()}, "provenance": dict(facts),
                "reliability_val": curves}
-    write_report(out_dir, html_text, metrics, data_name="metrics.json")
+    write_report(out_dir, html_text, metrics, data_name="metrics.json",
+                 files=["confusion.svg", "calibration.svg", *thumbs.files()])
     return out_dir / "index.html"
 
 

@@ -190,7 +190,7 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
         "rights": {"shown_licences": sorted(thumbs.licences),
                    "withheld_thumbnails": thumbs.withheld_count()},
     }
-    path = write_report(out_dir, html_text, data)
+    path = write_report(out_dir, html_text, data, files=thumbs.files())
     return ReportSummary(path, len(ids), k, map_method, len(duplicates),
                          sum(1 for v in thumbs.made.values() if v), thumbs.failed,
                          thumbs.withheld_count())

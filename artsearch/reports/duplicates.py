@@ -81,7 +81,7 @@ def duplicates_report(index: ArtIndex, pairs: Sequence[Pair], out_dir: Path,
         "</style>", _CSS + "</style>", 1)
     data = {"provenance": provenance, "pairs": [p.as_dict() for p in pairs],
             "thresholds": record, "withheld_thumbnails": thumbs.withheld_count()}
-    return write_report(out_dir, html_text, data)
+    return write_report(out_dir, html_text, data, files=thumbs.files())
 
 
 def _box_overlay(p: Pair) -> str:

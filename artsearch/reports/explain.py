@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from artsearch.explain import heat_png
-from artsearch.reports.page import esc, page, write_report
+from artsearch.reports.page import claim_folder, esc, page, write_report
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -35,7 +35,9 @@ def explain_report(index: Any, result: Any, explained: dict[int, dict[str, Any]]
     from artsearch.rights import shown, statement
 
     maps_dir = out_dir / "maps"
+    claim_folder(out_dir)
     maps_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
     allowed = set(licences)
     licence = {a.id: a.license for a in artworks(index, [h.id for h in result.hits])}
     sections, data_hits = [], []
@@ -51,6 +53,7 @@ def explain_report(index: Any, result: Any, explained: dict[int, dict[str, Any]]
             heat_png(query_picture if query_shown else None, pm.query, maps_dir / q_name,
                      SIDE, scale)
             heat_png(picture, pm.result, maps_dir / r_name, SIDE, scale)
+            written += [f"maps/{q_name}", f"maps/{r_name}"]
             figures.append(
                 f"<figure><img src='maps/{esc(q_name)}' alt='query, {esc(space)} map'>"
                 f"<figcaption>query · {esc(space)}</figcaption></figure>"
@@ -87,7 +90,8 @@ def explain_report(index: Any, result: Any, explained: dict[int, dict[str, Any]]
     html_text = page("Why these works match", f"{len(result.hits)} results, explained", facts,
                      [key, *sections]).replace("</style>", _CSS + "</style>", 1)
     return write_report(out_dir, html_text, {"provenance": provenance, "query": result.query,
-                                             "space": result.space, "results": data_hits})
+                                             "space": result.space, "results": data_hits},
+                        files=written)
 
 
 def _describe(query: dict[str, Any]) -> str:

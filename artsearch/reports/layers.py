@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artsearch.reports.page import Thumbnails, esc, page, write_report
+from artsearch.reports.page import Thumbnails, claim_folder, esc, page, write_report
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,7 +39,9 @@ def layers_report(picture: Image.Image, picture_name: str, backbone: str,
     from PIL import Image as PILImage
 
     img_dir = out_dir / "layers"
+    claim_folder(out_dir, "--out")
     img_dir.mkdir(parents=True, exist_ok=True)
+    written = ["layers/picture.jpg"]
     shown = picture.convert("RGB")
     shown.thumbnail((320, 320))
     shown.save(img_dir / "picture.jpg", "JPEG", quality=88)
@@ -52,10 +54,12 @@ def layers_report(picture: Image.Image, picture_name: str, backbone: str,
         for channel, fmap in view.maps:
             name = f"{n:02d}-{view.name}-c{channel}.png"
             _grey(fmap, MAP_SIDE).save(img_dir / name)
+            written.append(f"layers/{name}")
             figures.append(f"<figure><img src='layers/{esc(name)}' alt='channel {channel}'>"
                            f"<figcaption>channel {channel}</figcaption></figure>")
         gname = f"{n:02d}-{view.name}-gram.png"
         _grey(view.gram, 160, PILImage.Resampling.NEAREST).save(img_dir / gname)
+        written.append(f"layers/{gname}")
         figures.append(f"<figure><img class=gram src='layers/{esc(gname)}' alt='Gram matrix'>"
                        f"<figcaption>Gram matrix ({view.channels} × {view.channels}"
                        f"{', block means' if view.channels > view.gram.shape[0] else ''})"
@@ -90,7 +94,8 @@ def layers_report(picture: Image.Image, picture_name: str, backbone: str,
         "</style>", _CSS + "</style>", 1)
     return write_report(out_dir, html_text, {"picture": picture_name, "backbone": backbone,
                                              "compared": compared, "layers": data,
-                                             "provenance": dict(facts or [])})
+                                             "provenance": dict(facts or [])},
+                        files=[*written, *(thumbs.files() if thumbs else [])])
 
 
 def _grey(a: np.ndarray, side: int, resample: Any = None) -> Image.Image:

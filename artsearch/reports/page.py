@@ -4,6 +4,10 @@ the rules of reports), a provenance header, thumbnails, bar charts.
 A report is a folder that opens from disk: `index.html`, `report.json` and `thumbs/`. Nothing
 is fetched when it is opened (no fonts, scripts or images from elsewhere), so it works
 offline, prints, and can be archived beside the collection.
+
+A report writes only into a folder that is new, empty, or an earlier report: its marker file
+(MARKER) lists the files the report wrote, and that list is all that is ever copied into an
+index or served by the app — never the other files a folder may hold.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 
 from artsearch import __version__
 
-__all__ = ["PALETTE", "Thumbnails", "bars", "colour", "esc", "page", "write_report"]
+__all__ = ["MARKER", "PALETTE", "Thumbnails", "bars", "claim_folder", "colour", "copy_report",
+           "esc", "page", "report_files", "write_report"]
 
 THUMB_SIDE = 160
 
@@ -178,7 +183,7 @@ class Thumbnails:
         self.index, self.root = index, index.root
         self.dir, self.side = out_dir / "thumbs", side
         self.licences = frozenset(DEFAULT_SHOWN if licences is None else licences)
-        self.made: dict[int, str | None] = {}
+        self.made: dict[int, str | None] = {}  # artwork id -> "thumbs/ID.jpg" (None: unreadable)
         self.withheld: dict[int, str] = {}
         self.failed: list[tuple[str, str]] = []
 
@@ -204,6 +209,7 @@ class Thumbnails:
         todo = [(i, p) for i, p in todo if i not in self.withheld]
         if not todo:
             return
+        claim_folder(self.dir.parent)
         self.dir.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for (artwork_id, path), result in zip(todo, pool.map(self._one, todo),
@@ -214,6 +220,10 @@ class Thumbnails:
 
     def __getitem__(self, artwork_id: int) -> str | None:
         return self.made.get(artwork_id)
+
+    def files(self) -> list[str]:
+        """The thumbnails written, as paths relative to the report folder."""
+        return sorted(v for v in self.made.values() if v)
 
     def _one(self, work: tuple[int, str]) -> str:
         from PIL import Image
@@ -235,14 +245,116 @@ class Thumbnails:
         return f"thumbs/{name}"
 
 
+MARKER = ".artsearch-report.json"
+# What reports wrote before the marker existed (artsearch 0.2 and earlier): a folder holding
+# only these is taken for an earlier report.
+_LEGACY_TOP = frozenset({"index.html", "report.json", "metrics.json", "confusion.svg",
+                         "calibration.svg", "thumbs", "maps", "layers"})
+
+
+def _listed(folder: Path) -> list[str] | None:
+    """The files the report in `folder` lists as its own (None: no readable marker)."""
+    try:
+        data = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        files = data["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return files
+
+
+def _legacy_files(folder: Path) -> list[str]:
+    """An unmarked earlier report's files: its pages and data, and the pictures in its
+    own subfolders (named as reports name them)."""
+    import re
+
+    out = [n for n in ("index.html", "report.json", "metrics.json", "confusion.svg",
+                       "calibration.svg") if (folder / n).is_file()]
+    pattern = {"thumbs": re.compile(r"\d{1,18}\.jpg"), "maps": re.compile(r"[\w.-]{1,100}\.png"),
+               "layers": re.compile(r"[\w.-]{1,100}\.(?:png|jpg)")}
+    for sub, name in pattern.items():
+        if (folder / sub).is_dir():
+            out += [f"{sub}/{p.name}" for p in sorted((folder / sub).iterdir())
+                    if name.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+    return out
+
+
+def report_files(folder: Path) -> list[str]:
+    """The files of the report in `folder`, relative to it: those its marker lists, or for an
+    unmarked earlier report, its pages and pictures by name. Nothing else in the folder."""
+    listed = _listed(folder)
+    return _legacy_files(folder) if listed is None else listed
+
+
+def claim_folder(folder: Path, option: str = "--report") -> None:
+    """Refuse, in one line, to write a report into a folder holding anything but an earlier
+    report; mark a new or empty one as a report's (so what follows may write there)."""
+    from artsearch.errors import ArtsearchError
+
+    if folder.is_dir() and _listed(folder) is not None:
+        return
+    if folder.is_dir():
+        try:
+            entries = {p.name for p in folder.iterdir()
+                       if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+        except OSError as e:
+            raise ArtsearchError(f"{option} {folder}: cannot be read ({e.strerror}); "
+                                 "give another folder") from None
+        if entries and not entries <= _LEGACY_TOP:
+            shown = ", ".join(sorted(entries - _LEGACY_TOP)[:3])
+            raise ArtsearchError(
+                f"{option} {folder}: holds files no artsearch report wrote ({shown}"
+                f"{', …' if len(entries - _LEGACY_TOP) > 3 else ''}); give a new or empty "
+                "folder, or an earlier report's")
+        if entries:  # an earlier report, from before the marker: its files become listed
+            _write_marker(folder, _legacy_files(folder))
+            return
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_marker(folder, [])
+
+
+def _write_marker(folder: Path, files: Iterable[str]) -> None:
+    tmp = folder / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps({"artsearch_report": __version__, "files": sorted(set(files))},
+                              indent=1), encoding="utf-8")
+    os.replace(tmp, folder / MARKER)
+
+
 def write_report(out_dir: Path, html_text: str, data: dict[str, Any],
-                 data_name: str = "report.json") -> Path:
+                 data_name: str = "report.json", files: Iterable[str] = ()) -> Path:
     """Write index.html and the JSON data beside it (each replaced whole, never
-    half-written)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    half-written), and the marker listing them with `files` (the other files this report
+    wrote, relative to out_dir). Files an earlier report here listed and this one did not
+    write are removed: the folder holds one report."""
+    claim_folder(out_dir)
+    before = set(_listed(out_dir) or [])
     for name, text in ((data_name, json.dumps(data, indent=1, default=str)),
                        ("index.html", html_text)):
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out_dir / name)
+    now = {data_name, "index.html", *files}
+    _write_marker(out_dir, now)
+    for stale in sorted(before - now):
+        file = out_dir / stale
+        if ".." not in Path(stale).parts and file.is_file() and not file.is_symlink():
+            file.unlink()
     return out_dir / "index.html"
+
+
+def copy_report(source: Path, target: Path) -> None:
+    """Copy the report in `source` to `target` (a folder the index owns, emptied first):
+    only the files the report lists as its own, never links."""
+    import shutil
+
+    files = [f for f in report_files(source)
+             if ".." not in Path(f).parts and not Path(f).is_absolute()]
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for rel in files:
+        src = source / rel
+        if src.is_file() and not src.is_symlink():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target / rel)
+    _write_marker(target, files)

@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from artsearch.reports.page import THUMB_SIDE, Thumbnails, esc, page, write_report
+from artsearch.reports.page import (
+    THUMB_SIDE,
+    Thumbnails,
+    claim_folder,
+    esc,
+    page,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,11 +51,14 @@ def regions_report(index: Any, result: Any, query_picture: Image.Image | None,
     thumbs.make((h.id, h.path) for h in result.hits)
     query = result.query
     region = query.get("region") or [0.0, 0.0, 1.0, 1.0]
+    written = thumbs.files()
     if query_picture is not None and query_shown:
+        claim_folder(out_dir)
         (out_dir / "thumbs").mkdir(parents=True, exist_ok=True)
         small = query_picture.copy()
         small.thumbnail((2 * THUMB_SIDE, 2 * THUMB_SIDE), Image.Resampling.LANCZOS)
         small.save(out_dir / "thumbs" / "query.jpg", "JPEG", quality=85)
+        written.append("thumbs/query.jpg")
         inner = "<img src='thumbs/query.jpg' alt='the query picture, the part sought boxed'>"
     else:
         inner = "<div class=withheld>the query's image is withheld by its licence</div>"
@@ -75,4 +85,5 @@ def regions_report(index: Any, result: Any, query_picture: Image.Image | None,
     html_text = page("A part of a picture, in other works",
                      f"{len(result.hits)} works, each with its most similar region boxed",
                      facts, [head, body]).replace("</style>", _CSS + "</style>", 1)
-    return write_report(out_dir, html_text, {"provenance": provenance, **result.as_dict()})
+    return write_report(out_dir, html_text, {"provenance": provenance, **result.as_dict()},
+                        files=written)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from artsearch.errors import ArtsearchError, NotIndexedError
+from artsearch.errors import ArtsearchError, IndexDamagedError, NotIndexedError
 from artsearch.index import ArtIndex
 from artsearch.web.browse import browse_routes
 from artsearch.web.explain import explain_routes
@@ -146,7 +146,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     @app.exception_handler(ArtsearchError)
     async def refused(request: Request, exc: ArtsearchError) -> Response:
         status = 404 if isinstance(exc, NotIndexedError) else \
-            503 if isinstance(exc, ServerBusyError) else 400
+            503 if isinstance(exc, ServerBusyError) else \
+            500 if isinstance(exc, IndexDamagedError) else 400
         headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)

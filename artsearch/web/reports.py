@@ -59,10 +59,17 @@ def _in_app(html: str) -> str:
     return _THUMB.sub(r"<a href='/work/\2'>\1</a>", html)
 
 
-def _serve(folder: Path, name: str) -> Response:
-    """`name` from inside `folder` (no link or '..' out of it); HTML with its own policy."""
+def _serve(report: Path, name: str, sub: str = "") -> Response:
+    """File `name` (of subfolder `sub`) of the report in folder `report`: only a file the
+    report lists as its own (reports.page.report_files), never a link or '..' out of it;
+    HTML with its own policy."""
+    from artsearch.reports.page import report_files
+
+    rel = f"{sub}/{name}" if sub else name
+    folder = report / sub if sub else report
     path = (folder / name).resolve()
-    if not path.is_relative_to(folder.resolve()) or not path.is_file():
+    if (rel not in report_files(report) or not path.is_relative_to(report.resolve())
+            or not path.is_file()):
         raise NotIndexedError(f"no {name!r} in this report")
     media = _TYPES.get(path.suffix.lower(), "application/octet-stream")
     if path.suffix.lower() == ".html":
@@ -122,8 +129,11 @@ def _written_for(folder: Path) -> list[str] | None:
 def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = None
                   ) -> APIRouter:
     """Routes: /clusters, /clusters/RUN/FILE, /models, /models/NAME/FILE."""
+    import shutil
+
     from artsearch import cluster as clustering
     from artsearch.catalogue import find_artwork
+    from artsearch.reports.page import MARKER
     from artsearch.rights import DEFAULT_SHOWN, shown
 
     allowed = DEFAULT_SHOWN if licences is None else licences
@@ -181,7 +191,7 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
     @router.get("/audits/{space}/thumbs/{name}")
     def audit_thumb(space: str = PathParam(max_length=64), name: str = "") -> Response:
         thumb_allowed(live.get(), name)
-        return _serve(audit_of(space) / "thumbs", name)
+        return _serve(audit_of(space), name, "thumbs")
 
     @router.get("/clusters/{run}/{name}")
     def run_file(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "index.html"
@@ -194,15 +204,17 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
         except MetadataError as e:  # no such run: not found, like any unknown address
             raise NotIndexedError(str(e)) from e
         folder = run_folder(index.path, run, allowed)
-        if not (folder / "index.html").is_file() or _written_for(folder) != sorted(allowed):
-            cluster_report(index, run, folder, licences=allowed)  # runs made before 0.2
+        if (not (folder / "index.html").is_file() or _written_for(folder) != sorted(allowed)
+                or not (folder / MARKER).is_file()):  # runs made before 0.2, or their copy
+            shutil.rmtree(folder, ignore_errors=True)  # the index's own folder: one report
+            cluster_report(index, run, folder, licences=allowed)
         return _serve(folder, name)
 
     @router.get("/clusters/{run}/thumbs/{name}")
     def run_thumb(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "") -> Response:
         index = live.get()
         thumb_allowed(index, name)
-        return _serve(run_folder(index.path, run, allowed) / "thumbs", name)
+        return _serve(run_folder(index.path, run, allowed), name, "thumbs")
 
     @router.get("/models/{model}/{name}")
     def model_file(model: str, name: str = "index.html") -> Response:
@@ -217,6 +229,6 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
         if model not in reports:
             raise NotIndexedError(f"no model {model!r} in this index")
         thumb_allowed(live.get(), name)
-        return _serve(reports[model] / "thumbs", name)
+        return _serve(reports[model], name, "thumbs")
 
     return router
