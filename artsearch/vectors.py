@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 
 __all__ = [
-    "DEFAULT_FACTORY", "VectorIndex", "file_fingerprint", "write_index_atomically",
+    "DEFAULT_FACTORY", "VectorIndex", "current_umask", "file_fingerprint", "write_index_atomically",
 ]
 
 # Exact inner product over unit vectors (= cosine), with stable 64-bit ids that survive removals.
@@ -169,7 +169,7 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sample": digest.hexdigest()}
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask, read without changing it where Linux says it (/proc)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -199,7 +199,7 @@ def write_index_atomically(
         os.close(fd)
         faiss.write_index(index, tmp)
         # mkstemp makes the file 0600; a vector file is as readable as the database beside it.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         fp = {**file_fingerprint(Path(tmp)), **(extra or {})}

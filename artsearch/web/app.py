@@ -25,7 +25,7 @@ from artsearch.index import ArtIndex
 from artsearch.web.browse import browse_routes
 from artsearch.web.explain import explain_routes
 from artsearch.web.images import image_routes
-from artsearch.web.lighttable import lighttable_routes
+from artsearch.web.lighttable import LightTableWriteError, lighttable_routes
 from artsearch.web.map import map_routes
 from artsearch.web.regions import region_routes
 from artsearch.web.reports import report_routes
@@ -147,7 +147,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     async def refused(request: Request, exc: ArtsearchError) -> Response:
         status = 404 if isinstance(exc, NotIndexedError) else \
             503 if isinstance(exc, ServerBusyError) else \
-            500 if isinstance(exc, IndexDamagedError) else 400
+            500 if isinstance(exc, IndexDamagedError) else \
+            507 if isinstance(exc, LightTableWriteError) else 400
         headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)

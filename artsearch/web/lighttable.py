@@ -3,39 +3,102 @@ map, kept with the index (INDEX/light-table.json), exported as CSV or as a IIIF
 Presentation 3 manifest.
 
 `/light-table` (the page), POST `/light-table/add` (`set`, `ids`), `/light-table/remove`
-(`set`, `id`), `/light-table/delete` (`set`), `/light-table/SET.csv`,
-`/light-table/SET/manifest.json`, `/api/light-table`. Writes are POSTs, so the server's
-same-origin rule and token rule guard them (artsearch.web.security); each answers with a
-redirect back to the page (303), so a form works without JavaScript.
+(`set`, `id`), `/light-table/put-back` (`set`, `id`, `at`), `/light-table/delete` (`set`,
+and `confirm` for a set that holds works), `/light-table/restore` (`set`),
+`/light-table/SET.csv`, `/light-table/SET/manifest.json`, `/api/light-table`. Writes are
+POSTs, so the server's same-origin rule and token rule guard them
+(artsearch.web.security); each answers with a redirect back to the page (303), so a form
+works without JavaScript.
+
+Nothing a curator gathered is lost by a click: a deleted set goes to a "recently deleted"
+list in the same file (the last KEEP_DELETED sets, for KEEP_DAYS days) and comes back with
+Restore; a removed work can be put back. A file that cannot be read is never replaced: it
+is copied aside and every write is refused until it is fixed or removed. A write is flushed
+to disk before it is renamed into place, keeps the file's mode, and on a full disk leaves
+the old file as it was.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import fcntl
 import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-__all__ = ["MAX_SETS", "MAX_WORKS", "LightTable", "lighttable_routes"]
+from artsearch.errors import ArtsearchError, IndexDamagedError
+
+__all__ = ["KEEP_DAYS", "KEEP_DELETED", "MAX_SETS", "MAX_WORKS", "LightTable",
+           "LightTableWriteError", "lighttable_routes"]
 
 FILE = "light-table.json"
 MAX_SETS = 100
 MAX_WORKS = 10_000  # works in one set
+KEEP_DELETED = 20  # deleted sets kept for Restore ...
+KEEP_DAYS = 30  # ... for this long
 NAME = re.compile(r"^[^\x00-\x1f\x7f/\\]{1,60}$")  # printable, no slashes; 60 characters
+
+
+class LightTableWriteError(ArtsearchError):
+    """The light table could not be written (a full disk, a folder it cannot write): the
+    file is as it was."""
+
+
+@dataclass
+class Tables:
+    """What the file holds: the sets, and the sets deleted recently (newest first)."""
+
+    sets: dict[str, list[int]] = field(default_factory=dict)
+    deleted: list[dict[str, Any]] = field(default_factory=list)  # {name, ids, deleted}
+
+
+def _ids(value: object) -> list[int] | None:
+    if not isinstance(value, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in value):
+        return None
+    return list(value)
+
+
+def _parse(text: str) -> Tables:
+    """The file's contents, or ValueError saying what is wrong with them."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("sets"), dict):
+        raise ValueError("no \"sets\" object")
+    tables = Tables()
+    for name, ids in data["sets"].items():
+        if (good := _ids(ids)) is None:
+            raise ValueError(f"set {name!r} is not a list of artwork ids")
+        tables.sets[str(name)] = good
+    deleted = data.get("deleted", [])
+    if not isinstance(deleted, list):
+        raise ValueError("\"deleted\" is not a list")
+    for entry in deleted:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str)
+                or (ids := _ids(entry.get("ids"))) is None
+                or not isinstance(entry.get("deleted"), str)):
+            raise ValueError("an entry of \"deleted\" is not a deleted set")
+        tables.deleted.append({"name": entry["name"], "ids": ids, "deleted": entry["deleted"]})
+    return tables
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class LightTable:
@@ -47,19 +110,48 @@ class LightTable:
         self.path = index_path / FILE
         self._threads = threading.Lock()
 
-    def sets(self) -> dict[str, list[int]]:
+    def read(self) -> Tables:
+        """The file's sets; a missing file is an empty light table. A file that cannot be
+        read is copied aside (once) and raises IndexDamagedError naming both and the fix."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        sets = data.get("sets") if isinstance(data, dict) else None
-        if not isinstance(sets, dict):
-            return {}
-        return {str(k): [int(i) for i in v if isinstance(i, int)]
-                for k, v in sets.items() if isinstance(v, list)}
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Tables()
+        except (OSError, UnicodeDecodeError) as e:
+            why = getattr(e, "strerror", None) or "not UTF-8 text"
+            raise self._damaged(why) from None
+        try:
+            tables = _parse(text)
+        except (ValueError, RecursionError) as e:
+            raise self._damaged(str(e).split("\n")[0][:120]) from None
+        cutoff = (_now() - dt.timedelta(days=KEEP_DAYS)).isoformat(timespec="seconds")
+        tables.deleted = [d for d in tables.deleted if d["deleted"] >= cutoff][:KEEP_DELETED]
+        return tables
+
+    def sets(self) -> dict[str, list[int]]:
+        return self.read().sets
+
+    def _damaged(self, why: str) -> IndexDamagedError:
+        """Keep a copy of the unreadable file beside it (one per distinct content)."""
+        aside = None
+        try:
+            data = self.path.read_bytes()
+            for old in sorted(self.path.parent.glob(FILE + ".damaged-*")):
+                if old.read_bytes() == data:
+                    aside = old
+                    break
+            if aside is None:
+                aside = self.path.with_name(f"{FILE}.damaged-{_now():%Y%m%d-%H%M%S}")
+                shutil.copyfile(self.path, aside)
+        except OSError:
+            aside = None
+        kept = f"a copy is kept as {aside.name}; " if aside is not None else ""
+        return IndexDamagedError(
+            f"{self.path}: the light table cannot be read ({why}); {kept}nothing was changed: "
+            "fix the file or remove it to start an empty light table")
 
     @contextmanager
-    def _locked(self) -> Iterator[dict[str, list[int]]]:
+    def _locked(self) -> Iterator[Tables]:
         from artsearch.errors import IndexReadOnlyError
 
         with self._threads:
@@ -71,27 +163,58 @@ class LightTable:
                                          f"kept here ({e.strerror}); make the index folder "
                                          "writable") from e
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-                sets = self.sets()
-                yield sets
-                fdt, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".light-table.")
-                with os.fdopen(fdt, "w", encoding="utf-8") as f:
-                    json.dump({"version": 1, "sets": sets,
-                               "changed": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
-                              f, ensure_ascii=False, indent=1)
-                os.replace(tmp, self.path)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # per open file: two apps in one process too
+                tables = self.read()  # a damaged file raises: it is never replaced
+                yield tables
+                self._write(tables)
             finally:
                 os.close(fd)
+
+    def _write(self, tables: Tables) -> None:
+        """Replace the file with `tables`: written beside it, flushed, given the old file's
+        mode, renamed into place, the folder flushed. On any failure the old file stays
+        and the temporary one is removed."""
+        from artsearch.vectors import current_umask
+
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o666 & ~current_umask()
+        tmp: str | None = None
+        try:
+            fdt, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".light-table.")
+            with os.fdopen(fdt, "w", encoding="utf-8") as f:
+                json.dump({"version": 2, "sets": tables.sets, "deleted": tables.deleted,
+                           "changed": _now().isoformat(timespec="seconds")},
+                          f, ensure_ascii=False, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, self.path)
+            tmp = None
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            why = ("the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+                   f"{self.path.parent} cannot be written ({e.strerror or e})")
+            raise LightTableWriteError(f"{why}: nothing was changed on the light table"
+                                       ) from None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def add(self, name: str, ids: list[int]) -> int:
         """Add works to a set (made if new); how many were new to it."""
         from artsearch.errors import OptionError
 
-        with self._locked() as sets:
-            if name not in sets and len(sets) >= MAX_SETS:
+        with self._locked() as t:
+            if name not in t.sets and len(t.sets) >= MAX_SETS:
                 raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
                                   "first")
-            have = sets.setdefault(name, [])
+            have = t.sets.setdefault(name, [])
             new = [i for i in dict.fromkeys(ids) if i not in set(have)]
             if len(have) + len(new) > MAX_WORKS:
                 raise OptionError(f"set {name!r} would hold more than {MAX_WORKS:,} works; "
@@ -99,14 +222,55 @@ class LightTable:
             have.extend(new)
             return len(new)
 
-    def remove(self, name: str, artwork_id: int) -> None:
-        with self._locked() as sets:
-            if name in sets:
-                sets[name] = [i for i in sets[name] if i != artwork_id]
+    def remove(self, name: str, artwork_id: int) -> int | None:
+        """Take a work out of a set; where it stood (for put_back), None if it was not in."""
+        with self._locked() as t:
+            ids = t.sets.get(name, [])
+            if artwork_id not in ids:
+                return None
+            at = ids.index(artwork_id)
+            t.sets[name] = [i for i in ids if i != artwork_id]
+            return at
 
-    def delete(self, name: str) -> None:
-        with self._locked() as sets:
-            sets.pop(name, None)
+    def put_back(self, name: str, artwork_id: int, at: int) -> None:
+        """A removed work back in its set, where it stood (the set made again if gone)."""
+        with self._locked() as t:
+            if name not in t.sets and len(t.sets) >= MAX_SETS:
+                from artsearch.errors import OptionError
+
+                raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
+                                  "first")
+            ids = t.sets.setdefault(name, [])
+            if artwork_id not in ids:
+                ids.insert(max(0, min(at, len(ids))), artwork_id)
+
+    def delete(self, name: str) -> int | None:
+        """Move a set to the recently deleted; how many works it held (None: no such set)."""
+        with self._locked() as t:
+            if name not in t.sets:
+                return None
+            ids = t.sets.pop(name)
+            t.deleted.insert(0, {"name": name, "ids": ids,
+                                 "deleted": _now().isoformat(timespec="seconds")})
+            del t.deleted[KEEP_DELETED:]
+            return len(ids)
+
+    def restore(self, name: str) -> int | None:
+        """The most recently deleted set of that name back on the table (merged into a set
+        of the same name made since, nothing dropped); how many works it brought back."""
+        from artsearch.errors import OptionError
+
+        with self._locked() as t:
+            found = next((n for n, d in enumerate(t.deleted) if d["name"] == name), None)
+            if found is None:
+                return None
+            if name not in t.sets and len(t.sets) >= MAX_SETS:
+                raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
+                                  "first")
+            entry = t.deleted.pop(found)
+            have = t.sets.setdefault(name, [])
+            have.extend(i for i in entry["ids"] if i not in set(have))
+            return len(entry["ids"])
 
 
 def set_name(text: str) -> str:
@@ -145,19 +309,43 @@ def lighttable_routes(live: Any, templates: Any) -> APIRouter:
         arts = {a.id: a for a in catalogue.artworks(live.get(), sets[name])}
         return [arts[i] for i in sets[name] if i in arts]  # works since removed drop out
 
-    def back(name: str | None = None) -> RedirectResponse:
+    def back(name: str | None = None, **said: object) -> RedirectResponse:
+        """To the page (at the set's section), saying what was just done (`said`: the query
+        the page reads its notice from)."""
+        query = f"?{urlencode(said)}" if said else ""
         anchor = f"#set-{quote(name, safe='')}" if name else ""
-        return RedirectResponse("/light-table" + anchor, status_code=303)
+        return RedirectResponse("/light-table" + query + anchor, status_code=303)
 
     @router.get("/light-table", response_class=HTMLResponse)
-    def page(request: Request) -> Response:
+    def page(request: Request, deleted: str | None = None, removed: int | None = None,
+             at: int = 0, restored: str | None = None,
+             from_set: str | None = Query(None, alias="from", max_length=200)) -> Response:
         index = live.get()
-        sets = table.sets()
-        arts = {a.id: a for a in catalogue.artworks(
-            index, sorted({i for ids in sets.values() for i in ids}))}
+        damaged = None
+        try:
+            tables = table.read()
+        except IndexDamagedError as e:
+            damaged, tables = str(e), Tables()
+        sets = tables.sets
+        wanted = {i for ids in sets.values() for i in ids}
+        wanted |= {removed} if removed is not None and 0 < removed < 2**63 else set()
+        arts = {a.id: a for a in catalogue.artworks(index, sorted(wanted))}
         shown_sets = [(name, [arts[i] for i in ids if i in arts]) for name, ids in sets.items()]
+        notice: dict[str, Any] | None = None
+        # What was just done, said from the query but only as far as the file bears it out.
+        if deleted is not None and deleted not in sets:
+            entry = next((d for d in tables.deleted if d["name"] == deleted), None)
+            if entry is not None:
+                notice = {"kind": "deleted", "set": deleted, "works": len(entry["ids"])}
+        elif (removed is not None and from_set is not None and removed in arts
+              and removed not in sets.get(from_set, [])):
+            notice = {"kind": "removed", "set": from_set, "work": arts[removed], "at": at}
+        elif restored is not None and restored in sets:
+            notice = {"kind": "restored", "set": restored, "works": len(sets[restored])}
         return templates.TemplateResponse(request, "lighttable.html", {  # type: ignore[no-any-return]
             "sets": shown_sets, "spaces": [sp.name for sp in index.spaces()],
+            "deleted": tables.deleted, "notice": notice, "damaged": damaged,
+            "keep_days": KEEP_DAYS, "keep_deleted": KEEP_DELETED,
             "quote": lambda s: quote(s, safe="")})
 
     @router.post("/light-table/add")
@@ -176,13 +364,44 @@ def lighttable_routes(live: Any, templates: Any) -> APIRouter:
     def remove(name: str = Form(..., alias="set", max_length=200),
                artwork_id: int = Form(..., alias="id", ge=1, le=2**63 - 1)) -> Response:
         chosen = set_name(name)
-        table.remove(chosen, artwork_id)
+        at = table.remove(chosen, artwork_id)
+        if at is None:
+            return back(chosen)
+        return back(chosen, removed=artwork_id, **{"from": chosen}, at=at)
+
+    @router.post("/light-table/put-back")
+    def put_back(name: str = Form(..., alias="set", max_length=200),
+                 artwork_id: int = Form(..., alias="id", ge=1, le=2**63 - 1),
+                 at: int = Form(0, ge=0, le=MAX_WORKS)) -> Response:
+        chosen = set_name(name)
+        if not catalogue.artworks(live.get(), [artwork_id]):
+            raise NotIndexedError(f"no artwork {artwork_id} in this index")
+        table.put_back(chosen, artwork_id, at)
         return back(chosen)
 
     @router.post("/light-table/delete")
-    def delete(name: str = Form(..., alias="set", max_length=200)) -> Response:
-        table.delete(set_name(name))
-        return back()
+    def delete(request: Request, name: str = Form(..., alias="set", max_length=200),
+               confirm: str = Form("", max_length=10)) -> Response:
+        """A set that holds works is deleted only once confirmed (a second form: works
+        without JavaScript); it goes to the recently deleted, whence Restore brings it."""
+        chosen = set_name(name)
+        held = table.sets().get(chosen)
+        if held is None:
+            raise NotIndexedError(f"no set {chosen!r} on the light table")
+        if held and confirm != "yes":
+            return templates.TemplateResponse(  # type: ignore[no-any-return]
+                request, "lighttable_delete.html", {"set": chosen, "works": len(held),
+                                                    "keep_days": KEEP_DAYS,
+                                                    "quote": lambda s: quote(s, safe="")})
+        table.delete(chosen)
+        return back(None, deleted=chosen)
+
+    @router.post("/light-table/restore")
+    def restore(name: str = Form(..., alias="set", max_length=200)) -> Response:
+        chosen = set_name(name)
+        if table.restore(chosen) is None:
+            raise NotIndexedError(f"no recently deleted set {chosen!r} to restore")
+        return back(chosen, restored=chosen)
 
     @router.get("/light-table/{name}.csv")
     def as_csv(name: str = PathParam(max_length=200)) -> Response:
@@ -211,6 +430,7 @@ def lighttable_routes(live: Any, templates: Any) -> APIRouter:
 
     @router.get("/api/light-table")
     def api() -> JSONResponse:
-        return JSONResponse({"sets": table.sets()})
+        tables = table.read()
+        return JSONResponse({"sets": tables.sets, "deleted": tables.deleted})
 
     return router
