@@ -194,3 +194,19 @@ def test_the_lite0_art_preset_needs_nothing_else(corpus: Path, tmp_path: Path) -
     code, out, _ = invoke("query", str(corpus / "a02_1.png"), "--index", str(index),
                           "--space", "art", "-k", "3", "--json")
     assert code == 0 and json.loads(out)["results"][0]["path"] == "a02_1.png"
+
+
+def test_learning_a_field_the_catalogue_lacks_names_the_fields_there_are(
+        collection: Path, tmp_path: Path) -> None:
+    from tests.test_cli import index_args
+
+    meta = tmp_path / "meta.csv"
+    meta.write_text("path,artist,school\n" + "".join(
+        f"{p.relative_to(collection).as_posix()},A{n % 3},S{n % 2}\n"
+        for n, p in enumerate(sorted(collection.rglob("*.jpg")))))
+    assert invoke(*index_args(collection, "--metadata", str(meta), "--index",
+                              str(tmp_path / "i")))[0] == 0
+    code, _, err = invoke("learn", "--index", str(tmp_path / "i"), "--label", "nosuchfield",
+                          "--out", str(tmp_path / "m.pt"))
+    assert code == 1 and "--label nosuchfield: no such catalogue field" in err, err
+    assert "the fields there are: artist, school" in err and len(err.strip().splitlines()) == 1

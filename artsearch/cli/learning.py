@@ -99,6 +99,8 @@ def learn(index_name: str | None, labels: tuple[tuple[str, float], ...], out: Pa
 
     if (corpus is None) != (metadata is None):
         raise click.UsageError("--corpus and --metadata go together")
+    report_dir = report_dir or out.with_name(out.stem + "-report")
+    claim_folder(report_dir)  # before the work: its folder holds nothing else
     fields = [n for n, _ in labels]
     if corpus is not None:
         assert metadata is not None
@@ -119,8 +121,6 @@ def learn(index_name: str | None, labels: tuple[tuple[str, float], ...], out: Pa
         if not as_json:
             click.echo(msg, err=True)
 
-    report_dir = report_dir or out.with_name(out.stem + "-report")
-    claim_folder(report_dir)  # before the work: its folder holds nothing else
     say(f"learning from {len(works):,} works of {source}")
     result = run(works, out, opts, progress=say)
     report = learn_report(result, report_dir, source=source)

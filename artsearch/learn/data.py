@@ -60,15 +60,22 @@ def works_from_index(index: ArtIndex, fields: Sequence[str]) -> list[Work]:
     if index.root is None:
         raise ArtsearchError(f"{index.path}: the index does not know its collection folder")
     works = []
-    for art in artworks(index):
+    catalogue = artworks(index)
+    columns = ("title", "artist", "date", "style", "genre", "license", "source")
+    known = {c for c in columns if any(getattr(a, c, None) for a in catalogue)}
+    known |= {k for a in catalogue for k in (a.extra or {})}
+    for f in fields:
+        if f not in known:
+            raise MetadataError(
+                f"--label {f}: no such catalogue field in {index.path}; the fields there "
+                f"are: {', '.join(sorted(known)) or 'none (index with --metadata CSV)'}")
+    for art in catalogue:
         file = inside(index.root, art.path)
         if file is None:
             continue
         values = {}
         for f in fields:
-            value = getattr(art, f, None) if f in ("title", "artist", "date", "style",
-                                                    "genre", "license", "source") \
-                else (art.extra or {}).get(f)
+            value = getattr(art, f, None) if f in columns else (art.extra or {}).get(f)
             values[f] = str(value).strip() if value is not None else ""
         works.append(Work(file, values))
     return works
