@@ -273,3 +273,15 @@ def test_a_damaged_light_table_is_said_on_the_page(served: tuple[Path, Path],
         page.wait_for_load_state("load")
         assert "nothing was changed" in page.inner_text("main")
     assert (index / "light-table.json").read_text() == '{"sets": {"a": [1,'
+
+
+def test_set_names_are_plain_text_wherever_they_go(served: tuple[Path, Path]) -> None:
+    _, index = served
+    c = client(index)
+    r = c.post("/light-table/add", data={"set": "<b>Dutch</b> \u202einteriors<img src=x "
+                                                "onerror=alert(1)>", "ids": "1"})
+    assert r.status_code == 200
+    assert list(LightTable(index).sets()) == ["Dutch interiors"]
+    label = c.get("/light-table/Dutch interiors/manifest.json").json()["label"]
+    assert json.dumps(label).count("Dutch interiors") == 1 and "<" not in json.dumps(label)
+    assert c.post("/light-table/add", data={"set": "<i></i>", "ids": "1"}).status_code == 400

@@ -479,3 +479,19 @@ def test_why_a_neighbour_matches(served: tuple[Path, Path]) -> None:
     assert c.get(f"/api/explain/{first}/{other['id']}", params={"space": "nope"}
                  ).status_code == 404
     assert c.get(f"/explain/{first}/999999").status_code == 404
+
+
+def test_every_pages_title_is_plain_text(served: tuple[Path, Path]) -> None:
+    """A <title> holds text only: markup inside it (an unclosed block) is not shown at all."""
+    import re
+
+    _, index = served
+    c = client(index)
+    assert c.post("/light-table/add", data={"set": "s", "ids": "1"}).status_code == 200
+    pages = ["/", "/work/1", "/work/1?blend=40", "/clusters", "/light-table", "/map",
+             "/explain/1/2?space=content", "/work/999999"]
+    for url in pages:
+        text = c.get(url).text
+        titles = re.findall(r"<title>(.*?)</title>", text, re.DOTALL)
+        assert len(titles) == 1 and "<" not in titles[0] and titles[0].strip(), (url, titles)
+    assert "<h2>Audits</h2>" in c.get("/clusters").text.split("</title>", 1)[1]

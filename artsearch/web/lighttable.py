@@ -273,10 +273,18 @@ class LightTable:
             return len(entry["ids"])
 
 
+_MARKUP = re.compile(r"<[^<>]*>")
+# Bidirectional embeddings, overrides and isolates, and the marks: a name reads as typed.
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def set_name(text: str) -> str:
+    """A set's name as plain text, wherever it goes (pages, CSV, a IIIF label that viewers
+    render some HTML in): markup and bidirectional controls are dropped on the way in."""
     from artsearch.errors import OptionError
 
-    name = text.strip()
+    name = " ".join(_MARKUP.sub("", _BIDI.sub("", text)).replace("<", "").replace(
+        ">", "").split())
     if not NAME.match(name):
         raise OptionError("a set's name is 1-60 characters, without slashes or control "
                           "characters, e.g. \"Dutch interiors\"")
