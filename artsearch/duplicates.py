@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artsearch.errors import BadImageError, IndexDamagedError, MetadataError
+from artsearch.errors import BadImageError, MetadataError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -448,11 +448,7 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
                                                        near=t.near, floor=t.floor)}
     if regions:
-        try:
-            extra = _region_candidates(index, space, candidates)
-        except IndexDamagedError as e:  # the pairs the space finds are still found
-            say(f"warning: details not sought, the region index is damaged: {e}")
-            extra = 0
+        extra = _region_candidates(index, space, candidates)
         if extra:
             say(f"{extra:,} more candidate pairs from the region index (details and crops)")
     by_hash: dict[str, list[int]] = {}

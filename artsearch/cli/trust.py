@@ -97,6 +97,16 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
             if not as_json:
                 _print_calibration(fitted)
         thresholds, record = load_thresholds(idx)
+        if use_regions:  # a damaged region index: the space's own pairs are still found
+            from artsearch.errors import IndexDamagedError
+            from artsearch.region_store import load_regions
+
+            try:
+                load_regions(idx, idx.space(space), cached=True)
+            except IndexDamagedError as e:
+                click.echo(f"warning: details not sought, the region index is damaged: "
+                           f"{terminal(str(e))}", err=True)
+                use_regions = False
         pairs = find_duplicates(idx, space, k=k, thresholds=thresholds,
                                 keep_unrelated=keep_all, regions=use_regions, progress=say)
         facts = provenance(idx, space, command="duplicates")
