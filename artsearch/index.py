@@ -285,7 +285,7 @@ class ArtIndex:
         read one open file (a save renames a new file into place, never rewrites the open
         one); a file that does not match is checked once more against the record as it is
         now, since a writer may have saved between our reading the record and the file."""
-        from artsearch.vectors import VectorIndex, file_fingerprint
+        from artsearch.vectors import VectorIndex, file_fingerprint, fingerprint_mismatch
 
         for attempt in range(2):
             record = (space.params or {}).get("faiss") or {}
@@ -303,18 +303,13 @@ class ArtIndex:
             with fh:
                 snapshot = Path(f"/proc/self/fd/{fh.fileno()}")
                 snapshot = snapshot if snapshot.exists() else path
-                if accepted:
-                    found = file_fingerprint(snapshot)
-                    if not any(fp["bytes"] == found["bytes"] and fp["sample"] == found["sample"]
-                               for fp in accepted):
-                        if attempt == 0:
-                            space = self.fresh(space)
-                            continue
-                        size = (f"{found['bytes']:,} bytes, expected {accepted[0]['bytes']:,}"
-                                if found["bytes"] != accepted[0]["bytes"] else
-                                f"the same size, {found['bytes']:,} bytes, other content")
-                        raise IndexDamagedError(f"{path}: not the file this index saved ({size}; "
-                                                "replaced or damaged)")
+                if accepted and (size := fingerprint_mismatch(file_fingerprint(snapshot),
+                                                              accepted)):
+                    if attempt == 0:
+                        space = self.fresh(space)
+                        continue
+                    raise IndexDamagedError(f"{path}: not the file this index saved ({size}; "
+                                            "replaced or damaged)")
                 return VectorIndex.load_or_create(snapshot, space.dims, space.faiss_factory,
                                                   name=path)
         raise AssertionError("unreachable")

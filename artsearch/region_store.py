@@ -134,7 +134,7 @@ def _read_checked(index: ArtIndex, sp: Space, path: Path) -> _Regions:
 
     import faiss
 
-    from artsearch.vectors import file_fingerprint
+    from artsearch.vectors import file_fingerprint, fingerprint_mismatch
 
     with path.open("rb") as fh:
         snapshot = Path(f"/proc/self/fd/{fh.fileno()}")
@@ -143,15 +143,11 @@ def _read_checked(index: ArtIndex, sp: Space, path: Path) -> _Regions:
         for attempt in range(2):
             record = (sp.params or {}).get("regions") or {}
             accepted = [fp for fp in (record.get("current"), record.get("pending")) if fp]
-            if not accepted or any(fp.get("bytes") == found["bytes"]
-                                   and fp.get("sample") == found["sample"] for fp in accepted):
+            if (size := fingerprint_mismatch(found, accepted)) is None:
                 break
             if attempt == 0:
                 sp = index.fresh(sp)
                 continue
-            size = (f"{found['bytes']:,} bytes, expected {accepted[0]['bytes']:,}"
-                    if found["bytes"] != accepted[0].get("bytes") else
-                    f"the same size, {found['bytes']:,} bytes, other content")
             raise IndexDamagedError(f"{path}: not the region file this index saved ({size}; "
                                     "replaced or damaged)")
         try:
@@ -188,7 +184,7 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
     rename it into place, fsync the folder, record it as current."""
     import faiss
 
-    from artsearch.vectors import file_fingerprint
+    from artsearch.vectors import file_fingerprint, fsync_folder
 
     path = _path(index, sp)
     path.parent.mkdir(exist_ok=True)
@@ -206,11 +202,7 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
     fp = file_fingerprint(tmp)
     index.record_file(sp, "regions", fp, pending=True)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
     index.record_file(sp, "regions", fp)
 
 

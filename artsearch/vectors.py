@@ -13,7 +13,8 @@ import faiss
 import numpy as np
 
 __all__ = [
-    "DEFAULT_FACTORY", "VectorIndex", "current_umask", "file_fingerprint", "write_index_atomically",
+    "DEFAULT_FACTORY", "VectorIndex", "current_umask", "file_fingerprint",
+    "fingerprint_mismatch", "fsync_folder", "write_index_atomically",
 ]
 
 # Exact inner product over unit vectors (= cosine), with stable 64-bit ids that survive removals.
@@ -169,6 +170,26 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sample": digest.hexdigest()}
 
 
+def fingerprint_mismatch(found: dict[str, Any], accepted: list[dict[str, Any]]) -> str | None:
+    """None when `found` (a file_fingerprint) is one of the `accepted` recorded ones, or none
+    is recorded; else how it differs from the first, for a message."""
+    if not accepted or any(fp.get("bytes") == found["bytes"] and fp.get("sample") ==
+                           found["sample"] for fp in accepted):
+        return None
+    if found["bytes"] != accepted[0].get("bytes"):
+        return f"{found['bytes']:,} bytes, expected {accepted[0].get('bytes', 0):,}"
+    return f"the same size, {found['bytes']:,} bytes, other content"
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where Linux says it (/proc)."""
     try:
@@ -209,9 +230,5 @@ def write_index_atomically(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
     return fp

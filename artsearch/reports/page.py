@@ -248,8 +248,10 @@ class Thumbnails:
 MARKER = ".artsearch-report.json"
 # What reports wrote before the marker existed (artsearch 0.2 and earlier): a folder holding
 # only these is taken for an earlier report.
-_LEGACY_TOP = frozenset({"index.html", "report.json", "metrics.json", "confusion.svg",
-                         "calibration.svg", "thumbs", "maps", "layers"})
+_LEGACY_PAGES = ("index.html", "report.json", "metrics.json", "confusion.svg", "calibration.svg")
+_LEGACY_PICTURES = {"thumbs": r"\d{1,18}\.jpg", "maps": r"[\w.-]{1,100}\.png",
+                    "layers": r"[\w.-]{1,100}\.(?:png|jpg)"}  # subfolder: its file names
+_LEGACY_TOP = frozenset({*_LEGACY_PAGES, *_LEGACY_PICTURES})
 
 
 def _listed(folder: Path) -> list[str] | None:
@@ -269,14 +271,11 @@ def _legacy_files(folder: Path) -> list[str]:
     own subfolders (named as reports name them)."""
     import re
 
-    out = [n for n in ("index.html", "report.json", "metrics.json", "confusion.svg",
-                       "calibration.svg") if (folder / n).is_file()]
-    pattern = {"thumbs": re.compile(r"\d{1,18}\.jpg"), "maps": re.compile(r"[\w.-]{1,100}\.png"),
-               "layers": re.compile(r"[\w.-]{1,100}\.(?:png|jpg)")}
-    for sub, name in pattern.items():
+    out = [n for n in _LEGACY_PAGES if (folder / n).is_file()]
+    for sub, name in _LEGACY_PICTURES.items():
         if (folder / sub).is_dir():
             out += [f"{sub}/{p.name}" for p in sorted((folder / sub).iterdir())
-                    if name.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+                    if re.fullmatch(name, p.name) and p.is_file() and not p.is_symlink()]
     return out
 
 

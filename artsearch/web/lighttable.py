@@ -174,7 +174,7 @@ class LightTable:
         """Replace the file with `tables`: written beside it, flushed, given the old file's
         mode, renamed into place, the folder flushed. On any failure the old file stays
         and the temporary one is removed."""
-        from artsearch.vectors import current_umask
+        from artsearch.vectors import current_umask, fsync_folder
 
         try:
             mode = self.path.stat().st_mode & 0o777
@@ -192,11 +192,7 @@ class LightTable:
             os.chmod(tmp, mode)
             os.replace(tmp, self.path)
             tmp = None
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_folder(self.path.parent)
         except OSError as e:
             why = ("the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else
                    f"{self.path.parent} cannot be written ({e.strerror or e})")
@@ -211,11 +207,9 @@ class LightTable:
         from artsearch.errors import OptionError
 
         with self._locked() as t:
-            if name not in t.sets and len(t.sets) >= MAX_SETS:
-                raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
-                                  "first")
-            have = t.sets.setdefault(name, [])
-            new = [i for i in dict.fromkeys(ids) if i not in set(have)]
+            have = _room_for(t, name)
+            there = set(have)
+            new = [i for i in dict.fromkeys(ids) if i not in there]
             if len(have) + len(new) > MAX_WORKS:
                 raise OptionError(f"set {name!r} would hold more than {MAX_WORKS:,} works; "
                                   "start another set")
@@ -235,12 +229,7 @@ class LightTable:
     def put_back(self, name: str, artwork_id: int, at: int) -> None:
         """A removed work back in its set, where it stood (the set made again if gone)."""
         with self._locked() as t:
-            if name not in t.sets and len(t.sets) >= MAX_SETS:
-                from artsearch.errors import OptionError
-
-                raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
-                                  "first")
-            ids = t.sets.setdefault(name, [])
+            ids = _room_for(t, name)
             if artwork_id not in ids:
                 ids.insert(max(0, min(at, len(ids))), artwork_id)
 
@@ -258,19 +247,24 @@ class LightTable:
     def restore(self, name: str) -> int | None:
         """The most recently deleted set of that name back on the table (merged into a set
         of the same name made since, nothing dropped); how many works it brought back."""
-        from artsearch.errors import OptionError
-
         with self._locked() as t:
             found = next((n for n, d in enumerate(t.deleted) if d["name"] == name), None)
             if found is None:
                 return None
-            if name not in t.sets and len(t.sets) >= MAX_SETS:
-                raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one "
-                                  "first")
+            have = _room_for(t, name)
             entry = t.deleted.pop(found)
-            have = t.sets.setdefault(name, [])
-            have.extend(i for i in entry["ids"] if i not in set(have))
+            there = set(have)
+            have.extend(i for i in dict.fromkeys(entry["ids"]) if i not in there)
             return len(entry["ids"])
+
+
+def _room_for(tables: Tables, name: str) -> list[int]:
+    """The set `name`'s ids, the set made (empty) if new and the table has room for it."""
+    from artsearch.errors import OptionError
+
+    if name not in tables.sets and len(tables.sets) >= MAX_SETS:
+        raise OptionError(f"the light table holds {MAX_SETS} sets already; delete one first")
+    return tables.sets.setdefault(name, [])
 
 
 _MARKUP = re.compile(r"<[^<>]*>")

@@ -59,16 +59,33 @@ def _in_app(html: str) -> str:
     return _THUMB.sub(r"<a href='/work/\2'>\1</a>", html)
 
 
+_LISTED: dict[Path, tuple[tuple[int, int], frozenset[str]]] = {}
+
+
+def _own_files(report: Path) -> frozenset[str]:
+    """The files the report in `report` lists as its own (reports.page.report_files), read
+    again only when its marker changes: a report page asks for each of its thumbnails."""
+    from artsearch.reports.page import MARKER, report_files
+
+    try:
+        st = (report / MARKER).stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:  # an unmarked earlier report: listed from its folder, every time
+        return frozenset(report_files(report))
+    if (known := _LISTED.get(report)) is None or known[0] != stamp:
+        if len(_LISTED) >= 64:
+            _LISTED.clear()
+        known = _LISTED[report] = (stamp, frozenset(report_files(report)))
+    return known[1]
+
+
 def _serve(report: Path, name: str, sub: str = "") -> Response:
     """File `name` (of subfolder `sub`) of the report in folder `report`: only a file the
-    report lists as its own (reports.page.report_files), never a link or '..' out of it;
-    HTML with its own policy."""
-    from artsearch.reports.page import report_files
-
+    report lists as its own, never a link or '..' out of it; HTML with its own policy."""
     rel = f"{sub}/{name}" if sub else name
     folder = report / sub if sub else report
     path = (folder / name).resolve()
-    if (rel not in report_files(report) or not path.is_relative_to(report.resolve())
+    if (rel not in _own_files(report) or not path.is_relative_to(report.resolve())
             or not path.is_file()):
         raise NotIndexedError(f"no {name!r} in this report")
     media = _TYPES.get(path.suffix.lower(), "application/octet-stream")
