@@ -50,6 +50,7 @@ from benchmarks.bench_backbones import (  # noqa: E402
 from benchmarks.gpu_art_check import HELD_OUT_HEAD, held_out_cells, variant  # noqa: E402
 
 CORPUS = HERE.parents[1] / "shared" / "data" / "art-train"
+STYLES = HERE.parents[1] / "shared" / "data" / "art-styles"
 SHIPPED = HERE.parent / "artsearch" / "backbones" / "weights" / "lite0-art.pt"
 CARD = SHIPPED.with_suffix(".md")
 STYLE_LAYERS = ("stage4", "stage6", "final")
@@ -68,8 +69,16 @@ def embed(spec: backbones.BackboneSpec, paths: list[Path], pooling: str,
     return out
 
 
-def judge_dev(tuned: Path, dev: Path) -> dict[str, Any]:
-    """Untuned against tuned Lite0 on the dev set, in the style and the content space."""
+def style_key(style: str) -> str:
+    """A style name as the dev set spells it ("Art Nouveau Modern" -> "Art_Nouveau_Modern")."""
+    return style.strip().replace(" ", "_").replace("-", "_")
+
+
+def judge_dev(tuned: Path, dev: Path, seen: dict[str, set[str]] | None = None
+              ) -> dict[str, Any]:
+    """Untuned against tuned Lite0 on the dev set, in the style and the content space; the
+    WikiArt-style queries also apart by where their style was learnt (`seen`: a name ->
+    the styles of one training source; the rest are styles in none)."""
     groups = label_groups(dev, None, None)
     paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
     row = {p: i for i, p in enumerate(paths)}
@@ -91,6 +100,8 @@ def judge_dev(tuned: Path, dev: Path) -> dict[str, Any]:
                 measured[which] = {"ap": retrieval(v, labels)["map10"],
                                    "nmi": float(np.mean(kmeans_agreement(v, labels)["nmi"])),
                                    "probe": float(np.mean(linear_probe(v, labels)))}
+            if seen and "style" in g:
+                rows += _by_source(space, g, labels, measured, seen)
             d, ci = paired_difference(measured["tuned"]["ap"], measured["untuned"]["ap"])
             rows.append({"space": space, "group": g, "works": len(idx),
                          "classes": len(set(labels)),
@@ -102,6 +113,31 @@ def judge_dev(tuned: Path, dev: Path) -> dict[str, Any]:
                          "probe_untuned": measured["untuned"]["probe"],
                          "probe_tuned": measured["tuned"]["probe"]})
     return {"rows": rows, "embed_seconds": seconds, "works": len(paths)}
+
+
+def _by_source(space: str, group: str, labels: list[str], measured: dict[str, Any],
+               seen: dict[str, set[str]]) -> list[dict[str, Any]]:
+    """mAP@10 of a group's queries whose style one training source taught (each source
+    apart) and of those no source taught, in the whole group's ranking."""
+    keys = [style_key(x) for x in labels]
+    subsets = {f"{group}: {name}'s": {style_key(x) for x in styles}
+               for name, styles in seen.items()}
+    taught = set().union(*subsets.values()) if subsets else set()
+    out = []
+    for name, styles in [*subsets.items(), (f"{group}: in no training set", None)]:
+        mask = np.array([(k in styles) if styles is not None else (k not in taught)
+                         for k in keys])
+        if mask.sum() < 2:
+            continue
+        a, b = measured["tuned"]["ap"][mask], measured["untuned"]["ap"][mask]
+        d, ci = paired_difference(a, b)
+        out.append({"space": space, "group": name, "works": int(mask.sum()),
+                    "classes": len({k for k, m in zip(keys, mask, strict=True) if m}),
+                    "map10_untuned": float(b.mean()), "map10_tuned": float(a.mean()),
+                    "change": d, "ci95": ci, "nmi_untuned": float("nan"),
+                    "nmi_tuned": float("nan"), "probe_untuned": float("nan"),
+                    "probe_tuned": float("nan")})
+    return out
 
 
 def query_cost(tuned: Path, dev: Path, pictures: int = 40) -> dict[str, Any]:
@@ -141,6 +177,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--styles", type=Path, default=STYLES,
+                    help="style-only works (letterboxed, no artist) learnt from beside the "
+                         "corpus")
+    ap.add_argument("--no-styles", action="store_true", help="learn from --corpus alone")
+    ap.add_argument("--hold-styles", default="", metavar="STYLE,...",
+                    help="styles never learnt in this run (neither corpus): judged apart, "
+                         "and half of the epoch's score")
     ap.add_argument("--dev", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...")
     ap.add_argument("--epochs", type=int, default=8)
@@ -176,11 +219,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return judged
 
     works = read_corpus(args.corpus, args.corpus / "metadata.csv", ["artist", "style"])
+    if not args.no_styles:
+        works += read_corpus(args.styles, args.styles / "metadata.csv", ["artist", "style"],
+                             absent=("artist",), letterboxed=True)
+    for w in works:
+        w.labels["style"] = style_key(w.labels["style"])
     if args.quick:
         keep = np.random.default_rng(args.seed).permutation(len(works))[: args.quick]
         works = [works[i] for i in sorted(keep)]
+    held = frozenset(style_key(x) for x in args.hold_styles.split(",") if x.strip())
     base = LearnOptions(backbone=args.backbone, tune_from=args.tune_from, epochs=args.epochs,
-                        views=args.views, seed=args.seed, device=args.device)
+                        views=args.views, seed=args.seed, device=args.device,
+                        held_out_side=held)
     prep = prepare(works, base, progress=lambda m: print(m, file=sys.stderr, flush=True))
     work_dir = args.out / "art-head-weights"
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -197,13 +247,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "train_seconds": result.train_seconds,
                       "seconds_per_epoch": result.train_seconds / max(1, len(result.history)),
                       "weights": str(result.weights)})
-    best = max(tried, key=lambda t: t["after"]["style artist mAP"])
+    best = max(tried, key=lambda t: _gain(t, base))
     report: dict[str, Any] = {
         "machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
         "corpus": str(args.corpus), "works": len(prep.train) + len(prep.val),
         "train_works": len(prep.train), "val_works": len(prep.val),
         "train_artists": len(set(prep.values["artist"][prep.train])),
         "val_artists": len(set(prep.values["artist"][prep.val])),
+        "unseen_works": len(prep.unseen), "held_out_styles": sorted(held),
         "cache_seconds": prep.cache_seconds, "failed": prep.failed[:20],
         "variants": tried, "chosen": best["name"]}
     print(f"\n| variant | {HELD_OUT_HEAD} | best epoch | s/epoch |")
@@ -211,8 +262,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for t in tried:
         print(f"| {t['name']} | {held_out_cells(t['before'], t['after'])} | "
               f"{t['best_epoch']} | {t['seconds_per_epoch']:.0f} |")
+        key = "unseen style style mAP@10"
+        if key in t["after"]:
+            print(f"  held-out styles ({', '.join(sorted(held))}), same-style mAP@10: "
+                  f"untuned {t['before'][key]:.3f}, tuned {t['after'][key]:.3f}")
     if not args.no_dev:
-        dev = judge_dev(Path(best["weights"]), args.dev)
+        taught = {"art-train": {w.labels["style"] for w in works
+                                if w.labels["artist"]} - held,
+                  "art-styles": {w.labels["style"] for w in works
+                                 if not w.labels["artist"]} - held}
+        dev = judge_dev(Path(best["weights"]), args.dev,
+                        {k: v for k, v in taught.items() if v})
         report["dev"] = dev
         report["cost"] = query_cost(Path(best["weights"]), args.dev)
         print(f"\nDev set ({dev['works']} works), variant {best['name']}:\n")
@@ -223,6 +283,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_results("art-head", report, args.out)
     print(f"\nfeatures cached in {prep.cache_seconds:.0f} s; wrote {path}")
     return report
+
+
+def _gain(tried: dict[str, Any], base: LearnOptions) -> float:
+    """How a variant is chosen: its held-out-artist mAP gain, mixed half and half with its
+    held-out-style mAP@10 gain when styles were held out (artsearch.learn's epoch score)."""
+    a, b = tried["after"], tried["before"]
+    gain = float(a["style artist mAP"] - b["style artist mAP"])
+    key = "unseen style style mAP@10"
+    if key not in a:
+        return gain
+    w = base.unseen_weight
+    return (1 - w) * gain + w * float(a[key] - b[key])
 
 
 def ship(weights: Path, dev: dict[str, Any] | None, cost: dict[str, Any] | None,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from artsearch.learn.data import Work
 
 __all__ = ["CENTRE_SAMPLE", "Cache", "Parts", "build_cache", "embed_rows", "layer_centres",
-           "style_vector"]
+           "style_vector", "untuned_centres", "untuned_vector"]
 
 CENTRE_SAMPLE = 256  # views the style vector's centres are estimated from, each epoch
 Progress = Callable[[str], None]
@@ -94,6 +94,8 @@ class Cache:
     frozen: dict[str, torch.Tensor]  # style layer -> (works, views, 2C) float32 meanstd
     content: torch.Tensor  # (works, views, 1280) float16: untuned final average, for distilling
     ok: np.ndarray  # works whose picture decoded
+    untuned: dict[str, torch.Tensor] | None = None  # tuned style layer -> (works, views, 2C)
+    # float16: its untuned meanstd, for distilling the style vector toward the untuned one
 
 
 def _views(img: Any, spec: BackboneSpec, views: int, rng: np.random.Generator,
@@ -140,7 +142,7 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
     pre = spec.preprocess
     mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1)
-    maps = frozen = content = None
+    maps = frozen = content = untuned = None
     ok = np.zeros(len(works), bool)
     started = time.perf_counter()
     last = started
@@ -151,6 +153,10 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
             img, _ = decode_image(read_file(works[i].path), min_side=pre.resize)
         except (BadImageError, OSError) as e:
             return str(e)
+        if works[i].letterboxed:
+            from artsearch.learn.data import trim_bars
+
+            img = trim_bars(img)
         return _views(img.convert("RGB"), spec, views, np.random.default_rng([seed, i]),
                       crop_min)
 
@@ -178,12 +184,16 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
                       for n in parts.frozen}
             content = torch.zeros((len(works), views, late["final"].shape[1]),
                                   dtype=torch.float16)
-        assert frozen is not None and content is not None
+            untuned = {n: torch.zeros((len(works), views, 2 * late[n].shape[1]),
+                                      dtype=torch.float16) for n in parts.tuned}
+        assert frozen is not None and content is not None and untuned is not None
         index = torch.tensor(rows)
         maps[index] = entering.reshape(*shape, *entering.shape[1:]).half().cpu()
         for n in parts.frozen:
             frozen[n][index] = _meanstd(early[n]).reshape(*shape, -1).cpu()
         content[index] = late["final"].float().mean((2, 3)).reshape(*shape, -1).half().cpu()
+        for n in parts.tuned:
+            untuned[n][index] = _meanstd(late[n]).reshape(*shape, -1).half().cpu()
         ok[rows] = True
         now = time.perf_counter()
         if now - last > 10 or start + batch >= len(works):
@@ -195,7 +205,7 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
     if maps is None:
         raise ArtsearchError("no picture could be read; nothing to learn from")
     assert frozen is not None and content is not None
-    return Cache(maps, frozen, content, ok)
+    return Cache(maps, frozen, content, ok, untuned)
 
 
 # -- vectors, loss and measures --
@@ -216,6 +226,32 @@ def style_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Ten
               for n in parts.style_layers]  # in the product's order
     vector = F.normalize(torch.cat(pieces, 1), dim=1)
     return vector, raw, late["final"].float().mean((2, 3))
+
+
+def untuned_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Tensor,
+                   centres: dict[str, torch.Tensor], device: Any) -> torch.Tensor:
+    """The untuned network's style vector of these views, from the cache (`centres`: the
+    untuned layers' centres, `untuned_centres`)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    assert cache.untuned is not None
+    raw = {n: cache.frozen[n][rows, view] for n in parts.frozen}
+    raw |= {n: cache.untuned[n][rows, view].float() for n in parts.tuned}
+    pieces = [F.normalize(raw[n].to(device) - centres[n], dim=1) for n in parts.style_layers]
+    return F.normalize(torch.cat(pieces, 1), dim=1)
+
+
+def untuned_centres(parts: Parts, cache: Cache, rows: np.ndarray, device: Any
+                    ) -> dict[str, torch.Tensor]:
+    """`layer_centres` of the untuned network, from the cache."""
+    import torch
+
+    assert cache.untuned is not None
+    sample = torch.from_numpy(rows[:: max(1, len(rows) // CENTRE_SAMPLE)][:CENTRE_SAMPLE])
+    out = {n: cache.frozen[n][sample, 0].mean(0).to(device) for n in parts.frozen}
+    out |= {n: cache.untuned[n][sample, 0].float().mean(0).to(device) for n in parts.tuned}
+    return out
 
 
 def layer_centres(parts: Parts, cache: Cache, rows: np.ndarray, device: Any

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 
-from artsearch.learn.data import Work, split_by_label
+from artsearch.learn.data import Work, split_works
 from artsearch.learn.features import (
     Parts,
     Progress,
@@ -25,6 +25,8 @@ from artsearch.learn.features import (
     embed_rows,
     layer_centres,
     style_vector,
+    untuned_centres,
+    untuned_vector,
 )
 from artsearch.learn.weights import save_tuned
 
@@ -50,6 +52,14 @@ class LearnOptions:
     weight_decay: float = 1e-4
     schedule: str = "constant"  # or "cosine": the rate falls to 0 over the epochs
     crop_min: float = 0.25  # the smallest share of a picture an augmented view keeps
+    held_out_side: frozenset[str] = frozenset()  # side-label values (styles) never learnt,
+    # judged apart: what generalises to a style never seen
+    unseen_weight: float = 0.5  # share of the held-out styles' gain in the epoch's score
+    distill_style: float = 0.0  # weight of the pull toward the untuned style vector
+
+    @property
+    def side(self) -> str | None:
+        return self.labels[1][0] if len(self.labels) > 1 else None
 
     @property
     def main(self) -> str:
@@ -73,6 +83,7 @@ class LearnResult:
     cache_seconds: float = 0.0
     train_seconds: float = 0.0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    unseen_works: int = 0  # works of held-out styles, judged apart
 
 
 
@@ -129,10 +140,39 @@ def _loss(z: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
     return per.mean() if len(per) else sims.sum() * 0
 
 
+def positive_weights(rows: np.ndarray, values: dict[str, np.ndarray],
+                     labels: Sequence[tuple[str, float]]) -> np.ndarray:
+    """(len(rows), len(rows)) weights of each pair as positives: the main label's weight
+    where both share a main value, else the weight of the first further label they share.
+    An empty value is shared with nobody: style-only works are never same-artist pairs."""
+    (main, w_main), rest = labels[0], labels[1:]
+    m = values[main][rows]
+    same_main = (m[:, None] == m[None, :]) & (m[:, None] != "")
+    out = same_main * w_main
+    taken = same_main.copy()
+    for name, w in rest:
+        v = values[name][rows]
+        same = (v[:, None] == v[None, :]) & (v[:, None] != "") & ~taken
+        out = out + same * w
+        taken |= same
+    weights: np.ndarray = out.astype(np.float32)
+    np.fill_diagonal(weights, 0)
+    return weights
+
+
+def batch_groups(main: np.ndarray, side: np.ndarray | None) -> np.ndarray:
+    """Each work's batching group: its main value, or for a work without one its side
+    value (style-only works come in chunks of one style), marked apart from main values."""
+    if side is None:
+        return main
+    return np.where(main != "", np.char.add("main:", main.astype(str)),
+                    np.char.add("side:", side.astype(str)))
+
+
 def _batches(rows: np.ndarray, main: np.ndarray, per_label: int, size: int,
              rng: np.random.Generator) -> list[np.ndarray]:
-    """Every training work once: grouped by main label in chunks of `per_label`, chunks
-    shuffled and packed into batches of about `size` works."""
+    """Every training work once: grouped by `main` (batch_groups) in chunks of
+    `per_label`, chunks shuffled and packed into batches of about `size` works."""
     by_label: dict[str, list[int]] = {}
     for r in rows:
         by_label.setdefault(main[r], []).append(int(r))
@@ -165,6 +205,7 @@ class Prepared:
     works: list[Work]  # the cached works, in cache order
     train: np.ndarray  # their rows
     val: np.ndarray
+    unseen: np.ndarray  # works of held-out side values (styles), never learnt
     values: dict[str, np.ndarray]  # label -> value per cached work ("" when none)
     initial: dict[str, Any]  # the untuned stages, to start each run from
     before: dict[str, float]  # the untuned network's measures on the validation works
@@ -189,28 +230,30 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
                              "backbones (efficientnet-lite0, efficientnet-lite2)")
     torch.manual_seed(opts.seed)
     device = torch.device(opts.device)
-    train_rows, val_rows = split_by_label(works, opts.main, opts.val_share, opts.seed,
-                                          opts.min_per_label, opts.held_out)
+    split = split_works(works, opts.main, opts.val_share, opts.seed, opts.min_per_label,
+                        opts.held_out, side=opts.side or "", held_out_side=opts.held_out_side)
+    train_rows, val_rows, unseen_rows = split.train, split.val, split.unseen
     net = spec.build(spec, ("final",))
     assert isinstance(net, LiteNet)
     net = net.to(device).float()
     parts = Parts(net, opts.tune_from, spec.style_layers)
     failed: list[tuple[str, str]] = []
     started = time.perf_counter()
-    used = np.array(sorted(train_rows + val_rows))
+    used = np.array(sorted(train_rows + val_rows + unseen_rows))
     cache = build_cache([works[i] for i in used], spec, parts, opts.views, opts.seed, device,
                         say, failed, crop_min=opts.crop_min)
     position = {int(w): p for p, w in enumerate(used)}  # cache rows are positions in `used`
     train = np.array([position[i] for i in train_rows if cache.ok[position[i]]])
     val = np.array([position[i] for i in val_rows if cache.ok[position[i]]])
+    unseen = np.array([position[i] for i in unseen_rows if cache.ok[position[i]]], int)
     cached = [works[i] for i in used]
     names = [n for n, _ in opts.labels]
     values = {n: np.array([w.labels.get(n, "") for w in cached]) for n in names}
     parts.tail.eval()
-    before = _measures(*embed_rows(parts, cache, val, device), cached, val, names)
+    before = _judged(parts, cache, device, cached, val, unseen, names, opts.side)
     say("untuned, on the validation works: " + ", ".join(
         f"{k} {v:.3f}" for k, v in before.items()))
-    return Prepared(spec, device, parts, cache, cached, train, val, values,
+    return Prepared(spec, device, parts, cache, cached, train, val, unseen, values,
                     {k: v.clone() for k, v in parts.tuned_state().items()}, before,
                     time.perf_counter() - started, failed, opts)
 
@@ -232,6 +275,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
     if missing or opts.main != prep.options.main:
         raise ArtsearchError(f"labels {missing or [opts.main]} were not prepared")
     main = prep.values[opts.main]
+    groups = batch_groups(main, prep.values[opts.side] if opts.side else None)
     torch.manual_seed(opts.seed)
     for p in parts.net.parameters():
         p.requires_grad_(False)
@@ -244,7 +288,8 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         optimiser, T_max=opts.epochs * steps_per_epoch) if opts.schedule == "cosine" else None
     rng = np.random.default_rng(opts.seed)
     before = prep.before
-    best = (before[f"style {opts.main} mAP"], 0, parts.tuned_state(), before)
+    centres0 = untuned_centres(parts, cache, prep.train, device) if opts.distill_style else None
+    best = (0.0, 0, parts.tuned_state(), before)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     stale = 0
@@ -253,37 +298,40 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         centres = layer_centres(parts, cache, prep.train, device)
         parts.tail.train()
         losses, distances = [], []
-        for rows in _batches(prep.train, main, opts.per_label, opts.batch, rng):
+        for rows in _batches(prep.train, groups, opts.per_label, opts.batch, rng):
             view = torch.from_numpy(rng.integers(0, prep.options.views, len(rows)))
             index = torch.from_numpy(rows)
             z, _, content = style_vector(parts, cache, index, view, centres, device)
-            same_main = torch.from_numpy(main[rows][:, None] == main[rows][None, :])
-            weights = same_main.to(device).float() * opts.labels[0][1]
-            for name, w in opts.labels[1:]:
-                v = prep.values[name][rows]
-                same = torch.from_numpy((v[:, None] == v[None, :]) & (v[:, None] != ""))
-                weights += w * (same & ~same_main).to(device).float()
-            loss = _loss(z, weights, opts.tau)
+            weights = torch.from_numpy(positive_weights(rows, prep.values, opts.labels))
+            loss = _loss(z, weights.to(device), opts.tau)
             target = cache.content[index, view].to(device).float()
             distance = (1 - F.cosine_similarity(content, target, dim=1)).mean()
+            total = loss + opts.distill * distance
+            if centres0 is not None:
+                z0 = untuned_vector(parts, cache, index, view, centres0, device)
+                total = total + opts.distill_style * (
+                    1 - F.cosine_similarity(z, z0, dim=1)).mean()
             optimiser.zero_grad()
-            (loss + opts.distill * distance).backward()  # type: ignore[no-untyped-call]
+            total.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             if scheduler is not None:
                 scheduler.step()
             losses.append(loss.item())
             distances.append(distance.item())
         parts.tail.eval()
-        measured = _measures(*embed_rows(parts, cache, prep.val, device), prep.works,
-                             prep.val, list(prep.values))
-        score = measured[f"style {opts.main} mAP"]
+        measured = _judged(parts, cache, device, prep.works, prep.val, prep.unseen,
+                           list(prep.values), opts.side)
+        score = _score(measured, before, opts)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)),
                         "content_distance": float(np.mean(distances)),
                         "seconds": time.perf_counter() - started, **measured})
         say(f"epoch {epoch}: loss {np.mean(losses):.3f}, content drift "
-            f"{np.mean(distances):.4f}, validation {opts.main} mAP {score:.3f} "
-            f"(untuned {before[f'style {opts.main} mAP']:.3f}; "
-            f"{time.perf_counter() - started:.0f} s)")
+            f"{np.mean(distances):.4f}, validation {opts.main} mAP "
+            f"{measured[f'style {opts.main} mAP']:.3f} (untuned "
+            f"{before[f'style {opts.main} mAP']:.3f})" + (
+                f", unseen {opts.side} mAP@10 {measured[_unseen(opts)]:.3f} (untuned "
+                f"{before[_unseen(opts)]:.3f})" if _unseen(opts) in measured else "")
+            + f"; {time.perf_counter() - started:.0f} s")
         if score > best[0]:
             best, stale = (score, epoch, parts.tuned_state(), measured), 0
         else:
@@ -298,9 +346,36 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         val_labels=len(set(main[prep.val])),
         label_counts={n: _counts(prep.values[n][both]) for n in names}, before=before,
         after=best[3], history=history, best_epoch=best[1], cache_seconds=prep.cache_seconds,
-        train_seconds=time.perf_counter() - started, failed=prep.failed)
+        train_seconds=time.perf_counter() - started, failed=prep.failed,
+        unseen_works=len(prep.unseen))
     save_tuned(out, prep.spec, prep.options.tune_from, best[2], result)
     return result
+
+
+def _unseen(opts: LearnOptions) -> str:
+    return f"unseen style {opts.side} mAP@10"
+
+
+def _judged(parts: Parts, cache: Any, device: Any, works: Sequence[Work], val: np.ndarray,
+            unseen: np.ndarray, names: Sequence[str], side: str | None) -> dict[str, float]:
+    """The measures on the held-out artists' works, and on the held-out styles' works (keys
+    prefixed "unseen "), which no epoch learnt from."""
+    out = _measures(*embed_rows(parts, cache, val, device), works, val, names)
+    if side and len(unseen) > 1:
+        measured = _measures(*embed_rows(parts, cache, unseen, device), works, unseen, [side])
+        out |= {f"unseen {k}": v for k, v in measured.items()}
+    return out
+
+
+def _score(measured: dict[str, float], before: dict[str, float], opts: LearnOptions) -> float:
+    """What an epoch is chosen by: the gain in held-out-artist mAP over the untuned
+    network's, mixed with the gain in held-out-style mAP@10 when styles were held out."""
+    key = f"style {opts.main} mAP"
+    gain = measured[key] - before[key]
+    if _unseen(opts) not in measured:
+        return gain
+    return ((1 - opts.unseen_weight) * gain
+            + opts.unseen_weight * (measured[_unseen(opts)] - before[_unseen(opts)]))
 
 
 def learn(works: Sequence[Work], out: Path, options: LearnOptions | None = None, *,

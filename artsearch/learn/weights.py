@@ -44,7 +44,8 @@ def _describe(r: LearnResult) -> dict[str, Any]:
             "tau": o.tau, "views": o.views, "distill": o.distill, "seed": o.seed,
             "works": r.works, "train_works": r.train_works, "val_works": r.val_works,
             "train_labels": r.train_labels, "val_labels": r.val_labels,
-            "before": r.before, "after": r.after}
+            "unseen_works": r.unseen_works, "held_out_side": sorted(o.held_out_side),
+            "distill_style": o.distill_style, "before": r.before, "after": r.after}
 
 
 def load_tuned(path: Path, spec: BackboneSpec) -> dict[str, Any]:
