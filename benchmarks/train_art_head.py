@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from artsearch import backbones  # noqa: E402
 from artsearch.learn import LearnOptions, prepare, read_corpus, train  # noqa: E402
+from artsearch.learn.training import epoch_score  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 from benchmarks.bench_backbones import (  # noqa: E402
     DEFAULT_DATA,
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "train_seconds": result.train_seconds,
                       "seconds_per_epoch": result.train_seconds / max(1, len(result.history)),
                       "weights": str(result.weights)})
-    best = max(tried, key=lambda t: _gain(t, base))
+    best = max(tried, key=lambda t: epoch_score(t["after"], t["before"], base))
     report: dict[str, Any] = {
         "machine": machine(), "args": {k: str(v) for k, v in vars(args).items()},
         "corpus": str(args.corpus), "works": len(prep.train) + len(prep.val),
@@ -283,18 +284,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_results("art-head", report, args.out)
     print(f"\nfeatures cached in {prep.cache_seconds:.0f} s; wrote {path}")
     return report
-
-
-def _gain(tried: dict[str, Any], base: LearnOptions) -> float:
-    """How a variant is chosen: its held-out-artist mAP gain, mixed half and half with its
-    held-out-style mAP@10 gain when styles were held out (artsearch.learn's epoch score)."""
-    a, b = tried["after"], tried["before"]
-    gain = float(a["style artist mAP"] - b["style artist mAP"])
-    key = "unseen style style mAP@10"
-    if key not in a:
-        return gain
-    w = base.unseen_weight
-    return (1 - w) * gain + w * float(a[key] - b[key])
 
 
 def ship(weights: Path, dev: dict[str, Any] | None, cost: dict[str, Any] | None,

@@ -126,10 +126,9 @@ def split_works(works: Sequence[Work], main: str, share: float, seed: int,
     value is in `held_out_side` is kept out of training (and of the main validation) and
     judged apart, so what generalises to a style never seen is measured."""
     held_side = set(held_out_side)
-    learnable = [w for w in works if w.labels.get(main)]
-    train_main, val_main = split_by_label(learnable, main, share, seed, min_per_label,
-                                          held_out)
     rows = [i for i, w in enumerate(works) if w.labels.get(main)]
+    train_main, val_main = split_by_label([works[i] for i in rows], main, share, seed,
+                                          min_per_label, held_out)
     trained_values = {works[rows[i]].labels[main] for i in train_main}
     val_values = {works[rows[i]].labels[main] for i in val_main}
     split = Split([], [], [])

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from artsearch.backbones import BackboneSpec
 
-from artsearch.learn.data import Work
+from artsearch.learn.data import Work, trim_bars
 
 __all__ = ["CENTRE_SAMPLE", "Cache", "Parts", "build_cache", "embed_rows", "layer_centres",
            "style_vector", "untuned_centres", "untuned_vector"]
@@ -154,8 +154,6 @@ def build_cache(works: Sequence[Work], spec: BackboneSpec, parts: Parts, views: 
         except (BadImageError, OSError) as e:
             return str(e)
         if works[i].letterboxed:
-            from artsearch.learn.data import trim_bars
-
             img = trim_bars(img)
         return _views(img.convert("RGB"), spec, views, np.random.default_rng([seed, i]),
                       crop_min)
@@ -215,40 +213,48 @@ def style_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Ten
            ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """(the style vector as the product makes it: each layer's meanstd centred and of unit
     length, concatenated, of unit length; each layer's raw meanstd; the final average)."""
-    import torch
-    import torch.nn.functional as F  # noqa: N812
 
     x = cache.maps[rows, view].to(device).float()
     late = parts.back(x)
     raw = {n: cache.frozen[n][rows, view].to(device) for n in parts.frozen}
     raw |= {n: _meanstd(late[n]) for n in parts.tuned}
+    return _assemble(parts, raw, centres), raw, late["final"].float().mean((2, 3))
+
+
+def _assemble(parts: Parts, raw: dict[str, torch.Tensor],
+              centres: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """Each layer's meanstd centred and of unit length, in the product's order,
+    concatenated and of unit length."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
     pieces = [F.normalize(raw[n] - (centres[n] if centres else 0), dim=1)
-              for n in parts.style_layers]  # in the product's order
-    vector = F.normalize(torch.cat(pieces, 1), dim=1)
-    return vector, raw, late["final"].float().mean((2, 3))
+              for n in parts.style_layers]
+    return F.normalize(torch.cat(pieces, 1), dim=1)
+
+
+def _centre_sample(rows: np.ndarray) -> torch.Tensor:
+    """The rows (at most CENTRE_SAMPLE, spread over `rows`) layer centres are taken from."""
+    import torch
+
+    return torch.from_numpy(rows[:: max(1, len(rows) // CENTRE_SAMPLE)][:CENTRE_SAMPLE])
 
 
 def untuned_vector(parts: Parts, cache: Cache, rows: torch.Tensor, view: torch.Tensor,
                    centres: dict[str, torch.Tensor], device: Any) -> torch.Tensor:
     """The untuned network's style vector of these views, from the cache (`centres`: the
     untuned layers' centres, `untuned_centres`)."""
-    import torch
-    import torch.nn.functional as F  # noqa: N812
-
     assert cache.untuned is not None
-    raw = {n: cache.frozen[n][rows, view] for n in parts.frozen}
-    raw |= {n: cache.untuned[n][rows, view].float() for n in parts.tuned}
-    pieces = [F.normalize(raw[n].to(device) - centres[n], dim=1) for n in parts.style_layers]
-    return F.normalize(torch.cat(pieces, 1), dim=1)
+    raw = {n: cache.frozen[n][rows, view].to(device) for n in parts.frozen}
+    raw |= {n: cache.untuned[n][rows, view].to(device).float() for n in parts.tuned}
+    return _assemble(parts, raw, centres)
 
 
 def untuned_centres(parts: Parts, cache: Cache, rows: np.ndarray, device: Any
                     ) -> dict[str, torch.Tensor]:
     """`layer_centres` of the untuned network, from the cache."""
-    import torch
-
     assert cache.untuned is not None
-    sample = torch.from_numpy(rows[:: max(1, len(rows) // CENTRE_SAMPLE)][:CENTRE_SAMPLE])
+    sample = _centre_sample(rows)
     out = {n: cache.frozen[n][sample, 0].mean(0).to(device) for n in parts.frozen}
     out |= {n: cache.untuned[n][sample, 0].float().mean(0).to(device) for n in parts.tuned}
     return out
@@ -260,7 +266,7 @@ def layer_centres(parts: Parts, cache: Cache, rows: np.ndarray, device: Any
     meanstd pooling subtracts."""
     import torch
 
-    sample = torch.from_numpy(rows[:: max(1, len(rows) // CENTRE_SAMPLE)][:CENTRE_SAMPLE])
+    sample = _centre_sample(rows)
     with torch.no_grad():
         _, raw, _ = style_vector(parts, cache, sample, torch.zeros(len(sample), dtype=torch.long),
                            None, device)

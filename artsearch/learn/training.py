@@ -143,18 +143,19 @@ def _loss(z: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
 def positive_weights(rows: np.ndarray, values: dict[str, np.ndarray],
                      labels: Sequence[tuple[str, float]]) -> np.ndarray:
     """(len(rows), len(rows)) weights of each pair as positives: the main label's weight
-    where both share a main value, else the weight of the first further label they share.
+    where both share a main value, else the sum of the further labels' weights they share.
     An empty value is shared with nobody: style-only works are never same-artist pairs."""
     (main, w_main), rest = labels[0], labels[1:]
-    m = values[main][rows]
-    same_main = (m[:, None] == m[None, :]) & (m[:, None] != "")
-    out = same_main * w_main
-    taken = same_main.copy()
-    for name, w in rest:
+
+    def same(name: str) -> np.ndarray:
         v = values[name][rows]
-        same = (v[:, None] == v[None, :]) & (v[:, None] != "") & ~taken
-        out = out + same * w
-        taken |= same
+        shared: np.ndarray = (v[:, None] == v[None, :]) & (v[:, None] != "")
+        return shared
+
+    same_main = same(main)
+    out = same_main * w_main
+    for name, w in rest:
+        out = out + (same(name) & ~same_main) * w
     weights: np.ndarray = out.astype(np.float32)
     np.fill_diagonal(weights, 0)
     return weights
@@ -321,7 +322,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         parts.tail.eval()
         measured = _judged(parts, cache, device, prep.works, prep.val, prep.unseen,
                            list(prep.values), opts.side)
-        score = _score(measured, before, opts)
+        score = epoch_score(measured, before, opts)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)),
                         "content_distance": float(np.mean(distances)),
                         "seconds": time.perf_counter() - started, **measured})
@@ -367,7 +368,8 @@ def _judged(parts: Parts, cache: Any, device: Any, works: Sequence[Work], val: n
     return out
 
 
-def _score(measured: dict[str, float], before: dict[str, float], opts: LearnOptions) -> float:
+def epoch_score(measured: dict[str, float], before: dict[str, float],
+                opts: LearnOptions) -> float:
     """What an epoch is chosen by: the gain in held-out-artist mAP over the untuned
     network's, mixed with the gain in held-out-style mAP@10 when styles were held out."""
     key = f"style {opts.main} mAP"
