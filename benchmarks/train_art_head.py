@@ -202,6 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--judge", type=Path, nargs="+", default=None, metavar="WEIGHTS",
                     help="only judge these weights files on the dev set (no training)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--cache", type=Path, default=None, metavar="FILE",
+                    help="read the cached features from FILE when it was written for the same "
+                    "works and settings, else write them there (GBs: keep it out of the repo)")
+    ap.add_argument("--dev-every", action="store_true",
+                    help="judge every variant on the dev set, not only the chosen one")
     args = ap.parse_args(argv)
     if args.judge:
         judged = {}
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = LearnOptions(backbone=args.backbone, tune_from=args.tune_from, epochs=args.epochs,
                         views=args.views, seed=args.seed, device=args.device,
                         held_out_side=held)
-    prep = prepare(works, base, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    prep = prepare(works, base, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                   cache_file=args.cache)
     work_dir = args.out / "art-head-weights"
     work_dir.mkdir(parents=True, exist_ok=True)
     variants = [variant(v, base) for v in (args.variant or ["default:"])]
@@ -272,8 +278,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 if w.labels["artist"]} - held,
                   "art-styles": {w.labels["style"] for w in works
                                  if not w.labels["artist"]} - held}
-        dev = judge_dev(Path(best["weights"]), args.dev,
-                        {k: v for k, v in taught.items() if v})
+        subsets = {k: v for k, v in taught.items() if v}
+        for t in tried if args.dev_every else []:
+            if t is not best:
+                t["dev"] = judge_dev(Path(t["weights"]), args.dev, subsets)
+                print(f"\nDev set, variant {t['name']}:\n")
+                print(table(t["dev"]["rows"]))
+        dev = judge_dev(Path(best["weights"]), args.dev, subsets)
         report["dev"] = dev
         report["cost"] = query_cost(Path(best["weights"]), args.dev)
         print(f"\nDev set ({dev['works']} works), variant {best['name']}:\n")

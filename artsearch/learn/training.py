@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from artsearch.learn.data import Work, split_works
 from artsearch.learn.features import (
+    Cache,
     Parts,
     Progress,
     build_cache,
@@ -56,6 +57,8 @@ class LearnOptions:
     # judged apart: what generalises to a style never seen
     unseen_weight: float = 0.5  # share of the held-out styles' gain in the epoch's score
     distill_style: float = 0.0  # weight of the pull toward the untuned style vector
+    distill_relation: float = 0.0  # weight of keeping each work's neighbours in a batch as
+    # the untuned style space ranks them (a KL term: room to move, not to reorder)
 
     @property
     def side(self) -> str | None:
@@ -140,6 +143,18 @@ def _loss(z: torch.Tensor, weights: torch.Tensor, tau: float) -> torch.Tensor:
     return per.mean() if len(per) else sims.sum() * 0
 
 
+def _relation_loss(z: torch.Tensor, z0: torch.Tensor, tau: float) -> torch.Tensor:
+    """KL divergence of each work's softmax over its batch neighbours (temperature `tau`)
+    from the untuned space's: the tuned space may move and rotate, but what a work lies
+    nearest keeps its order, so what a picture shows (genre, subject) stays near."""
+    import torch
+
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    log_q = (z @ z.T / tau).masked_fill(eye, -1e9).log_softmax(dim=1)
+    p = (z0 @ z0.T / tau).masked_fill(eye, -1e9).softmax(dim=1)
+    return (p * (p.clamp_min(1e-12).log() - log_q)).sum(1).mean()
+
+
 def positive_weights(rows: np.ndarray, values: dict[str, np.ndarray],
                      labels: Sequence[tuple[str, float]]) -> np.ndarray:
     """(len(rows), len(rows)) weights of each pair as positives: the main label's weight
@@ -216,8 +231,10 @@ class Prepared:
 
 
 def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
-            progress: Progress | None = None) -> Prepared:
-    """Split `works` by their main label and cache the frozen stages' features."""
+            progress: Progress | None = None, cache_file: Path | None = None) -> Prepared:
+    """Split `works` by their main label and cache the frozen stages' features. With
+    `cache_file`, the features are read from it when it was written for the same works and
+    settings, and written to it otherwise (benchmarks: a run of variants skips the caching)."""
     import torch
 
     from artsearch import backbones
@@ -241,8 +258,14 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     failed: list[tuple[str, str]] = []
     started = time.perf_counter()
     used = np.array(sorted(train_rows + val_rows + unseen_rows))
-    cache = build_cache([works[i] for i in used], spec, parts, opts.views, opts.seed, device,
-                        say, failed, crop_min=opts.crop_min)
+    cache = load_cache(cache_file, [works[i] for i in used], opts) if cache_file else None
+    if cache is None:
+        cache = build_cache([works[i] for i in used], spec, parts, opts.views, opts.seed,
+                            device, say, failed, crop_min=opts.crop_min)
+        if cache_file:
+            save_cache(cache_file, cache, [works[i] for i in used], opts)
+    else:
+        say(f"features read from {cache_file}")
     position = {int(w): p for p, w in enumerate(used)}  # cache rows are positions in `used`
     train = np.array([position[i] for i in train_rows if cache.ok[position[i]]])
     val = np.array([position[i] for i in val_rows if cache.ok[position[i]]])
@@ -257,6 +280,42 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     return Prepared(spec, device, parts, cache, cached, train, val, unseen, values,
                     {k: v.clone() for k, v in parts.tuned_state().items()}, before,
                     time.perf_counter() - started, failed, opts)
+
+
+def _cache_key(works: Sequence[Work], opts: LearnOptions) -> str:
+    import hashlib
+
+    text = repr((opts.backbone, opts.tune_from, opts.views, opts.seed, opts.crop_min,
+                 [(str(w.path), w.letterboxed) for w in works]))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_cache(path: Path, cache: Cache, works: Sequence[Work], opts: LearnOptions) -> None:
+    """Write the cached features beside their key (works and the settings that made them)."""
+    import dataclasses
+
+    import torch
+
+    state = {k: v for k, v in dataclasses.asdict(cache).items() if k != "ok"}
+    state["ok"] = torch.from_numpy(cache.ok)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"key": _cache_key(works, opts), "cache": state}, tmp)
+    tmp.replace(path)
+
+
+def load_cache(path: Path, works: Sequence[Work], opts: LearnOptions) -> Cache | None:
+    """The features `save_cache` wrote for these works and settings; None when the file is
+    absent or was written for others."""
+    import torch
+
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key") != _cache_key(works, opts):
+        return None
+    state = saved["cache"]
+    state["ok"] = state["ok"].numpy()
+    return Cache(**state)
 
 
 def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
@@ -289,7 +348,8 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         optimiser, T_max=opts.epochs * steps_per_epoch) if opts.schedule == "cosine" else None
     rng = np.random.default_rng(opts.seed)
     before = prep.before
-    centres0 = untuned_centres(parts, cache, prep.train, device) if opts.distill_style else None
+    centres0 = (untuned_centres(parts, cache, prep.train, device)
+                if opts.distill_style or opts.distill_relation else None)
     best = (0.0, 0, parts.tuned_state(), before)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
@@ -312,6 +372,8 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
                 z0 = untuned_vector(parts, cache, index, view, centres0, device)
                 total = total + opts.distill_style * (
                     1 - F.cosine_similarity(z, z0, dim=1)).mean()
+                if opts.distill_relation:
+                    total = total + opts.distill_relation * _relation_loss(z, z0, opts.tau)
             optimiser.zero_grad()
             total.backward()  # type: ignore[no-untyped-call]
             optimiser.step()

@@ -45,7 +45,8 @@ def _describe(r: LearnResult) -> dict[str, Any]:
             "works": r.works, "train_works": r.train_works, "val_works": r.val_works,
             "train_labels": r.train_labels, "val_labels": r.val_labels,
             "unseen_works": r.unseen_works, "held_out_side": sorted(o.held_out_side),
-            "distill_style": o.distill_style, "before": r.before, "after": r.after}
+            "distill_style": o.distill_style, "distill_relation": o.distill_relation,
+            "before": r.before, "after": r.after}
 
 
 def load_tuned(path: Path, spec: BackboneSpec) -> dict[str, Any]:
