@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from artsearch.index import ArtIndex
     from artsearch.indexing import IndexOptions, index_collection
     from artsearch.query import search
-    from artsearch.region_store import _path, build_regions
     from artsearch.regions import query_regions, region_extractor
+    from artsearch.regions.store import _path, build_regions
 
     work = Path(tempfile.mkdtemp(prefix="artsearch-regions-"))
     try:

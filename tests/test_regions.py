@@ -13,14 +13,14 @@ from PIL import Image
 from artsearch.duplicates import Thresholds, find_duplicates
 from artsearch.errors import OptionError
 from artsearch.index import ArtIndex
-from artsearch.region_store import (
+from artsearch.regions import parse_box, query_regions
+from artsearch.regions.store import (
     WORK_RECALL_BAR,
     _merge,
     _structure,
     build_regions,
     load_regions,
 )
-from artsearch.regions import parse_box, query_regions
 from tests.conftest import DEV, FAKE, TRAINABLE, make_collection, requires_dev
 from tests.test_cli import invoke
 
@@ -148,7 +148,7 @@ def test_parse_box_clips_rounding_and_refuses_boxes_outside() -> None:
 
 def test_codes_are_used_only_when_they_keep_the_best_works(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.region_store as regions
+    import artsearch.regions.store as regions
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(200, 32)).astype(np.float32)
@@ -170,7 +170,7 @@ def test_codes_are_used_only_when_they_keep_the_best_works(
 
 def test_removing_works_from_product_codes_keeps_rows_aligned(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.region_store as regions
+    import artsearch.regions.store as regions
 
     rng = np.random.default_rng(1)
     owners = np.repeat(np.arange(1, 101), 30).astype(np.int64)

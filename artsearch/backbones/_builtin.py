@@ -74,7 +74,7 @@ def _build_efficientnet_lite(spec: BackboneSpec, layers: tuple[str, ...]) -> tor
         raise WeightsError(f"{base}: tensors do not match {spec.architecture}'s layout "
                            f"({e})") from e
     if weights != base:
-        from artsearch.learn import load_tuned
+        from artsearch.backbones.tuned import load_tuned
 
         record = load_tuned(weights, spec)
         try:

@@ -248,7 +248,7 @@ def index(folder: Path | None, index_name: str | None, space: str, metadata: Pat
 
 def _regions(idx: Any, space: str, wanted: bool, quiet: bool) -> Any:
     """Bring the space's region index up to date when asked, or when it has one."""
-    from artsearch.region_store import build_regions, has_regions
+    from artsearch.regions.store import build_regions, has_regions
 
     if not (wanted or has_regions(idx, idx.space(space))):
         return None
@@ -387,7 +387,7 @@ def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> 
     from artsearch import catalogue
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
-    from artsearch.region_store import region_summary
+    from artsearch.regions.store import region_summary
 
     with ArtIndex(resolve_index(index_name)) as idx:
         data = idx.info()

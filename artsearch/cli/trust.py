@@ -99,7 +99,7 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
         thresholds, record = load_thresholds(idx)
         if use_regions:  # a damaged region index: the space's own pairs are still found
             from artsearch.errors import IndexDamagedError
-            from artsearch.region_store import load_regions
+            from artsearch.regions.store import load_regions
 
             try:
                 load_regions(idx, idx.space(space), cached=True)

@@ -25,6 +25,7 @@ from (labels, split, measures); `load_tuned` refuses a file that does not fit th
 
 from __future__ import annotations
 
+from artsearch.backbones.tuned import WEIGHTS_FORMAT, load_tuned
 from artsearch.learn.data import Work, read_corpus, split_by_label, works_from_index
 from artsearch.learn.training import (
     LearnOptions,
@@ -33,9 +34,9 @@ from artsearch.learn.training import (
     average_precision,
     learn,
     prepare,
+    save_tuned,
     train,
 )
-from artsearch.learn.weights import WEIGHTS_FORMAT, load_tuned, save_tuned
 
 __all__ = ["WEIGHTS_FORMAT", "LearnOptions", "LearnResult", "Prepared", "Work",
            "average_precision", "learn", "load_tuned", "prepare", "read_corpus", "save_tuned",

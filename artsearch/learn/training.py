@@ -16,7 +16,10 @@ from artsearch.errors import ArtsearchError
 if TYPE_CHECKING:
     import torch
 
+    from artsearch.backbones import BackboneSpec
 
+
+from artsearch.backbones.tuned import write_tuned
 from artsearch.learn.data import Work, split_works
 from artsearch.learn.features import (
     Cache,
@@ -29,7 +32,6 @@ from artsearch.learn.features import (
     untuned_centres,
     untuned_vector,
 )
-from artsearch.learn.weights import save_tuned
 
 
 @dataclass
@@ -457,3 +459,19 @@ def _counts(values: np.ndarray) -> dict[str, int]:
     return dict(sorted(found.items(), key=lambda kv: -kv[1]))
 
 
+def save_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, Any],
+               result: LearnResult | None = None) -> None:
+    """Write a tuned-weights file (float16 tensors) atomically, with what it learnt."""
+    write_tuned(out, spec, tune_from, state, _describe(result) if result is not None else {})
+
+
+def _describe(r: LearnResult) -> dict[str, Any]:
+    o = r.options
+    return {"labels": [list(x) for x in o.labels], "tune_from": o.tune_from,
+            "epochs_run": len(r.history), "best_epoch": r.best_epoch, "lr": o.lr,
+            "tau": o.tau, "views": o.views, "distill": o.distill, "seed": o.seed,
+            "works": r.works, "train_works": r.train_works, "val_works": r.val_works,
+            "train_labels": r.train_labels, "val_labels": r.val_labels,
+            "unseen_works": r.unseen_works, "held_out_side": sorted(o.held_out_side),
+            "distill_style": o.distill_style, "distill_relation": o.distill_relation,
+            "before": r.before, "after": r.after}

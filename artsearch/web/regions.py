@@ -17,7 +17,7 @@ MAX_ID = 2**63 - 1
 
 def region_spaces(index: Any) -> list[str]:
     """The spaces with a region index: the ones a part of a picture can be sought in."""
-    from artsearch.region_store import has_regions
+    from artsearch.regions.store import has_regions
 
     return [sp.name for sp in index.spaces() if has_regions(index, sp)]
 

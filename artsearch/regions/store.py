@@ -25,7 +25,7 @@ from sqlalchemy import and_, select
 
 from artsearch.ann import RECALL_BAR
 from artsearch.errors import IndexDamagedError
-from artsearch.regions import (
+from artsearch.regions.describe import (
     CANDIDATES,
     SCALES,
     STRIDE,

@@ -1,5 +1,6 @@
-"""The tuned-weights file: written by `artsearch learn`, read (and checked) when a space is
-built with it."""
+"""The tuned-weights file a space is built with (`--weights`, or the lite0-art preset): its
+format, written atomically and read back checked against the backbone it is laid over.
+`artsearch learn` writes it; the backbones read it without importing the learner."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ from typing import TYPE_CHECKING, Any
 from artsearch.errors import WeightsError
 
 if TYPE_CHECKING:
-
-    from artsearch.backbones import BackboneSpec
-    from artsearch.learn.training import LearnResult
+    from artsearch.backbones._registry import BackboneSpec
 
 WEIGHTS_FORMAT = "artsearch-tuned-lite"
 WEIGHTS_VERSION = 1
 
 
-def save_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, Any],
-               result: LearnResult | None = None) -> None:
-    """Write a tuned-weights file (float16 tensors) atomically."""
+def write_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, Any],
+                learnt: dict[str, Any]) -> None:
+    """Write a tuned-weights file (float16 tensors; `learnt`: what they learnt from)
+    atomically."""
     import os
 
     import torch
@@ -29,24 +29,12 @@ def save_tuned(out: Path, spec: BackboneSpec, tune_from: int, state: dict[str, A
         "format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "backbone": spec.extra["base"],
         "base_sha256": base, "tune_from": tune_from,
         "state": {k: v.half() for k, v in state.items()},
-        "learnt": _describe(result) if result is not None else {},
+        "learnt": learnt,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save(record, tmp)
     os.replace(tmp, out)
-
-
-def _describe(r: LearnResult) -> dict[str, Any]:
-    o = r.options
-    return {"labels": [list(x) for x in o.labels], "tune_from": o.tune_from,
-            "epochs_run": len(r.history), "best_epoch": r.best_epoch, "lr": o.lr,
-            "tau": o.tau, "views": o.views, "distill": o.distill, "seed": o.seed,
-            "works": r.works, "train_works": r.train_works, "val_works": r.val_works,
-            "train_labels": r.train_labels, "val_labels": r.val_labels,
-            "unseen_works": r.unseen_works, "held_out_side": sorted(o.held_out_side),
-            "distill_style": o.distill_style, "distill_relation": o.distill_relation,
-            "before": r.before, "after": r.after}
 
 
 def load_tuned(path: Path, spec: BackboneSpec) -> dict[str, Any]:
