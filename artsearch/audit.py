@@ -105,7 +105,7 @@ def audit(index: ArtIndex, space: str = "content", *, k: int = K, top: int = 10
           ) -> dict[str, Any]:
     """Hubness, coverage per catalogue group and the classifiers' per-group figures of one
     space, with a plain reading (see the module docstring)."""
-    from artsearch.catalogue import artworks, field_value, known_fields
+    from artsearch.index.catalogue import artworks, field_value, known_fields
 
     nb = neighbours(index, space, max(k, CANDIDATES))  # one search serves both rankings
     n = len(nb.ids)

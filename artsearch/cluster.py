@@ -31,11 +31,11 @@ import faiss
 import numpy as np
 from sqlalchemy import select
 
-from artsearch.catalogue import century, field_value
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
+from artsearch.index.catalogue import century, field_value
+from artsearch.index.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
-from artsearch.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
 
 __all__ = ["AUTO_K_RANGE", "CENTRE_DEFAULT", "METHODS", "ClusterResult", "StoredRun",
            "assignments", "centred", "century",

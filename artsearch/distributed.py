@@ -226,7 +226,7 @@ def ray_shard_runner(address: str | None = None, cpus: int | None = None,
     1280-d on 2 cores: 318 s and 12.2 GiB peak with 2 tasks, 12.9 GiB with all four shards
     put at once, against 260 s and 9.1 GiB encoding here); it is for clusters whose other
     machines bring their own cores."""
-    from artsearch.ann import fill_shard
+    from artsearch.index.ann import fill_shard
 
     def run(trained: bytes, shard: Any, bounds: list[tuple[int, int]]) -> Iterator[bytes]:
         ray = _ray()

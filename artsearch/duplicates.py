@@ -440,7 +440,7 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     `keep_unrelated`, examined pairs that turned out to be nothing are returned too (type
     None), for relabelling.
     """
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
 
     say = progress or (lambda _m: None)
     t = thresholds or load_thresholds(index)[0]

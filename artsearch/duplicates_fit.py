@@ -274,7 +274,7 @@ def calibrate_index(index: ArtIndex, space: str = "content", *, works: int = 200
     and return the record."""
     import datetime as dt
 
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
 
     say = progress or (lambda _m: None)
     arts = {a.id: a for a in artworks(index)}

@@ -16,8 +16,8 @@ from artsearch import backbones
 from artsearch.errors import ArtsearchError, BadImageError, PruneRefusedError
 from artsearch.images import DEFAULT_MAX_BYTES, IMAGE_EXTENSIONS, FileEntry, hash_file, scan
 from artsearch.index import ArtIndex, Repair
-from artsearch.metadata import MetadataImport, apply_metadata, read_metadata_csv
-from artsearch.store import Artwork, Embedding, Failure, Space, utcnow
+from artsearch.index.metadata import MetadataImport, apply_metadata, read_metadata_csv
+from artsearch.index.store import Artwork, Embedding, Failure, Space, utcnow
 
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
@@ -136,7 +136,7 @@ def index_collection(
 
     old_root = index.root
     index.bind_root(root, relocate=opts.relocate)
-    from artsearch.vectors import DEFAULT_FACTORY
+    from artsearch.index.vectors import DEFAULT_FACTORY
 
     space = index.ensure_space(opts.space, spec, layers=layers, pooling=pooling, dims=dims,
                                factory=DEFAULT_FACTORY)

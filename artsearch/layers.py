@@ -86,7 +86,7 @@ def collection_vectors(index: ArtIndex, spec: BackboneSpec, layers: tuple[str, .
     """Every indexed work's average-pooled unit vector at each layer (one pass over the
     files; at most `sample` works, evenly spaced); works whose file cannot be read are left
     out. Returns (works, {layer: (n, C) matrix})."""
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
 
     works = artworks(index)
     if len(works) > sample:

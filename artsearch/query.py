@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import and_, select
 
-from artsearch.catalogue import check_fields, parse_where, where_conditions
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError, OptionError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
-from artsearch.store import Artwork, Embedding, Space
+from artsearch.index.catalogue import check_fields, parse_where, where_conditions
+from artsearch.index.store import Artwork, Embedding, Space
 
 if TYPE_CHECKING:
     from artsearch.extract import Extractor

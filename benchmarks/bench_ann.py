@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artsearch.ann import REFINE_K_FACTOR, calibrate, choose, factory  # noqa: E402
+from artsearch.index.ann import REFINE_K_FACTOR, calibrate, choose, factory  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RECALL_BAR = 0.95

@@ -95,7 +95,7 @@ def _group(row: dict[str, str]) -> str:
 
 def hard_negatives(idx: ArtIndex, truth: dict[str, Any]) -> list[tuple[str, str, float]]:
     """For each original that has a derivative: its nearest other original of its group."""
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
 
     arts = {a.id: a for a in artworks(idx)}
     group = {a.id: (a.extra or {}).get("group") for a in arts.values()}
@@ -116,8 +116,8 @@ def reachability(idx: ArtIndex, truth: dict[str, Any], space: str = "content"
                  ) -> dict[str, Any]:
     """For each derivative pair: its cosine and its rank (the better of the two directions)
     in the space; and the share of pairs a shortlist of k neighbours above a cosine keeps."""
-    from artsearch.catalogue import artworks
     from artsearch.cluster import space_matrix
+    from artsearch.index.catalogue import artworks
 
     ids, x = space_matrix(idx, space)
     row = {a.path: ids.index(a.id) for a in artworks(idx)}

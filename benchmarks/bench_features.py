@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from PIL import Image
 
-    from artsearch.catalogue import artworks
     from artsearch.duplicates import classify, features, geometry, shortlist
     from artsearch.duplicates_fit import (
         DERIVATIONS,
@@ -56,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         split_halves,
     )
     from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import artworks
     from artsearch.indexing import IndexOptions, index_collection
 
     with open(args.data / "metadata.csv", encoding="utf-8") as f:

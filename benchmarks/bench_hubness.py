@@ -33,8 +33,8 @@ from artsearch.audit import (  # noqa: E402
     neighbours,
     skewness,
 )
-from artsearch.catalogue import artworks  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
+from artsearch.index.catalogue import artworks  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 from benchmarks.bench_backbones import (  # noqa: E402
     DEFAULT_DATA,

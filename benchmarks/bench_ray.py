@@ -53,9 +53,9 @@ def child(data: Path, index: Path, engine: str, actors: int, gpus: float, addres
 
 def by_path(index: Path) -> dict[str, Any]:
     """Path -> stored vector of the content space, through the product's own reads."""
-    from artsearch.catalogue import artworks
     from artsearch.cluster import space_matrix
     from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import artworks
 
     with ArtIndex(index) as idx:
         ids, vectors = space_matrix(idx, "content")

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from PIL import Image
 
-    from artsearch.catalogue import artworks
     from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import artworks
     from artsearch.indexing import IndexOptions, index_collection
     from artsearch.query import search
     from artsearch.regions import query_regions, region_extractor

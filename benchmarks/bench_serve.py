@@ -65,7 +65,7 @@ def build_index(path: Path, n: int, seed: int = 0) -> None:
 
     from artsearch import backbones
     from artsearch.index import ArtIndex
-    from artsearch.store import Artwork, Embedding, Space
+    from artsearch.index.store import Artwork, Embedding, Space
 
     rng = np.random.default_rng(seed)
     with (DEV / "metadata.csv").open(newline="", encoding="utf-8") as fh:

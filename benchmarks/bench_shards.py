@@ -10,8 +10,8 @@ seeds, so both builds index exactly the same 1280-d vectors. Each build runs in 
 process, so its peak memory (ru_maxrss) is its own:
 
   single   all vectors in one array, as the product's exact store holds them, then
-           `artsearch.ann.build` (train on a sample, add, calibrate against exact search);
-  sharded  `artsearch.ann.build_sharded`: train once on a sample gathered shard by shard,
+           `artsearch.index.ann.build` (train on a sample, add, calibrate against exact search);
+  sharded  `artsearch.index.ann.build_sharded`: train once on a sample gathered shard by shard,
            encode each shard into a copy of the trained index (here, or in Ray tasks),
            merge, calibrate against exact search done shard by shard; no step holds more
            than one shard of full vectors.
@@ -97,7 +97,7 @@ def child(mode: str, n: int, shards: int, dims: int, ray_tasks: int, cache: Path
           ) -> dict[str, Any]:
     from bench_ann import synthetic
 
-    from artsearch import ann
+    from artsearch.index import ann
 
     shard, rows = shard_data(n, shards, dims, cache)
     out: dict[str, Any] = {"mode": mode}

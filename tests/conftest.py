@@ -123,9 +123,9 @@ def requires_dev() -> pytest.MarkDecorator:
 
 def stored_vectors(index_path: Path, space: str = "content") -> dict:  # type: ignore[type-arg]
     """Path -> stored vector of every work in a space, read through the index's own store."""
-    from artsearch.catalogue import artworks
     from artsearch.cluster import space_matrix
     from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import artworks
 
     with ArtIndex(index_path) as idx:
         ids, vectors = space_matrix(idx, space)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from sqlalchemy import delete
 
-from artsearch.ann import RECALL_BAR, build, choose
 from artsearch.index import ArtIndex
+from artsearch.index.ann import RECALL_BAR, build, choose
+from artsearch.index.store import Embedding
 from artsearch.indexing import IndexOptions, index_collection
 from artsearch.query import search
-from artsearch.store import Embedding
 from tests.conftest import FAKE, make_collection
 
 
@@ -80,10 +80,10 @@ def test_an_index_run_builds_uses_and_retires_the_approximate_index(tmp_path: Pa
 
 def test_auto_searches_exactly_rather_than_below_the_bar(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.ann
+    import artsearch.index.ann
 
-    monkeypatch.setattr(artsearch.ann, "FLAT_MAX", 10)  # 30 works: auto picks HNSW
-    monkeypatch.setattr(artsearch.ann, "RECALL_BAR", 1.01)  # a bar no index can reach
+    monkeypatch.setattr(artsearch.index.ann, "FLAT_MAX", 10)  # 30 works: auto picks HNSW
+    monkeypatch.setattr(artsearch.index.ann, "RECALL_BAR", 1.01)  # a bar no index can reach
     root = tmp_path / "coll"
     make_collection(root, 30)
     with ArtIndex(tmp_path / "idx", create=True) as idx:
@@ -99,7 +99,7 @@ def test_auto_searches_exactly_rather_than_below_the_bar(
 def test_shards_merge_into_the_index_one_pass_would_build() -> None:
     import faiss
 
-    from artsearch.ann import fill_shard, merge_shards
+    from artsearch.index.ann import fill_shard, merge_shards
 
     vectors = clustered(6_000, 32, seed=3)
     ids = np.arange(6_000, dtype=np.int64) * 5 + 1
@@ -125,8 +125,8 @@ def test_shards_merge_into_the_index_one_pass_would_build() -> None:
 def test_a_large_space_is_built_in_shards_and_calibrated(tmp_path: Path) -> None:
     """The sharded build over an exact store's rows, as `update_ann` calls it above
     SHARD_MIN (that switch itself needs a million vectors and is left to bench_shards.py)."""
-    from artsearch import ann
-    from artsearch.vectors import VectorIndex
+    from artsearch.index import ann
+    from artsearch.index.vectors import VectorIndex
 
     vectors = clustered(8_050, 32, seed=5)
     store = VectorIndex.create(tmp_path / "v.faiss", 32)
@@ -146,8 +146,8 @@ def test_update_ann_switches_to_the_sharded_build_at_shard_min(
     thresholds lowered: `update_ann` must build IVF-PQ in shards and record them."""
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    from artsearch import ann
     from artsearch.exchange import import_vectors
+    from artsearch.index import ann
 
     root = tmp_path / "coll"
     root.mkdir()

@@ -194,7 +194,7 @@ def test_write_stores_predictions_beside_never_over_the_catalogue(tmp_path: Path
     assert "wrote genre_predicted for 2 works" in done.output
     from sqlalchemy import select
 
-    from artsearch.store import Artwork
+    from artsearch.index.store import Artwork
     with ArtIndex(index) as idx, idx.store.session() as s:
         art = s.scalar(select(Artwork).where(Artwork.path == "warm_00.png"))
         assert art.genre == "sunset"  # the catalogue is untouched
@@ -315,7 +315,7 @@ def test_unlabelled_works_get_predictions(tmp_path: Path) -> None:
     assert "wrote genre_predicted for 1 works" in result.output
     from sqlalchemy import select
 
-    from artsearch.store import Artwork
+    from artsearch.index.store import Artwork
     with ArtIndex(index) as idx, idx.store.session() as s:
         art = s.scalar(select(Artwork).where(Artwork.path == "warm_02.png"))
         assert art.genre is None and art.extra["genre_predicted"] == "sunset"

@@ -153,8 +153,8 @@ def test_dev_set_on_a_cluster_survives_a_killed_actor_and_a_killed_driver(
 
 
 def test_shards_encoded_in_ray_tasks_make_the_same_index() -> None:
-    from artsearch.ann import build_sharded
     from artsearch.distributed import ray_shard_runner
+    from artsearch.index.ann import build_sharded
     from tests.test_ann import clustered
 
     data = clustered(6_000, 32, seed=9)

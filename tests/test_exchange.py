@@ -37,7 +37,7 @@ def test_parquet_export_round_trips_ids_and_vectors_exactly(indexed: Path, tmp_p
     assert len(frame) == 12
     truth = stored_vectors(indexed)
     with ArtIndex(indexed) as idx:
-        from artsearch.catalogue import embedded_works
+        from artsearch.index.catalogue import embedded_works
 
         ids = {a.path: a.id for a in embedded_works(idx, "content")}
     for row in frame.itertuples():
@@ -88,7 +88,7 @@ def test_an_imported_space_answers_queries_as_its_source(indexed: Path, collecti
     assert np.allclose([h.score for h in ra.hits], [h.score for h in rb.hits], atol=1e-6)
     # Catalogue fields travel with the vectors, and a second import changes nothing new.
     with ArtIndex(other) as b:
-        from artsearch.catalogue import find_artwork
+        from artsearch.index.catalogue import find_artwork
 
         assert find_artwork(b, path="a/work_001.jpg").title == ("Sunset" if pooling == "avg"
                                                                  else None)

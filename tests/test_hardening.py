@@ -30,9 +30,9 @@ from artsearch.errors import (
     SchemaTooOldError,
 )
 from artsearch.index import ArtIndex
+from artsearch.index.store import Artwork, Embedding, Failure, Store
 from artsearch.indexing import IndexOptions, IndexReport, index_collection
 from artsearch.query import parse_mix, search
-from artsearch.store import Artwork, Embedding, Failure, Store
 from tests.conftest import FAKE, make_collection, painting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -406,7 +406,7 @@ def test_a_full_disk_while_saving_is_one_line_and_loses_nothing(
 
 def test_a_full_disk_while_committing_is_one_line_and_loses_nothing(
         collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.store as store
+    import artsearch.index.store as store
 
     index = str(tmp_path / "idx")
     invoke("index", str(collection), "--backbone", FAKE, "--workers", "0", "--index", index)
@@ -614,8 +614,8 @@ def test_vectors_of_a_collection_are_unchanged_by_the_fingerprints(
 
 def test_where_means_one_thing_in_query_and_train(tmp_path: Path) -> None:
     """Case-insensitive, a repeated field is "any of", and `century` comes from `date`."""
-    from artsearch.catalogue import matching_ids
     from artsearch.classify import labelled_works
+    from artsearch.index.catalogue import matching_ids
 
     root = tmp_path / "coll"
     paths = make_collection(root, 12)

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from artsearch.errors import ArtsearchError
 from artsearch.index import ArtIndex
-from artsearch.store import Space
+from artsearch.index.store import Space
 from tests.conftest import FAKE, make_collection, painting, stored_vectors
 from tests.test_cli import index_args, invoke
 
@@ -192,7 +192,7 @@ def test_export_refuses_an_empty_dir_name_and_an_empty_space(indexed: Path,
         idx.lock()
         vec = idx.vectors(idx.space("content"))
         vec.remove(vec.ids())
-        from artsearch.store import Embedding
+        from artsearch.index.store import Embedding
 
         with idx.store.session() as s, s.begin():
             s.query(Embedding).delete()

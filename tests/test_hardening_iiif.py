@@ -390,8 +390,8 @@ def test_iiif_takes_the_writers_lock_before_fetching(raw: Raw, tmp_path: Path) -
 
 
 def test_many_failed_canvases_are_recorded_in_few_statements(tmp_path: Path) -> None:
+    from artsearch.index.store import Failure
     from artsearch.indexing import _record_failures
-    from artsearch.store import Failure
 
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         idx.lock()

@@ -138,7 +138,7 @@ def test_a_manifest_is_indexed_fetched_once_and_survives_a_404_and_a_slow_canvas
         with Image.open(path) as im:
             assert max(im.size) == 128 and f"/full/{im.width},{im.height}/" in "".join(site.hits)
     with ArtIndex(index) as idx:
-        from artsearch import catalogue
+        from artsearch.index import catalogue
 
         works = catalogue.artworks(idx)
         failures = {f["path"] for f in catalogue.failures(idx)}

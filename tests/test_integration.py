@@ -19,9 +19,9 @@ from sqlalchemy import select
 from artsearch import backbones
 from artsearch.extract import Extractor
 from artsearch.index import ArtIndex
+from artsearch.index.store import Artwork, Embedding
 from artsearch.indexing import IndexOptions, IndexReport, index_collection
 from artsearch.query import search
-from artsearch.store import Artwork, Embedding
 from tests.conftest import DEV, requires_dev
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, requires_dev()]
@@ -181,7 +181,7 @@ def test_dev_clusters_follow_genre_and_the_report_is_complete(
         again = cluster_space(idx, k=5, seed=0, restarts=0)
         summary = cluster_report(idx, first.run_id, tmp_path / "report")
         with idx.store.session() as s:
-            from artsearch.store import ClusterAssignment
+            from artsearch.index.store import ClusterAssignment
             runs = [sorted(s.execute(select(ClusterAssignment.artwork_id,
                                             ClusterAssignment.cluster)
                                      .where(ClusterAssignment.run_id == r)).all())

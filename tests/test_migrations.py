@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 
 from artsearch.errors import SchemaTooNewError
 from artsearch.index import ArtIndex
-from artsearch.store import Base, Store
+from artsearch.index.store import Base, Store
 
 
 def test_a_0001_database_upgrades_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_a_0002_space_gains_empty_params(tmp_path: Path) -> None:
             "'2026-01-01')")
     store = Store(db)
     with store.session() as s:
-        from artsearch.store import Space
+        from artsearch.index.store import Space
 
         space = s.get(Space, 1)
     assert space is not None and space.params == {} and space.next_faiss_id == 7
@@ -70,7 +70,7 @@ def test_a_0002_space_gains_empty_params(tmp_path: Path) -> None:
 def test_the_known_revisions_are_the_migration_scripts_in_order() -> None:
     from alembic.script import ScriptDirectory
 
-    from artsearch.store import SCHEMA_REVISIONS, _alembic_config
+    from artsearch.index.store import SCHEMA_REVISIONS, _alembic_config
 
     script = ScriptDirectory.from_config(_alembic_config())
     assert [r.revision for r in reversed(list(script.walk_revisions()))] == list(

@@ -61,7 +61,7 @@ def test_report_folder_says_what_the_run_found(catalogued: tuple[Path, Path],
     with ArtIndex(index) as idx:
         ids, vectors = space_matrix(idx, "content")
         with idx.store.session() as s:
-            from artsearch.store import Artwork
+            from artsearch.index.store import Artwork
             paths = {a.id: a.path for a in s.query(Artwork)}
     row_of = {paths[a]: r for r, a in enumerate(ids)}
     for c in clusters:

@@ -16,9 +16,9 @@ from artsearch.backbones._families import OPEN_CLIP_CONFIGS
 from artsearch.cli import cli
 from artsearch.errors import IndexMismatchError, MetadataError
 from artsearch.index import ArtIndex
+from artsearch.index.store import Embedding
 from artsearch.indexing import IndexOptions, index_collection
 from artsearch.query import default_extractor, parse_mix, search
-from artsearch.store import Embedding
 from tests.conftest import FAKE, make_collection, painting
 
 STYLE = IndexOptions(space="style", backbone="efficientnet-lite0", pooling="gram",
@@ -239,11 +239,11 @@ def test_a_space_keeps_the_input_size_it_was_built_at(tmp_path: Path) -> None:
     and a re-run asking for another size is refused rather than mixing two kinds of vector."""
     import dataclasses
 
-    from artsearch.catalogue import find_artwork
     from artsearch.cluster import space_matrix
     from artsearch.errors import BackboneError
     from artsearch.extract import Extractor
     from artsearch.images import decode_image, read_file
+    from artsearch.index.catalogue import find_artwork
 
     coll = tmp_path / "coll"
     coll.mkdir()

@@ -133,7 +133,7 @@ def test_duplicates_command_types_pairs_and_reports_them(derived: tuple[Path, Pa
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["withheld_thumbnails"] >= 1 and len(made) >= 1
     with ArtIndex(index) as idx:
-        from artsearch.catalogue import artworks
+        from artsearch.index.catalogue import artworks
 
         restricted = {f"{a.id}.jpg" for a in artworks(idx) if a.path.startswith("work_")}
     assert made and not made & restricted  # no copy of a restricted image was written
@@ -353,7 +353,7 @@ def test_a_report_shows_no_restricted_image(mixed_rights: tuple[Path, Path, set[
     assert out.exit_code == 0, out.output
     assert "8 withheld by licence" in out.output
     with ArtIndex(index) as idx:
-        from artsearch.catalogue import artworks
+        from artsearch.index.catalogue import artworks
 
         ids = {a.path: a.id for a in artworks(idx)}
     hidden = {f"thumbs/{ids[p]}.jpg" for p in restricted}
@@ -522,8 +522,8 @@ def test_split_halves_deals_each_kind_into_both() -> None:
 
 
 def test_a_resave_of_the_same_pixels_is_not_a_hard_negative(tmp_path: Path) -> None:
-    from artsearch.catalogue import artworks
     from artsearch.duplicates_fit import _same_pixels
+    from artsearch.index.catalogue import artworks
 
     root = tmp_path / "coll"
     copy_paintings(root, [0, 3], "w", lambda i: "Public domain")

@@ -323,7 +323,7 @@ def test_a_work_page_for_a_curator(served: tuple[Path, Path], tmp_path: Path) ->
     # No banner for a work whose image is shown; a banner saying how to show it otherwise.
     assert 'id="withheld"' not in page
     from artsearch.index import ArtIndex
-    from artsearch.store import Artwork
+    from artsearch.index.store import Artwork
 
     with ArtIndex(index) as idx:
         idx.lock()

@@ -17,8 +17,8 @@ def labelled_works(index: ArtIndex, space: str, label: str, min_per_class: int,
                    where: dict[str, Any] | None = None) -> LabelledSet:
     """The space's works that carry `label` (and match `where`), with their vectors; rare
     classes set aside."""
-    from artsearch import catalogue
     from artsearch.cluster import space_matrix
+    from artsearch.index import catalogue
 
     field_value = catalogue.field_value
     ids, vectors = space_matrix(index, space)

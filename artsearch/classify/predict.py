@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from artsearch import catalogue
 from artsearch.errors import ArtsearchError, BadImageError, MetadataError, NotIndexedError
-from artsearch.index import ArtIndex
-from artsearch.store import METADATA_FIELDS
+from artsearch.index import ArtIndex, catalogue
+from artsearch.index.store import METADATA_FIELDS
 
 __all__ = ["BATCH", "predict_files", "prediction", "prediction_field_problem",
            "unlabelled_works", "write_predictions"]

@@ -106,9 +106,9 @@ def _style_source(style_image: Path | None, style_id: int | None, style_query: P
     """Where the style comes from: {path, and the indexed work when it is one}."""
     if style_image is not None:
         return {"path": str(style_image)}
-    from artsearch.catalogue import find_artwork
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import find_artwork
     from artsearch.query import search
 
     with ArtIndex(resolve_index(index_name)) as idx:

@@ -384,9 +384,8 @@ def backbones_cmd(check: bool, as_json: bool) -> None:
                    "and artist.")
 def info(index_name: str | None, as_json: bool, failures: bool, works: bool) -> None:
     """Summarise an index: artworks, spaces, backbone, failures, size on disk."""
-    from artsearch import catalogue
     from artsearch.home import resolve_index
-    from artsearch.index import ArtIndex
+    from artsearch.index import ArtIndex, catalogue
     from artsearch.regions.store import region_summary
 
     with ArtIndex(resolve_index(index_name)) as idx:

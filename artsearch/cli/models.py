@@ -99,7 +99,7 @@ def train(index_name: str | None, space: str, label: str, method: str, out: Path
         if not as_json:
             click.echo(msg, err=True)
 
-    from artsearch.catalogue import parse_where
+    from artsearch.index.catalogue import parse_where
 
     opts = TrainOptions(label=label, space=space, method=method, min_per_class=min_per_class,
                         where=parse_where(where), refit=refit,

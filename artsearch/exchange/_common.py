@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from artsearch.errors import ArtsearchError
-from artsearch.store import METADATA_FIELDS
+from artsearch.index.store import METADATA_FIELDS
 
 __all__ = ["BATCH_ROWS", "COLUMNS", "EXPORT_VERSION", "FORMATS", "IMPORT_MAX_BYTES",
            "IMPORT_MAX_ROWS", "MAX_PATH_CHARS", "POOLINGS", "SHARD_ROWS", "UNIT_TOLERANCE",

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from artsearch.errors import ArtsearchError
 from artsearch.exchange._common import EXPORT_VERSION, FORMATS, SHARD_ROWS, pyarrow, sha256_of
+from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Space
 from artsearch.paths import check_space_name
-from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Space
 from artsearch.textsafe import one_line
 
 if TYPE_CHECKING:

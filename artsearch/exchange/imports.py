@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from artsearch.errors import ArtsearchError, IndexMismatchError
 from artsearch.exchange._common import MAX_PATH_CHARS
+from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Space
 from artsearch.paths import check_space_name, inside
-from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Space
 from artsearch.textsafe import one_line, terminal
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def import_vectors(
 
     index.lock()
     index.bind_root(collection)
-    from artsearch.vectors import DEFAULT_FACTORY
+    from artsearch.index.vectors import DEFAULT_FACTORY
 
     space = index.ensure_space(space_name, spec, layers=layers, pooling=pool, dims=dims,
                                factory=DEFAULT_FACTORY)

@@ -107,7 +107,7 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
                ) -> tuple[IndexReport, FetchReport]:
     """Fetch the canvases of a manifest or collection and index them (see the module). The
     writer's lock is taken first: nothing is fetched or written while another run writes."""
-    from artsearch import catalogue as catalogue_mod
+    from artsearch.index import catalogue as catalogue_mod
     from artsearch.indexing import _record_failures, index_collection
 
     opts = fetch_opts or FetchOptions()

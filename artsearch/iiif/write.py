@@ -95,7 +95,7 @@ def _url_or_none(value: Any) -> str | None:
 
 
 def _works(index: ArtIndex, ids: Iterable[int]) -> dict[int, Any]:
-    from artsearch import catalogue
+    from artsearch.index import catalogue
 
     return {a.id: a for a in catalogue.artworks(index, list(ids))}
 

@@ -81,7 +81,7 @@ def trim_bars(img: Image.Image, dark: float = 8.0, speck: int = 48,
 
 def works_from_index(index: ArtIndex, fields: Sequence[str]) -> list[Work]:
     """An index's works with their catalogue's values for `fields` (a column or an extra)."""
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
     from artsearch.paths import inside
 
     if index.root is None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from artsearch.backbones import BackboneSpec
     from artsearch.extract import Extractor
     from artsearch.index import ArtIndex
-    from artsearch.store import Space
+    from artsearch.index.store import Space
 
 # (long side of the resized picture for a 224-pixel backbone, window side as a fraction of
 # the feature map's long side); windows step by STRIDE of their side.

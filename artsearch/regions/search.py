@@ -17,7 +17,7 @@ from artsearch.query import Hit, QueryResult
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
     from artsearch.index import ArtIndex
-    from artsearch.store import Space
+    from artsearch.index.store import Space
 
 from artsearch.regions.describe import CANDIDATES, crop_box, query_vector, region_extractor
 from artsearch.regions.store import load_regions, space_works
@@ -46,10 +46,10 @@ def query_regions(
     """Works ranked by their best region against a region of a picture (`box`) or a whole
     fragment. The query's own work (an indexed id or path, or an indexed file) is left out:
     the question is where else the motif appears."""
-    from artsearch.catalogue import check_fields, find_artwork, where_conditions
     from artsearch.explain import decoded, read_work
     from artsearch.images import read_file, sha256_bytes
-    from artsearch.store import Artwork
+    from artsearch.index.catalogue import check_fields, find_artwork, where_conditions
+    from artsearch.index.store import Artwork
 
     if k < 1:
         raise OptionError(f"-k {k}: ask for at least one result")

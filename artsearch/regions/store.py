@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import and_, select
 
-from artsearch.ann import RECALL_BAR
 from artsearch.errors import IndexDamagedError
+from artsearch.index.ann import RECALL_BAR
 from artsearch.regions.describe import (
     CANDIDATES,
     SCALES,
@@ -37,7 +37,7 @@ from artsearch.regions.describe import (
 
 if TYPE_CHECKING:
     from artsearch.index import ArtIndex
-    from artsearch.store import Space
+    from artsearch.index.store import Space
 
 __all__ = ["BuildReport", "build_regions", "has_regions", "load_regions", "region_summary",
            "space_works"]
@@ -134,7 +134,7 @@ def _read_checked(index: ArtIndex, sp: Space, path: Path) -> _Regions:
 
     import faiss
 
-    from artsearch.vectors import file_fingerprint, fingerprint_mismatch
+    from artsearch.index.vectors import file_fingerprint, fingerprint_mismatch
 
     with path.open("rb") as fh:
         snapshot = Path(f"/proc/self/fd/{fh.fileno()}")
@@ -184,7 +184,7 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
     rename it into place, fsync the folder, record it as current."""
     import faiss
 
-    from artsearch.vectors import file_fingerprint, fsync_folder
+    from artsearch.index.vectors import file_fingerprint, fsync_folder
 
     path = _path(index, sp)
     path.parent.mkdir(exist_ok=True)
@@ -211,7 +211,7 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
 
 def space_works(index: ArtIndex, sp: Space) -> dict[int, tuple[str, str]]:
     """artwork id -> (path, content hash) of every work with a vector in the space."""
-    from artsearch.store import Artwork, Embedding
+    from artsearch.index.store import Artwork, Embedding
 
     with index.store.session() as s:
         rows = s.execute(select(Artwork.id, Artwork.path, Artwork.sha256).join(
@@ -365,7 +365,7 @@ def _structure(vectors: np.ndarray, owners: np.ndarray) -> tuple[str, float | No
     CALIBRATION_QUERIES stored regions asked as queries; exact again if none does."""
     import faiss
 
-    from artsearch.ann import CALIBRATION_QUERIES
+    from artsearch.index.ann import CALIBRATION_QUERIES
 
     d = vectors.shape[1]
     flat = faiss.IndexFlatIP(d)

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artsearch.catalogue import field_value
 from artsearch.cluster import NOISE, load_run, pca, space_matrix
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
+from artsearch.index.catalogue import field_value
 from artsearch.reports.page import (
     Thumbnails,
     bars,
@@ -34,7 +34,7 @@ from artsearch.reports.page import (
 )
 
 if TYPE_CHECKING:
-    from artsearch.store import Artwork, ClusterRun, Space
+    from artsearch.index.store import Artwork, ClusterRun, Space
 
 __all__ = ["DUPLICATE_THRESHOLD", "ReportSummary", "cluster_report", "project_2d"]
 

@@ -42,7 +42,7 @@ def duplicates_report(index: ArtIndex, pairs: Sequence[Pair], out_dir: Path,
                       provenance: dict[str, Any], licences: Iterable[str] | None = None
                       ) -> Path:
     """Write index.html and report.json (all pairs) to out_dir."""
-    from artsearch.catalogue import artworks
+    from artsearch.index.catalogue import artworks
 
     shown = list(pairs[:SHOWN])
     wanted = {x for p in shown for x in (p.a, p.b)}

@@ -195,7 +195,7 @@ class Thumbnails:
                       withheld=self.withheld.get(artwork_id))
 
     def make(self, works: Iterable[tuple[int, str]]) -> None:
-        from artsearch.catalogue import artworks
+        from artsearch.index.catalogue import artworks
         from artsearch.rights import shown, statement
 
         todo = [(i, p) for i, p in dict(works).items()

@@ -9,9 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from artsearch import catalogue
 from artsearch.errors import ArtsearchError, NotIndexedError
-from artsearch.index import ArtIndex
+from artsearch.index import ArtIndex, catalogue
 from artsearch.textsafe import json_safe
 from artsearch.web.common import PAGE, checked_filters, keep_query, with_provenance, work_dict
 

@@ -8,9 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from artsearch import catalogue
 from artsearch.errors import NotIndexedError
-from artsearch.index import ArtIndex
+from artsearch.index import ArtIndex, catalogue
 
 __all__ = ["MAX_ID", "PAGE", "checked_filters", "find_work", "keep_cached", "keep_query",
            "with_provenance",

@@ -26,9 +26,9 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
     """Routes: /explain/A/B, /explain/A/B/SIDE.png, /api/explain/A/B (SIDE: a or b), and
     /explain/upload/KEY/B (and its PNGs) for a picture uploaded a while ago (`uploads`:
     web.uploads.RecentUploads)."""
-    from artsearch import catalogue
     from artsearch.errors import NotIndexedError
     from artsearch.explain import decoded, pair_maps, read_work
+    from artsearch.index import catalogue
     from artsearch.rights import shown, statement
 
     router = APIRouter()

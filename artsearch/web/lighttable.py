@@ -174,7 +174,7 @@ class LightTable:
         """Replace the file with `tables`: written beside it, flushed, given the old file's
         mode, renamed into place, the folder flushed. On any failure the old file stays
         and the temporary one is removed."""
-        from artsearch.vectors import current_umask, fsync_folder
+        from artsearch.index.vectors import current_umask, fsync_folder
 
         try:
             mode = self.path.stat().st_mode & 0o777
@@ -297,8 +297,8 @@ def parse_ids(text: str) -> list[int]:
 def lighttable_routes(live: Any, templates: Any) -> APIRouter:
     """The routes; thumbnails on the page go through /thumb, which applies the licence
     rules, and the manifest references images through /image, which does too."""
-    from artsearch import catalogue
     from artsearch.errors import NotIndexedError
+    from artsearch.index import catalogue
     from artsearch.textsafe import csv_cell
 
     router = APIRouter()

@@ -69,7 +69,7 @@ def _groups(index: Any, space: str, ids: np.ndarray, colour: str
     from sqlalchemy import select
 
     from artsearch.cluster import runs
-    from artsearch.store import Artwork, ClusterAssignment
+    from artsearch.index.store import Artwork, ClusterAssignment
 
     position = {int(a): i for i, a in enumerate(ids.tolist())}
     group = [-1] * len(ids)
@@ -191,8 +191,8 @@ def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> 
     unreadable."""
     from PIL import Image
 
-    from artsearch.catalogue import artworks
     from artsearch.errors import ArtsearchError
+    from artsearch.index.catalogue import artworks
     from artsearch.web.images import THUMB_SIZES, thumbnail
 
     arts = {a.id: a for a in artworks(index, ids)}

@@ -23,8 +23,8 @@ def region_spaces(index: Any) -> list[str]:
 
 
 def region_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
-    from artsearch import catalogue
     from artsearch.errors import NotIndexedError
+    from artsearch.index import catalogue
     from artsearch.regions import parse_box, query_regions, region_extractor
     from artsearch.rights import shown, statement
     from artsearch.textsafe import json_safe

@@ -149,7 +149,7 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
     import shutil
 
     from artsearch import cluster as clustering
-    from artsearch.catalogue import find_artwork
+    from artsearch.index.catalogue import find_artwork
     from artsearch.reports.page import MARKER
     from artsearch.rights import DEFAULT_SHOWN, shown
 

@@ -50,9 +50,9 @@ def tile_box(size: tuple[int, int], col: int, row: int) -> tuple[int, int, int, 
 def zoom_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
     from PIL import Image
 
-    from artsearch import catalogue
     from artsearch.errors import NotIndexedError
     from artsearch.images import decode_image, read_file
+    from artsearch.index import catalogue
     from artsearch.rights import shown, statement
 
     router = APIRouter()

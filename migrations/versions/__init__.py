@@ -1,1 +1,1 @@
-"""Migration scripts, applied in order by `artsearch.store.Store.upgrade`."""
+"""Migration scripts, applied in order by `artsearch.index.store.Store.upgrade`."""

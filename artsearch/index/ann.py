@@ -107,7 +107,7 @@ class AnnIndex:
 
     def save(self, path: Path) -> dict[str, Any]:
         """Write atomically; returns the file's fingerprint (`vectors.file_fingerprint`)."""
-        from artsearch.vectors import write_index_atomically
+        from artsearch.index.vectors import write_index_atomically
 
         return write_index_atomically(self.index, path)
 

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Integer, column, func, not_, or_, select, 
 
 from artsearch.errors import MetadataError, NotIndexedError, OptionError
 from artsearch.index import ArtIndex
-from artsearch.store import METADATA_FIELDS, Artwork, Embedding, Failure
+from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
 __all__ = [
     "DERIVED_FIELDS", "FACET_FIELDS", "artworks", "browse", "century",

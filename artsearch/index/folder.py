@@ -23,11 +23,11 @@ from artsearch.errors import (
     NotIndexedError,
     SchemaTooOldError,
 )
+from artsearch.index.store import Artwork, Embedding, Failure, Space, Store
 from artsearch.paths import check_space_name, file_stem
-from artsearch.store import Artwork, Embedding, Failure, Space, Store
 
 if TYPE_CHECKING:
-    from artsearch.vectors import VectorIndex
+    from artsearch.index.vectors import VectorIndex
 
 __all__ = ["DB_NAME", "ArtIndex", "Repair"]
 
@@ -256,7 +256,7 @@ class ArtIndex:
         is refused to a reader with the fix; a writer (under `lock()`) moves it aside and
         starts the space's store afresh, and `reconcile` then re-embeds every work.
         """
-        from artsearch.vectors import VectorIndex
+        from artsearch.index.vectors import VectorIndex
 
         if space.name in self._vectors:
             return self._vectors[space.name]  # type: ignore[no-any-return]
@@ -285,7 +285,7 @@ class ArtIndex:
         read one open file (a save renames a new file into place, never rewrites the open
         one); a file that does not match is checked once more against the record as it is
         now, since a writer may have saved between our reading the record and the file."""
-        from artsearch.vectors import VectorIndex, file_fingerprint, fingerprint_mismatch
+        from artsearch.index.vectors import VectorIndex, file_fingerprint, fingerprint_mismatch
 
         for attempt in range(2):
             record = (space.params or {}).get("faiss") or {}
@@ -370,7 +370,7 @@ class ArtIndex:
     # -- approximate search ----------------------------------------------------------------------
 
     def _fingerprint(self, space: Space) -> list[int]:
-        from artsearch.ann import fingerprint
+        from artsearch.index.ann import fingerprint
 
         with self.store.session() as s:
             count = s.scalar(select(func.count()).select_from(Embedding).where(
@@ -382,7 +382,7 @@ class ArtIndex:
     def searcher(self, space: Space) -> tuple[Any, dict[str, Any]]:
         """The approximate index when one was built from the space as it is now, else the
         exact one; with a description of which (for query results)."""
-        from artsearch.ann import AnnIndex
+        from artsearch.index.ann import AnnIndex
 
         cached = self._vectors.get(f"{space.name}#searcher")
         if cached is not None:  # decided once per opened index, like the loaded vectors
@@ -410,7 +410,7 @@ class ArtIndex:
     @staticmethod
     def _ann_intact(path: Path, record: dict[str, Any]) -> bool:
         """The approximate index file is the one that was built (older records: it exists)."""
-        from artsearch.vectors import file_fingerprint
+        from artsearch.index.vectors import file_fingerprint
 
         if not path.is_file():
             return False
@@ -425,8 +425,8 @@ class ArtIndex:
         (`ann.build_sharded`); `run_shards` encodes them elsewhere (a Ray cluster).
         Returns what was built, or None when the space stays exact or is already current.
         """
-        from artsearch import ann as ann_mod
-        from artsearch.ann import RECALL_BAR, build, build_sharded, choose
+        from artsearch.index import ann as ann_mod
+        from artsearch.index.ann import RECALL_BAR, build, build_sharded, choose
 
         vec = self.vectors(space)
         kind = choose(requested, len(vec), space.dims)

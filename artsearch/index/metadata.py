@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from artsearch.errors import MetadataError
-from artsearch.store import METADATA_FIELDS, Artwork
+from artsearch.index.store import METADATA_FIELDS, Artwork
 
 __all__ = ["Catalogue", "MetadataImport", "apply_metadata", "read_metadata_csv"]
 
