@@ -29,12 +29,11 @@ from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy import select
 
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
-from artsearch.index.catalogue import century, field_value
-from artsearch.index.store import Artwork, ClusterAssignment, ClusterRun, Embedding, Space
+from artsearch.index.catalogue import artworks, century, faiss_artworks, field_value
+from artsearch.index.clusters import StoredRun, assignments, load_run, runs, save_run
 from artsearch.metrics import ari, hypergeometric_tail, nmi, purity, silhouette
 
 __all__ = ["AUTO_K_RANGE", "CENTRE_DEFAULT", "METHODS", "ClusterResult", "StoredRun",
@@ -239,9 +238,7 @@ def space_matrix(index: ArtIndex, space: str) -> tuple[list[int], np.ndarray]:
     """A space's artwork ids (ascending) and their unit vectors, row for row."""
     sp = index.space(space)
     ids, vectors = index.vectors(sp).everything()
-    with index.store.session() as s:
-        by_faiss = dict(s.execute(select(Embedding.faiss_id, Embedding.artwork_id).where(
-            Embedding.space_id == sp.id)).all())
+    by_faiss = faiss_artworks(index, sp)
     keep = np.array([int(i) in by_faiss for i in ids], bool)
     ids, vectors = ids[keep], vectors[keep]
     order = np.argsort([by_faiss[int(i)] for i in ids])  # artwork order: stable across runs
@@ -303,15 +300,9 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
     params["stability"] = stability(vectors, assign, chosen, seed, restarts, method, mcs)
     metrics = _agreement(index, artwork_ids, assign)
     metrics["clusters"] = _labels(index, artwork_ids, assign, chosen)
-    with index.store.session() as s, s.begin():
-        run = ClusterRun(space_id=sp.id, method=method, k=chosen, seed=seed, params=params,
-                         metrics=metrics)
-        s.add(run)
-        s.flush()
-        s.add_all(ClusterAssignment(run_id=run.id, artwork_id=a, cluster=int(c),
-                                    distance=float(d))
-                  for a, c, d in zip(artwork_ids, assign, distance, strict=True))
-        run_id = run.id
+    run_id = save_run(index, sp, method=method, k=chosen, seed=seed, params=params,
+                      metrics=metrics, artwork_ids=artwork_ids, clusters=assign.tolist(),
+                      distances=distance.tolist())
     sizes = np.bincount(assign[assign != NOISE], minlength=chosen).tolist()
     return ClusterResult(run_id, chosen, sizes, metrics, params,
                          noise=int((assign == NOISE).sum()))
@@ -321,8 +312,7 @@ def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> d
     """NMI, ARI and purity against each catalogue field, over the works that have it (and
     belong to a cluster: HDBSCAN's noise is left out); fields with more distinct values than
     half those works are skipped."""
-    with index.store.session() as s:
-        arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
+    arts = {a.id: a for a in artworks(index, artwork_ids)}
     out: dict[str, Any] = {}
     for field in LABEL_FIELDS:
         values = [field_value(arts[a], field) for a in artwork_ids]
@@ -347,8 +337,7 @@ def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
     hypergeometric upper tail; p-values are Bonferroni-corrected for the number of tests.
     A cluster's label joins its two most significant values, or says it has none.
     """
-    with index.store.session() as s:
-        arts = {a.id: a for a in s.scalars(select(Artwork).where(Artwork.id.in_(artwork_ids)))}
+    arts = {a.id: a for a in artworks(index, artwork_ids)}
     tests: list[tuple[int, str, str, int, int, int, int]] = []
     for field in LABEL_FIELDS:
         values = [field_value(arts[a], field) for a in artwork_ids]
@@ -416,53 +405,7 @@ def distinct_labels(entries: list[dict[str, Any]], words: int = 2) -> list[dict[
     return entries
 
 
-# -- stored runs ----------------------------------------------------------------------------------
-
-@dataclass
-class StoredRun:
-    """A clustering run as stored: the run and its space, each work's cluster, the works."""
-
-    run: Any  # ClusterRun: id, method, k, seed, params, metrics, created_at
-    space: Any  # Space
-    assigned: dict[int, int]  # artwork id -> cluster
-    artworks: dict[int, Any]  # artwork id -> Artwork
-
-
-def runs(index: ArtIndex) -> list[dict[str, Any]]:
-    """Every stored run, oldest first: id, space, method, k, seed, date, agreement."""
-    with index.store.session() as s:
-        return [{"run": r.id, "space": name, "method": r.method, "k": r.k, "seed": r.seed,
-                 "created": r.created_at.isoformat(timespec="seconds"), "agreement": r.metrics}
-                for r, name in s.execute(select(ClusterRun, Space.name).join(
-                    Space, Space.id == ClusterRun.space_id).order_by(ClusterRun.id))]
-
-
-def load_run(index: ArtIndex, run_id: int) -> StoredRun:
-    """One stored run with its assignments and works; refused if there is no such run."""
-    with index.store.session() as s:
-        run = s.get(ClusterRun, run_id)
-        if run is None:
-            raise MetadataError(f"no clustering run {run_id}; `artsearch clusters` lists them")
-        space = s.get(Space, run.space_id)
-        assigned = dict(s.execute(select(ClusterAssignment.artwork_id, ClusterAssignment.cluster)
-                                  .where(ClusterAssignment.run_id == run_id)).all())
-        arts = {a.id: a for a in s.scalars(select(Artwork).where(
-            Artwork.id.in_(list(assigned))))}
-    return StoredRun(run, space, assigned, arts)
-
-
-def assignments(index: ArtIndex, run_id: int) -> list[dict[str, Any]]:
-    """A run's works by cluster, nearest its centre first: path, cluster (stored number:
-    from 0, -1 unclustered), cosine distance to the centre."""
-    load_run(index, run_id)  # refuses an unknown run
-    with index.store.session() as s:
-        return [{"path": path, "cluster": c, "distance": round(d, 6)}
-                for path, c, d in s.execute(
-                    select(Artwork.path, ClusterAssignment.cluster, ClusterAssignment.distance)
-                    .join(Artwork, Artwork.id == ClusterAssignment.artwork_id)
-                    .where(ClusterAssignment.run_id == run_id)
-                    .order_by(ClusterAssignment.cluster, ClusterAssignment.distance))]
-
+# -- stored runs: kept by artsearch.index.clusters ----------------------------------------------
 
 def replay_run(index: ArtIndex, run_id: int) -> dict[str, Any]:
     """Cluster a stored run's works again with its stored method, k, seed and centring, and

@@ -8,13 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import and_, select
 
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError, OptionError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
-from artsearch.index.catalogue import check_fields, parse_where, where_conditions
-from artsearch.index.store import Artwork, Embedding, Space
+from artsearch.index.catalogue import (
+    artworks,
+    artworks_by_faiss_id,
+    check_fields,
+    embedding_of,
+    faiss_ids_where,
+    find_artwork,
+    parse_where,
+    where_conditions,
+)
+from artsearch.index.store import Artwork, Space
 
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
@@ -142,44 +150,41 @@ def search(
 
     check_fields(index, [*(where or {}), *exclude_same])
     conditions = where_conditions(index, where, exclude_same, query_art, notes)
-    with index.store.session() as s:
-        allowed: dict[str, np.ndarray | None] = {}
-        for sp in spaces:
-            allowed[sp.name] = None if not conditions else np.fromiter(s.scalars(
-                select(Embedding.faiss_id).join(Artwork).where(
-                    Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
-        how: dict[str, Any] = {"index": "flat (exact)"}
-        cos_by_art: dict[int, float] = {}
-        if len(spaces) == 1:
-            sp = spaces[0]
-            wanted = max(k, RERANK_CANDIDATES) if rerank else k
-            if allowed[sp.name] is None:  # filtered queries are always exact
-                searcher, how = index.searcher(sp)
-                scores, ids = searcher.search(query_vecs[sp.name], wanted)
-            else:
-                scores, ids = index.vectors(sp).search(query_vecs[sp.name], wanted,
-                                                       allowed=allowed[sp.name])
-            ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True)
-                      if i >= 0]
-            cosines = dict((i, sc) for sc, i in ranked)
-            if rerank:
-                ranked = _csls(index, sp, query_vecs[sp.name], ranked, query_art, s)
-                how = {**how, "rerank": f"csls over the nearest {wanted}, r from {RERANK_K} "
-                                        "neighbours"}
-            ranked = ranked[:k]
-            arts = _artworks_by_faiss_id(s, sp, [i for _, i in ranked])
-            scored: list[tuple[float, Artwork, dict[str, Any] | None]] = [
-                (sc, arts[i], None) for sc, i in ranked if i in arts]
-            if rerank:
-                cos_by_art = {arts[i].id: cosines[i] for _, i in ranked if i in arts}
+    allowed: dict[str, np.ndarray | None] = {
+        sp.name: None if not conditions else faiss_ids_where(index, sp, conditions)
+        for sp in spaces}
+    how: dict[str, Any] = {"index": "flat (exact)"}
+    cos_by_art: dict[int, float] = {}
+    if len(spaces) == 1:
+        sp = spaces[0]
+        wanted = max(k, RERANK_CANDIDATES) if rerank else k
+        if allowed[sp.name] is None:  # filtered queries are always exact
+            searcher, how = index.searcher(sp)
+            scores, ids = searcher.search(query_vecs[sp.name], wanted)
         else:
-            scored = _blend(index, s, spaces, weights, query_vecs, allowed, k, notes)
-        hits = [Hit(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
-                    art.style, art.genre, art.extra, parts)
-                for rank, (score, art, parts) in enumerate(scored[:k], 1)]
-        for hit in hits:
-            if hit.id in cos_by_art:
-                hit.cosine = round(cos_by_art[hit.id], 6)
+            scores, ids = index.vectors(sp).search(query_vecs[sp.name], wanted,
+                                                   allowed=allowed[sp.name])
+        ranked = [(float(sc), int(i)) for sc, i in zip(scores[0], ids[0], strict=True)
+                  if i >= 0]
+        cosines = dict((i, sc) for sc, i in ranked)
+        if rerank:
+            ranked = _csls(index, sp, query_vecs[sp.name], ranked, query_art)
+            how = {**how, "rerank": f"csls over the nearest {wanted}, r from {RERANK_K} "
+                                    "neighbours"}
+        ranked = ranked[:k]
+        arts = artworks_by_faiss_id(index, sp, [i for _, i in ranked])
+        scored: list[tuple[float, Artwork, dict[str, Any] | None]] = [
+            (sc, arts[i], None) for sc, i in ranked if i in arts]
+        if rerank:
+            cos_by_art = {arts[i].id: cosines[i] for _, i in ranked if i in arts}
+    else:
+        scored = _blend(index, spaces, weights, query_vecs, allowed, k, notes)
+    hits = [Hit(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
+                art.style, art.genre, art.extra, parts)
+            for rank, (score, art, parts) in enumerate(scored[:k], 1)]
+    for hit in hits:
+        if hit.id in cos_by_art:
+            hit.cosine = round(cos_by_art[hit.id], 6)
     if query_art is not None:  # an exact duplicate ties with the query: the query goes first
         own = query_art.id  # (and stays first when re-ranked: CSLS is for the others)
         hits.sort(key=lambda h: (h.id != own, -h.score) if rerank else (-h.score, h.id != own))
@@ -197,7 +202,7 @@ RERANK_K = 10            # neighbours whose mean cosine is a work's CSLS radius
 
 
 def _csls(index: ArtIndex, sp: Space, q: np.ndarray, ranked: list[tuple[float, int]],
-          query_art: Artwork | None, s: Any) -> list[tuple[float, int]]:
+          query_art: Artwork | None) -> list[tuple[float, int]]:
     """(CSLS score, faiss id) for the candidates, best first. A work's radius is its mean
     cosine to its RERANK_K nearest other works, found by the space's own searcher."""
     from artsearch.audit import csls
@@ -208,8 +213,8 @@ def _csls(index: ArtIndex, sp: Space, q: np.ndarray, ranked: list[tuple[float, i
     ids = np.array([i for _, i in ranked], np.int64)
     own = None
     if query_art is not None:
-        own = s.scalar(select(Embedding.faiss_id).where(Embedding.space_id == sp.id,
-                                                        Embedding.artwork_id == query_art.id))
+        stored = embedding_of(index, sp, query_art.id)
+        own = stored[0] if stored else None
     vectors = index.vectors(sp).vectors(ids)
     sims, found = searcher.search(np.vstack([q, vectors]), RERANK_K + 1)
     skip = [own, *ids.tolist()]  # each point's own id is not its neighbour
@@ -222,14 +227,8 @@ def _csls(index: ArtIndex, sp: Space, q: np.ndarray, ranked: list[tuple[float, i
     return [(float(scores[o]), int(ids[o])) for o in order]
 
 
-def _artworks_by_faiss_id(s: Any, sp: Space, ids: Sequence[int]) -> dict[int, Artwork]:
-    """Artworks behind FAISS ids; an id missing here is a vector from an interrupted run."""
-    return {e.faiss_id: e.artwork for e in s.scalars(
-        select(Embedding).where(Embedding.space_id == sp.id, Embedding.faiss_id.in_(list(ids))))}
-
-
 def _blend(
-    index: ArtIndex, s: Any, spaces: list[Space], weights: dict[str, float],
+    index: ArtIndex, spaces: list[Space], weights: dict[str, float],
     query_vecs: dict[str, np.ndarray], allowed: dict[str, np.ndarray | None], k: int,
     notes: list[str],
 ) -> list[tuple[float, Artwork, dict[str, Any] | None]]:
@@ -294,8 +293,7 @@ def _blend(
                      "index the collection into every space")
     candidates = np.flatnonzero(complete)
     top = candidates[np.argsort(-blended[candidates], kind="stable")[: max(k, 0) + 1]]
-    arts_by_id = {a.id: a for a in s.scalars(select(Artwork).where(
-        Artwork.id.in_(top.tolist())))}
+    arts_by_id = {a.id: a for a in artworks(index, top.tolist())}
     out: list[tuple[float, Artwork, dict[str, Any] | None]] = []
     for art_id in top.tolist():
         parts = {sp.name: {"cosine": round(float(cosines[sp.name][art_id]), 6),
@@ -316,22 +314,20 @@ def _resolve_artwork(
         if not text.strip():
             raise OptionError("--text is empty; describe what to look for")
         return None, {"text": text}
-    with index.store.session() as s:
-        if artwork is not None:
-            art = (s.get(Artwork, int(artwork)) if str(artwork).isdigit()
-                   else s.scalar(select(Artwork).where(Artwork.path == str(artwork))))
-            if art is None:
-                raise NotIndexedError(
-                    f"{artwork}: no such artwork in {index.path} (not an indexed id or path, "
-                    "and no image file there); `artsearch info --works` lists the indexed "
-                    "paths")
-            return art, {"id": art.id, "path": art.path, "indexed": True}
-        assert image is not None and data is not None
-        sha = sha256_bytes(data)
-        art = s.scalar(select(Artwork).where(Artwork.sha256 == sha).order_by(Artwork.id))
+    if artwork is not None:
+        art = (find_artwork(index, id=int(artwork)) if str(artwork).isdigit()
+               else find_artwork(index, path=str(artwork)))
         if art is None:
-            return None, {"image": str(image), "indexed": False}
-        return art, {"id": art.id, "path": art.path, "indexed": True, "image": str(image)}
+            raise NotIndexedError(
+                f"{artwork}: no such artwork in {index.path} (not an indexed id or path, "
+                "and no image file there); `artsearch info --works` lists the indexed "
+                "paths")
+        return art, {"id": art.id, "path": art.path, "indexed": True}
+    assert image is not None and data is not None
+    art = find_artwork(index, sha256=sha256_bytes(data))
+    if art is None:
+        return None, {"image": str(image), "indexed": False}
+    return art, {"id": art.id, "path": art.path, "indexed": True, "image": str(image)}
 
 
 def _query_vector(
@@ -340,11 +336,10 @@ def _query_vector(
 ) -> np.ndarray:
     """(1, dims): the stored vector of an indexed artwork, else a freshly embedded one."""
     if art is not None:
-        with index.store.session() as s:
-            emb = s.get(Embedding, (sp.id, art.id))
-        if emb is not None and emb.sha256 == art.sha256:
+        emb = embedding_of(index, sp, art.id)
+        if emb is not None and emb[1] == art.sha256:
             try:
-                return index.vectors(sp).reconstruct(emb.faiss_id)[None]
+                return index.vectors(sp).reconstruct(emb[0])[None]
             except KeyError:  # committed, not yet saved: an indexing run is under way
                 if image is None:
                     raise NotIndexedError(

@@ -61,11 +61,9 @@ def build_index(path: Path, n: int, seed: int = 0) -> None:
     """A synthetic index of n works in spaces 'content' and 'style'."""
     import csv
 
-    from sqlalchemy import insert
-
     from artsearch import backbones
     from artsearch.index import ArtIndex
-    from artsearch.index.store import Artwork, Embedding, Space
+    from artsearch.index.writer import add_vectors, add_works
 
     rng = np.random.default_rng(seed)
     with (DEV / "metadata.csv").open(newline="", encoding="utf-8") as fh:
@@ -80,15 +78,15 @@ def build_index(path: Path, n: int, seed: int = 0) -> None:
         dev_idx = ArtIndex(work / "dev-index")
         picks = rng.integers(0, len(rows), n)
         now = __import__("datetime").datetime(2026, 12, 1)
-        with idx.store.session() as s, s.begin():
-            s.execute(insert(Artwork), [{
-                "path": f"synthetic/{i:06d}.jpg", "sha256": f"{i:064x}", "size": 1000,
-                "mtime": 0.0, "width": 512, "height": 400,
-                "title": f"{rows[j].get('artist') or 'Untitled'} study {i}",
-                "artist": rows[j].get("artist") or None, "style": rows[j].get("style") or None,
-                "genre": rows[j].get("genre") or None, "date": str(1400 + (i % 600)),
-                "source": rows[j].get("source") or None, "license": rows[j].get("license")
-                or None, "added_at": now, "updated_at": now} for i, j in enumerate(picks)])
+        art_ids = add_works(idx, [{
+            "path": f"synthetic/{i:06d}.jpg", "sha256": f"{i:064x}", "size": 1000,
+            "mtime": 0.0, "width": 512, "height": 400,
+            "title": f"{rows[j].get('artist') or 'Untitled'} study {i}",
+            "artist": rows[j].get("artist") or None, "style": rows[j].get("style") or None,
+            "genre": rows[j].get("genre") or None, "date": str(1400 + (i % 600)),
+            "source": rows[j].get("source") or None,
+            "license": rows[j].get("license") or None, "added_at": now, "updated_at": now}
+            for i, j in enumerate(picks)])
         for name, base in spaces.items():
             dev_space = dev_idx.space(name)
             sp = idx.ensure_space(name, spec, layers=tuple(dev_space.layer.split(",")),
@@ -100,14 +98,9 @@ def build_index(path: Path, n: int, seed: int = 0) -> None:
             vectors = base[picks % len(base)] + rng.normal(0, spread, (n, base.shape[1]))
             vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
                 np.float32)
-            with idx.store.session() as s, s.begin():
-                s.execute(insert(Embedding), [{"space_id": sp.id, "artwork_id": i + 1,
-                                               "faiss_id": i, "sha256": f"{i:064x}"}
-                                              for i in range(n)])
-                row = s.get(Space, sp.id)
-                row.next_faiss_id = n
+            faiss_ids = add_vectors(idx, sp, [(a, f"{i:064x}") for i, a in enumerate(art_ids)])
             vec = idx.vectors(idx.space(name))
-            vec.add(range(n), vectors)
+            vec.add(faiss_ids, vectors)
             idx.save_vectors(idx.space(name))
             built = idx.update_ann(idx.space(name), "auto")  # as `artsearch index` would
             if built:

@@ -176,7 +176,7 @@ def test_a_non_utf8_file_name_is_skipped_with_a_reason_and_the_run_goes_on(
 
 def test_the_stored_hash_is_of_the_bytes_that_were_embedded(
         collection: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.indexing as indexing
+    import artsearch.index.writer as indexing
 
     target = collection / "b" / "work_000.jpg"
     real_hash = indexing.hash_file

@@ -391,7 +391,7 @@ def test_iiif_takes_the_writers_lock_before_fetching(raw: Raw, tmp_path: Path) -
 
 def test_many_failed_canvases_are_recorded_in_few_statements(tmp_path: Path) -> None:
     from artsearch.index.store import Failure
-    from artsearch.indexing import _record_failures
+    from artsearch.index.writer import record_failures as _record_failures
 
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         idx.lock()

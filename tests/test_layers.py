@@ -32,11 +32,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("shells", ("artsearch.cli", "artsearch.web", "artsearch.reports", "artsearch.__main__")),
 )
 SQL_HOME = "artsearch.index"  # the only package that may import sqlalchemy
-# Modules whose SQL has not yet moved into artsearch.index (issue 33): this list only shrinks.
-SQL_PENDING = {"artsearch/cluster.py", "artsearch/exchange/export.py",
-               "artsearch/exchange/imports.py", "artsearch/indexing.py", "artsearch/query.py",
-               "artsearch/regions/search.py", "artsearch/regions/store.py",
-               "artsearch/web/map.py", "benchmarks/bench_serve.py"}
 
 
 def module_name(path: Path) -> str:
@@ -157,9 +152,7 @@ def test_sql_lives_only_in_the_index_layer() -> None:
                      if not in_package(module_name(p), SQL_HOME)
                      and any(n == "sqlalchemy" or n.startswith("sqlalchemy.")
                              for n in imported_names(p)))
-    assert sorted(set(outside) - SQL_PENDING) == [], \
-        f"{outside} import sqlalchemy; ask a function of artsearch.index"
-    assert sorted(SQL_PENDING - set(outside)) == [], "SQL_PENDING lists modules without SQL"
+    assert outside == [], f"{outside} import sqlalchemy; ask a function of artsearch.index"
 
 
 def test_no_module_is_a_god_module() -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
 from artsearch.errors import ArtsearchError
 from artsearch.exchange._common import EXPORT_VERSION, FORMATS, SHARD_ROWS, pyarrow, sha256_of
-from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Space
+from artsearch.index.catalogue import embedded_pairs
+from artsearch.index.store import METADATA_FIELDS, Artwork, Space
 from artsearch.paths import check_space_name
 from artsearch.textsafe import one_line
 
@@ -39,11 +39,7 @@ def space_description(index: ArtIndex, space: Space) -> dict[str, Any]:
 def _rows(index: ArtIndex, space: Space) -> Iterator[tuple[list[Artwork], np.ndarray]]:
     """(works, their vectors) in shards of SHARD_ROWS, ordered by path."""
     vec = index.vectors(space)
-    with index.store.session() as s:
-        pairs = s.execute(select(Artwork, Embedding.faiss_id)
-                          .join(Embedding, Embedding.artwork_id == Artwork.id)
-                          .where(Embedding.space_id == space.id)
-                          .order_by(Artwork.path)).all()
+    pairs = embedded_pairs(index, space)
     for start in range(0, len(pairs), SHARD_ROWS):
         chunk = pairs[start: start + SHARD_ROWS]
         yield ([a for a, _ in chunk],

@@ -9,11 +9,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
 from artsearch.errors import ArtsearchError, IndexMismatchError
 from artsearch.exchange._common import MAX_PATH_CHARS
-from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Space
+from artsearch.index.catalogue import work_hashes
+from artsearch.index.store import METADATA_FIELDS
+from artsearch.index.writer import record_imported
 from artsearch.paths import check_space_name, inside
 from artsearch.textsafe import one_line, terminal
 
@@ -107,9 +108,7 @@ def _plan(data: Vectors, collection: Path, works: dict[str, tuple[int, str]],
 def _works(index: ArtIndex) -> dict[str, tuple[int, str]]:
     if not index.exists:
         return {}
-    with index.store.session() as s:
-        return {p: (i, h) for i, p, h in s.execute(
-            select(Artwork.id, Artwork.path, Artwork.sha256))}
+    return work_hashes(index)
 
 
 def import_vectors(
@@ -211,33 +210,11 @@ def import_vectors(
     report.skipped = plan.skipped
     vec = index.vectors(space)
     try:
-        with index.store.session() as s, s.begin():
-            by_path = {a.path: a for a in s.scalars(select(Artwork))}
-            row = s.get(Space, space.id)
-            assert row is not None
-            old_ids: list[int] = []
-            new_ids: list[int] = []
-            for i, rel in zip(plan.kept, plan.paths, strict=True):
-                art = by_path.get(rel)
-                if art is None:
-                    sha, size_bytes, mtime = plan.new[rel]
-                    item = data.rows[i]
-                    art = Artwork(path=rel, sha256=sha, size=size_bytes, mtime=mtime,
-                                  **{f: _text(item.get(f)) for f in METADATA_FIELDS})
-                    s.add(art)
-                    s.flush()
-                    by_path[rel] = art
-                    report.new_works += 1
-                old = s.get(Embedding, (space.id, art.id))
-                if old is not None:
-                    old_ids.append(old.faiss_id)
-                    s.delete(old)
-                    s.flush()
-                    report.replaced += 1
-                s.add(Embedding(space_id=space.id, artwork_id=art.id,
-                                faiss_id=row.next_faiss_id, sha256=art.sha256))
-                new_ids.append(row.next_faiss_id)
-                row.next_faiss_id += 1
+        works = [(rel, plan.new.get(rel),
+                  {f: _text(data.rows[i].get(f)) for f in METADATA_FIELDS})
+                 for i, rel in zip(plan.kept, plan.paths, strict=True)]
+        old_ids, new_ids, report.new_works, report.replaced = record_imported(
+            index, space, works)
         # As in indexing: FAISS changes only after the rows that name its ids are committed.
         vec.remove(old_ids)
         vec.add(new_ids, data.vectors[plan.kept])

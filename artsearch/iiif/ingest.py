@@ -108,7 +108,8 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
     """Fetch the canvases of a manifest or collection and index them (see the module). The
     writer's lock is taken first: nothing is fetched or written while another run writes."""
     from artsearch.index import catalogue as catalogue_mod
-    from artsearch.indexing import _record_failures, index_collection
+    from artsearch.index.writer import record_failures_now
+    from artsearch.indexing import index_collection
 
     opts = fetch_opts or FetchOptions()
     index.lock()
@@ -155,8 +156,7 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
     options.metadata = catalogue
     result = index_collection(folder, index, options)
     if report.failed:  # kept for `artsearch info --failures`, by canvas URI
-        with index.store.session() as s, s.begin():
-            _record_failures(s, report.failed)
+        record_failures_now(index, report.failed)
     return result, report
 
 

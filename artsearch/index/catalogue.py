@@ -14,10 +14,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, column, func, not_, or_, select, text
+import numpy as np
+from sqlalchemy import ColumnElement, Integer, and_, column, func, not_, or_, select, text
 
 from artsearch.errors import MetadataError, NotIndexedError, OptionError
-from artsearch.index import ArtIndex
+from artsearch.index.folder import ArtIndex
 from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
 __all__ = [
@@ -189,6 +190,71 @@ def embedded_works(index: ArtIndex, space: str) -> list[Any]:
     with index.store.session() as s:
         return list(s.scalars(select(Artwork).join(Embedding, Embedding.artwork_id == Artwork.id)
                               .where(Embedding.space_id == sp.id).order_by(Artwork.path)))
+
+
+def space_works(index: ArtIndex, sp: Any) -> dict[int, tuple[str, str]]:
+    """artwork id -> (path, content hash) of every work with a vector in the space."""
+    with index.store.session() as s:
+        rows = s.execute(select(Artwork.id, Artwork.path, Artwork.sha256).join(
+            Embedding, and_(Embedding.artwork_id == Artwork.id, Embedding.space_id == sp.id)))
+        return {int(i): (p, h) for i, p, h in rows}
+
+
+def faiss_artworks(index: ArtIndex, sp: Any) -> dict[int, int]:
+    """FAISS id -> artwork id of every vector in the space."""
+    with index.store.session() as s:
+        return {int(f): int(a) for f, a in s.execute(
+            select(Embedding.faiss_id, Embedding.artwork_id).where(Embedding.space_id == sp.id))}
+
+
+def embedded_pairs(index: ArtIndex, sp: Any) -> list[tuple[Any, int]]:
+    """(artwork, its FAISS id) of every work with a vector in the space, ordered by path."""
+    with index.store.session() as s:
+        return [(a, int(f)) for a, f in s.execute(
+            select(Artwork, Embedding.faiss_id)
+            .join(Embedding, Embedding.artwork_id == Artwork.id)
+            .where(Embedding.space_id == sp.id).order_by(Artwork.path))]
+
+
+def faiss_ids_where(index: ArtIndex, sp: Any, conditions: Sequence[ColumnElement[bool]]
+                    ) -> np.ndarray:
+    """The space's FAISS ids of the works that meet `conditions` (where_conditions')."""
+    with index.store.session() as s:
+        return np.fromiter(s.scalars(select(Embedding.faiss_id).join(Artwork).where(
+            Embedding.space_id == sp.id, and_(*conditions))), dtype=np.int64)
+
+
+def artworks_by_faiss_id(index: ArtIndex, sp: Any, ids: Sequence[int]) -> dict[int, Any]:
+    """Artworks behind FAISS ids of a space; an id missing here is a vector from an
+    interrupted run."""
+    with index.store.session() as s:
+        return {int(f): a for f, a in s.execute(
+            select(Embedding.faiss_id, Artwork).join(Artwork).where(
+                Embedding.space_id == sp.id, Embedding.faiss_id.in_(list(ids))))}
+
+
+def embedding_of(index: ArtIndex, sp: Any, artwork_id: int) -> tuple[int, str] | None:
+    """(FAISS id, hash of the bytes embedded) of a work's vector in a space; None if none."""
+    with index.store.session() as s:
+        emb = s.get(Embedding, (sp.id, artwork_id))
+        return (int(emb.faiss_id), emb.sha256) if emb is not None else None
+
+
+def work_hashes(index: ArtIndex) -> dict[str, tuple[int, str]]:
+    """path -> (artwork id, content hash) of every work; empty for an index not made yet."""
+    if not index.exists:
+        return {}
+    with index.store.session() as s:
+        return {p: (int(i), h) for i, p, h in s.execute(
+            select(Artwork.id, Artwork.path, Artwork.sha256))}
+
+
+def field_values(index: ArtIndex, name: str) -> dict[int, Any]:
+    """artwork id -> its value of one catalogued column (title, artist, date, style, genre,
+    licence...), None where it has none."""
+    col = getattr(Artwork, name)
+    with index.store.session() as s:
+        return {int(a): v for a, v in s.execute(select(Artwork.id, col))}
 
 
 def find_artwork(index: ArtIndex, *, id: int | None = None, path: str | Path | None = None,

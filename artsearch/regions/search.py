@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import and_, select
 
 from artsearch.errors import BadImageError, NotIndexedError, OptionError
 from artsearch.query import Hit, QueryResult
@@ -19,8 +18,9 @@ if TYPE_CHECKING:
     from artsearch.index import ArtIndex
     from artsearch.index.store import Space
 
+from artsearch.index.catalogue import space_works
 from artsearch.regions.describe import CANDIDATES, crop_box, query_vector, region_extractor
-from artsearch.regions.store import load_regions, space_works
+from artsearch.regions.store import load_regions
 
 
 @dataclass
@@ -48,8 +48,7 @@ def query_regions(
     the question is where else the motif appears."""
     from artsearch.explain import decoded, read_work
     from artsearch.images import read_file, sha256_bytes
-    from artsearch.index.catalogue import check_fields, find_artwork, where_conditions
-    from artsearch.index.store import Artwork
+    from artsearch.index.catalogue import artworks, check_fields, find_artwork, matching_ids
 
     if k < 1:
         raise OptionError(f"-k {k}: ask for at least one result")
@@ -106,9 +105,7 @@ def query_regions(
     check_fields(index, list(where or {}))
     allowed: set[int] | None = None
     if where:
-        with index.store.session() as s:
-            allowed = set(s.scalars(select(Artwork.id).where(
-                and_(*where_conditions(index, where)))))
+        allowed = matching_ids(index, where)
     n = int(stored.index.ntotal)
     wanted = min(n, max(CANDIDATES, 30 * k) * (10 if allowed is not None else 1))
     best: dict[int, tuple[float, int]] = {}
@@ -128,9 +125,7 @@ def query_regions(
     if len(ranked) < k and allowed is not None:
         notes.append(f"only {len(ranked)} works matching the filters have a region among "
                      f"the {wanted} nearest")
-    with index.store.session() as s:
-        arts = {a.id: a for a in s.scalars(select(Artwork).where(
-            Artwork.id.in_([a for a, _ in ranked])))}
+    arts = {a.id: a for a in artworks(index, [a for a, _ in ranked])}
     hits: list[Hit] = [RegionHit(rank, round(score, 6), art.id, art.path, art.title, art.artist,
                       art.date, art.style, art.genre, art.extra,
                       box=[round(float(v), 4) for v in stored.boxes[row]])

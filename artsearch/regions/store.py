@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import and_, select
 
 from artsearch.errors import IndexDamagedError
 from artsearch.index.ann import RECALL_BAR
+from artsearch.index.catalogue import space_works
 from artsearch.regions.describe import (
     CANDIDATES,
     SCALES,
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     from artsearch.index import ArtIndex
     from artsearch.index.store import Space
 
-__all__ = ["BuildReport", "build_regions", "has_regions", "load_regions", "region_summary",
-           "space_works"]
+__all__ = ["BuildReport", "build_regions", "has_regions", "load_regions", "region_summary"]
 
 EXACT_UP_TO = 50_000  # regions searched exactly; above, quantised
 TRAIN_SAMPLE = 100_000
@@ -207,16 +206,6 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
 
 
 # -- building --------------------------------------------------------------------------------
-
-
-def space_works(index: ArtIndex, sp: Space) -> dict[int, tuple[str, str]]:
-    """artwork id -> (path, content hash) of every work with a vector in the space."""
-    from artsearch.index.store import Artwork, Embedding
-
-    with index.store.session() as s:
-        rows = s.execute(select(Artwork.id, Artwork.path, Artwork.sha256).join(
-            Embedding, and_(Embedding.artwork_id == Artwork.id, Embedding.space_id == sp.id)))
-        return {int(i): (p, h) for i, p, h in rows}
 
 
 def build_regions(index: ArtIndex, space: str,

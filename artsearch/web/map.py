@@ -66,10 +66,9 @@ def layout(index: Any, space: str) -> tuple[np.ndarray, np.ndarray, str]:
 def _groups(index: Any, space: str, ids: np.ndarray, colour: str
             ) -> tuple[list[int], list[str], str]:
     """Each work's colour group (an index into the names; -1: none) and what they mean."""
-    from sqlalchemy import select
-
     from artsearch.cluster import runs
-    from artsearch.index.store import Artwork, ClusterAssignment
+    from artsearch.index.catalogue import field_values
+    from artsearch.index.clusters import run_clusters
 
     position = {int(a): i for i, a in enumerate(ids.tolist())}
     group = [-1] * len(ids)
@@ -79,9 +78,7 @@ def _groups(index: Any, space: str, ids: np.ndarray, colour: str
             return group, [], (f"no clustering run of {space} yet: `artsearch cluster "
                                f"--space {space}` makes one")
         run = mine[-1]
-        with index.store.session() as s:
-            rows = s.execute(select(ClusterAssignment.artwork_id, ClusterAssignment.cluster)
-                             .where(ClusterAssignment.run_id == run["run"])).all()
+        rows = list(run_clusters(index, run["run"]).items())
         clusters = sorted({c for _, c in rows if c >= 0})
         slot = {c: i for i, c in enumerate(clusters)}
         for a, c in rows:
@@ -89,19 +86,17 @@ def _groups(index: Any, space: str, ids: np.ndarray, colour: str
                 group[position[a]] = slot[c]
         return group, [f"cluster {c + 1}" for c in clusters], (
             f"run {run['run']} ({run['method']}, k = {run['k']})")
-    column = getattr(Artwork, colour)
-    with index.store.session() as s:
-        rows = s.execute(select(Artwork.id, column)).all()
+    rows = list(field_values(index, colour).items())
     counts: dict[str, int] = {}
     for a, v in rows:
         if a in position and v:
             counts[str(v)] = counts.get(str(v), 0) + 1
     names = sorted(counts, key=lambda v: (-counts[v], v))[:COLOURS]
-    slot = {v: i for i, v in enumerate(names)}
+    place = {v: i for i, v in enumerate(names)}
     other = len(counts) > len(names)
     for a, v in rows:
         if a in position and v:
-            group[position[a]] = slot.get(str(v), len(names) if other else -1)
+            group[position[a]] = place.get(str(v), len(names) if other else -1)
     return group, names + (["other"] if other else []), f"by {colour}"
 
 
