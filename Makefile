@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: example test bench clean-example
+.PHONY: example test test-fast docs bench clean-example
 
 $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (first run only): PyTorch and the other dependencies take a few minutes"
@@ -49,8 +49,17 @@ example: $(STAMP)
 	@echo "  (or call $(BIN)/artsearch); with one index here, --index example is the default"
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check artsearch tests benchmarks migrations
 	$(BIN)/python -m mypy artsearch
 	$(BIN)/python -m pytest
+
+# The developer's lane: no real backbone, no browser, no dev set (CI still runs everything).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not integration"
+
+# docs/commands.md from the CLI's own --help (tests/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m artsearch.cli.reference
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_index.py

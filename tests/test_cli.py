@@ -177,13 +177,6 @@ def test_style_space_and_blend_from_the_command_line(collection: Path) -> None:
     assert code == 1 and "no text encoder" in err
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))
-def test_every_command_is_documented(command: str) -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert f"artsearch {command}" in readme
-    assert cli.commands[command].help
-
-
 def _bad_input_corpus(root: Path) -> tuple[set[str], set[str]]:
     """Write every awkward kind of file; return (names that must index, names that must fail)."""
     import io

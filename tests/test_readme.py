@@ -45,20 +45,3 @@ def test_the_example_table_is_what_make_example_finds(tmp_path: Path) -> None:
     assert found, "README.md has no <!-- example-table --> block"
     assert found.group(1) == "\n".join(rows), "README's example table is stale; it should " \
         "read:\n" + "\n".join(rows)
-
-
-def test_every_module_is_in_the_readmes_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    rows = [line for line in readme.splitlines() if line.startswith("| `artsearch/")]
-    named = " ".join(rows)
-    package = ROOT / "artsearch"
-    missing = []
-    for path in sorted(package.iterdir()):
-        if path.name.startswith("__"):
-            continue
-        if path.is_dir() and any(path.glob("*.py")):
-            if f"`artsearch/{path.name}/`" not in named:
-                missing.append(f"artsearch/{path.name}/")
-        elif path.suffix == ".py" and path.name not in named:
-            missing.append(f"artsearch/{path.name}")
-    assert missing == [], f"README's module table lacks {missing}"
