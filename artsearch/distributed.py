@@ -124,7 +124,7 @@ class _EmbedActor:
 
 
 class RayExtractor:
-    """What `indexing._embed` needs of an extractor, with the embedding done by Ray actors.
+    """What `indexer._embed` needs of an extractor, with the embedding done by Ray actors.
 
     A fitted pooling's centre is learnt here, on the driver, from the same sample a local run
     would use; the actors get the fitted parameters.

@@ -35,7 +35,7 @@ SPACES = {"content": {"pooling": "avg", "layer": None},
 
 def ensure_index(data: Path, path: Path, spaces: list[str]) -> Path:
     from artsearch.index import ArtIndex
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
 
     with ArtIndex(path, create=True) as idx:
         have = {sp.name for sp in idx.spaces()}

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         # What any process pays before its first image: the interpreter, torch and artsearch
         # (leaving as the CLI does, without the interpreter's teardown).
         rows["startup"] = median_of(args.runs, [
-            sys.executable, "-c", "import os, artsearch.extract, artsearch.indexing; os._exit(0)"])
+            sys.executable, "-c", "import os, artsearch.extract, artsearch.indexer; os._exit(0)"])
         fresh = work / "fresh"
         rows["index_cold"] = median_of(
             args.index_runs, [*ARTSEARCH, "index", str(args.data), "--index", str(fresh), "-q"],

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from artsearch.duplicates import TYPES, Thresholds, find_duplicates, shortlist  # noqa: E402
 from artsearch.duplicates_fit import DERIVATIONS, calibrate_index, derive  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
-from artsearch.indexing import IndexOptions, index_collection  # noqa: E402
+from artsearch.indexer import IndexOptions, index_collection  # noqa: E402
 from artsearch.regions.store import build_regions  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 

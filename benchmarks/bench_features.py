@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     from artsearch.index import ArtIndex
     from artsearch.index.catalogue import artworks
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
 
     with open(args.data / "metadata.csv", encoding="utf-8") as f:
         n_rows = sum(1 for _ in csv.DictReader(f))

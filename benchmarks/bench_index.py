@@ -27,7 +27,7 @@ from artsearch import backbones  # noqa: E402
 from artsearch.extract import Extractor, prepare  # noqa: E402
 from artsearch.images import decode_image, read_file, scan  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
-from artsearch.indexing import IndexOptions, index_collection  # noqa: E402
+from artsearch.indexer import IndexOptions, index_collection  # noqa: E402
 from artsearch.query import search  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 

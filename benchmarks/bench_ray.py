@@ -34,7 +34,7 @@ DEV = HERE.parent.parent / "shared" / "data" / "art-dev"
 def child(data: Path, index: Path, engine: str, actors: int, gpus: float, address: str | None,
           precision: str) -> dict[str, Any]:
     from artsearch.index import ArtIndex
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
 
     opts = IndexOptions(extractor={"precision": precision})
     if engine == "ray":

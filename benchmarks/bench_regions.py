@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from artsearch.index import ArtIndex
     from artsearch.index.catalogue import artworks
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
     from artsearch.query import search
     from artsearch.regions import query_regions, region_extractor
     from artsearch.regions.store import _path, build_regions

@@ -49,7 +49,7 @@ DEV = HERE.parents[1] / "shared" / "data" / "art-dev"
 def dev_vectors(space_args: list[str], work: Path) -> np.ndarray:
     """The dev set's vectors in one space (indexed once into `work`)."""
     from artsearch.index import ArtIndex
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
 
     opts = IndexOptions(space=space_args[0], pooling=space_args[1])
     with ArtIndex(work / "dev-index", create=True) as idx:

@@ -173,7 +173,7 @@ def index_end_to_end(spec: BackboneSpec, folder: Path, device: str, decode: str
                      ) -> dict[str, Any]:
     """index_collection on the folder, then warm query latency by id and by new image."""
     from artsearch.index import ArtIndex
-    from artsearch.indexing import IndexOptions, index_collection
+    from artsearch.indexer import IndexOptions, index_collection
     from artsearch.query import search
 
     backbones.register(spec, replace=True)

@@ -11,7 +11,7 @@ from sqlalchemy import delete
 from artsearch.index import ArtIndex
 from artsearch.index.ann import RECALL_BAR, build, choose
 from artsearch.index.store import Embedding
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import search
 from tests.conftest import FAKE, make_collection
 

@@ -23,7 +23,7 @@ from artsearch.classify import (
 )
 from artsearch.cli import cli
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from tests.browser import images_that_failed, open_page, screenshot
 from tests.conftest import FAKE, TRAINABLE
 from tests.test_cluster import two_palettes

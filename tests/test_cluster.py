@@ -15,7 +15,7 @@ from artsearch.cli import cli
 from artsearch.cluster import cluster_space
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from tests.conftest import FAKE
 
 

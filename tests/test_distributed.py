@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from tests.conftest import DEV, FAKE, make_collection, requires_dev, stored_vectors
 
 ray = pytest.importorskip("ray")

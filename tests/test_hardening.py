@@ -31,7 +31,7 @@ from artsearch.errors import (
 )
 from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding, Failure, Store
-from artsearch.indexing import IndexOptions, IndexReport, index_collection
+from artsearch.indexer import IndexOptions, IndexReport, index_collection
 from artsearch.query import parse_mix, search
 from tests.conftest import FAKE, make_collection, painting
 

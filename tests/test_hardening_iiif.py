@@ -23,7 +23,7 @@ from sqlalchemy import event
 from artsearch.errors import ArtsearchError
 from artsearch.iiif import FetchOptions, FetchReport, index_iiif, read_canvases
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions
+from artsearch.indexer import IndexOptions
 from tests.conftest import FAKE, painting
 from tests.test_cli import index_args, invoke
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from artsearch.errors import IndexLockedError, IndexMismatchError
 from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding, Failure
-from artsearch.indexing import IndexOptions, IndexReport, index_collection
+from artsearch.indexer import IndexOptions, IndexReport, index_collection
 from tests.conftest import FAKE, make_collection, painting
 
 

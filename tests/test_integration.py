@@ -20,7 +20,7 @@ from artsearch import backbones
 from artsearch.extract import Extractor
 from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding
-from artsearch.indexing import IndexOptions, IndexReport, index_collection
+from artsearch.indexer import IndexOptions, IndexReport, index_collection
 from artsearch.query import search
 from tests.conftest import DEV, requires_dev
 

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "artsearch.pooling")),
     ("embed", ("artsearch.backbones", "artsearch.extract")),
     ("index", ("artsearch.index",)),
-    ("features", ("artsearch.indexing", "artsearch.distributed", "artsearch.query",
+    ("features", ("artsearch.indexer", "artsearch.distributed", "artsearch.query",
                   "artsearch.audit", "artsearch.cluster", "artsearch.classify",
                   "artsearch.learn", "artsearch.regions", "artsearch.duplicates",
                   "artsearch.duplicates_fit", "artsearch.explain", "artsearch.stylize",

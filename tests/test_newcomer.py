@@ -86,7 +86,7 @@ def test_serve_open_says_when_no_browser_starts(collection: Path,
 def test_an_interrupted_run_says_how_many_works_it_kept(collection: Path,
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    from artsearch import indexing
+    from artsearch import indexer
 
     build(collection, "example")
     make_collection(collection, n=3, start=40)
@@ -94,7 +94,7 @@ def test_an_interrupted_run_says_how_many_works_it_kept(collection: Path,
     def interrupted(*_a: object, **_k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(indexing, "_embed", interrupted)
+    monkeypatch.setattr(indexer, "_embed", interrupted)
     code, _, err = invoke(*index_args(collection))
     assert code == 130 and "every finished batch is saved (12 works in space 'content')" in err
 

@@ -10,7 +10,7 @@ from PIL import ImageOps
 
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import parse_where, search
 from tests.conftest import FAKE, make_collection, painting
 

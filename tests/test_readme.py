@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import search
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from artsearch.cli import cli
 from artsearch.cluster import space_matrix
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.reports.clusters import near_duplicates, project_2d
 from tests.browser import images_that_failed, open_page, screenshot
 from tests.conftest import FAKE

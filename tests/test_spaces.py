@@ -17,7 +17,7 @@ from artsearch.cli import cli
 from artsearch.errors import IndexMismatchError, MetadataError
 from artsearch.index import ArtIndex
 from artsearch.index.store import Embedding
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import default_extractor, parse_mix, search
 from tests.conftest import FAKE, make_collection, painting
 

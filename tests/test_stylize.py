@@ -16,7 +16,7 @@ from artsearch import stylize as st
 from artsearch.cli import cli
 from artsearch.errors import WeightsError
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from tests.browser import images_that_failed, open_page
 from tests.conftest import TRAINABLE
 

@@ -18,7 +18,7 @@ from artsearch.duplicates_fit import derive
 from artsearch.explain import pair_maps
 from artsearch.extract import Extractor
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.rights import licence_class, parse_shown
 from tests.browser import images_that_failed, open_page
 from tests.conftest import FAKE, TRAINABLE

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from artsearch.cli import cli
 from artsearch.index import ArtIndex
-from artsearch.indexing import IndexOptions, index_collection
+from artsearch.indexer import IndexOptions, index_collection
 from artsearch.rights import CLASSES
 from artsearch.web import build
 from tests.browser import images_that_failed, open_url, screenshot

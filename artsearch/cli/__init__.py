@@ -1,6 +1,7 @@
 """The `artsearch` command: a thin shell that parses options, calls the core, prints results.
 
-Each command lives in a module of this package by what it works on; `_app` holds the group.
+Each command lives in the module of its name (`clusters` with `cluster`, `indexes` with `info`,
+`import-vectors` with `export`); `_app` holds the group and the options they share.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from typing import Any
 import click
 
 from artsearch.cli import (  # noqa: F401 - registers the commands
-    art,
-    clusters,
-    exchange,
-    indexing,
-    learning,
-    models,
-    search,
+    audit,
+    backbones,
+    classify,
+    cluster,
+    duplicates,
+    export,
+    index,
+    info,
+    layers,
+    learn,
+    query,
     serve,
-    trust,
+    show,
+    stylize,
+    train,
 )
 from artsearch.cli._app import cli
 

@@ -18,7 +18,7 @@ from artsearch.textsafe import terminal
 
 if TYPE_CHECKING:
     from artsearch.index import ArtIndex
-    from artsearch.indexing import IndexOptions, IndexReport
+    from artsearch.indexer import IndexOptions, IndexReport
 
 __all__ = ["CATALOGUE", "FOLDER", "FetchReport", "fetch_canvases", "index_iiif"]
 
@@ -109,7 +109,7 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
     writer's lock is taken first: nothing is fetched or written while another run writes."""
     from artsearch.index import catalogue as catalogue_mod
     from artsearch.index.writer import record_failures_now
-    from artsearch.indexing import index_collection
+    from artsearch.indexer import index_collection
 
     opts = fetch_opts or FetchOptions()
     index.lock()
