@@ -195,31 +195,6 @@ def heat_png(picture: Image.Image | None, grid: np.ndarray, path: Path | BinaryI
     Image.alpha_composite(base, overlay).convert("RGB").save(path, "PNG")
 
 
-def read_work(root: Path | None, path: str) -> bytes | None:
-    """The bytes of an indexed work's file, or None when it cannot be read."""
-    from artsearch.errors import ArtsearchError
-    from artsearch.images import read_file
-    from artsearch.paths import work_file
-
-    try:
-        return read_file(work_file(root, path))
-    except (ArtsearchError, OSError):  # unreadable, a link out of the collection, no root
-        return None
-
-
-def decoded(data: bytes | None, min_side: int = 0) -> Image.Image | None:
-    """The picture as the extractor decodes it (JPEG draft scaling down to `min_side`)."""
-    from artsearch.errors import BadImageError
-    from artsearch.images import decode_image
-
-    if data is None:
-        return None
-    try:
-        return decode_image(data, min_side=min_side)[0]
-    except BadImageError:
-        return None
-
-
 def explain_hits(index: Any, result: Any, weights: dict[str, float],
                  query_data: bytes | None,
                  make_extractor: Any = None) -> dict[int, dict[str, Any]]:
@@ -228,6 +203,7 @@ def explain_hits(index: Any, result: Any, weights: dict[str, float],
 
     `query_data` is the query image's file (None for a text query: no maps). Pictures are
     decoded as indexing decodes them, so the maps add up to the space's own cosine."""
+    from artsearch.images import decoded, read_work
     from artsearch.query import default_extractor
 
     make = make_extractor or (lambda sp: default_extractor(index, sp))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import stat
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from artsearch.digest import sha256_bytes, sha256_stream
 from artsearch.errors import BadImageError
 
 __all__ = [
@@ -25,12 +25,17 @@ __all__ = [
     "FileEntry",
     "ScanFailure",
     "decode_image",
+    "decoded",
     "display_name",
     "hash_file",
     "read_file",
+    "read_work",
     "read_snapshot",
     "scan",
+    "decoded",
+    "read_work",
     "sha256_bytes",
+    "thumbnail_jpeg",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -177,10 +182,6 @@ def _os_reason(e: OSError) -> str:
     return f"cannot read: {e.strerror or e}"
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class FileRead:
     """What one read of a file saw: the hash of exactly those bytes, and the file's size and
@@ -223,7 +224,7 @@ def hash_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 raise _too_big(size, max_bytes)
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+            return sha256_stream(fh)
     except OSError as e:
         raise BadImageError(_os_reason(e)) from e
 
@@ -317,3 +318,40 @@ def _high_depth_to_rgb(img: Image.Image) -> Image.Image:
         arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
     gray = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
     return gray.convert("RGB")
+
+
+def read_work(root: Path | None, path: str) -> bytes | None:
+    """The bytes of an indexed work's file (`path` relative to the collection `root`), or
+    None when it cannot be read: unreadable, a link out of the collection, or no root."""
+    from artsearch.errors import ArtsearchError
+    from artsearch.paths import work_file
+
+    try:
+        return read_file(work_file(root, path))
+    except (ArtsearchError, OSError):
+        return None
+
+
+def decoded(data: bytes | None, min_side: int = 0) -> Image.Image | None:
+    """The picture as the extractor decodes it (JPEG draft scaling down to `min_side`), or
+    None for no bytes or bytes that are not a picture."""
+    if data is None:
+        return None
+    try:
+        return decode_image(data, min_side=min_side)[0]
+    except BadImageError:
+        return None
+
+
+THUMB_QUALITY = 85  # JPEG quality of every thumbnail, in reports and in the app
+
+
+def thumbnail_jpeg(data: bytes, side: int) -> bytes:
+    """The one thumbnailer: a picture's bytes as a JPEG at most `side` px on its long side
+    (decoded at twice that, then Lanczos-reduced, so the small copy stays sharp). Raises
+    BadImageError for bytes that are not a picture."""
+    img, _ = decode_image(data, min_side=2 * side)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=THUMB_QUALITY, optimize=True)
+    return out.getvalue()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from artsearch.digest import sha256_file_cached
 from artsearch.errors import BackboneError, WeightsError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class WeightsSource:
             return None
         path = self.locate()
         if self.sha256 is not None:
-            actual = sha256_file(path)
+            actual = sha256_file_cached(path)
             if actual != self.sha256:
                 raise WeightsError(
                     f"{path}: SHA-256 is {actual[:16]}…, expected {self.sha256[:16]}…; "
@@ -87,7 +87,7 @@ class WeightsSource:
     def checksum(self) -> str:
         """The SHA-256 of the weights this source resolves to now ("none" without weights)."""
         path = self.verified_path()
-        return "none" if path is None else sha256_file(path)
+        return "none" if path is None else sha256_file_cached(path)
 
     def available(self) -> tuple[bool, str]:
         """Whether the weights are on this machine now, and where (or why not); no hashing."""
@@ -196,7 +196,6 @@ class BackboneSpec:
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
-_HASH_CACHE: dict[tuple[str, int, float], str] = {}
 
 
 def register(spec: BackboneSpec, *, replace: bool = False) -> BackboneSpec:
@@ -265,14 +264,3 @@ def available() -> list[BackboneSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for the life of the process."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime)
-    if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASH_CACHE[key] = digest.hexdigest()
-    return _HASH_CACHE[key]

@@ -204,7 +204,7 @@ def _query_regions(image: str | None, artwork_id: int | None, index_name: str | 
 
 def _regions_report(idx: Any, result: Any, image_path: Path | None, report_dir: Path,
                     show_licences: str | None) -> Path:
-    from artsearch.explain import decoded, read_work
+    from artsearch.images import decoded, read_work
     from artsearch.index.catalogue import find_artwork
     from artsearch.provenance import provenance
     from artsearch.query import read_image_bytes
@@ -224,7 +224,8 @@ def _regions_report(idx: Any, result: Any, image_path: Path | None, report_dir: 
 def _explain(idx: Any, result: Any, weights: dict[str, float], image_path: Path | None,
              explain_dir: str, facts: dict[str, Any], licences: frozenset[str], *,
              quiet: bool) -> dict[str, Any]:
-    from artsearch.explain import decoded, explain_hits, read_work
+    from artsearch.explain import explain_hits
+    from artsearch.images import decoded, read_work
     from artsearch.index.catalogue import find_artwork
     from artsearch.query import read_image_bytes
     from artsearch.rights import shown

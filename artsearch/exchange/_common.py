@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from artsearch.errors import ArtsearchError
@@ -11,7 +9,7 @@ from artsearch.index.store import METADATA_FIELDS
 
 __all__ = ["BATCH_ROWS", "COLUMNS", "EXPORT_VERSION", "FORMATS", "IMPORT_MAX_BYTES",
            "IMPORT_MAX_ROWS", "MAX_PATH_CHARS", "POOLINGS", "SHARD_ROWS", "UNIT_TOLERANCE",
-           "pyarrow", "sha256_of"]
+           "pyarrow"]
 
 FORMATS = ("parquet", "npy")
 SHARD_ROWS = 100_000
@@ -38,9 +36,3 @@ def pyarrow() -> Any:
     return pa
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

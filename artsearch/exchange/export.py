@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from artsearch.digest import sha256_file
 from artsearch.errors import ArtsearchError
-from artsearch.exchange._common import EXPORT_VERSION, FORMATS, SHARD_ROWS, pyarrow, sha256_of
+from artsearch.exchange._common import EXPORT_VERSION, FORMATS, SHARD_ROWS, pyarrow
 from artsearch.index.catalogue import embedded_pairs
 from artsearch.index.store import METADATA_FIELDS, Artwork, Space
 from artsearch.paths import check_space_name
@@ -140,7 +141,7 @@ def export_space(index: ArtIndex, space_name: str, fmt: str, out: Path) -> dict[
                 tmp = stage(out / "emb" / f"{stem}.npy")
                 with tmp.open("wb") as fh:
                     np.save(fh, np.ascontiguousarray(vectors, np.float32))
-                shard = {**meta, "emb_file": f"emb/{stem}.npy", "emb_sha256": sha256_of(tmp),
+                shard = {**meta, "emb_file": f"emb/{stem}.npy", "emb_sha256": sha256_file(tmp),
                          "rows": len(works)}
                 pq.write_table(_table(pa, works, None, shard),
                                stage(out / "metadata" / f"{stem}.parquet"))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from artsearch.digest import sha256_file
 from artsearch.errors import ArtsearchError
 from artsearch.exchange._common import (
     BATCH_ROWS,
@@ -19,7 +20,6 @@ from artsearch.exchange._common import (
     POOLINGS,
     UNIT_TOLERANCE,
     pyarrow,
-    sha256_of,
 )
 from artsearch.paths import check_space_name
 from artsearch.textsafe import one_line, terminal
@@ -273,7 +273,7 @@ def read_vectors(source: Path, *, column: str = "embedding") -> Vectors:
             n_rows = table_file.metadata.num_rows
             if metas:
                 array = _npy(path)
-                if meta and meta.get("emb_sha256") and meta["emb_sha256"] != sha256_of(path):
+                if meta and meta.get("emb_sha256") and meta["emb_sha256"] != sha256_file(path):
                     raise ArtsearchError(
                         f"{path}: not the file {meta_path.name} was written with (an export "
                         "was interrupted, or the folders were mixed); run `artsearch export` "

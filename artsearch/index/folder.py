@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from artsearch.backbones import BackboneSpec
-from artsearch.backbones._registry import sha256_file
+from artsearch.digest import sha256_file
 from artsearch.errors import (
     IndexDamagedError,
     IndexLockedError,

@@ -46,8 +46,7 @@ def query_regions(
     """Works ranked by their best region against a region of a picture (`box`) or a whole
     fragment. The query's own work (an indexed id or path, or an indexed file) is left out:
     the question is where else the motif appears."""
-    from artsearch.explain import decoded, read_work
-    from artsearch.images import read_file, sha256_bytes
+    from artsearch.images import decoded, read_file, read_work, sha256_bytes
     from artsearch.index.catalogue import artworks, check_fields, find_artwork, matching_ids
 
     if k < 1:

@@ -217,7 +217,7 @@ def build_regions(index: ArtIndex, space: str,
     the collection is skipped, with its reason in the report). What is described is saved
     every `checkpoint_seconds`, so an interrupted run loses at most that much: a re-run
     describes only the works still missing."""
-    from artsearch.explain import decoded, read_work
+    from artsearch.images import decoded, read_work
 
     index.lock()
     start = time.perf_counter()

@@ -30,7 +30,7 @@ def explain_report(index: Any, result: Any, explained: dict[int, dict[str, Any]]
                    query_picture: Image.Image | None, query_shown: bool, out_dir: Path,
                    provenance: dict[str, Any], licences: Iterable[str]) -> Path:
     """Write index.html, report.json and the map images (maps/) to out_dir."""
-    from artsearch.explain import decoded, read_work
+    from artsearch.images import decoded, read_work
     from artsearch.index.catalogue import artworks
     from artsearch.rights import shown, statement
 

@@ -226,10 +226,8 @@ class Thumbnails:
         return sorted(v for v in self.made.values() if v)
 
     def _one(self, work: tuple[int, str]) -> str:
-        from PIL import Image
-
         from artsearch.errors import BadImageError
-        from artsearch.images import decode_image, read_file
+        from artsearch.images import read_file, thumbnail_jpeg
         from artsearch.paths import work_file
 
         artwork_id, path = work
@@ -237,11 +235,10 @@ class Thumbnails:
         if self.root is None:
             return "!the index does not know the collection folder"
         try:
-            img, _ = decode_image(read_file(work_file(self.root, path)), min_side=2 * self.side)
+            body = thumbnail_jpeg(read_file(work_file(self.root, path)), self.side)
         except (BadImageError, OSError) as e:
             return f"!{e}"
-        img.thumbnail((self.side, self.side), Image.Resampling.LANCZOS)
-        img.save(self.dir / name, "JPEG", quality=82, optimize=True)
+        (self.dir / name).write_bytes(body)
         return f"thumbs/{name}"
 
 

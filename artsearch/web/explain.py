@@ -27,7 +27,8 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
     /explain/upload/KEY/B (and its PNGs) for a picture uploaded a while ago (`uploads`:
     web.uploads.RecentUploads)."""
     from artsearch.errors import NotIndexedError
-    from artsearch.explain import decoded, pair_maps, read_work
+    from artsearch.explain import pair_maps
+    from artsearch.images import decoded, read_work
     from artsearch.index import catalogue
     from artsearch.rights import shown, statement
 

@@ -5,7 +5,6 @@ with its rights statement."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -96,21 +95,15 @@ def _withheld_tile(text: str, side: int) -> bytes:
 
 def thumbnail(index: ArtIndex, art: Any, side: int) -> bytes:
     """A JPEG at most `side` px, cached under INDEX/thumbs by content hash and size."""
-    from PIL import Image
-
-    from artsearch.images import decode_image, read_file
+    from artsearch.images import read_file, thumbnail_jpeg
 
     cache = index.path / "thumbs" / f"{art.sha256}-{side}.jpg"
     if cache.is_file():
         return cache.read_bytes()
     path = inside_collection(index, art)
     try:
-        img, _ = decode_image(read_file(path), min_side=side)
+        body = thumbnail_jpeg(read_file(path), side)
     except BadImageError as e:
         raise BadImageError(f"artwork {art.id}: {e}") from e
-    img.thumbnail((side, side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=85)
-    body = out.getvalue()
     keep_cached(cache, body)
     return body
