@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import random
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+import torch
 
 from artsearch import backbones
 from artsearch.backbones import BackboneSpec, Preprocess, WeightsSource
-
-DEV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "art-dev"
-FAKE = "fake-colour"
+from artsearch.backbones._families import OPEN_CLIP_CONFIGS
+from tests.helpers import FAKE, TRAINABLE, Raw, index_into, make_collection, serving
 
 
 def _build_fake(spec: BackboneSpec, layer: str):  # noqa: ANN202 - torch imported lazily
@@ -38,9 +38,6 @@ def fake_backbone() -> BackboneSpec:
         layers={"grid": 48}, default_layer="grid", build=_build_fake)
     backbones.register(spec, replace=True)
     return spec
-
-
-TRAINABLE = "fake-conv"
 
 
 def _build_conv(spec: BackboneSpec, layers: tuple[str, ...]):  # noqa: ANN202
@@ -86,29 +83,6 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def painting(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
-    """A synthetic 'painting': a coloured ground with a few seeded shapes."""
-    rng = random.Random(seed)
-    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
-        x1, y1 = x0 + rng.randrange(10, 50), y0 + rng.randrange(10, 40)
-        draw.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
-    return img
-
-
-def make_collection(root: Path, n: int = 12, start: int = 0) -> list[Path]:
-    """n distinct JPEGs under root/a and root/b."""
-    paths = []
-    for i in range(start, start + n):
-        path = root / ("a" if i % 2 else "b") / f"work_{i:03d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        painting(i).save(path, quality=92)
-        paths.append(path)
-    return paths
-
-
 @pytest.fixture
 def collection(tmp_path: Path) -> Path:
     root = tmp_path / "collection"
@@ -116,18 +90,60 @@ def collection(tmp_path: Path) -> Path:
     return root
 
 
-def requires_dev() -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not (DEV / "metadata.csv").exists(),
-                              reason="shared dev collection ../shared/data/art-dev not present")
+HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>',
+           'javascript:alert(3)']
 
 
-def stored_vectors(index_path: Path, space: str = "content") -> dict:  # type: ignore[type-arg]
-    """Path -> stored vector of every work in a space, read through the index's own store."""
-    from artsearch.cluster import space_matrix
-    from artsearch.index import ArtIndex
-    from artsearch.index.catalogue import artworks
+@pytest.fixture
+def served(tmp_path: Path) -> tuple[Path, Path]:
+    """(collection, index): 12 works with artists, genres and dates (three with hostile
+    titles), in two spaces (content: avg; tone: max)."""
+    root = tmp_path / "coll"
+    paths = make_collection(root, 12)
+    meta = root / "meta.csv"
+    rows = ["path,title,artist,genre,date,license"]
+    for i, p in enumerate(paths):
+        title = HOSTILE[i] if i < 3 else f"Study {i}"
+        rows.append(f'{p.relative_to(root).as_posix()},"{title.replace(chr(34), chr(34) * 2)}",'
+                    f'{"Ann" if i % 2 else "Bo"},{"landscape" if i % 3 else "portrait"},'
+                    f"{1650 + 100 * (i % 2)},CC0 1.0")
+    meta.write_text("\n".join(rows) + "\n")
+    index_into(root, tmp_path / "idx", metadata=meta)
+    index_into(root, tmp_path / "idx", space="tone", pooling="max")
+    return root, tmp_path / "idx"
 
-    with ArtIndex(index_path) as idx:
-        ids, vectors = space_matrix(idx, space)
-        paths = {a.id: a.path for a in artworks(idx, ids)}
-    return {paths[i]: v for i, v in zip(ids, vectors, strict=True)}
+
+@pytest.fixture
+def live_server(served: tuple[Path, Path]) -> Iterator[str]:
+    with serving(served[1]) as url:
+        yield url
+
+
+TINY = {"embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                       "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 1}}
+
+
+@pytest.fixture
+def tiny_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A random-weight open_clip model of a tiny architecture, saved as a local checkpoint."""
+    import open_clip
+
+    configs = tmp_path / "clip-configs"
+    configs.mkdir()
+    (configs / "artsearch-tiny.json").write_text(json.dumps(TINY))
+    monkeypatch.setenv(OPEN_CLIP_CONFIGS, str(configs))
+    open_clip.add_model_config(configs)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny-clip.pt"
+    torch.save(open_clip.create_model("artsearch-tiny", pretrained=None).state_dict(), ckpt)
+    return ckpt
+
+
+@pytest.fixture
+def raw() -> Iterator[Raw]:
+    server = Raw()
+    yield server
+    server.close()

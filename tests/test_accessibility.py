@@ -5,24 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.browser import open_url
-from tests.test_web import client, live_server, served
-
-__all__ = ["live_server", "served"]  # the fixtures
-
-AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
-
-
-def violations(page: Any) -> list[str]:
-    """axe-core's violations of the loaded page: rule id and the first offending node."""
-    page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
-    found = page.evaluate("""async () => (await axe.run(document)).violations.map(
-        v => v.id + ': ' + (v.nodes[0] ? v.nodes[0].target.join(' ') : ''))""")
-    return list(found)
+from tests.helpers import AXE, client, violations
 
 
 def test_the_vendored_axe_is_the_one_its_readme_names() -> None:
@@ -33,7 +20,7 @@ def test_the_vendored_axe_is_the_one_its_readme_names() -> None:
 @pytest.mark.browser
 def test_no_page_has_an_accessibility_violation(served: tuple[Path, Path],
                                                  live_server: str) -> None:
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     _, index = served
     assert invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")[0] == 0

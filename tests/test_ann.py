@@ -13,14 +13,7 @@ from artsearch.index.ann import RECALL_BAR, build, choose
 from artsearch.index.store import Embedding
 from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import search
-from tests.conftest import FAKE, make_collection
-
-
-def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((40, dim)).astype(np.float32)
-    x = centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from tests.helpers import FAKE, clustered, make_collection
 
 
 def test_auto_is_exact_then_hnsw_then_ivfpq() -> None:

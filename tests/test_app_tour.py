@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import invoke
+from tests.helpers import invoke
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "collection"
 
@@ -27,8 +27,7 @@ def example_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.browser
 def test_a_curator_finds_a_part_of_a_painting_in_others(example_index: Path) -> None:
     from tests.browser import open_url, screenshot
-    from tests.test_accessibility import violations
-    from tests.test_web import client, serving
+    from tests.helpers import client, serving, violations
 
     works = client(example_index).get("/api/works", params={"q": "Peasant Dance"}).json()
     barn = next(w for w in works["works"] if "Barn" in (w["title"] or ""))["id"]

@@ -16,7 +16,7 @@ from artsearch.backbones._modules import fuse_conv_bn, remove_same_padding
 from artsearch.digest import sha256_file
 from artsearch.errors import BackboneError, WeightsError
 from artsearch.extract import Extractor
-from tests.conftest import FAKE, painting
+from tests.helpers import FAKE, painting
 
 
 def test_registry_holds_the_default_and_the_fake() -> None:

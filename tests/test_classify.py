@@ -23,29 +23,8 @@ from artsearch.classify import (
 )
 from artsearch.cli import cli
 from artsearch.index import ArtIndex
-from artsearch.indexer import IndexOptions, index_collection
 from tests.browser import images_that_failed, open_page, screenshot
-from tests.conftest import FAKE, TRAINABLE
-from tests.test_cluster import two_palettes
-
-
-def palettes_index(tmp_path: Path, backbone: str = FAKE, extra_rows: str = "") -> Path:
-    """24 warm (sunset) and cool (seascape) pictures, plus two 'nocturne' ones (too few)."""
-    root = tmp_path / "coll"
-    root.mkdir(parents=True)
-    meta = two_palettes(root)
-    for i in range(2):
-        Image.new("RGB", (64, 48), (20, 20, 20 + i)).save(root / f"night_{i}.png")
-    meta.write_text(meta.read_text().replace("path,genre", "path,genre,source")
-                    .replace("sunset\n", "sunset,museum A\n")
-                    .replace("seascape\n", "seascape,museum B\n")
-                    + "night_0.png,nocturne,museum A\nnight_1.png,nocturne,museum B\n"
-                    + extra_rows)
-    index = tmp_path / "idx"
-    with ArtIndex(index, create=True) as idx:
-        index_collection(root, idx, IndexOptions(backbone=backbone, metadata=meta,
-                                                 extractor={"num_workers": 0}))
-    return index
+from tests.helpers import TRAINABLE, palettes_index
 
 
 def test_split_is_stratified_disjoint_and_seeded() -> None:
@@ -261,8 +240,7 @@ def test_finetune_trains_the_unfrozen_layers_and_reloads_exactly(tmp_path: Path)
     # The frozen layer is the pretrained one; the trained one moved.
     import torch
     fresh = torch.load(model, weights_only=True)["trunk_state"]["conv2.weight"]
-    from tests.conftest import _build_conv
-    start = _build_conv(clf.spec, ("conv2",)).conv2.weight
+    start = clf.spec.build(clf.spec, ("conv2",)).conv2.weight  # the fake's fixed start
     assert not torch.allclose(fresh, start)
 
 

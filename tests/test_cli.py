@@ -8,23 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from artsearch.cli import cli
-from tests.conftest import FAKE, painting
+from tests.helpers import FAKE, index_args, invoke, painting
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
-
-def index_args(folder: Path, *extra: str) -> list[str]:
-    return ["index", str(folder), "--backbone", FAKE, "--workers", "0", *extra]
 
 
 def test_index_then_query_then_info(collection: Path, isolated_home: Path) -> None:

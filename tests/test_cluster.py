@@ -9,29 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
 
 from artsearch.cli import cli
 from artsearch.cluster import cluster_space
 from artsearch.errors import MetadataError
 from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
-from tests.conftest import FAKE
-
-
-def two_palettes(root: Path, per_group: int = 12) -> Path:
-    """Warm and cool pictures (the fake backbone sees colour), with a genre column."""
-    rows = ["path,genre"]
-    for i in range(2 * per_group):
-        warm = i % 2 == 0
-        img = Image.new("RGB", (64, 48), (200 + i % 5 * 10, 60 + i, 30) if warm
-                        else (30, 70 + i, 190 + i % 5 * 10))
-        ImageDraw.Draw(img).ellipse((10 + i, 8, 30 + i, 30), fill=(i * 9 % 255, 128, 128))
-        name = f"{'warm' if warm else 'cool'}_{i:02d}.png"
-        img.save(root / name)
-        rows.append(f"{name},{'sunset' if warm else 'seascape'}")
-    (root / "meta.csv").write_text("\n".join(rows) + "\n")
-    return root / "meta.csv"
+from tests.helpers import FAKE, two_palettes
 
 
 @pytest.fixture

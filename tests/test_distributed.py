@@ -20,7 +20,7 @@ import pytest
 
 from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
-from tests.conftest import DEV, FAKE, make_collection, requires_dev, stored_vectors
+from tests.helpers import DEV, FAKE, make_collection, requires_dev, stored_vectors
 
 ray = pytest.importorskip("ray")
 BIN = Path(sys.executable).parent
@@ -155,7 +155,7 @@ def test_dev_set_on_a_cluster_survives_a_killed_actor_and_a_killed_driver(
 def test_shards_encoded_in_ray_tasks_make_the_same_index() -> None:
     from artsearch.distributed import ray_shard_runner
     from artsearch.index.ann import build_sharded
-    from tests.test_ann import clustered
+    from tests.helpers import clustered
 
     data = clustered(6_000, 32, seed=9)
     ids = np.arange(6_000, dtype=np.int64) + 100

@@ -12,8 +12,7 @@ import pytest
 from artsearch.errors import ArtsearchError, IndexMismatchError
 from artsearch.index import ArtIndex
 from artsearch.query import search
-from tests.conftest import FAKE, TRAINABLE, make_collection, stored_vectors
-from tests.test_cli import index_args, invoke
+from tests.helpers import FAKE, TRAINABLE, index_args, invoke, make_collection, stored_vectors
 
 pd = pytest.importorskip("pandas")
 pa = pytest.importorskip("pyarrow")

@@ -18,8 +18,7 @@ from PIL import Image
 
 from artsearch.iiif import FetchOptions, read_canvases
 from artsearch.index import ArtIndex
-from tests.conftest import FAKE
-from tests.test_cli import invoke
+from tests.helpers import FAKE, invoke
 
 prezi = pytest.importorskip("iiif_prezi3")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "collection"

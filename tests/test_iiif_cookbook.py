@@ -15,11 +15,7 @@ import pytest
 from PIL import Image
 
 from artsearch.iiif import FetchOptions, image_request, read_canvases
-from tests.conftest import painting
-from tests.test_cli import invoke
-from tests.test_hardening_iiif import Raw, as_json, canvas, jpeg, raw, response, run_iiif
-
-__all__ = ["raw"]  # the fixture, shared with the hostile-server tests
+from tests.helpers import Raw, as_json, canvas, invoke, painting, painting_jpeg, response, run_iiif
 
 P3 = "http://iiif.io/api/presentation/3/context.json"
 
@@ -42,7 +38,7 @@ def service(url: str, level: int, version: int = 3) -> dict[str, Any]:
 
 def answer_any_picture(server: Raw, prefix: str, seed: int = 1) -> None:
     """Every request under `prefix` gets a picture (an Image API server that says yes)."""
-    picture = response(jpeg(seed), "image/jpeg")
+    picture = response(painting_jpeg(seed), "image/jpeg")
     server.dynamic = lambda path: picture if path.startswith(prefix) else None
 
 
@@ -197,7 +193,7 @@ def test_every_iiif_out_is_valid_presentation_3(raw: Raw, tmp_path: Path) -> Non
                             "service": [service(f"{raw.url}/img/s{n}", 2)]})
         for n in range(5)]))
     for n in range(5):
-        raw.routes[f"/img/{n}.jpg"] = response(jpeg(n + 10), "image/jpeg")
+        raw.routes[f"/img/{n}.jpg"] = response(painting_jpeg(n + 10), "image/jpeg")
     index = tmp_path / "idx"
     run_iiif(f"{raw.url}/m.json", index)
     for args in (["query", "--id", "1", "-k", "4"], ["cluster", "-k", "2", "--restarts", "0"]):

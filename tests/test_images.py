@@ -12,7 +12,7 @@ from PIL import Image
 
 from artsearch.errors import BadImageError
 from artsearch.images import decode_image, scan
-from tests.conftest import painting
+from tests.helpers import painting
 
 
 def _bytes(img: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -13,7 +13,7 @@ from artsearch.errors import IndexLockedError, IndexMismatchError
 from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding, Failure
 from artsearch.indexer import IndexOptions, IndexReport, index_collection
-from tests.conftest import FAKE, make_collection, painting
+from tests.helpers import FAKE, make_collection, painting
 
 
 def run(root: Path, index_dir: Path, **kw: object) -> IndexReport:

@@ -22,7 +22,7 @@ from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding
 from artsearch.indexer import IndexOptions, IndexReport, index_collection
 from artsearch.query import search
-from tests.conftest import DEV, requires_dev
+from tests.helpers import DEV, requires_dev
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, requires_dev()]
 ROOT = Path(__file__).resolve().parents[1]

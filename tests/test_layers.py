@@ -160,3 +160,11 @@ def test_no_module_is_a_god_module() -> None:
     sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines())
              for p in PACKAGE.rglob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 600} == {}
+
+
+def test_no_test_module_imports_another() -> None:
+    tests = Path(__file__).resolve().parent
+    crossing = sorted(f"{p.name} imports {n}" for p in tests.glob("*.py")
+                      for n in imported_names(p)
+                      if n.startswith("tests.test_") or n.startswith("tests.conftest"))
+    assert crossing == [], "share through tests/helpers.py (functions) or conftest.py (fixtures)"

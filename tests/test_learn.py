@@ -17,8 +17,7 @@ from PIL import Image, ImageDraw
 
 from artsearch.errors import WeightsError
 from tests.browser import open_page, screenshot
-from tests.conftest import stored_vectors
-from tests.test_cli import invoke
+from tests.helpers import invoke, stored_vectors
 
 ARTISTS, WORKS = 14, 5
 
@@ -198,7 +197,7 @@ def test_the_lite0_art_preset_needs_nothing_else(corpus: Path, tmp_path: Path) -
 
 def test_learning_a_field_the_catalogue_lacks_names_the_fields_there_are(
         collection: Path, tmp_path: Path) -> None:
-    from tests.test_cli import index_args
+    from tests.helpers import index_args
 
     meta = tmp_path / "meta.csv"
     meta.write_text("path,artist,school\n" + "".join(

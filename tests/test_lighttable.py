@@ -14,9 +14,7 @@ from starlette.testclient import TestClient
 
 from artsearch.web import build
 from artsearch.web.lighttable import LightTable
-from tests.test_web import client, live_server, served
-
-__all__ = ["live_server", "served"]  # the fixtures
+from tests.helpers import client
 
 
 def test_sets_are_gathered_kept_and_exported(served: tuple[Path, Path]) -> None:
@@ -86,8 +84,7 @@ def test_concurrent_additions_lose_nothing(tmp_path: Path) -> None:
 def test_a_curator_gathers_works_from_a_page_and_the_map(served: tuple[Path, Path],
                                                          live_server: str) -> None:
     from tests.browser import open_url
-    from tests.test_accessibility import violations
-    from tests.test_map import select_the_whole_map
+    from tests.helpers import select_the_whole_map, violations
 
     with open_url(live_server + "/work/4", live_server) as (page, log):
         page.fill("#light-add input[name=set]", "Studies")
@@ -239,7 +236,7 @@ def test_two_tabs_editing_one_set_lose_nothing(served: tuple[Path, Path]) -> Non
 def test_a_curator_deletes_a_set_and_restores_it_in_the_browser(
         served: tuple[Path, Path], live_server: str) -> None:
     from tests.browser import open_url
-    from tests.test_accessibility import violations
+    from tests.helpers import violations
 
     _, index = served
     LightTable(index).add("Three works", [1, 2, 3])

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_collection, painting
-from tests.test_cli import index_args, invoke
-from tests.test_web import client
+from tests.helpers import client, index_args, invoke, make_collection, painting
 
 
 @pytest.fixture

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from artsearch.web.map import ATLAS_CELL, ATLAS_SIDE
-from tests.test_cli import invoke
-from tests.test_web import client, live_server, served
-
-__all__ = ["live_server", "served"]  # the fixtures
+from tests.helpers import client, invoke, select_the_whole_map
 
 
 def test_the_map_lays_out_every_work_once(served: tuple[Path, Path]) -> None:
@@ -50,23 +46,10 @@ def test_atlas_sheets_hold_only_shown_pictures(served: tuple[Path, Path]) -> Non
     assert client(index).get("/map/atlas/content/1.jpg").status_code == 404
 
 
-def select_the_whole_map(page: Any) -> dict[str, float]:
-    """Shift-drag from corner to corner of the map (selecting every work); its box."""
-    box = page.locator("#map").bounding_box()
-    assert box is not None
-    page.keyboard.down("Shift")
-    page.mouse.move(box["x"] + 2, box["y"] + 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=6)
-    page.mouse.up()
-    page.keyboard.up("Shift")
-    return dict(box)
-
-
 @pytest.mark.browser
 def test_a_curator_walks_the_map(served: tuple[Path, Path], live_server: str) -> None:
     from tests.browser import open_url, screenshot
-    from tests.test_accessibility import violations
+    from tests.helpers import violations
 
     with open_url(live_server + "/map?colour=artist", live_server) as (page, log):
         page.wait_for_selector("#map[data-ready=true]", timeout=20_000)

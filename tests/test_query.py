@@ -12,7 +12,7 @@ from artsearch.errors import BadImageError, MetadataError, NotIndexedError
 from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import parse_where, search
-from tests.conftest import FAKE, make_collection, painting
+from tests.helpers import FAKE, make_collection, painting
 
 N = 40
 

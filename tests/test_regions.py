@@ -21,8 +21,7 @@ from artsearch.regions.store import (
     build_regions,
     load_regions,
 )
-from tests.conftest import DEV, FAKE, TRAINABLE, make_collection, requires_dev
-from tests.test_cli import invoke
+from tests.helpers import DEV, FAKE, TRAINABLE, invoke, make_collection, requires_dev
 
 
 def region_index(collection: Path, *extra: str) -> tuple[int, str, str]:
@@ -264,7 +263,7 @@ def region_app(collection: Path, isolated_home: Path, tmp_path: Path) -> Path:
 
 
 def test_the_app_finds_a_part_of_a_work_elsewhere(region_app: Path) -> None:
-    from tests.test_web import client
+    from tests.helpers import client
 
     c = client(region_app)
     page = c.get("/work/5")
@@ -286,7 +285,7 @@ def test_the_app_finds_a_part_of_a_work_elsewhere(region_app: Path) -> None:
 
 def test_without_a_region_index_the_app_offers_no_box(collection: Path,
                                                       isolated_home: Path) -> None:
-    from tests.test_web import client
+    from tests.helpers import client
 
     assert invoke("index", str(collection), "--backbone", TRAINABLE, "--workers", "0")[0] == 0
     c = client(isolated_home / "default")
@@ -298,8 +297,7 @@ def test_without_a_region_index_the_app_offers_no_box(collection: Path,
 @pytest.mark.browser
 def test_a_curator_draws_a_box_and_finds_it_elsewhere(region_app: Path) -> None:
     from tests.browser import open_url, screenshot
-    from tests.test_accessibility import violations
-    from tests.test_web import serving
+    from tests.helpers import serving, violations
 
     with serving(region_app) as base, open_url(base + "/work/3", base) as (page, log):
         assert violations(page) == []
@@ -348,7 +346,7 @@ def test_a_damaged_region_store_is_one_line_and_the_next_index_run_rebuilds_it(
     """Truncated, a byte changed in place, or swapped for another valid region file: every
     reader says so in one line with the fix; `duplicates` goes on without details; the app
     answers a page, not a traceback; `index --regions` sets the file aside and rebuilds."""
-    from tests.test_web import client
+    from tests.helpers import client
 
     (store,) = (region_app / "regions").glob("space-*.npz")
     data = store.read_bytes()

@@ -16,8 +16,7 @@ from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
 from artsearch.reports.clusters import near_duplicates, project_2d
 from tests.browser import images_that_failed, open_page, screenshot
-from tests.conftest import FAKE
-from tests.test_cluster import two_palettes
+from tests.helpers import FAKE, two_palettes
 
 
 @pytest.fixture

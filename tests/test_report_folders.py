@@ -9,8 +9,7 @@ import pytest
 
 from artsearch.index import ArtIndex
 from artsearch.reports.page import MARKER, report_files
-from tests.conftest import FAKE, painting
-from tests.test_cli import index_args, invoke
+from tests.helpers import FAKE, index_args, invoke, painting
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_only_the_reports_own_files_reach_the_index_and_the_app(indexed: Path,
                                                                tmp_path: Path) -> None:
     """A report folder that later gains other files (the user's, dropped in beside it): the
     next run writes there, but copies into the index and serves only what it wrote."""
-    from tests.test_web import client
+    from tests.helpers import client
 
     out = tmp_path / "out"
     assert invoke("cluster", "--k", "2", "--restarts", "0", "--report", str(out),

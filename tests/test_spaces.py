@@ -12,14 +12,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from artsearch import backbones
-from artsearch.backbones._families import OPEN_CLIP_CONFIGS
 from artsearch.cli import cli
 from artsearch.errors import IndexMismatchError, MetadataError
 from artsearch.index import ArtIndex
 from artsearch.index.store import Embedding
 from artsearch.indexer import IndexOptions, index_collection
 from artsearch.query import default_extractor, parse_mix, search
-from tests.conftest import FAKE, make_collection, painting
+from tests.helpers import FAKE, make_collection, painting
 
 STYLE = IndexOptions(space="style", backbone="efficientnet-lite0", pooling="gram",
                      extractor={"num_workers": 0})
@@ -149,28 +148,6 @@ def test_changed_weights_are_refused_at_query_time(tmp_path: Path) -> None:
 
 
 # -- open_clip ----------------------------------------------------------------------------
-
-TINY = {"embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
-                       "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 1}}
-
-
-@pytest.fixture
-def tiny_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A random-weight open_clip model of a tiny architecture, saved as a local checkpoint."""
-    import open_clip
-
-    configs = tmp_path / "clip-configs"
-    configs.mkdir()
-    (configs / "artsearch-tiny.json").write_text(json.dumps(TINY))
-    monkeypatch.setenv(OPEN_CLIP_CONFIGS, str(configs))
-    open_clip.add_model_config(configs)
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny-clip.pt"
-    torch.save(open_clip.create_model("artsearch-tiny", pretrained=None).state_dict(), ckpt)
-    return ckpt
 
 
 def test_open_clip_space_answers_text_and_matches_open_clip(tiny_clip: Path,

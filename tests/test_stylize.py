@@ -18,7 +18,7 @@ from artsearch.errors import WeightsError
 from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
 from tests.browser import images_that_failed, open_page
-from tests.conftest import TRAINABLE
+from tests.helpers import TRAINABLE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "collection"
 PAINTINGS = sorted(EXAMPLES.glob("*/*.jpg"))

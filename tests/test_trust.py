@@ -21,7 +21,7 @@ from artsearch.index import ArtIndex
 from artsearch.indexer import IndexOptions, index_collection
 from artsearch.rights import licence_class, parse_shown
 from tests.browser import images_that_failed, open_page
-from tests.conftest import FAKE, TRAINABLE
+from tests.helpers import FAKE, TRAINABLE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "collection"
 PAINTINGS = sorted(EXAMPLES.glob("*/*.jpg"))
@@ -322,7 +322,7 @@ def test_a_cited_query_and_a_cluster_run_reproduce(conv_index: tuple[Path, Path]
 def mixed_rights(tmp_path: Path) -> tuple[Path, Path, set[str]]:
     """24 warm/cool pictures, every third one all rights reserved; returns the restricted
     paths too."""
-    from tests.test_cluster import two_palettes
+    from tests.helpers import two_palettes
 
     root = tmp_path / "coll"
     root.mkdir()

@@ -6,11 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,36 +21,7 @@ from artsearch.indexer import IndexOptions, index_collection
 from artsearch.rights import CLASSES
 from artsearch.web import build
 from tests.browser import images_that_failed, open_url, screenshot
-from tests.conftest import FAKE, make_collection, painting
-from tests.test_spaces import tiny_clip  # noqa: F401 - the fixture, for the text test
-
-HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(2)>',
-           'javascript:alert(3)']
-
-
-def index_into(root: Path, index: Path, **kw: object) -> None:
-    with ArtIndex(index, create=True) as idx:
-        index_collection(root, idx, IndexOptions(backbone=FAKE, extractor={"num_workers": 0},
-                                                 **kw))  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> tuple[Path, Path]:
-    """(collection, index): 12 works with artists, genres and dates (three with hostile
-    titles), in two spaces (content: avg; tone: max)."""
-    root = tmp_path / "coll"
-    paths = make_collection(root, 12)
-    meta = root / "meta.csv"
-    rows = ["path,title,artist,genre,date,license"]
-    for i, p in enumerate(paths):
-        title = HOSTILE[i] if i < 3 else f"Study {i}"
-        rows.append(f'{p.relative_to(root).as_posix()},"{title.replace(chr(34), chr(34) * 2)}",'
-                    f'{"Ann" if i % 2 else "Bo"},{"landscape" if i % 3 else "portrait"},'
-                    f"{1650 + 100 * (i % 2)},CC0 1.0")
-    meta.write_text("\n".join(rows) + "\n")
-    index_into(root, tmp_path / "idx", metadata=meta)
-    index_into(root, tmp_path / "idx", space="tone", pooling="max")
-    return root, tmp_path / "idx"
+from tests.helpers import client, free_port, index_into, jpeg, make_collection, painting
 
 
 def same_answer(api: dict, cli_json: dict) -> bool:
@@ -63,16 +31,6 @@ def same_answer(api: dict, cli_json: dict) -> bool:
     a, b = ({**d, "provenance": {k: v for k, v in d["provenance"].items() if k not in strip}}
             for d in (api, cli_json))
     return a == b
-
-
-def client(index: Path, **kw: object) -> TestClient:
-    return TestClient(build(index, **kw), base_url="http://127.0.0.1:8765")  # type: ignore[arg-type]
-
-
-def jpeg(img: Image.Image) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=92)
-    return out.getvalue()
 
 
 def test_browse_facets_and_paging(served: tuple[Path, Path]) -> None:
@@ -297,38 +255,6 @@ def test_the_json_api_answers_any_input_without_a_server_error(
 
 
 # -- a real browser against a real server --------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(index: Path) -> Iterator[str]:
-    """`artsearch serve` over `index` on a free local port, in a thread; its base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build(index, port=port), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(5)
-
-
-@pytest.fixture
-def live_server(served: tuple[Path, Path]) -> Iterator[str]:
-    with serving(served[1]) as url:
-        yield url
 
 
 @pytest.mark.browser

@@ -20,10 +20,7 @@ import httpx
 import pytest
 
 from artsearch.web import build
-from tests.conftest import painting
-from tests.test_web import client, free_port, jpeg, live_server, served
-
-__all__ = ["live_server", "served"]  # the fixtures, shared with tests/test_web.py
+from tests.helpers import client, free_port, jpeg, painting
 
 
 @pytest.fixture
@@ -173,7 +170,7 @@ def test_a_clustering_runs_report_is_made_with_the_run_and_leads_back_to_the_app
     from artsearch.reports import clusters as cluster_report
     from artsearch.rights import DEFAULT_SHOWN, parse_shown
     from artsearch.web.reports import run_folder
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     _, index = served
     code, out, err = invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")
@@ -210,7 +207,7 @@ def test_an_audit_is_made_with_its_run_and_shown_in_the_app(
     from artsearch.reports import audit as audit_module
     from artsearch.rights import DEFAULT_SHOWN, parse_shown
     from artsearch.web.reports import audit_folder
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     _, index = served
     c = client(index)
@@ -248,7 +245,7 @@ def test_an_audit_is_made_with_its_run_and_shown_in_the_app(
 def test_a_dot_on_a_cluster_reports_map_opens_its_work(
         served: tuple[Path, Path], live_server: str) -> None:
     from tests.browser import open_url
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     _, index = served
     assert invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")[0] == 0
@@ -277,7 +274,7 @@ def test_pages_fit_a_phone_and_the_first_work_is_a_few_tabs_away(
     from tests.browser import open_url, screenshot
 
     _, index = served
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     assert invoke("cluster", "--index", str(index), "-k", "2", "--restarts", "0")[0] == 0
     work = client(index).get("/api/works").json()["works"][0]["id"]
@@ -342,8 +339,7 @@ def test_a_work_page_for_a_curator(served: tuple[Path, Path], tmp_path: Path) ->
 
 
 def test_facets_reach_every_value_combine_and_come_off(tmp_path: Path) -> None:
-    from tests.conftest import make_collection
-    from tests.test_cli import index_args, invoke
+    from tests.helpers import index_args, invoke, make_collection
 
     root = tmp_path / "many"
     paths = make_collection(root, n=16)

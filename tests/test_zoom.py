@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from artsearch.web.zoom import TILE, level_size, levels, tile_box
-from tests.conftest import make_collection, painting
-from tests.test_web import client, index_into
+from tests.helpers import client, index_into, make_collection, painting
 
 VIEWER = Path(__file__).resolve().parents[1] / "artsearch" / "web" / "static" / "openseadragon"
 
@@ -106,8 +105,7 @@ def test_a_withheld_or_linked_work_is_never_tiled(zoomable: tuple[Path, Path],
 @pytest.mark.browser
 def test_the_viewer_loads_tiles_in_chromium(zoomable: tuple[Path, Path]) -> None:
     from tests.browser import open_url, screenshot
-    from tests.test_accessibility import violations
-    from tests.test_web import serving
+    from tests.helpers import serving, violations
 
     _, index = zoomable
     big = ids_by_path(client(index))["big.jpg"]

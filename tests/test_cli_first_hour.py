@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_collection
-from tests.test_cli import index_args, invoke
+from tests.helpers import index_args, invoke, make_collection
 
 
 def build(collection: Path, name: str) -> None:

@@ -18,8 +18,7 @@ from sqlalchemy import update
 from artsearch.errors import ArtsearchError
 from artsearch.index import ArtIndex
 from artsearch.index.store import Space
-from tests.conftest import FAKE, make_collection, painting, stored_vectors
-from tests.test_cli import index_args, invoke
+from tests.helpers import FAKE, index_args, invoke, make_collection, painting, stored_vectors
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

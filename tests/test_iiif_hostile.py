@@ -7,13 +7,9 @@ nothing a manifest names may make artsearch read a local file or leave http(s).
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,87 +17,21 @@ import pytest
 from sqlalchemy import event
 
 from artsearch.errors import ArtsearchError
-from artsearch.iiif import FetchOptions, FetchReport, index_iiif, read_canvases
+from artsearch.iiif import FetchOptions, read_canvases
 from artsearch.index import ArtIndex
-from artsearch.indexer import IndexOptions
-from tests.conftest import FAKE, painting
-from tests.test_cli import index_args, invoke
-
-Route = bytes | Callable[[socket.socket], None]
-
-
-def response(body: bytes, ctype: str = "application/json", status: str = "200 OK",
-             headers: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"{headers}Connection: close\r\n\r\n").encode("latin-1") + body
-
-
-def as_json(value: Any) -> bytes:
-    return response(json.dumps(value).encode())
-
-
-def jpeg(seed: int = 1) -> bytes:
-    out = io.BytesIO()
-    painting(seed).save(out, "JPEG", quality=90)
-    return out.getvalue()
-
-
-class Raw:
-    """A loopback server answering each request path with raw bytes or a behaviour, so that
-    broken status lines, dripping bodies and lying headers can be served. Counts hits."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.dynamic: Callable[[str], Route | None] | None = None
-        self.hits: Counter[str] = Counter()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.closed = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            path = head.split(b" ")[1].decode("latin-1")
-            self.hits[path] += 1
-            route = self.routes.get(path)
-            if route is None and self.dynamic is not None:
-                route = self.dynamic(path)
-            if route is None:
-                route = response(b"not here", "text/plain", "404 Not Found")
-            try:
-                if callable(route):
-                    route(conn)
-                else:
-                    conn.sendall(route)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.sock.close()
-
-
-@pytest.fixture
-def raw() -> Iterator[Raw]:
-    server = Raw()
-    yield server
-    server.close()
+from tests.helpers import (
+    FAKE,
+    Raw,
+    Route,
+    as_json,
+    canvas,
+    index_args,
+    invoke,
+    painting,
+    painting_jpeg,
+    response,
+    run_iiif,
+)
 
 
 def drip(conn: socket.socket) -> None:
@@ -112,16 +42,9 @@ def drip(conn: socket.socket) -> None:
 
 
 def cut_short(conn: socket.socket) -> None:
-    body = jpeg(3)
+    body = painting_jpeg(3)
     conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: "
                  f"{len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
-
-
-def canvas(site: str, n: int | str, body: dict[str, Any]) -> dict[str, Any]:
-    return {"id": f"{site}/canvas/{n}", "type": "Canvas", "label": {"en": [f"c{n}"]},
-            "items": [{"id": f"{site}/page/{n}", "type": "AnnotationPage", "items": [{
-                "id": f"{site}/anno/{n}", "type": "Annotation", "motivation": "painting",
-                "body": body, "target": f"{site}/canvas/{n}"}]}]}
 
 
 def image(url: str) -> dict[str, Any]:
@@ -139,19 +62,12 @@ def manifest(site: str, canvases: list[dict[str, Any]], name: str = "m") -> dict
             "items": canvases}
 
 
-def run_iiif(url: str, index_dir: Path, **fetch: Any) -> tuple[Any, FetchReport]:
-    opts = FetchOptions(**{"retries": 0, "timeout": 1.0, "backoff": 0.01, **fetch})
-    with ArtIndex(index_dir, create=True) as idx:
-        return index_iiif(url, idx, IndexOptions(backbone=FAKE,
-                                                 extractor={"num_workers": 0}), opts)
-
-
 # -- high 2 and 5: nothing local, nothing but http(s) -----------------------------------------
 
 def test_a_remote_collection_cannot_make_artsearch_read_local_files(raw: Raw,
                                                                     tmp_path: Path) -> None:
     local = tmp_path / "local-manifest.json"
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     local.write_text(json.dumps(manifest(raw.url, [canvas(raw.url, 9, image(
         f"{raw.url}/pic.jpg"))], "local")))
     good = manifest(raw.url, [canvas(raw.url, 1, image(f"{raw.url}/pic.jpg"))])
@@ -175,7 +91,7 @@ def test_a_remote_collection_cannot_make_artsearch_read_local_files(raw: Raw,
 
 
 def test_redirects_of_pictures_leave_http_never(raw: Raw, tmp_path: Path) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/ftp.jpg"] = response(b"", status="302 Found",
                                       headers="Location: ftp://127.0.0.1/pic.jpg\r\n")
     raw.routes["/file.jpg"] = response(b"", status="301 Moved",
@@ -210,7 +126,7 @@ def test_a_local_manifest_file_is_read_only_within_the_json_cap(
 
 def test_escape_sequences_from_servers_never_reach_the_terminal(raw: Raw,
                                                                 tmp_path: Path) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/gone.jpg"] = response(b"", "text/plain",
                                        "404 Not\x1b]0;owned\x07 \x1b[31mFound")
     evil_id = f"{raw.url}/canvas/\x1b[2J\u202eevil"
@@ -237,10 +153,10 @@ def test_escape_sequences_from_servers_never_reach_the_terminal(raw: Raw,
 
 def test_broken_servers_are_one_line_per_canvas_and_the_run_goes_on(raw: Raw,
                                                                    tmp_path: Path) -> None:
-    pic = response(jpeg(), "image/jpeg")
+    pic = response(painting_jpeg(), "image/jpeg")
     raw.routes.update({
         "/pic.jpg": pic,
-        "/with%20space.jpg": response(jpeg(2), "image/jpeg"),
+        "/with%20space.jpg": response(painting_jpeg(2), "image/jpeg"),
         "/bad-status.jpg": b"HTTP/1.1 abc\r\n\r\n",
         "/long-line.jpg": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
         "/many.jpg": b"HTTP/1.1 200 OK\r\n" + b"".join(
@@ -295,7 +211,7 @@ def test_broken_servers_are_one_line_per_canvas_and_the_run_goes_on(raw: Raw,
     b'{"sizes": [{"width": 1e400, "height": -3}, {"width": true, "height": 2}]}'])
 def test_a_broken_level0_info_json_fails_its_canvas_only(raw: Raw, tmp_path: Path,
                                                          info: bytes) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/svc/info.json"] = response(info)
     raw.routes["/m.json"] = as_json(manifest(raw.url, [
         canvas(raw.url, 1, image(f"{raw.url}/pic.jpg")),
@@ -325,7 +241,7 @@ WRONG_TYPES: list[Any] = [
 
 
 def test_documents_of_the_wrong_shape_are_skipped_not_fatal(raw: Raw) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/good.json"] = as_json(manifest(raw.url, [canvas(raw.url, 1, image(
         f"{raw.url}/pic.jpg"))], "good"))
     members = [{"id": f"{raw.url}/good.json", "type": "Manifest"}]
@@ -366,7 +282,7 @@ def test_a_fan_out_collection_is_cut_at_the_document_cap(raw: Raw) -> None:
 
 
 def test_iiif_takes_the_writers_lock_before_fetching(raw: Raw, tmp_path: Path) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/m.json"] = as_json(manifest(raw.url, [canvas(raw.url, 1, image(
         f"{raw.url}/pic.jpg"))]))
     index = tmp_path / "idx"
@@ -416,7 +332,7 @@ def test_many_failed_canvases_are_recorded_in_few_statements(tmp_path: Path) -> 
 
 
 def test_a_manifest_reached_twice_is_read_and_counted_once(raw: Raw) -> None:
-    raw.routes["/pic.jpg"] = response(jpeg(), "image/jpeg")
+    raw.routes["/pic.jpg"] = response(painting_jpeg(), "image/jpeg")
     raw.routes["/m.json"] = as_json(manifest(raw.url, [
         canvas(raw.url, 1, image(f"{raw.url}/pic.jpg")),
         canvas(raw.url, 2, image(f"{raw.url}/pic.jpg"))]))

@@ -33,7 +33,7 @@ from artsearch.index import ArtIndex
 from artsearch.index.store import Artwork, Embedding, Failure, Store
 from artsearch.indexer import IndexOptions, IndexReport, index_collection
 from artsearch.query import parse_mix, search
-from tests.conftest import FAKE, make_collection, painting
+from tests.helpers import FAKE, make_collection, painting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -465,7 +465,7 @@ def test_a_damaged_model_file_is_one_line(tmp_path: Path, change: str) -> None:
     import torch
 
     from artsearch.classify import ModelError, load_model
-    from tests.test_classify import palettes_index
+    from tests.helpers import palettes_index
 
     index = palettes_index(tmp_path)
     invoke("train", "--index", str(index), "--label", "genre", "--out",
@@ -581,7 +581,7 @@ def test_an_empty_or_wrong_folder_creates_no_index(tmp_path: Path) -> None:
 
 def test_classify_finds_the_models_index_and_says_when_nothing_is_unlabelled(
         tmp_path: Path) -> None:
-    from tests.test_classify import palettes_index
+    from tests.helpers import palettes_index
 
     index = palettes_index(tmp_path)
     model = str(tmp_path / "m.pt")
