@@ -10,9 +10,7 @@ served by artwork id only, from inside the collection folder. The index is re-re
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -21,17 +19,18 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import ArtsearchError, IndexDamagedError, NotIndexedError
-from artsearch.index import ArtIndex
 from artsearch.web.browse import browse_routes
 from artsearch.web.explain import explain_routes
 from artsearch.web.images import image_routes
 from artsearch.web.lighttable import LightTableWriteError, lighttable_routes
+from artsearch.web.live import LiveIndex
 from artsearch.web.map import map_routes
 from artsearch.web.regions import region_routes
 from artsearch.web.reports import report_routes
 from artsearch.web.uploads import (
     MAX_UPLOAD_BYTES,
     RETRY_AFTER_SECONDS,
+    RecentUploads,
     ServerBusyError,
     upload_routes,
 )
@@ -41,59 +40,6 @@ from artsearch.web.zoom import zoom_routes
 __all__ = ["MAX_UPLOAD_BYTES", "LiveIndex", "create_app"]
 
 HERE = Path(__file__).resolve().parent
-
-
-class LiveIndex:
-    """The opened index, reopened when a writer has saved since (its spaces' recorded files
-    changed): queries always see one consistent, saved state."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._index: ArtIndex | None = None
-        self._stamp: object = None
-        self._extractors: dict[tuple[str, str], Any] = {}
-        self._memo: dict[object, Any] = {}
-
-    def _stamp_of(self, index: ArtIndex) -> object:
-        return (index.changed(), *((sp.name, (sp.params or {}).get("faiss"),
-                                    (sp.params or {}).get("ann")) for sp in index.spaces()))
-
-    def get(self) -> ArtIndex:
-        with self._lock:
-            if self._index is None:
-                self._index = ArtIndex(self.path)
-                self._stamp = self._stamp_of(self._index)
-                return self._index
-            stamp = self._stamp_of(self._index)
-            if stamp != self._stamp:  # a writer saved: open afresh (the old one is let go)
-                self._index = ArtIndex(self.path)
-                self._stamp = self._stamp_of(self._index)
-                self._memo.clear()
-            return self._index
-
-    def memo(self, key: object, compute: Any) -> Any:
-        """`compute()`, remembered until the index changes: browsing and facet counts over
-        a large collection are read far more often than a writer saves."""
-        with self._lock:
-            if key in self._memo:
-                return self._memo[key]
-        value = compute()
-        with self._lock:
-            if len(self._memo) >= 512:
-                self._memo.clear()
-            self._memo[key] = value
-        return value
-
-    def extractor(self, index: ArtIndex, space: Any) -> Any:
-        """One model per space, built on first use and kept (query by upload)."""
-        from artsearch.query import default_extractor
-
-        key = (space.name, space.weights_sha256)
-        with self._lock:
-            if key not in self._extractors:
-                self._extractors[key] = default_extractor(index, space)
-            return self._extractors[key]
 
 
 def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
@@ -127,19 +73,19 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.include_router(report_routes(live, templates, allowed))
     app.include_router(region_routes(live, templates, allowed))
     app.include_router(zoom_routes(live, templates, allowed))
-    maps = map_routes(live, templates, allowed)
+    maps, lay_out_maps = map_routes(live, templates, allowed)
     app.include_router(maps)
     app.include_router(lighttable_routes(live, templates))
-    uploads = upload_routes(live, templates, max_upload)
+    recent = RecentUploads()  # kept for the explain pages of an uploaded picture
+    uploads, load_models = upload_routes(live, templates, recent, max_upload)
     app.include_router(uploads)
-    app.include_router(explain_routes(live, templates, allowed,
-                                      uploads.uploads))  # type: ignore[attr-defined]
+    app.include_router(explain_routes(live, templates, allowed, recent))
 
     def warm() -> None:
         """What `serve` does in the background at start: each space's model loaded, then
         each space's map laid out."""
-        uploads.warm()  # type: ignore[attr-defined]
-        maps.prepare()  # type: ignore[attr-defined]
+        load_models()
+        lay_out_maps()
 
     app.state.warm = warm
 

@@ -8,16 +8,18 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import ArtsearchError, NotIndexedError
 from artsearch.index import ArtIndex, catalogue
 from artsearch.textsafe import json_safe
 from artsearch.web.common import PAGE, checked_filters, keep_query, with_provenance, work_dict
+from artsearch.web.live import LiveIndex
 
 __all__ = ["browse_routes"]
 
 
-def browse_routes(live: Any, templates: Any) -> APIRouter:
+def browse_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
     """Routes: /, /text, /api/works, /api/facets, /api/text."""
     from artsearch.query import search
 
@@ -32,7 +34,7 @@ def browse_routes(live: Any, templates: Any) -> APIRouter:
         key = (tuple(sorted((f, tuple(v)) for f, v in filters.items())), q)
         total, works = live.memo(("browse", key, page), lambda: catalogue.browse(
             index, where=filters, text_query=q, offset=(page - 1) * PAGE, limit=PAGE))
-        return templates.TemplateResponse(request, "browse.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "browse.html", {
             "q": q, "where": where, "filters": filters, "works": works, "total": total,
             "page": page, "pages": max(1, -(-total // PAGE)),
             "facets": live.memo(("facets", key, more), lambda: catalogue.facets(
@@ -51,7 +53,7 @@ def browse_routes(live: Any, templates: Any) -> APIRouter:
                 except ArtsearchError:  # a backbone not installed here answers no text
                     continue
             return out
-        return live.memo(("text-spaces",), find)  # type: ignore[no-any-return]
+        return live.memo(("text-spaces",), find)
 
     def by_text(index: ArtIndex, q: str, space: str | None, k: int) -> Any:
         names = text_spaces(index)
@@ -67,7 +69,7 @@ def browse_routes(live: Any, templates: Any) -> APIRouter:
                   space: str | None = None) -> Response:
         index = live.get()
         result = by_text(index, q, space, 24)
-        return templates.TemplateResponse(request, "results.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "results.html", {
             "result": result, "name": f"“{q}”", "space": result.space,
             "spaces": [sp.name for sp in index.spaces()]})
 

@@ -13,6 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from artsearch.web.live import LiveIndex
+from artsearch.web.uploads import RecentUploads
 
 __all__ = ["explain_routes"]
 
@@ -21,8 +25,8 @@ SIDE = 320
 VIEW = "^(square|whole)$"
 
 
-def explain_routes(live: Any, templates: Any, licences: frozenset[str],
-                   uploads: Any = None) -> APIRouter:
+def explain_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[str],
+                   uploads: RecentUploads | None = None) -> APIRouter:
     """Routes: /explain/A/B, /explain/A/B/SIDE.png, /api/explain/A/B (SIDE: a or b), and
     /explain/upload/KEY/B (and its PNGs) for a picture uploaded a while ago (`uploads`:
     web.uploads.RecentUploads)."""
@@ -85,7 +89,7 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
                             view: str = Query("square", pattern=VIEW)) -> Response:
         pm, name, art, _ = upload_maps(key, b, space, view)
         upload = {"id": None, "title": f"your picture ({name})", "path": name}
-        return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "explain.html", {
             "a": upload, "b": art, "space": space, "maps": pm.as_dict(4),
             "png": f"/explain/upload/{key}/{b}", "back": f"/query/{key}?space={space}",
             "view": view, "pooling": live.get().space(space).pooling,
@@ -118,7 +122,7 @@ def explain_routes(live: Any, templates: Any, licences: frozenset[str],
                      space: str = Query("content", max_length=200),
                      view: str = Query("square", pattern=VIEW)) -> Response:
         pm, arts, _ = maps(a, b, space, view)
-        return templates.TemplateResponse(request, "explain.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "explain.html", {
             "a": arts[0], "b": arts[1], "space": space, "maps": pm.as_dict(4),
             "png": f"/explain/{a}/{b}", "back": None,
             "view": view, "pooling": live.get().space(space).pooling,

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, Response
 from artsearch.errors import BadImageError, NotIndexedError
 from artsearch.index import ArtIndex
 from artsearch.web.common import MAX_ID, find_work, keep_cached
+from artsearch.web.live import LiveIndex
 
 __all__ = ["THUMB_SIZES", "image_routes", "inside_collection", "thumbnail"]
 
@@ -24,7 +25,7 @@ IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".jpe": "image/jpeg"
                ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff"}
 
 
-def image_routes(live: Any, allowed: frozenset[str]) -> APIRouter:
+def image_routes(live: LiveIndex, allowed: frozenset[str]) -> APIRouter:
     """Routes: /image/ID and /thumb/ID?size=s|m."""
     from artsearch.rights import shown, statement
 

@@ -41,8 +41,10 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import ArtsearchError, IndexDamagedError
+from artsearch.web.live import LiveIndex
 
 __all__ = ["KEEP_DAYS", "KEEP_DELETED", "MAX_SETS", "MAX_WORKS", "LightTable",
            "LightTableWriteError", "lighttable_routes"]
@@ -294,7 +296,7 @@ def parse_ids(text: str) -> list[int]:
     return [int(p) for p in ids]
 
 
-def lighttable_routes(live: Any, templates: Any) -> APIRouter:
+def lighttable_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
     """The routes; thumbnails on the page go through /thumb, which applies the licence
     rules, and the manifest references images through /image, which does too."""
     from artsearch.errors import NotIndexedError
@@ -344,7 +346,7 @@ def lighttable_routes(live: Any, templates: Any) -> APIRouter:
             notice = {"kind": "removed", "set": from_set, "work": arts[removed], "at": at}
         elif restored is not None and restored in sets:
             notice = {"kind": "restored", "set": restored, "works": len(sets[restored])}
-        return templates.TemplateResponse(request, "lighttable.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "lighttable.html", {
             "sets": shown_sets, "spaces": [sp.name for sp in index.spaces()],
             "deleted": tables.deleted, "notice": notice, "damaged": damaged,
             "keep_days": KEEP_DAYS, "keep_deleted": KEEP_DELETED,
@@ -391,7 +393,7 @@ def lighttable_routes(live: Any, templates: Any) -> APIRouter:
         if held is None:
             raise NotIndexedError(f"no set {chosen!r} on the light table")
         if held and confirm != "yes":
-            return templates.TemplateResponse(  # type: ignore[no-any-return]
+            return templates.TemplateResponse(
                 request, "lighttable_delete.html", {"set": chosen, "works": len(held),
                                                     "keep_days": KEEP_DAYS,
                                                     "quote": lambda s: quote(s, safe="")})

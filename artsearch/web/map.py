@@ -12,14 +12,17 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.web.common import keep_cached
+from artsearch.web.live import LiveIndex
 
 __all__ = ["ATLAS_CELL", "ATLAS_SIDE", "layout", "map_routes"]
 
@@ -100,7 +103,8 @@ def _groups(index: Any, space: str, ids: np.ndarray, colour: str
     return group, names + (["other"] if other else []), f"by {colour}"
 
 
-def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
+def map_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[str]
+               ) -> tuple[APIRouter, Callable[[], None]]:
     from artsearch.errors import OptionError
     from artsearch.rights import shown
 
@@ -114,7 +118,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
         with guard:
             lock = locks.setdefault(name, threading.Lock())
         with lock:
-            return live.memo(("map", name), lambda: layout(index, name))  # type: ignore[no-any-return]
+            return live.memo(("map", name), lambda: layout(index, name))
 
     def checked(index: Any, space: str | None, colour: str) -> str:
         if colour != "cluster" and colour not in FIELDS:
@@ -126,7 +130,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
                  colour: str = Query("cluster", max_length=40)) -> Response:
         index = live.get()
         name = checked(index, space, colour)
-        return templates.TemplateResponse(request, "map.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "map.html", {
             "space": name, "colour": colour, "fields": FIELDS,
             "spaces": [sp.name for sp in index.spaces()]})
 
@@ -177,8 +181,7 @@ def map_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter
         except Exception:  # noqa: BLE001 - a space that cannot be laid out says so when asked
             pass
 
-    router.prepare = prepare  # type: ignore[attr-defined]
-    return router
+    return router, prepare
 
 
 def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> bytes:

@@ -9,6 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from artsearch.web.live import LiveIndex
 
 __all__ = ["region_routes", "region_spaces"]
 
@@ -22,7 +25,8 @@ def region_spaces(index: Any) -> list[str]:
     return [sp.name for sp in index.spaces() if has_regions(index, sp)]
 
 
-def region_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
+def region_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[str]
+                  ) -> APIRouter:
     from artsearch.errors import NotIndexedError
     from artsearch.index import catalogue
     from artsearch.regions import parse_box, query_regions, region_extractor
@@ -62,7 +66,7 @@ def region_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRou
                      k: int = Query(24, ge=1, le=100)) -> Response:
         result, art, name = find(artwork_id, box, space, k)
         x, y, w, h = result.query["region"]
-        return templates.TemplateResponse(request, "regions.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "regions.html", {
             "art": art, "result": result, "space": name, "box": {"x": x, "y": y, "w": w, "h": h},
             "box_text": box, "withheld": None if shown(art.license, licences) else
             statement(art.license), "spaces": [sp.name for sp in live.get().spaces()],

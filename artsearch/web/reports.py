@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import MetadataError, NotIndexedError
+from artsearch.web.live import LiveIndex
 from artsearch.web.security import HEADERS
 
 __all__ = ["audit_folder", "audited_spaces", "report_routes", "run_folder"]
@@ -143,8 +145,8 @@ def _written_for(folder: Path) -> list[str] | None:
         return None
 
 
-def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = None
-                  ) -> APIRouter:
+def report_routes(live: LiveIndex, templates: Jinja2Templates,
+                  licences: frozenset[str] | None = None) -> APIRouter:
     """Routes: /clusters, /clusters/RUN/FILE, /models, /models/NAME/FILE."""
     import shutil
 
@@ -167,7 +169,7 @@ def report_routes(live: Any, templates: Any, licences: frozenset[str] | None = N
     @router.get("/clusters", response_class=HTMLResponse)
     def runs_page(request: Request) -> Response:
         index = live.get()
-        return templates.TemplateResponse(request, "reports.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "reports.html", {
             "runs": clustering.runs(index), "models": list(model_reports(index.path)),
             "audits": audited_spaces(index.path, [sp.name for sp in index.spaces()]),
             "spaces": [sp.name for sp in index.spaces()]})

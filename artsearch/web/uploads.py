@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
 from artsearch.textsafe import json_safe
+from artsearch.web.live import LiveIndex
 
 __all__ = ["MAX_UPLOAD_BYTES", "RETRY_AFTER_SECONDS", "UPLOADS_AT_ONCE", "RecentUploads",
            "ServerBusyError", "upload_routes"]
@@ -78,9 +81,11 @@ class RecentUploads:
             return found[1], found[2], found[3]
 
 
-def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES) -> APIRouter:
-    """The upload routes over `live` (web.app.LiveIndex); the router's `warm` loads each
-    space's model (`serve` calls it in the background at start)."""
+def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUploads,
+                  max_upload: int = MAX_UPLOAD_BYTES) -> tuple[APIRouter, Callable[[], None]]:
+    """The upload routes over `live`, keeping each picture in `uploads` a while (the explain
+    pages read them); and the function that loads each space's model (`serve` calls it in
+    the background at start)."""
     from artsearch.query import search
     from artsearch.web.common import with_provenance
 
@@ -116,10 +121,6 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
         except Exception:  # noqa: BLE001 - a space that cannot load says so when asked
             pass
 
-    router.warm = warm  # type: ignore[attr-defined]
-
-    uploads = RecentUploads()
-    router.uploads = uploads  # type: ignore[attr-defined]  # the explain routes read them
 
     async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
         kept = uploads.get(key)
@@ -131,7 +132,7 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
         result = await off_the_loop(lambda: search(
             index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
             make_extractor=lambda sp: live.extractor(index, sp)))
-        return templates.TemplateResponse(request, "results.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "results.html", {
             "result": result, "name": name, "space": space, "key": key,
             "spaces": [s.name for s in index.spaces()],
             "explainable": True})  # every space: by its map or by occlusion
@@ -168,7 +169,7 @@ def upload_routes(live: Any, templates: Any, max_upload: int = MAX_UPLOAD_BYTES)
             k=max(1, min(k, 1000)), make_extractor=lambda sp: live.extractor(index, sp)))
         return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
 
-    return router
+    return router, warm
 
 
 def _lower_priority() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.index import ArtIndex
 from artsearch.textsafe import json_safe
@@ -20,12 +21,13 @@ from artsearch.web.common import (
     with_provenance,
     work_dict,
 )
+from artsearch.web.live import LiveIndex
 from artsearch.web.regions import region_spaces
 
 __all__ = ["work_routes"]
 
 
-def work_routes(live: Any, templates: Any, allowed: frozenset[str]) -> APIRouter:
+def work_routes(live: LiveIndex, templates: Jinja2Templates, allowed: frozenset[str]) -> APIRouter:
     """Routes: /work/ID, /api/works/ID, /api/works/ID/neighbours."""
     from artsearch.query import parse_mix, search
     from artsearch.rights import licence_class, shown, statement
@@ -73,7 +75,7 @@ def work_routes(live: Any, templates: Any, allowed: frozenset[str]) -> APIRouter
                 for h in (blended[1].hits if blended else [])}
         withheld = None if shown(art.license, allowed) else {
             "class": licence_class(art.license), "statement": statement(art.license)}
-        return templates.TemplateResponse(request, "work.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "work.html", {
             "art": art, "work": work_dict(art), "columns": columns, "blended": blended,
             "blend": blend, "k": k, "exclude": exclude, "where": where, "spaces": spaces,
             "also": also, "withheld": withheld, "keep": keep_query("", where),

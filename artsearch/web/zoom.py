@@ -16,8 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
 
 from artsearch.web.common import keep_cached
+from artsearch.web.live import LiveIndex
 
 __all__ = ["TILE", "zoom_routes"]
 
@@ -47,7 +49,7 @@ def tile_box(size: tuple[int, int], col: int, row: int) -> tuple[int, int, int, 
     return x0, y0, min(w, (col + 1) * TILE + OVERLAP), min(h, (row + 1) * TILE + OVERLAP)
 
 
-def zoom_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRouter:
+def zoom_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[str]) -> APIRouter:
     from PIL import Image
 
     from artsearch.errors import NotIndexedError
@@ -103,7 +105,7 @@ def zoom_routes(live: Any, templates: Any, licences: frozenset[str]) -> APIRoute
     @router.get("/work/{artwork_id}/zoom", response_class=HTMLResponse)
     def zoom_page(request: Request, artwork_id: int = PathParam(ge=1, le=MAX_ID)) -> Response:
         index, art, path = work(artwork_id)
-        return templates.TemplateResponse(request, "zoom.html", {  # type: ignore[no-any-return]
+        return templates.TemplateResponse(request, "zoom.html", {
             "art": art, "withheld": None if path is not None else statement(art.license),
             "spaces": [sp.name for sp in index.spaces()]})
 
