@@ -45,6 +45,12 @@ class Hit:
     spaces: dict[str, Any] | None = None  # blended queries: each space's cosine and z-score
     cosine: float | None = None  # re-ranked queries: the cosine behind the re-ranked score
 
+    @classmethod
+    def of(cls, art: Artwork, rank: int, score: float, **more: Any) -> Hit:
+        """The hit for an artwork at `rank` (its catalogue fields as the index holds them)."""
+        return cls(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
+                   art.style, art.genre, art.extra, **more)
+
 
 @dataclass
 class QueryResult:
@@ -118,8 +124,7 @@ def search(
     With `rerank="csls"`, the nearest RERANK_CANDIDATES works are re-ranked by CSLS
     (artsearch.audit.csls), which discounts works that are near everything (hubs).
     """
-    if k < 1:
-        raise OptionError(f"-k {k}: ask for at least one result")
+    check_k(k)
     if rerank not in (None, "csls"):
         raise OptionError(f"--rerank {rerank}: the one re-ranking is csls")
     if rerank and mix is not None:
@@ -141,7 +146,8 @@ def search(
     # Read once, for all spaces; an upload's bytes come in memory (`image` is then its name).
     data = image_bytes if image_bytes is not None else (
         read_image_bytes(image) if image is not None else None)
-    query_art, described = _resolve_artwork(index, image, data, artwork, text)
+    query_art, described = resolve_query(index, image=image, data=data, artwork=artwork,
+                                         text=text)
     query_vecs = {sp.name: _query_vector(index, sp, query_art, image, data, text, make,
                                          max_pixels)
                   for sp in spaces}
@@ -179,8 +185,7 @@ def search(
             cos_by_art = {arts[i].id: cosines[i] for _, i in ranked if i in arts}
     else:
         scored = _blend(index, spaces, weights, query_vecs, allowed, k, notes)
-    hits = [Hit(rank, round(score, 6), art.id, art.path, art.title, art.artist, art.date,
-                art.style, art.genre, art.extra, parts)
+    hits = [Hit.of(art, rank, score, spaces=parts)
             for rank, (score, art, parts) in enumerate(scored[:k], 1)]
     for hit in hits:
         if hit.id in cos_by_art:
@@ -303,12 +308,20 @@ def _blend(
     return out
 
 
-def _resolve_artwork(
-    index: ArtIndex, image: Path | None, data: bytes | None, artwork: str | int | None,
-    text: str | None,
+def check_k(k: int) -> None:
+    if k < 1:
+        raise OptionError(f"-k {k}: ask for at least one result")
+
+
+def resolve_query(
+    index: ArtIndex, *, image: Path | None = None, data: bytes | None = None,
+    artwork: str | int | None = None, text: str | None = None,
 ) -> tuple[Artwork | None, dict[str, Any]]:
-    """The indexed artwork the query is (by id, path or identical file), if it is one."""
-    if sum(x is not None for x in (image, artwork, text)) != 1:
+    """What a query asks, for every kind of search (whole works, regions): the indexed
+    artwork it is (by id, by path, or a file whose content is indexed) and how the answer
+    describes it. `data` is the picture's bytes (`image` names it: a file or an upload)."""
+    if sum(x is not None for x in (image if image is not None else data, artwork,
+                                   text)) != 1:
         raise NotIndexedError("give one of: an image file, an indexed path or --id, or --text")
     if text is not None:
         if not text.strip():
@@ -323,11 +336,12 @@ def _resolve_artwork(
                 "and no image file there); `artsearch info --works` lists the indexed "
                 "paths")
         return art, {"id": art.id, "path": art.path, "indexed": True}
-    assert image is not None and data is not None
+    assert data is not None
+    name = str(image) if image is not None else "upload"
     art = find_artwork(index, sha256=sha256_bytes(data))
     if art is None:
-        return None, {"image": str(image), "indexed": False}
-    return art, {"id": art.id, "path": art.path, "indexed": True, "image": str(image)}
+        return None, {"image": name, "indexed": False}
+    return art, {"id": art.id, "path": art.path, "indexed": True, "image": name}
 
 
 def _query_vector(

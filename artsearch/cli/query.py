@@ -123,11 +123,7 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
 
         claim_folder(output_dir(explain_dir, "--explain"), "--explain")
     licences = parse_shown(show_licences)
-    image_path = Path(image) if image is not None and Path(image).exists() else None
-    artwork: str | int | None = artwork_id if artwork_id is not None else (
-        None if image_path is not None else image)
-    if image_path is not None and not image_path.is_file():
-        raise click.ClickException(f"{image}: not a file; give an image file")
+    image_path, artwork = _asked(image, artwork_id)
     weights = parse_mix(mix) if mix is not None else {space: 1.0}
     with ArtIndex(resolve_index(index_name)) as idx:
         result = search(idx, image=image_path, artwork=artwork, text=text, space=space,
@@ -162,6 +158,17 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
                    err=True)
 
 
+def _asked(image: str | None, artwork_id: int | None) -> tuple[Path | None, str | int | None]:
+    """IMAGE and --id as every query takes them: (the picture file, if IMAGE is one; else the
+    indexed artwork: --id, or IMAGE as an indexed path)."""
+    image_path = Path(image) if image is not None and Path(image).exists() else None
+    if image_path is not None and not image_path.is_file():
+        raise click.ClickException(f"{image}: not a file; give an image file")
+    artwork: str | int | None = artwork_id if artwork_id is not None else (
+        None if image_path is not None else image)
+    return image_path, artwork
+
+
 def _query_regions(image: str | None, artwork_id: int | None, index_name: str | None,
                    space: str, region: str | None, k: int, where: tuple[str, ...],
                    as_json: bool, report_dir: Path | None, show_licences: str | None, *,
@@ -182,11 +189,7 @@ def _query_regions(image: str | None, artwork_id: int | None, index_name: str | 
         raise click.UsageError("--id with --in-regions: give --region X,Y,W,H, the part of "
                                "the work to look for")
     box = parse_box(region) if region is not None else None
-    image_path = Path(image) if image is not None and Path(image).exists() else None
-    if image_path is not None and not image_path.is_file():
-        raise click.ClickException(f"{image}: not a file; give an image file")
-    artwork: str | int | None = artwork_id if artwork_id is not None else (
-        None if image_path is not None else image)
+    image_path, artwork = _asked(image, artwork_id)
     with ArtIndex(resolve_index(index_name)) as idx:
         result = query_regions(idx, space=space, image=image_path, artwork=artwork, box=box,
                                k=k, where=parse_where(where))

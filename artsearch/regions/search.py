@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,11 +46,11 @@ def query_regions(
     """Works ranked by their best region against a region of a picture (`box`) or a whole
     fragment. The query's own work (an indexed id or path, or an indexed file) is left out:
     the question is where else the motif appears."""
-    from artsearch.images import decoded, read_file, read_work, sha256_bytes
-    from artsearch.index.catalogue import artworks, check_fields, find_artwork, matching_ids
+    from artsearch.images import decoded, read_work
+    from artsearch.index.catalogue import artworks, check_fields, matching_ids
+    from artsearch.query import check_k, read_image_bytes, resolve_query
 
-    if k < 1:
-        raise OptionError(f"-k {k}: ask for at least one result")
+    check_k(k)
     sp = index.space(space)
     stored = load_regions(index, sp, cached=True)
     if stored is None:
@@ -58,34 +58,18 @@ def query_regions(
             f"space {sp.name!r} of {index.path} has no region index; build it with "
             f"`artsearch index FOLDER --index {index.path} --space {sp.name} --regions`")
     notes: list[str] = []
-    own: int | None = None
-    described: dict[str, Any]
-    if artwork is not None:
-        art = (find_artwork(index, id=int(artwork)) if str(artwork).isdigit()
-               else find_artwork(index, path=str(artwork)))
-        if art is None:
-            raise NotIndexedError(f"{artwork}: no such artwork in {index.path}; `artsearch "
-                                  "info --works` lists the indexed paths")
+    if artwork is None and image is None and image_bytes is None:
+        raise OptionError("give an image, or --id with --region")
+    data = image_bytes if image_bytes is not None else (
+        read_image_bytes(image) if image is not None else None)
+    art, described = resolve_query(index, image=image, data=data, artwork=artwork)
+    own = art.id if art is not None else None
+    if data is None:  # asked by an indexed work: its own file is the picture
+        assert art is not None
         data = read_work(index.root, art.path)
         if data is None:
             raise BadImageError(f"{art.path}: its file cannot be read inside the collection; "
                                 "re-run `artsearch index`")
-        own = art.id
-        described = {"id": art.id, "path": art.path, "indexed": True}
-    else:
-        if image_bytes is not None:
-            data = image_bytes
-        elif image is not None:
-            try:
-                data = read_file(image)
-            except BadImageError as e:
-                raise BadImageError(f"{image}: {e}") from e
-        else:
-            raise OptionError("give an image, or --id with --region")
-        same = find_artwork(index, sha256=sha256_bytes(data))
-        own = same.id if same is not None else None
-        described = {"image": str(image) if image is not None else "upload",
-                     "indexed": own is not None, **({"id": own} if own else {})}
     picture = decoded(data)
     if picture is None:
         raise BadImageError(f"{described.get('path') or described.get('image')}: not a "
@@ -125,9 +109,8 @@ def query_regions(
         notes.append(f"only {len(ranked)} works matching the filters have a region among "
                      f"the {wanted} nearest")
     arts = {a.id: a for a in artworks(index, [a for a, _ in ranked])}
-    hits: list[Hit] = [RegionHit(rank, round(score, 6), art.id, art.path, art.title, art.artist,
-                      art.date, art.style, art.genre, art.extra,
-                      box=[round(float(v), 4) for v in stored.boxes[row]])
+    hits: list[Hit] = [RegionHit.of(art, rank, score,
+                                    box=[round(float(v), 4) for v in stored.boxes[row]])
             for rank, (a, (score, row)) in enumerate(ranked, 1) if (art := arts.get(a))]
     how = {"index": f"regions: {stored.meta.get('structure', 'flat')}",
            "regions": n, "candidates": wanted}
