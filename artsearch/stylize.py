@@ -208,11 +208,11 @@ def stylize_gatys(content: Image.Image, style: Image.Image, *, size: int = 256,
 
 def fast_model_paths() -> dict[str, Path]:
     """The two ONNX files, located in the installed wheel and checked; refused with the fix."""
-    from artsearch.backbones._builtin import _packaged_file
+    from artsearch.backbones import packaged_file
 
     out = {}
     for name, (relative, sha) in FAST_MODELS.items():
-        path = _packaged_file(FAST_PACKAGE, relative, FAST_INSTALL)
+        path = packaged_file(FAST_PACKAGE, relative, FAST_INSTALL)
         got = hashlib.sha256(path.read_bytes()).hexdigest()
         if got != sha:
             raise WeightsError(f"{path}: SHA-256 {got[:16]}… is not the {name} network of "

