@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artsearch.duplicates import TYPES, Thresholds, find_duplicates, shortlist  # noqa: E402
-from artsearch.duplicates_fit import DERIVATIONS, calibrate_index, derive  # noqa: E402
+from artsearch.duplicates.find import TYPES, Thresholds, find_duplicates, shortlist  # noqa: E402
+from artsearch.duplicates.fit import DERIVATIONS, calibrate_index, derive  # noqa: E402
 from artsearch.index import ArtIndex  # noqa: E402
 from artsearch.indexer import IndexOptions, index_collection  # noqa: E402
 from artsearch.regions.store import build_regions  # noqa: E402

@@ -3,7 +3,7 @@ the main modules of OpenCV 5, which opencv-python ships, so it is not measured).
 
     python benchmarks/bench_features.py [--works 180] [--data DIR]
 
-N dev-set works (seeded) each get one derivative, the derivations of `duplicates_fit` in
+N dev-set works (seeded) each get one derivative, the derivations of `duplicates.fit` in
 turn (exact pixels, JPEG, resize, colour, rotation, halftone, mirror, crop, detail), and
 each is paired with its nearest other work in the Lite0 content space (the hard negative
 `duplicates --calibrate` uses). For each detector: seconds of features per picture (the
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from PIL import Image
 
-    from artsearch.duplicates import classify, features, geometry, shortlist
-    from artsearch.duplicates_fit import (
+    from artsearch.duplicates.find import classify, features, geometry, shortlist
+    from artsearch.duplicates.fit import (
         DERIVATIONS,
         Example,
         calibrate,

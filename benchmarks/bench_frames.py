@@ -8,7 +8,7 @@ ornamented frame (a band of 11 % of the side cut from a third, busy painting —
 frame for both) and, separately, inside one painted border (a 5 % band of a fourth
 painting); as controls, each framed painting against itself re-encoded (90 % size, JPEG
 q70), which must stay a pair. Versions: each first painting against its composition painted
-again (`duplicates_fit.another_version`: motifs moved a few pixels by a smooth warp, then
+again (`duplicates.fit.another_version`: motifs moved a few pixels by a smooth warp, then
 repainted by the fast style network in the manner of the pair's fourth painting), and, as a
 harder case, repainted with no warp at all (every edge where it was). Each pair goes
 through `duplicates`' own verification (features, geometry, classify with the shipped
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from PIL import Image
 
     from artsearch import backbones
-    from artsearch.duplicates import MIN_DENSITY, Thresholds, classify, features, geometry
-    from artsearch.duplicates_fit import DERIVATIONS, another_version, derive
+    from artsearch.duplicates.find import MIN_DENSITY, Thresholds, classify, features, geometry
+    from artsearch.duplicates.fit import DERIVATIONS, another_version, derive
     from artsearch.extract import Extractor
     from artsearch.stylize import stylize_fast
 

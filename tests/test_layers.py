@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("features", ("artsearch.indexer", "artsearch.distributed", "artsearch.query",
                   "artsearch.audit", "artsearch.cluster", "artsearch.classify",
                   "artsearch.learn", "artsearch.regions", "artsearch.duplicates",
-                  "artsearch.duplicates_fit", "artsearch.explain", "artsearch.stylize",
+                  "artsearch.explain", "artsearch.stylize",
                   "artsearch.layers", "artsearch.exchange", "artsearch.iiif",
                   "artsearch.provenance")),
     ("shells", ("artsearch.cli", "artsearch.web", "artsearch.reports", "artsearch.__main__")),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsearch.duplicates import Thresholds, find_duplicates
+from artsearch.duplicates.find import Thresholds, find_duplicates
 from artsearch.errors import OptionError
 from artsearch.index import ArtIndex
 from artsearch.regions import parse_box, query_regions

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from PIL import Image, ImageOps
 
 from artsearch.cli import cli
-from artsearch.duplicates import Thresholds, classify, features, geometry
-from artsearch.duplicates_fit import derive
+from artsearch.duplicates.find import Thresholds, classify, features, geometry
+from artsearch.duplicates.fit import derive
 from artsearch.explain import pair_maps
 from artsearch.extract import Extractor
 from artsearch.index import ArtIndex
@@ -141,8 +141,8 @@ def test_duplicates_command_types_pairs_and_reports_them(derived: tuple[Path, Pa
 
 def test_a_second_duplicates_run_reuses_the_verified_geometry(
         derived: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import artsearch.duplicates as dups
-    from artsearch.duplicates import find_duplicates
+    import artsearch.duplicates.find as dups
+    from artsearch.duplicates.find import find_duplicates
 
     root, index = derived
     with ArtIndex(index) as idx:
@@ -488,7 +488,7 @@ def test_query_rerank_csls(conv_index: tuple[Path, Path]) -> None:
 # -- honest calibration (issue 24) ----------------------------------------------------------------
 
 def test_calibration_halves_each_hold_every_type_and_its_negatives(tmp_path: Path) -> None:
-    from artsearch.duplicates_fit import DERIVATIONS
+    from artsearch.duplicates.fit import DERIVATIONS
 
     root = tmp_path / "coll"
     copy_paintings(root, list(range(0, 40, 2)), "w", lambda i: "Public domain")
@@ -502,7 +502,7 @@ def test_calibration_halves_each_hold_every_type_and_its_negatives(tmp_path: Pat
     record = json.loads(out.stdout)["thresholds"]
     held = record["held_out"]
     # Every derivation type and the negatives are judged, and the table's counts add up.
-    from artsearch.duplicates_fit import _TRUE_TYPE
+    from artsearch.duplicates.fit import _TRUE_TYPE
 
     assert {_TRUE_TYPE[d] for d in DERIVATIONS} | {"none"} <= set(held)
     assert sum(row["pairs"] for row in held.values()) == record["judged_on"]
@@ -511,7 +511,7 @@ def test_calibration_halves_each_hold_every_type_and_its_negatives(tmp_path: Pat
 
 
 def test_split_halves_deals_each_kind_into_both() -> None:
-    from artsearch.duplicates_fit import Example, split_halves
+    from artsearch.duplicates.fit import Example, split_halves
 
     examples = [Example(None, 1.0, how, how) for how in ("crop", "detail", "negative")  # type: ignore[arg-type]
                 for _ in range(5)]
@@ -522,7 +522,7 @@ def test_split_halves_deals_each_kind_into_both() -> None:
 
 
 def test_a_resave_of_the_same_pixels_is_not_a_hard_negative(tmp_path: Path) -> None:
-    from artsearch.duplicates_fit import _same_pixels
+    from artsearch.duplicates.fit import _same_pixels
     from artsearch.index.catalogue import artworks
 
     root = tmp_path / "coll"
@@ -546,7 +546,7 @@ def framed(painting: Image.Image, frame: Image.Image, side: int = 420) -> Image.
 
 
 def test_two_paintings_in_one_frame_are_no_pair(tmp_path: Path) -> None:
-    from artsearch.duplicates import Thresholds, classify, features, geometry
+    from artsearch.duplicates.find import Thresholds, classify, features, geometry
 
     frame = picture(30)  # a busy painting makes a frame full of keypoints
     a, b = framed(picture(1), frame), framed(picture(9), frame)
@@ -562,8 +562,8 @@ def test_two_paintings_in_one_frame_are_no_pair(tmp_path: Path) -> None:
 
 
 def test_two_versions_of_one_composition_are_related_not_a_crop() -> None:
-    from artsearch.duplicates import MIN_DENSITY, Thresholds, classify, features, geometry
-    from artsearch.duplicates_fit import another_version, derive
+    from artsearch.duplicates.find import MIN_DENSITY, Thresholds, classify, features, geometry
+    from artsearch.duplicates.fit import another_version, derive
 
     original = picture(7)
     # Painted again: the same layout with its motifs a few pixels off, other brushwork.

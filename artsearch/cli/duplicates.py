@@ -72,8 +72,8 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
       artsearch duplicates --all --csv pairs.csv        then add a label column, and:
       artsearch duplicates --calibrate 200 --labels pairs.csv
     """
-    from artsearch.duplicates import find_duplicates, load_thresholds
-    from artsearch.duplicates_fit import calibrate_index, read_labels
+    from artsearch.duplicates.find import find_duplicates, load_thresholds
+    from artsearch.duplicates.fit import calibrate_index, read_labels
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.provenance import provenance

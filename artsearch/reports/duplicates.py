@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from artsearch.reports.page import Thumbnails, esc, page, write_report
 
 if TYPE_CHECKING:
-    from artsearch.duplicates import Pair
+    from artsearch.duplicates.find import Pair
     from artsearch.index import ArtIndex
 
 __all__ = ["duplicates_report"]

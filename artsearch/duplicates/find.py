@@ -9,7 +9,7 @@ each other (re-encoded, or mirrored when the mirrored match won), one lies insid
 embedding still finds them very close). Agreement that is only a frame or a painted border
 is no pair; agreement on a small share of the keypoints the two pictures share is two
 versions of one composition, painted twice (related). The thresholds are fitted on
-derivatives synthesised from the collection itself (`duplicates_fit`), so a type is evidence
+derivatives synthesised from the collection itself (`duplicates.fit`), so a type is evidence
 that can be checked.
 """
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from artsearch.duplicates import (
+from artsearch.duplicates.find import (
     TYPES,
     Geometry,
     Progress,
