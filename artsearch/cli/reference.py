@@ -28,9 +28,11 @@ def reference() -> str:
                             max_content_width=WIDTH)
         return command.get_help(ctx)
 
+    # The group's own settings (-h as well as --help), as a real invocation has them: click
+    # remembers a command's help option from the first context that asks for it.
     top = click.Context(cli, info_name="artsearch", terminal_width=WIDTH,
-                        max_content_width=WIDTH)
-    parts = [HEADER, "## artsearch\n", "```text", help_of(cli, "artsearch", None), "```\n"]
+                        max_content_width=WIDTH, **cli.context_settings)
+    parts = [HEADER, "## artsearch\n", "```text", cli.get_help(top), "```\n"]
     for name in sorted(cli.commands):
         parts += [f"## artsearch {name}\n", "```text",
                   help_of(cli.commands[name], name, top), "```\n"]
