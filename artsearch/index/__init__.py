@@ -5,7 +5,9 @@ metadata, one FAISS file per space and its upkeep. SQL lives here and nowhere el
 
 Modules, lowest first: `store` (tables, sessions, migrations), `vectors` (the FAISS files),
 `ann` (choosing and checking approximate search), `metadata` (sidecar fields), `catalogue`
-(finding works, filters, facets), `folder` (`ArtIndex`: the folder, its lock and spaces).
+(finding works, filters, facets), `clusters` (stored runs), `writer` (what a run records),
+`upkeep` (the vector files, checked and kept current), `folder` (`ArtIndex`: the folder,
+its lock and spaces).
 """
 
 from __future__ import annotations
