@@ -203,3 +203,117 @@ def test_every_iiif_out_is_valid_presentation_3(raw: Raw, tmp_path: Path) -> Non
         data = json.loads(out.read_text())
         prezi.Manifest(**data)
         assert_presentation3(data)
+
+
+def test_a_presentation_2_specific_resource_paints_its_full_image(raw: Raw) -> None:
+    """@iiif/parser's presentation-2 fixtures: part of an image painted by an
+    oa:SpecificResource whose image is in `full` (3 names it `source`)."""
+    v2 = {"@context": "http://iiif.io/api/presentation/2/context.json",
+          "@id": f"{raw.url}/v2.json", "@type": "sc:Manifest", "label": "v2 part",
+          "sequences": [{"canvases": [{"@id": f"{raw.url}/v2/c1", "@type": "sc:Canvas",
+                                       "images": [{"resource": {
+                                           "@type": "oa:SpecificResource",
+                                           "full": {"@id": f"{raw.url}/img/p.jpg",
+                                                    "@type": "dctypes:Image",
+                                                    "width": 1000, "height": 800},
+                                           "selector": {"@type": "oa:FragmentSelector",
+                                                        "value": "xywh=10,20,300,400"}}}]}]}]}
+    raw.routes["/v2.json"] = as_json(v2)
+    (found,) = read_canvases(f"{raw.url}/v2.json")
+    assert found.image == f"{raw.url}/img/p.jpg"
+    assert found.region == ("px", 10.0, 20.0, 300.0, 400.0)
+
+
+def test_a_media_fragment_on_the_image_id_names_a_part_of_it(raw: Raw) -> None:
+    pixels = {"id": f"{raw.url}/img/f.jpg#xywh=100,50,200,100", "type": "Image",
+              "width": 400, "height": 200}
+    share = {"id": f"{raw.url}/img/g.jpg#xywh=percent:50,0,50,100", "type": "Image"}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, pixels),
+                                                 canvas(raw.url, 2, share)]))
+    first, second = read_canvases(f"{raw.url}/m.json")
+    assert first.image == f"{raw.url}/img/f.jpg" and first.region == ("px", 100, 50, 200, 100)
+    url, crop = image_request(first, FetchOptions(size=512))
+    assert url == f"{raw.url}/img/f.jpg" and crop == (0.25, 0.25, 0.75, 0.75)
+    assert second.image == f"{raw.url}/img/g.jpg" and second.region == ("pct", 50, 0, 50, 100)
+    assert image_request(second, FetchOptions())[1] == (0.5, 0.0, 1.0, 1.0)
+
+
+def test_a_services_version_is_read_from_its_context_before_its_profile(raw: Raw) -> None:
+    """An Image API 2 context with a 1.1 level profile URI (seen in the wild) is a 2.x
+    service: asked for `default`, which 2.x knows, never 1.1's `native`."""
+    mixed = {"id": f"{raw.url}/img/m/full/full/0/default.jpg", "type": "Image",
+             "service": {"@context": "http://iiif.io/api/image/2/context.json",
+                         "@id": f"{raw.url}/img/m",
+                         "profile": "http://library.stanford.edu/iiif/image-api/1.1/"
+                                    "compliance.html#level2"}}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, mixed)]))
+    (found,) = read_canvases(f"{raw.url}/m.json")
+    assert found.service_version == 2 and found.level == 2
+    assert image_request(found, FetchOptions(size=300))[0].endswith("/0/default.jpg")
+
+
+def test_an_image_api_selector_rotation_is_applied(raw: Raw, tmp_path: Path) -> None:
+    """Cookbook 0040-image-rotation-service: asked of a service at level 1 or 2; a plain
+    image (or level 0) is turned here after the fetch."""
+    tall = Image.new("RGB", (60, 120), "white")
+    tall.paste(painting(3, (60, 60)), (0, 0))
+    data = io.BytesIO()
+    tall.save(data, "JPEG", quality=95)
+    raw.routes["/static/tall.jpg"] = response(data.getvalue(), "image/jpeg")
+    by_server = {"type": "SpecificResource",
+                 "source": {"id": f"{raw.url}/img/r/full/max/0/default.jpg", "type": "Image",
+                            "service": [service(f"{raw.url}/img/r", 2)]},
+                 "selector": {"type": "ImageApiSelector", "rotation": "90"}}
+    turned_here = {"type": "SpecificResource",
+                   "source": {"id": f"{raw.url}/static/tall.jpg", "type": "Image"},
+                   "selector": {"type": "ImageApiSelector", "rotation": "90"}}
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, by_server),
+                                                 canvas(raw.url, 2, turned_here)]))
+    answer_any_picture(raw, "/img/")
+    first, second = read_canvases(f"{raw.url}/m.json")
+    assert first.rotation == 90 and second.rotation == 90
+    assert image_request(first, FetchOptions(size=512))[0] == \
+        f"{raw.url}/img/r/full/!512,512/90/default.jpg"
+    result, report = run_iiif(f"{raw.url}/m.json", tmp_path / "idx")
+    assert report.fetched == 2
+    sizes = []
+    for path in (tmp_path / "idx" / "iiif-images").rglob("*.jpg"):
+        with Image.open(path) as im:
+            sizes.append(im.size)
+    assert (120, 60) in sizes  # the tall plain image, turned on its side
+
+
+def test_a_400_for_one_quality_name_is_asked_once_with_the_others(raw: Raw,
+                                                                  tmp_path: Path) -> None:
+    """A 1.1 context on a server that speaks 2.x: `native` is answered 400, so the same
+    request is made once more with `default` (and a second 400 is the canvas's failure)."""
+    old = {"id": f"{raw.url}/img/o/full/full/0/native.jpg", "type": "Image",
+           "service": {"@context": "http://library.stanford.edu/iiif/image-api/1.1/"
+                                   "context.json", "@id": f"{raw.url}/img/o",
+                       "profile": "http://library.stanford.edu/iiif/image-api/1.1/"
+                                  "compliance.html#level2"}}
+    picture = response(painting_jpeg(4), "image/jpeg")
+    refused = response(b"unknown quality", "text/plain", "400 Bad Request")
+    asked: list[str] = []
+
+    def answer(path: str) -> bytes:
+        asked.append(path)
+        return picture if path.endswith("/default.jpg") else refused
+
+    raw.dynamic = answer
+    raw.routes["/m.json"] = as_json(v3(raw.url, [canvas(raw.url, 1, old)]))
+    result, report = run_iiif(f"{raw.url}/m.json", tmp_path / "idx")
+    assert report.fetched == 1 and result.total == 1
+    assert [p.rsplit("/", 1)[-1] for p in asked] == ["native.jpg", "default.jpg"]
+
+
+def test_when_every_canvas_fails_every_failure_is_recorded(raw: Raw, tmp_path: Path) -> None:
+    gone = [canvas(raw.url, n, {"id": f"{raw.url}/missing/{n}.jpg", "type": "Image"})
+            for n in range(1, 4)]
+    raw.routes["/m.json"] = as_json(v3(raw.url, gone))
+    index = tmp_path / "idx"
+    code, _, err = invoke("index", "--iiif", f"{raw.url}/m.json", "--index", str(index),
+                          "--backbone", "fake-colour", "--iiif-timeout", "1")
+    assert code == 1 and "3 of 3 failed" in err and "info --failures" in err
+    code, out, _ = invoke("info", "--index", str(index), "--failures")
+    assert code == 0 and all(f"{raw.url}/canvas/{n}" in out for n in range(1, 4))

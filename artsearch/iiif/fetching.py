@@ -33,8 +33,9 @@ class IIIFError(ArtsearchError):
     """A manifest, collection or picture that cannot be read or is not IIIF. The message is
     made one terminal-safe line here, since it quotes what servers and manifests said."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(one_line(message, 500))
+        self.status = status  # the HTTP status that refused it, when one did
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _get_once(url: str, opts: FetchOptions, limit: int) -> _Body:
                 reason = f"HTTP {response.status} {one_line(response.reason, 100)}"
                 if response.status in RETRY_STATUS:
                     raise _Retry(reason)
-                raise IIIFError(f"{reason} for {url}")
+                raise IIIFError(f"{reason} for {url}", status=response.status)
             chunks: list[bytes] = []
             size = 0
             while True:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from artsearch.errors import BadImageError
 from artsearch.iiif.fetching import FetchOptions, IIIFError, fetch
-from artsearch.iiif.read import Canvas, Crop, image_request, read_canvases
+from artsearch.iiif.read import Canvas, Crop, image_request, read_canvases, turn_locally
 from artsearch.textsafe import terminal
 
 if TYPE_CHECKING:
@@ -35,10 +35,19 @@ class FetchReport:
     manifests: int = 0
 
 
-def _picture(url: str, opts: FetchOptions, crop: Crop | None = None) -> bytes:
+def _other_quality(url: str) -> str | None:
+    """The same Image API request with the other version's quality name (1.x `native`,
+    2.x and 3 `default`); None for a URL that names neither."""
+    for a, b in (("/native.jpg", "/default.jpg"), ("/default.jpg", "/native.jpg")):
+        if url.endswith(a):
+            return url[: -len(a)] + b
+    return None
+
+
+def _picture(url: str, opts: FetchOptions, crop: Crop | None = None, turn: int = 0) -> bytes:
     """A canvas's picture, kept only once it decodes (an HTML error page served as 200, or a
-    body cut short, is refused); cut to `crop` (fractions) when the server could not be
-    asked for the region."""
+    body cut short, is refused); cut to `crop` (fractions) and turned `turn` degrees
+    clockwise when the server could not be asked to."""
     import io
 
     from artsearch.images import decode_image
@@ -48,15 +57,19 @@ def _picture(url: str, opts: FetchOptions, crop: Crop | None = None) -> bytes:
         img, _ = decode_image(data)
     except BadImageError as e:
         raise IIIFError(f"{url}: not a picture that decodes ({e}); not kept") from None
-    if crop is None:
+    if crop is None and not turn:
         return data
-    x0, y0, x1, y1 = crop
-    box = (round(x0 * img.width), round(y0 * img.height), round(x1 * img.width),
-           round(y1 * img.height))
-    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-        raise IIIFError(f"{url}: the selected region is under 8 px at this size; not kept")
+    if crop is not None:
+        x0, y0, x1, y1 = crop
+        box = (round(x0 * img.width), round(y0 * img.height), round(x1 * img.width),
+               round(y1 * img.height))
+        if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+            raise IIIFError(f"{url}: the selected region is under 8 px at this size; not kept")
+        img = img.crop(box)
+    if turn:
+        img = img.rotate(-turn, expand=True)  # PIL turns anticlockwise
     out = io.BytesIO()
-    img.crop(box).save(out, "JPEG", quality=92)
+    img.save(out, "JPEG", quality=92)
     return out.getvalue()
 
 
@@ -76,7 +89,15 @@ def fetch_canvases(canvases: Sequence[Canvas], folder: Path, opts: FetchOptions,
     def one(c: Canvas) -> tuple[Canvas, str | None]:
         try:
             url, crop = image_request(c, opts)
-            data = _picture(url, opts, crop)
+            try:
+                data = _picture(url, opts, crop, turn_locally(c))
+            except IIIFError as e:
+                other = _other_quality(url) if e.status == 400 and c.service else None
+                if other is None:
+                    raise
+                # A service whose context and profile disagree on its version: the other
+                # version's name for the same quality, once.
+                data = _picture(other, opts, crop, turn_locally(c))
         except IIIFError as e:
             return c, str(e)
         path = folder / c.key
@@ -142,7 +163,7 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
             rows[c.key] = {"path": c.key, **c.fields}
     columns = ["path", "title", "artist", "date", "style", "genre", "license", "source",
                "iiif_manifest", "iiif_canvas", "iiif_service", "iiif_image",
-               "iiif_service_type", "iiif_profile"]
+               "iiif_service_type", "iiif_profile", "iiif_region"]
     tmp = catalogue.with_name(f".{catalogue.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8", errors="replace") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
@@ -150,8 +171,13 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
         writer.writerows(rows.values())
     os.replace(tmp, catalogue)
     if not rows:
-        why = report.failed[0][1] if report.failed else (
-            "no canvas has an image" if not canvases else "nothing could be fetched")
+        if report.failed:  # every one of them, for `artsearch info --failures`
+            record_failures_now(index, report.failed)
+            raise IIIFError(
+                f"{source}: no canvas picture could be fetched: {len(report.failed)} of "
+                f"{max(len(canvases), len(report.failed))} failed (the first: "
+                f"{report.failed[0][1]}); `artsearch info --failures` lists every one")
+        why = "no canvas has an image" if not canvases else "nothing could be fetched"
         raise IIIFError(f"{source}: no canvas picture could be fetched ({why})")
     options.metadata = catalogue
     result = index_collection(folder, index, options)

@@ -30,6 +30,8 @@ MAX_DEPTH = 4  # collections within collections
 
 Region = tuple[str, float, float, float, float]  # ("px" | "pct", x, y, w, h)
 Crop = tuple[float, float, float, float]  # fractions of a picture: x0, y0, x1, y1
+# What an annotation paints: the image resource, the part of it selected, its rotation.
+Painted = tuple[dict[str, Any], Region | None, int]
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Canvas:
     width: int | None = None  # the image resource's own size, when given
     height: int | None = None
     region: Region | None = None  # a SpecificResource's selected part of the image
+    rotation: int = 0  # an ImageApiSelector's rotation, degrees clockwise (0, 90, 180, 270)
 
     @property
     def level0(self) -> bool:
@@ -130,13 +133,27 @@ def _service(resource: dict[str, Any]) -> tuple[str | None, int, int | None]:
         context = json.dumps(svc.get("@context") or "")
         profile = json.dumps(svc.get("profile") or "")
         if "imageservice" in kind or "image" in context or "image" in profile:
-            version = 1 if ("image-api/1" in context or "image-api/1" in profile) else \
-                2 if ("imageservice2" in kind or "/image/2" in context) else 3
+            version = _version(kind, context, profile)
             found = re.search(r"level([012])", profile)
             sid = _id(svc)
             if sid:
                 return sid.rstrip("/"), version, int(found.group(1)) if found else None
     return None, 3, None
+
+
+def _version(kind: str, context: str, profile: str) -> int:
+    """A service's Image API version: its type says it first (ImageService3/2/1), then its
+    context, and only then its profile (a 2.x service may name a 1.1 level URI)."""
+    for text_ in (kind, context):
+        for v in (3, 2, 1):
+            if f"imageservice{v}" in text_ or f"/image/{v}" in text_ or \
+                    f"image-api/{v}" in text_:
+                return v
+    if "image-api/1" in profile or "/image/1" in profile:
+        return 1
+    if "/image/2" in profile:
+        return 2
+    return 3
 
 
 def _profile(resource: dict[str, Any]) -> str | None:
@@ -172,8 +189,37 @@ def _selected(selector: Any) -> Region | None:
     return None
 
 
-def _image_body(body: dict[str, Any], depth: int = 0
-                ) -> tuple[dict[str, Any], Region | None] | None:
+def _rotation(selector: Any) -> int:
+    """The clockwise rotation an ImageApiSelector asks for (0 when none, or one that is not
+    a multiple of 90: those are not applied)."""
+    for sel in _dicts(selector):
+        if _type(sel) == "imageapiselector":
+            try:
+                degrees = float(str(sel.get("rotation", "0")).lstrip("!"))
+            except ValueError:
+                continue
+            if degrees % 90 == 0:
+                return int(degrees) % 360
+    return 0
+
+
+_FRAGMENT = re.compile(r"#xywh=([^&#]+)$")
+
+
+def _fragment(body: dict[str, Any]) -> Painted:
+    """An image whose id ends in a media fragment (#xywh=x,y,w,h, or percent:...) names a
+    part of the picture: the image without the fragment, and that part."""
+    ident = _id(body)
+    found = _FRAGMENT.search(ident or "")
+    if ident is None or found is None:
+        return body, None, 0
+    region = _selected({"type": "FragmentSelector", "value": f"xywh={found.group(1)}"})
+    plain = {k: v for k, v in body.items() if k not in ("id", "@id")}
+    plain["id"] = ident[: found.start()]
+    return plain, region, 0
+
+
+def _image_body(body: dict[str, Any], depth: int = 0) -> Painted | None:
     """The image resource of an annotation body — itself, a Choice's default or first item,
     or a SpecificResource's source — with the region a SpecificResource selects."""
     kind = _type(body)
@@ -183,15 +229,21 @@ def _image_body(body: dict[str, Any], depth: int = 0
         options = _dicts(body.get("default")) + _dicts(body.get("item")) + \
             _dicts(body.get("items"))
         return _image_body(options[0], depth + 1) if options else None
-    if kind == "specificresource":
-        source = body.get("source")
+    if kind == "specificresource":  # Presentation 2 names the image `full`, 3 `source`
+        source = body.get("source") or body.get("full")
         source = source if isinstance(source, dict) else {"id": source} \
             if isinstance(source, str) else None
         found = _image_body(source, depth + 1) if source else None
-        return (found[0], _selected(body.get("selector")) or found[1]) if found else None
+        if found is None:
+            return None
+        selector = body.get("selector")
+        return (found[0], _selected(selector) or found[1],
+                _rotation(selector) or found[2])
     if kind not in ("image", ""):
         return None
-    return (body, None) if _id(body) or _dicts(body.get("service")) else None
+    if not (_id(body) or _dicts(body.get("service"))):
+        return None
+    return _fragment(body)
 
 
 def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
@@ -202,7 +254,7 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
     source = text(statement.get("value")) if isinstance(statement, dict) \
         else text(doc.get("attribution"))
     items: list[dict[str, Any]] = []
-    images: list[list[tuple[dict[str, Any], Region | None]]] = []
+    images: list[list[Painted]] = []
     if "sequences" in doc:  # Presentation 2
         sequences = _dicts(doc.get("sequences"))
         items = _dicts(sequences[0].get("canvases")) if sequences else []
@@ -231,7 +283,7 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
         cid = _id(c)
         if not cid or not bodies:
             continue
-        body, region = bodies[0]
+        body, region, rotation = bodies[0]
         service, version, level = _service(body)
         clabel = text(c.get("label"))
         title = (f"{label}, {clabel}" if several and clabel and label else
@@ -250,7 +302,7 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
                 f"{v:g}" for v in region[1:])
         canvases.append(Canvas(uri, cid, _id(body), service, version, level, fields,
                                _pixels(body.get("width")), _pixels(body.get("height")),
-                               region))
+                               region, rotation))
     return canvases
 
 
@@ -373,12 +425,18 @@ def _fractions(region: Region, width: int | None, height: int | None) -> Crop | 
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
+def turn_locally(canvas: Canvas) -> int:
+    """Degrees to turn the fetched picture by: the rotation a server was not asked for."""
+    return canvas.rotation if canvas.service is None or canvas.level == 0 else 0
+
+
 def image_request(canvas: Canvas, opts: FetchOptions) -> tuple[str, Crop | None]:
     """The URL of the canvas's picture (or its selected region) at no more than opts.size on
     its longer side, asked as the service's level allows — listed sizes for level 0, `w,`
     for level 1, `!w,h` for level 2 — with the quality its version names (`native` for
-    Image API 1.x); and the part of the fetched picture to keep, when the region could not
-    be asked of the server."""
+    Image API 1.x), turned by the canvas's rotation where the level allows (level 0 and
+    plain images are turned after the fetch: `turn_locally`); and the part of the fetched
+    picture to keep, when the region could not be asked of the server."""
     region = canvas.region
     if canvas.service is None:
         if canvas.image is None:
@@ -406,7 +464,7 @@ def image_request(canvas: Canvas, opts: FetchOptions) -> tuple[str, Crop | None]
             if region else None
         if region and crop is None:
             raise IIIFError(f"{base}: a region of an image whose size info.json does not say")
-        return f"{base}/full/{size}/0/{quality}.jpg", crop
+        return f"{base}/full/{size}/0/{quality}.jpg", crop  # level 0: turned after the fetch
     area = "full"
     wide: float | None = canvas.width
     tall: float | None = canvas.height
@@ -421,7 +479,7 @@ def image_request(canvas: Canvas, opts: FetchOptions) -> tuple[str, Crop | None]
         size = f"{min(across, round(wide)) if wide else across},"
     else:
         size = f"!{opts.size},{opts.size}"
-    return f"{base}/{area}/{size}/0/{quality}.jpg", None
+    return f"{base}/{area}/{size}/{canvas.rotation}/{quality}.jpg", None
 
 
 
