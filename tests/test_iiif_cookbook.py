@@ -317,3 +317,24 @@ def test_when_every_canvas_fails_every_failure_is_recorded(raw: Raw, tmp_path: P
     assert code == 1 and "3 of 3 failed" in err and "info --failures" in err
     code, out, _ = invoke("info", "--index", str(index), "--failures")
     assert code == 0 and all(f"{raw.url}/canvas/{n}" in out for n in range(1, 4))
+
+
+def test_a_collection_that_embeds_its_members_is_walked_as_it_stands(raw: Raw) -> None:
+    """Universal Viewer's example collection: sub-collections embedded with their content
+    (one repeating the parent's own id), manifests embedded with their canvases; each read
+    once, nothing fetched that is given."""
+    def manifest(n: int) -> dict[str, Any]:
+        return {"id": f"{raw.url}/m{n}.json", "type": "Manifest", "label": {"en": [f"m{n}"]},
+                "items": [canvas(raw.url, f"{n}-{i}", {"id": f"{raw.url}/img/{n}-{i}.jpg",
+                                                       "type": "Image"}) for i in (1, 2)]}
+    top = {"@context": "http://iiif.io/api/presentation/3/context.json",
+           "id": f"{raw.url}/c.json", "type": "Collection", "label": {"en": ["all"]},
+           "items": [{"id": f"{raw.url}/c.json", "type": "Collection",  # its parent's id
+                      "items": [manifest(1), manifest(2)]},
+                     {"id": f"{raw.url}/sub.json", "type": "Collection",
+                      "items": [manifest(3), manifest(1)]}]}  # m1 again: read once
+    raw.routes["/c.json"] = as_json(top)
+    found = read_canvases(f"{raw.url}/c.json")
+    assert sorted(c.canvas.rsplit("/", 1)[-1] for c in found) == \
+        ["1-1", "1-2", "2-1", "2-2", "3-1", "3-2"]
+    assert dict(raw.hits) == {"/c.json": 1}  # no member was fetched: all were given

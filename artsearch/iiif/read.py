@@ -306,6 +306,26 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
     return canvases
 
 
+def _embedded(child: Any) -> bool:
+    """A collection member given with its content (a manifest with canvases, a collection
+    with members), walked as it stands rather than fetched."""
+    if not isinstance(child, dict):
+        return False
+    kind = _type(child)
+    if kind == "manifest":
+        return bool(child.get("sequences")) or any(
+            "items" in i for i in _dicts(child.get("items")))
+    if kind == "collection":
+        return any(_list(child.get(f)) for f in ("items", "manifests", "collections",
+                                                   "members"))
+    return False
+
+
+def _digest(doc: dict[str, Any]) -> str:
+    text_ = json.dumps(doc, sort_keys=True, default=str)[:1_000_000]
+    return hashlib.sha256(text_.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def read_canvases(source: str, opts: FetchOptions | None = None,
                   *, on_error: Callable[[str, str], None] | None = None) -> list[Canvas]:
     """Every canvas with an image in a manifest, or in the manifests of a collection (nested
@@ -332,9 +352,12 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
 
     def walk(ref: str, doc: dict[str, Any] | None, depth: int) -> None:
         top = depth == 0
-        if ref in seen:
+        # A member embedded with its content is known by (id, content): collections repeat
+        # their own id on embedded members, and one id may be embedded with other content.
+        key = ref if doc is None else f"{ref}#{_digest(doc)}"
+        if key in seen:
             return
-        seen.add(ref)
+        seen.add(key)
         if depth > MAX_DEPTH:
             fail(ref, f"collections nested more than {MAX_DEPTH} deep; not read")
             return
@@ -350,7 +373,7 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
                 return
         kind = _type(doc)
         uri = _id(doc) or ref
-        if uri != ref:
+        if uri != ref and key == ref:
             if uri in seen:  # the same document reached under another address
                 return
             seen.add(uri)
@@ -377,9 +400,7 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
                 cid = _id(child)
                 if not cid:
                     continue
-                embedded = child if isinstance(child, dict) and _type(child) == "manifest" \
-                    and any("items" in i for i in _dicts(child.get("items"))) else None
-                walk(cid, embedded, depth + 1)
+                walk(cid, child if _embedded(child) else None, depth + 1)
         else:
             why = (f"{terminal(ref)}: a {terminal(kind[:40]) or 'JSON'} document, not a IIIF "
                    "Manifest or Collection")
