@@ -175,6 +175,8 @@ def test_a_manifest_is_indexed_fetched_once_and_survives_a_404_and_a_slow_canvas
     assert labels["rank"] == "1" and float(labels["similarity score"]) == pytest.approx(1.0)
     body = top["items"][0]["items"][0]["body"]
     assert body["service"][0]["id"] == f"{site.url}/iiif/img0"  # back to the source's images
+    # The source canvas's size, not the 128 px copy's that was fetched.
+    assert (top["width"], top["height"]) == (good[0]["width"], good[0]["height"])
     run = tmp_path / "run.json"
     code, out, err = invoke("cluster", "--index", str(index), "--k", "2", "--restarts", "0",
                             "--iiif-out", str(run))

@@ -338,3 +338,15 @@ def test_a_collection_that_embeds_its_members_is_walked_as_it_stands(raw: Raw) -
     assert sorted(c.canvas.rsplit("/", 1)[-1] for c in found) == \
         ["1-1", "1-2", "2-1", "2-2", "3-1", "3-2"]
     assert dict(raw.hits) == {"/c.json": 1}  # no member was fetched: all were given
+
+
+def test_iiif_out_keeps_a_version_2_service_as_its_own_version_writes_it() -> None:
+    from artsearch.iiif.write import _service_entry
+
+    v2 = _service_entry("https://example.org/iiif/a", 2, "level1")
+    assert v2 == {"@id": "https://example.org/iiif/a", "@type": "ImageService2",
+                  "profile": "http://iiif.io/api/image/2/level1.json"}
+    v1 = _service_entry("https://example.org/iiif/b", 1, "level2")
+    assert v1["@type"] == "ImageService1" and v1["profile"].endswith("compliance.html#level2")
+    assert _service_entry("https://example.org/iiif/c", 3, "level0") == {
+        "id": "https://example.org/iiif/c", "type": "ImageService3", "profile": "level0"}

@@ -163,7 +163,8 @@ def index_iiif(source: str, index: ArtIndex, options: IndexOptions,
             rows[c.key] = {"path": c.key, **c.fields}
     columns = ["path", "title", "artist", "date", "style", "genre", "license", "source",
                "iiif_manifest", "iiif_canvas", "iiif_service", "iiif_image",
-               "iiif_service_type", "iiif_profile", "iiif_region"]
+               "iiif_service_type", "iiif_profile", "iiif_region", "iiif_width",
+               "iiif_height"]
     tmp = catalogue.with_name(f".{catalogue.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8", errors="replace") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")

@@ -293,7 +293,11 @@ def _manifest_canvases(doc: dict[str, Any], uri: str) -> list[Canvas]:
                   "iiif_service": service, "iiif_image": _id(body),
                   "iiif_service_type": (f"ImageService{version}" if version > 1 else
                                         "ImageService1") if service else None,
-                  "iiif_profile": _profile(body) if service else None}
+                  "iiif_profile": _profile(body) if service else None,
+                  "iiif_width": _str_or_none(_pixels(c.get("width")) or
+                                             _pixels(body.get("width"))),
+                  "iiif_height": _str_or_none(_pixels(c.get("height")) or
+                                              _pixels(body.get("height")))}
         date = text(c.get("navDate")) or text(doc.get("navDate"))
         if date and not fields.get("date"):
             fields["date"] = date
@@ -410,6 +414,10 @@ def read_canvases(source: str, opts: FetchOptions | None = None,
 
     walk(clean(source), None, 0)
     return list(out.values())
+
+
+def _str_or_none(value: int | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _pixels(value: Any) -> int | None:

@@ -55,23 +55,30 @@ class Work:
 def _canvas(manifest: Any, base_id: str, work: Work, n: int, image_base: str
             ) -> Any:
     extra = work.extra or {}
-    w, h = work.width or 1000, work.height or 1000
+    # The source picture's size where IIIF said it (not the downloaded copy's), else the
+    # file's own.
+    w = _pixels(extra.get("iiif_width")) or work.width or 1000
+    h = _pixels(extra.get("iiif_height")) or work.height or 1000
     service = _url_or_none(extra.get("iiif_service"))
+    version = {"ImageService1": 1, "ImageService2": 2}.get(str(extra.get("iiif_service_type")),
+                                                            3)
     canvas = manifest.make_canvas(id=f"{base_id}/canvas/{n}",
                                   label=_lang(work.title or Path(work.path).name),
                                   width=w, height=h)
     # The source's own image and service where the work came from IIIF (and they are URLs),
-    # else artsearch serve's.
+    # else artsearch serve's. `full/full` is the whole picture at full size in every 1.x and
+    # 2.x (2.0 does not know `max`); `native` is 1.x's name for the default quality.
+    whole = {1: "full/full/0/native.jpg", 2: "full/full/0/default.jpg"}.get(
+        version, "full/max/0/default.jpg")
     image = (_url_or_none(extra.get("iiif_image")) or
-             (f"{service}/full/max/0/default.jpg" if service else
+             (f"{service}/{whole}" if service else
               f"{image_base.rstrip('/')}/image/{work.id}"))
     page = canvas.add_image(image_url=image, anno_page_id=f"{base_id}/page/{n}",
                             anno_id=f"{base_id}/annotation/{n}", format="image/jpeg",
                             width=w, height=h)
     if service:
-        page.items[0].body.service = [{
-            "id": service, "type": extra.get("iiif_service_type") or "ImageService3",
-            "profile": extra.get("iiif_profile") or "level0"}]
+        page.items[0].body.service = [_service_entry(service, version,
+                                                     str(extra.get("iiif_profile") or "level0"))]
     canvas.metadata = [_entry(k, v) for k, v in work.metadata if v is not None] + [
         _entry(k, v) for k, v in (("artist", work.artist), ("date", work.date),
                                   ("licence", work.license),
@@ -81,6 +88,28 @@ def _canvas(manifest: Any, base_id: str, work: Work, n: int, image_base: str
     if work.license:
         canvas.requiredStatement = _entry("licence", work.license)
     return canvas
+
+
+def _pixels(value: Any) -> int | None:
+    try:
+        n = int(str(value))
+    except ValueError:
+        return None
+    return n if 0 < n < 1_000_000 else None
+
+
+def _service_entry(service: str, version: int, level: str) -> dict[str, Any]:
+    """The image service as its own version writes it: Presentation 3 embeds 1.x and 2.x
+    services with their @id, @type and full profile URI, 3.x with id, type and level."""
+    number = level.removeprefix("level") if level.startswith("level") else "0"
+    if version == 1:
+        return {"@id": service, "@type": "ImageService1",
+                "profile": "http://library.stanford.edu/iiif/image-api/1.1/"
+                           f"compliance.html#level{number}"}
+    if version == 2:
+        return {"@id": service, "@type": "ImageService2",
+                "profile": f"http://iiif.io/api/image/2/level{number}.json"}
+    return {"id": service, "type": "ImageService3", "profile": f"level{number}"}
 
 
 def _url_or_none(value: Any) -> str | None:
