@@ -284,3 +284,32 @@ def test_set_names_are_plain_text_wherever_they_go(served: tuple[Path, Path]) ->
     label = c.get("/light-table/Dutch interiors/manifest.json").json()["label"]
     assert json.dumps(label).count("Dutch interiors") == 1 and "<" not in json.dumps(label)
     assert c.post("/light-table/add", data={"set": "<i></i>", "ids": "1"}).status_code == 400
+
+
+def test_the_csv_carries_every_catalogue_column_and_public_links(
+        served: tuple[Path, Path]) -> None:
+    from artsearch.errors import OptionError
+    from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import known_fields
+    from artsearch.web import public_url
+
+    _, index = served
+    with ArtIndex(index) as idx:
+        held = [f for f in known_fields(idx, derived=False) if f != "path"]
+    assert "license" in held and "date" in held  # what the fixture's catalogue gives
+    shared = TestClient(build(index, public_url="https://art.example.org/gallery/"),
+                        base_url="http://127.0.0.1:8765")
+    shared.post("/light-table/add", data={"set": "s", "ids": "1,2"})
+    text = shared.get("/light-table/s.csv").text
+    header = next(csv.reader(io.StringIO(text)))
+    assert header == ["id", "path", "page", *held]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["page"] == "https://art.example.org/gallery/work/1"
+    manifest = shared.get("/light-table/s/manifest.json").json()
+    assert manifest["id"].startswith("https://art.example.org/gallery/light-table/s")
+    # Requests the proxy forwards under the public name are answered, others still not.
+    assert shared.get("/", headers={"host": "art.example.org"}).status_code == 200
+    assert shared.get("/", headers={"host": "attacker.example"}).status_code == 421
+    for bad in ("ftp://x", "art.example.org", "https://x/?q=1", "https://u:p@x"):
+        with pytest.raises(OptionError):
+            public_url(bad)

@@ -22,11 +22,16 @@ from artsearch.cli._app import cli, index_option, licences_option
 @click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host header is NAME (a reverse proxy's name). "
                    "Others are refused, against DNS rebinding.")
+@click.option("--public-url", default=None, metavar="URL",
+              help="The address others reach the app at (behind a reverse proxy, or to "
+                   "share a set): light-table manifests and CSV page links use it instead "
+                   "of the address a request came to, and requests naming its host are "
+                   "answered.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @licences_option
 def serve(index_name: str | None, host: str, port: int, token: str | None,
-          allowed_hosts: tuple[str, ...], open_browser: bool, show_licences: str | None
-          ) -> None:
+          allowed_hosts: tuple[str, ...], public_url: str | None, open_browser: bool,
+          show_licences: str | None) -> None:
     """Browse, search and compare the works of an index in a web browser.
 
     Click a work to see its nearest works in every space side by side, blend two spaces,
@@ -38,6 +43,7 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
     \b
       artsearch serve --index example --open
       artsearch serve --host 0.0.0.0 --token SECRET     (reachable from other machines)
+      artsearch serve --public-url https://art.example.org   (behind a proxy)
     """
     import uvicorn
 
@@ -51,7 +57,8 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
         click.echo(f"listening beyond this machine: every request needs the token {token}",
                    err=True)
     app = build(resolve_index(index_name), host=host, port=port, token=token,
-                allowed_hosts=allowed_hosts, licences=parse_shown(show_licences))
+                allowed_hosts=allowed_hosts, licences=parse_shown(show_licences),
+                public_url=public_url)
     import threading
 
     # Each space's model loads while the server starts answering pages.

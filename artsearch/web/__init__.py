@@ -8,10 +8,25 @@ are capped as they arrive.
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build"]
+__all__ = ["build", "public_url"]
+
+
+def public_url(text: str) -> str:
+    """`serve --public-url`: the address others reach the app at (a proxy's, or this
+    machine's name), as http(s)://HOST[:PORT][/PATH]; refused in one line otherwise."""
+    from artsearch.errors import OptionError
+
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or parts.username or parts.password:
+        raise OptionError(f"--public-url {text!r}: give the address others open, e.g. "
+                          "https://art.example.org or http://gallery-pc:8765")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"),
+                                    "", ""))
 
 
 def build(index_path: Path, *, host: str = "127.0.0.1", port: int = 8765,
@@ -23,7 +38,12 @@ def build(index_path: Path, *, host: str = "127.0.0.1", port: int = 8765,
     from artsearch.web.app import MAX_UPLOAD_BYTES, create_app
     from artsearch.web.security import LOOPBACK, Guard, is_loopback, own_names
 
+    public = options.get("public_url")
+    if public is not None:
+        options["public_url"] = public_url(public)
     hosts = {host, *allowed_hosts, *(LOOPBACK if is_loopback(host) else ())}
+    if public is not None:  # requests forwarded under that name are answered too
+        hosts.add(urllib.parse.urlsplit(options["public_url"]).hostname or host)
     if host in ("0.0.0.0", "::"):
         hosts |= {*LOOPBACK, *own_names()}
     app: Any = create_app(index_path, **options)  # an ASGI app: Starlette's types say less

@@ -43,7 +43,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
-               licences: frozenset[str] | None = None) -> FastAPI:
+               licences: frozenset[str] | None = None,
+               public_url: str | None = None) -> FastAPI:
     """The app over one index folder (no security middleware: `serve.build` adds it).
 
     Images of works whose licence class is not in `licences` (artsearch.rights; default:
@@ -75,7 +76,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     app.include_router(zoom_routes(live, templates, allowed))
     maps, lay_out_maps = map_routes(live, templates, allowed)
     app.include_router(maps)
-    app.include_router(lighttable_routes(live, templates))
+    app.include_router(lighttable_routes(live, templates, public_url))
     recent = RecentUploads()  # kept for the explain pages of an uploaded picture
     uploads, load_models = upload_routes(live, templates, recent, max_upload)
     app.include_router(uploads)

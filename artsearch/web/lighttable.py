@@ -296,7 +296,8 @@ def parse_ids(text: str) -> list[int]:
     return [int(p) for p in ids]
 
 
-def lighttable_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
+def lighttable_routes(live: LiveIndex, templates: Jinja2Templates,
+                      public_url: str | None = None) -> APIRouter:
     """The routes; thumbnails on the page go through /thumb, which applies the licence
     rules, and the manifest references images through /image, which does too."""
     from artsearch.errors import NotIndexedError
@@ -407,15 +408,23 @@ def lighttable_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
             raise NotIndexedError(f"no recently deleted set {chosen!r} to restore")
         return back(chosen, restored=chosen)
 
+    def base_of(request: Request) -> str:
+        """The address links are made with: `serve --public-url`, else the request's."""
+        return (public_url or str(request.base_url)).rstrip("/")
+
     @router.get("/light-table/{name}.csv")
-    def as_csv(name: str = PathParam(max_length=200)) -> Response:
+    def as_csv(request: Request, name: str = PathParam(max_length=200)) -> Response:
+        from artsearch.index.catalogue import field_value, known_fields
+
         out = io.StringIO()
         w = csv.writer(out)
-        fields = ["id", "path", "title", "artist", "date", "style", "genre", "source",
-                  "license"]
-        w.writerow(fields)
+        # Every catalogue column the index holds, after the work's id, path and page.
+        fields = [f for f in known_fields(live.get(), derived=False) if f != "path"]
+        w.writerow(["id", "path", "page", *fields])
+        base = base_of(request)
         for art in works_of(set_name(name)):
-            w.writerow([csv_cell(getattr(art, f)) for f in fields])
+            w.writerow([art.id, csv_cell(art.path), f"{base}/work/{art.id}",
+                        *(csv_cell(field_value(art, f)) for f in fields)])
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "content-disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}.csv"})
 
@@ -425,7 +434,7 @@ def lighttable_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
 
         chosen = set_name(name)
         works = works_of(chosen)
-        base = str(request.base_url).rstrip("/")
+        base = base_of(request)
         with tempfile.TemporaryDirectory() as tmp:
             data = set_manifest(live.get(), [a.id for a in works], Path(tmp) / "m.json",
                                 image_base=base, label=chosen,
