@@ -421,3 +421,18 @@ def test_every_pages_title_is_plain_text(served: tuple[Path, Path]) -> None:
         titles = re.findall(r"<title>(.*?)</title>", text, re.DOTALL)
         assert len(titles) == 1 and "<" not in titles[0] and titles[0].strip(), (url, titles)
     assert "<h2>Audits</h2>" in c.get("/clusters").text.split("</title>", 1)[1]
+
+
+@pytest.mark.browser
+def test_typing_a_search_keeps_the_chosen_filters(served: tuple[Path, Path],
+                                                  live_server: str) -> None:
+    from tests.browser import open_url
+
+    with open_url(live_server + "/?where=artist%3DAnn", live_server) as (page, log):
+        assert page.locator(".tile").count() == 6  # Ann's works
+        page.fill("form.search input[name=q]", "Study")
+        page.press("form.search input[name=q]", "Enter")
+        page.wait_for_url("**q=Study**")
+        assert "where=artist%3DAnn" in page.url
+        assert page.locator(".tile").count() == 5  # Ann's studies, not everyone's (9)
+        assert log["errors"] == []
