@@ -436,3 +436,23 @@ def test_typing_a_search_keeps_the_chosen_filters(served: tuple[Path, Path],
         assert "where=artist%3DAnn" in page.url
         assert page.locator(".tile").count() == 5  # Ann's studies, not everyone's (9)
         assert log["errors"] == []
+
+
+def test_every_facet_has_a_not_catalogued_bucket_that_filters(tmp_path: Path) -> None:
+    root = tmp_path / "coll"
+    paths = make_collection(root, 6)
+    meta = root / "meta.csv"
+    rows = ["path,title,artist,date"] + [
+        f"{p.relative_to(root).as_posix()},w{i},{'Ann' if i < 4 else ''},"
+        f"{'1650' if i % 2 else ''}" for i, p in enumerate(paths)]
+    meta.write_text("\n".join(rows) + "\n")
+    index_into(root, tmp_path / "idx", metadata=meta)
+    c = client(tmp_path / "idx")
+    facets = c.get("/api/facets").json()
+    assert {"value": "", "count": 2} in facets["artist"]  # two works have no artist
+    assert {"value": "", "count": 3} in facets["century"]  # three have no date
+    lacking = c.get("/api/works", params={"where": "artist="}).json()
+    assert lacking["total"] == 2 and {w["title"] for w in lacking["works"]} == {"w4", "w5"}
+    assert c.get("/api/works", params={"where": "century="}).json()["total"] == 3
+    page = c.get("/", params={"where": "artist="}).text
+    assert "not catalogued" in page and page.count('class="tile"') == 2

@@ -34,8 +34,9 @@ from artsearch.textsafe import terminal
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True,
               help="Number of results.")
 @click.option("--where", multiple=True, metavar="FIELD=VALUE",
-              help="Keep only matching artworks (case-insensitive). Repeat: different fields "
-                   "must all match, the same field any of its values.")
+              help="Keep only matching artworks (case-insensitive; FIELD= with no value: "
+                   "those not catalogued for FIELD). Repeat: different fields must all "
+                   "match, the same field any of its values.")
 @click.option("--exclude-same", multiple=True, metavar="FIELD",
               help="Drop results that share FIELD's value with the query artwork, e.g. "
                    "artist, to surface works by other hands.")

@@ -83,7 +83,11 @@ def _field_expr(name: str) -> ColumnElement[Any]:
 
 
 def _equals(name: str, value: str) -> ColumnElement[bool]:
-    return func.lower(_field_expr(name)) == value.lower()
+    """The works whose field is `value` (any case); an empty value: those with none."""
+    expr = _field_expr(name)
+    if not value:
+        return or_(expr.is_(None), expr == "")
+    return func.lower(expr) == value.lower()
 
 
 def _derived_ids(index: ArtIndex, name: str, values: Iterable[str]) -> ColumnElement[bool]:
@@ -93,6 +97,8 @@ def _derived_ids(index: ArtIndex, name: str, values: Iterable[str]) -> ColumnEle
     with index.store.session() as s:
         dates = [d for d in s.scalars(select(Artwork.date).distinct())
                  if str(century(d) or "").lower() in wanted]
+    if "" in wanted:  # not catalogued: no date, or one that gives no century
+        return or_(Artwork.date.in_(dates), Artwork.date.is_(None))
     return Artwork.date.in_(dates)
 
 
@@ -341,11 +347,21 @@ def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
                     if value:
                         counts[value] = counts.get(value, 0) + int(n)
                 rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+                missing = int(s.scalar(select(func.count()).select_from(Artwork).where(
+                    *conditions, Artwork.date.is_(None))) or 0) + sum(
+                    int(n) for date, n in s.execute(
+                        select(Artwork.date, func.count()).where(
+                            *conditions, Artwork.date.is_not(None)).group_by(Artwork.date))
+                    if not century(date))
             else:
                 expr = _field_expr(name)
                 rows = [(str(v), int(n)) for v, n in s.execute(
-                    select(expr, func.count()).where(*conditions, expr.is_not(None))
+                    select(expr, func.count()).where(*conditions, expr.is_not(None),
+                                                     expr != "")
                     .group_by(expr).order_by(func.count().desc(), expr).limit(limit))]
+                missing = int(s.scalar(select(func.count()).select_from(Artwork).where(
+                    *conditions, or_(expr.is_(None), expr == ""))) or 0)
             if rows:
-                out[name] = rows
+                # The works that lack a value, as a bucket of their own ("" = not catalogued)
+                out[name] = rows + ([("", missing)] if missing else [])
     return out
