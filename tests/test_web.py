@@ -456,3 +456,25 @@ def test_every_facet_has_a_not_catalogued_bucket_that_filters(tmp_path: Path) ->
     assert c.get("/api/works", params={"where": "century="}).json()["total"] == 3
     page = c.get("/", params={"where": "artist="}).text
     assert "not catalogued" in page and page.count('class="tile"') == 2
+
+
+def test_the_grid_says_how_many_pictures_are_withheld_and_why(tmp_path: Path,
+                                                              served: tuple[Path, Path]
+                                                              ) -> None:
+    root = tmp_path / "coll2"
+    paths = make_collection(root, 5)
+    meta = root / "meta.csv"
+    licences = ["CC0 1.0", "", "", "CC BY-NC 4.0", "public domain"]
+    meta.write_text("path,title,license\n" + "".join(
+        f"{p.relative_to(root).as_posix()},w{i},{licences[i]}\n" for i, p in enumerate(paths)))
+    index_into(root, tmp_path / "idx2", metadata=meta)
+    page = client(tmp_path / "idx2").get("/").text
+    assert 'id="withheld-notice"' in page
+    notice = page.split('id="withheld-notice"', 1)[1].split("</p>", 1)[0]
+    assert "3 of the collection's works" in notice and "2 have no licence catalogued" in notice
+    assert "1 has a licence this server does not show" in notice
+    assert "--show-licences" in notice
+    # Shown all: no notice. Nothing withheld (every work CC0): no notice either.
+    assert 'id="withheld-notice"' not in client(tmp_path / "idx2",
+                                                 licences=frozenset(CLASSES)).get("/").text
+    assert 'id="withheld-notice"' not in client(served[1]).get("/").text

@@ -102,7 +102,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
         return templates.TemplateResponse(request, "message.html", {"message": str(exc)},
                                           status_code=status, headers=headers)
 
-    app.include_router(browse_routes(live, templates))
+    app.include_router(browse_routes(live, templates, allowed))
     app.include_router(work_routes(live, templates, allowed))
     app.include_router(image_routes(live, allowed))
     return app

@@ -19,11 +19,28 @@ from artsearch.web.live import LiveIndex
 __all__ = ["browse_routes"]
 
 
-def browse_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
-    """Routes: /, /text, /api/works, /api/facets, /api/text."""
+def browse_routes(live: LiveIndex, templates: Jinja2Templates,
+                  allowed: frozenset[str] | None = None) -> APIRouter:
+    """Routes: /, /text, /api/works, /api/facets, /api/text. `allowed`: the licence
+    classes whose pictures are shown (artsearch.rights)."""
     from artsearch.query import search
+    from artsearch.rights import DEFAULT_SHOWN, licence_class
 
     router = APIRouter()
+    shown = DEFAULT_SHOWN if allowed is None else allowed
+
+    def withheld(index: ArtIndex) -> dict[str, int]:
+        """How many of the collection's works have their picture withheld, by the rule
+        that withholds it: no licence catalogued, or one the server does not show."""
+        def count() -> dict[str, int]:
+            out = {"not catalogued": 0, "not allowed": 0}
+            for licence in catalogue.field_values(index, "license").values():
+                cls = licence_class(licence)
+                if cls not in shown:
+                    out["not catalogued" if cls == "unknown" and not (licence or "").strip()
+                        else "not allowed"] += 1
+            return out
+        return live.memo(("withheld",), count)
 
     @router.get("/", response_class=HTMLResponse)
     def browse_page(request: Request, q: str = "", where: list[str] = Query([]),
@@ -40,7 +57,9 @@ def browse_routes(live: LiveIndex, templates: Jinja2Templates) -> APIRouter:
             "facets": live.memo(("facets", key, more), lambda: catalogue.facets(
                 index, where=filters, text_query=q, all_of=more)), "more": more,
             "text_spaces": text_spaces(index), "keep": keep_query(q, where),
-            "spaces": [sp.name for sp in index.spaces()]})
+            "spaces": [sp.name for sp in index.spaces()],
+            "withheld": withheld(index) if any(
+                licence_class(w.license) not in shown for w in works) else None})
 
     def text_spaces(index: ArtIndex) -> list[str]:
         """Spaces whose backbone has a text tower (open_clip): they answer descriptions."""
