@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,11 +215,8 @@ def _embed(
     report.runtime = extractor.describe()  # as it ran (a Ray pool's size is known now)
 
 
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    """A tqdm bar with throughput on a terminal; a no-op otherwise."""
-    from tqdm import tqdm
+def _progress(total: int, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """The command line's one bar, for embedding (artsearch.progress)."""
+    from artsearch.progress import progress_bar
 
-    with tqdm(total=total, unit="img", desc="embedding", disable=not enabled,
-              dynamic_ncols=True, smoothing=0.1) as bar:
-        yield bar
+    return progress_bar(total, desc="embedding", unit="img", enabled=enabled)

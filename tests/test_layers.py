@@ -19,6 +19,7 @@ PACKAGE = ROOT / "artsearch"
 # package above it. A module may import its own layer and those below, never above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("artsearch", "artsearch.errors", "artsearch.textsafe", "artsearch.paths",
+              "artsearch.progress",
               "artsearch.digest",
               "artsearch.home", "artsearch.metrics", "artsearch.images", "artsearch.rights",
               "artsearch.pooling")),

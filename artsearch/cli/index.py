@@ -251,21 +251,26 @@ def _regions(idx: Any, space: str, wanted: bool, quiet: bool) -> Any:
 
     if not (wanted or has_regions(idx, idx.space(space))):
         return None
+    import contextlib
+
+    from artsearch.progress import progress_bar
+
+    stack = contextlib.ExitStack()
     bar: Any = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if quiet or not sys.stderr.isatty():
+        if quiet:
             return
-        if bar is None:
-            bar = click.progressbar(length=total, label="regions", file=sys.stderr)
-            bar.__enter__()
+        if bar is None:  # the same bar as embedding's
+            bar = stack.enter_context(progress_bar(total, desc="regions", unit="img"))
         bar.update(1)
         if done == total:
-            bar.__exit__(None, None, None)
+            stack.close()
 
     try:
-        return build_regions(idx, space, progress=progress)
+        with stack:
+            return build_regions(idx, space, progress=progress)
     except KeyboardInterrupt:
         click.echo("interrupted: the regions described up to the last save (every 2 "
                    "minutes) are kept; run the same command to describe the rest", err=True)

@@ -56,7 +56,6 @@ def stylize(content: Path, style_image: Path | None, style_id: int | None,
       artsearch stylize photo.jpg --style-id 12 --index example     an indexed work's style
       artsearch stylize photo.jpg --style-query sketch.jpg --space style --index example
     """
-    import sys
 
     from artsearch.images import decode_image, read_file, sha256_bytes
     from artsearch.stylize import save_with_provenance, stylize_fast, stylize_gatys
@@ -72,21 +71,20 @@ def stylize(content: Path, style_image: Path | None, style_id: int | None,
         result = stylize_fast(pictures["content"], pictures["style"], size=size or 512)
     else:
         import torch
-        from tqdm import tqdm
+
+        from artsearch.progress import progress_bar
 
         gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
-        bar = tqdm(total=steps, unit="step", file=sys.stderr, disable=None)
+        with progress_bar(steps, desc="stylize", unit="step") as bar:
 
-        def show(n: int, losses: dict[str, float]) -> None:
-            bar.update(1)
-            bar.set_postfix(style=f"{losses['style']:.4g}", content=f"{losses['content']:.4g}")
+            def show(n: int, losses: dict[str, float]) -> None:
+                bar.update(1)
+                bar.set_postfix(style=f"{losses['style']:.4g}",
+                                content=f"{losses['content']:.4g}")
 
-        try:
             result = stylize_gatys(pictures["content"], pictures["style"],
                                    size=size or (512 if gpu else 256), steps=steps,
                                    style_weight=style_weight, device=device, progress=show)
-        finally:
-            bar.close()
     target = out or Path(f"{content.stem}-{method}.png")
     save_with_provenance(result, target, sources)
     fall = ""
