@@ -24,6 +24,7 @@ gives the same assignments.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,7 +300,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
     distance = centre_distances(vectors, assign)
     params["stability"] = stability(vectors, assign, chosen, seed, restarts, method, mcs)
     metrics = _agreement(index, artwork_ids, assign)
-    metrics["clusters"] = _labels(index, artwork_ids, assign, chosen)
+    metrics["clusters"] = _labels(index, artwork_ids, assign, chosen, distance)
     run_id = save_run(index, sp, method=method, k=chosen, seed=seed, params=params,
                       metrics=metrics, artwork_ids=artwork_ids, clusters=assign.tolist(),
                       distances=distance.tolist())
@@ -329,18 +330,20 @@ def _agreement(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray) -> d
     return out
 
 
-def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
-            ) -> list[dict[str, Any]]:
+def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int,
+            distance: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Per cluster: catalogue values over-represented against the whole collection.
 
     Each (cluster, field, value) with at least 2 works in the cluster is tested with the
     hypergeometric upper tail; p-values are Bonferroni-corrected for the number of tests.
-    A cluster's label joins its two most significant values, or says it has none.
+    A cluster's label joins its two most significant values. One with none is named by
+    what it holds most (a value held by at least DOMINANT of its works, with its share),
+    else by its most central work's title. Addresses and paths never name a cluster.
     """
     arts = {a.id: a for a in artworks(index, artwork_ids)}
     tests: list[tuple[int, str, str, int, int, int, int]] = []
     for field in LABEL_FIELDS:
-        values = [field_value(arts[a], field) for a in artwork_ids]
+        values = [_nameable(field_value(arts[a], field)) for a in artwork_ids]
         known = [i for i, v in enumerate(values) if v]
         if not known:
             continue
@@ -366,7 +369,47 @@ def _labels(index: ArtIndex, artwork_ids: list[int], assign: np.ndarray, k: int
                 "expected": round(drawn * successes / population, 1), "p_adjusted": p})
     for entry in out:
         entry["over_represented"].sort(key=lambda e: e["p_adjusted"])
+        if not entry["over_represented"]:
+            entry["fallback"] = _what_it_holds(arts, artwork_ids, assign, entry["cluster"],
+                                               distance)
     return distinct_labels(out)
+
+
+DOMINANT = 0.4  # share of a cluster's works a value needs to name it without significance
+
+
+def _nameable(value: Any) -> Any:
+    """A catalogue value that can name a group: not an address or a file path."""
+    text = str(value or "")
+    if "://" in text or text.startswith(("/", "\\")) or re.search(
+            r"\.(jpe?g|png|tiff?|webp|gif|json|html?)$", text, re.IGNORECASE):
+        return None
+    return value
+
+
+def _what_it_holds(arts: dict[int, Any], artwork_ids: list[int], assign: np.ndarray,
+                   cluster: int, distance: np.ndarray | None) -> str | None:
+    rows = [i for i, c in enumerate(assign) if c == cluster]
+    if not rows:
+        return None
+    best: tuple[float, str, str] | None = None
+    for field in LABEL_FIELDS:
+        counts: dict[str, int] = {}
+        for i in rows:
+            value = _nameable(field_value(arts[artwork_ids[i]], field))
+            if value:
+                counts[str(value)] = counts.get(str(value), 0) + 1
+        if counts:
+            value, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+            share = n / len(rows)
+            if share >= DOMINANT and (best is None or share > best[0]):
+                best = (share, field, value)
+    if best is not None:
+        return f"{best[2]} · {best[0]:.0%} {best[1]}"
+    central = min(rows, key=lambda i: float(distance[i])) if distance is not None else rows[0]
+    art = arts[artwork_ids[central]]
+    title = _nameable(art.title) or art.title
+    return f"like “{title}”" if title else None
 
 
 NO_LABEL = "no distinctive metadata"
@@ -381,7 +424,7 @@ def distinct_labels(entries: list[dict[str, Any]], words: int = 2) -> list[dict[
     """
     def label(entry: dict[str, Any], n: int) -> str:
         values = list(dict.fromkeys(e["value"] for e in entry["over_represented"]))
-        return " · ".join(values[:n]) or NO_LABEL
+        return " · ".join(values[:n]) or entry.get("fallback") or NO_LABEL
 
     for entry in entries:
         entry["label"] = label(entry, words)

@@ -227,3 +227,24 @@ def test_centring_is_recorded_and_clusters_the_centred_vectors(indexed: Path) ->
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["params"]["centred"] is False
+
+
+def test_clusters_are_named_by_what_they_hold_never_by_an_address(tmp_path: Path) -> None:
+    """Sources as URLs (the dev set's) name no cluster; a cluster with nothing significant
+    is named by a value most of it holds, with its share, or by its central work's title."""
+    root = tmp_path / "coll"
+    root.mkdir()
+    two_palettes(root)
+    names = sorted(p.name for p in root.glob("*.png"))
+    rows = ["path,title,source,genre"] + [
+        f"{n},Study {i},https://museum.example/objects/{i}.jpg,"
+        f"{'sunset' if n.startswith('warm') and i % 4 else ''}"
+        for i, n in enumerate(names)]
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE, metadata=root / "meta.csv",
+                                                 extractor={"num_workers": 0}))
+        labels = [c["label"] for c in cluster_space(idx, k=2, seed=0).metrics["clusters"]]
+    assert all("http" not in lbl and "no distinctive metadata" not in lbl for lbl in labels)
+    assert any(lbl.startswith("like “Study ") for lbl in labels)  # the cool half: no genre
+    assert any("sunset" in lbl for lbl in labels)
