@@ -205,3 +205,21 @@ def test_labels_are_distinct_and_unique_fields_are_not_charted(tmp_path: Path) -
     assert "untitled (warm_00.png)" in html
     header = html.split("</header>")[0]
     assert "nredo" not in header and "best of 3 starts" in header
+
+
+def test_every_badge_reads_at_the_contrast_wcag_asks() -> None:
+    """White text on each badge colour at 4.5:1 or more (the palette's olive #999933, once
+    the "fair" badge, is 3.0:1)."""
+    import re
+
+    from artsearch.reports.page import STYLE
+
+    def luminance(hex_colour: str) -> float:
+        rgb = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    badges = re.findall(r"\.badge\.(\w+) \{ background: (#[0-9A-Fa-f]{6}); \}", STYLE)
+    assert {name for name, _ in badges} == {"good", "fair", "poor"}
+    for name, colour in badges:
+        assert 1.05 / (luminance(colour) + 0.05) >= 4.5, (name, colour)

@@ -57,7 +57,7 @@ p.warn { font-size: 13px; border-left: 3px solid #CC3311; padding: 2px 10px; }
 .axis { font-size: 11px; color: var(--muted); }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
          color: #fff; vertical-align: middle; }
-.badge.good { background: #117733; } .badge.fair { background: #999933; }
+.badge.good { background: #117733; } .badge.fair { background: #6b6b24; }
 .badge.poor { background: #CC3311; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 6px;
           vertical-align: -1px; margin-right: 6px; }
