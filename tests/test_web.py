@@ -21,7 +21,7 @@ from artsearch.indexer import IndexOptions, index_collection
 from artsearch.rights import CLASSES
 from artsearch.web import build
 from tests.browser import images_that_failed, open_url, screenshot
-from tests.helpers import client, free_port, index_into, jpeg, make_collection, painting
+from tests.helpers import client, free_port, index_into, jpeg, make_collection, painting, serving
 
 
 def same_answer(api: dict, cli_json: dict) -> bool:
@@ -478,3 +478,35 @@ def test_the_grid_says_how_many_pictures_are_withheld_and_why(tmp_path: Path,
     assert 'id="withheld-notice"' not in client(tmp_path / "idx2",
                                                  licences=frozenset(CLASSES)).get("/").text
     assert 'id="withheld-notice"' not in client(served[1]).get("/").text
+
+
+@pytest.mark.browser
+def test_no_page_is_wider_than_its_viewport_whatever_the_catalogue_holds(
+        tmp_path: Path) -> None:
+    """A 200-character file name with no title, a 200-character title, a URL as source: the
+    grid, a work page and the light table stay inside 390 and 1280 px."""
+    from tests.browser import open_url
+
+    root = tmp_path / "coll"
+    make_collection(root, 6)
+    long_name = root / "a" / ("untitled_study_of_a_very_long_name_" * 6)[:200]
+    painting(77).save(long_name.with_suffix(".jpg"))
+    rows = ["path,title,source,license"]
+    for p in sorted(root.rglob("*.jpg")):
+        rel = p.relative_to(root).as_posix()
+        title = "" if "untitled" in rel else ("A" + "very" * 50 if "work_001" in rel else "w")
+        rows.append(f"{rel},{title},https://museum.example/{'x' * 150},CC0 1.0")
+    (root / "meta.csv").write_text("\n".join(rows) + "\n")
+    index_into(root, tmp_path / "idx", metadata=root / "meta.csv")
+    with ArtIndex(tmp_path / "idx") as idx:
+        from artsearch.index.catalogue import find_artwork
+
+        long_id = find_artwork(idx, path=long_name.with_suffix(".jpg").relative_to(root)
+                               .as_posix()).id
+    with serving(tmp_path / "idx") as url, open_url(url + "/", url) as (page, log):
+        for width, height in ((390, 844), (1280, 800)):
+            page.set_viewport_size({"width": width, "height": height})
+            for path in ("/", f"/work/{long_id}", "/work/2", "/light-table"):
+                page.goto(url + path, wait_until="load")
+                wide = page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= width, (path, width, wide)
