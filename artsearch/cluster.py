@@ -79,7 +79,7 @@ def _renumber(assign: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kmeans(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means; returns (cluster per row, cosine distance to its centre)."""
     km = faiss.Kmeans(vectors.shape[1], k, niter=NITER, nredo=NREDO, seed=seed,
                       spherical=True, verbose=False, min_points_per_centroid=1,
@@ -133,7 +133,7 @@ def pca(vectors: np.ndarray, dims: int, fit_rows: int | None = None, seed: int =
     return out
 
 
-def _hdbscan(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
+def hdbscan_labels(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
     from sklearn.cluster import HDBSCAN
 
     reduced = pca(vectors, HDBSCAN_DIMS)
@@ -141,13 +141,13 @@ def _hdbscan(vectors: np.ndarray, min_cluster_size: int) -> np.ndarray:
     return labels
 
 
-def _partition(vectors: np.ndarray, method: str, k: int, seed: int, min_cluster_size: int
+def partition_labels(vectors: np.ndarray, method: str, k: int, seed: int, min_cluster_size: int
                ) -> np.ndarray:
     if method == "kmeans":
-        return _kmeans(vectors, k, seed)[0]
+        return kmeans_labels(vectors, k, seed)[0]
     if method == "agglomerative":
         return _cut(_ward_tree(vectors), k)
-    return _hdbscan(vectors, min_cluster_size)
+    return hdbscan_labels(vectors, min_cluster_size)
 
 
 def centre_distances(vectors: np.ndarray, assign: np.ndarray) -> np.ndarray:
@@ -196,11 +196,11 @@ def stability(vectors: np.ndarray, assign: np.ndarray, k: int, seed: int, runs: 
     for r in range(1, runs + 1):
         if method == "kmeans":
             rows = np.arange(len(vectors))
-            other = _kmeans(vectors, k, seed + r)[0]
+            other = kmeans_labels(vectors, k, seed + r)[0]
         else:
             rows = np.sort(rng.choice(len(vectors), max(int(SUBSAMPLE * len(vectors)), 2),
                                       replace=False))
-            other = _partition(vectors[rows], method, k, seed + r,
+            other = partition_labels(vectors[rows], method, k, seed + r,
                                max(2, round(min_cluster_size * SUBSAMPLE)))
         aris.append(ari(assign[rows], other))
         per_cluster += _jaccards(assign[rows], other, k)
@@ -221,7 +221,7 @@ def choose_k(vectors: np.ndarray, seed: int, method: str = "kmeans"
     lo, hi = AUTO_K_RANGE
     scores = {}
     for k in range(lo, min(hi, len(vectors) - 1) + 1):
-        assign = _kmeans(vectors, k, seed)[0] if tree is None else _cut(tree, k)
+        assign = kmeans_labels(vectors, k, seed)[0] if tree is None else _cut(tree, k)
         scores[k] = round(silhouette(vectors[rows], assign[rows]), 4)
     best = max(scores, key=lambda k: (scores[k], -k))
     return best, scores
@@ -279,7 +279,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
                 f"{space!r} has {n}: give a smaller --min-cluster-size, or use --method kmeans")
         params |= {"min_cluster_size": mcs, "pca_dims": min(HDBSCAN_DIMS, vectors.shape[1]),
                    "library": "scikit-learn"}
-        assign = _renumber(_hdbscan(vectors, mcs))
+        assign = _renumber(hdbscan_labels(vectors, mcs))
         chosen = int(assign.max()) + 1
         if chosen == 0:
             raise MetadataError(f"HDBSCAN found no group among {n} works with "
@@ -295,7 +295,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
             if not 2 <= chosen <= n:
                 raise MetadataError(f"--k {chosen}: choose between 2 and {n} (the artworks in "
                                     f"space {space!r}), or --k auto")
-        assign = _renumber(_partition(vectors, method, chosen, seed, mcs))
+        assign = _renumber(partition_labels(vectors, method, chosen, seed, mcs))
         chosen = int(assign.max()) + 1  # a Ward cut can hold fewer groups than asked on ties
     distance = centre_distances(vectors, assign)
     params["stability"] = stability(vectors, assign, chosen, seed, restarts, method, mcs)
@@ -463,9 +463,9 @@ def replay_run(index: ArtIndex, run_id: int) -> dict[str, Any]:
     if params.get("centred"):
         vectors = centred(vectors)
     if run.method == "hdbscan":
-        assign = _renumber(_hdbscan(vectors, int(params["min_cluster_size"])))
+        assign = _renumber(hdbscan_labels(vectors, int(params["min_cluster_size"])))
     else:
-        assign = _renumber(_partition(vectors, run.method, int(run.k), int(run.seed),
+        assign = _renumber(partition_labels(vectors, run.method, int(run.k), int(run.seed),
                                       int(params.get("min_cluster_size", 5))))
     then = np.array([stored.assigned[a] for a in ids])
     return {"run": run_id, "space": stored.space.name, "method": run.method, "k": run.k,

@@ -148,7 +148,7 @@ class _Item:
     read: FileRead | None = None  # hash, size and time of the bytes decoded
 
 
-class _ImageFiles(torch.utils.data.Dataset[_Item]):
+class ImageFiles(torch.utils.data.Dataset[_Item]):
     """Reads and decodes one file per item; a bad file becomes a reason, never an exception.
 
     With `gpu_jpeg`, plain JPEGs are only read and checked here, and decoded on the GPU in
@@ -193,7 +193,7 @@ class EmbeddedBatch:
     reads: list[FileRead] = field(default_factory=list)  # per index: the bytes embedded
 
 
-def _collate(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
+def collate_batch(items: list[_Item]) -> tuple[list[_Item], torch.Tensor | None]:
     """Stack the CPU-decoded pixels; items keep their reasons and any undecoded JPEG bytes."""
     ok = [it for it in items if it.pixels is not None]
     pixels = torch.stack([it.pixels for it in ok]) if ok else None  # type: ignore[misc]
@@ -347,8 +347,8 @@ class Extractor:
 
     def _pixel_batches(self, paths: Sequence[Path]) -> Iterator[torch.Tensor]:
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.spec.preprocess, self.max_pixels, max_bytes=self.max_bytes),
-            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate)
+            ImageFiles(paths, self.spec.preprocess, self.max_pixels, max_bytes=self.max_bytes),
+            batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_batch)
         for _, pixels in loader:
             if pixels is not None:
                 yield pixels
@@ -359,11 +359,11 @@ class Extractor:
             return
         self.spec.weights.verified_path()  # a missing or damaged file fails before any work
         loader = torch.utils.data.DataLoader(
-            _ImageFiles(paths, self.spec.preprocess, self.max_pixels,
+            ImageFiles(paths, self.spec.preprocess, self.max_pixels,
                         gpu_jpeg=self.decode == "gpu", max_bytes=self.max_bytes),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate_batch,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.num_workers else None,
         )

@@ -258,7 +258,7 @@ def random_lite0() -> BackboneSpec:
     def build(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
         import timm
 
-        from artsearch.backbones._modules import EfficientNetStages
+        from artsearch.backbones.taps import EfficientNetStages
 
         torch.manual_seed(0)
         return EfficientNetStages(timm.create_model(spec.architecture).eval(), layers).eval()

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from artsearch import backbones  # noqa: E402
-from artsearch.cluster import METHODS, _partition, centred  # noqa: E402
+from artsearch.cluster import METHODS, centred, partition_labels  # noqa: E402
 from artsearch.metrics import nmi  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 from benchmarks.bench_backbones import (  # noqa: E402
@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 x = vectors[space][[row_of[p] for p, _ in items]]
                 labels = [lab for _, lab in items]
                 seeds = range(3) if method == "kmeans" else [0]
-                plain, cent = (float(np.mean([nmi(_partition(v, method, len(set(labels)), s, 5),
-                                                  labels) for s in seeds]))
+                k = len(set(labels))
+                plain, cent = (float(np.mean([nmi(partition_labels(v, method, k, s, 5), labels)
+                                              for s in seeds]))
                                for v in (x, centred(x)))
                 rows.append({"space": space, "method": method, "group": g, "nmi": plain,
                              "nmi_centred": cent})

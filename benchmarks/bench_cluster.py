@@ -14,7 +14,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artsearch.cluster import _hdbscan, _kmeans, _partition, choose_k  # noqa: E402
+from artsearch.cluster import choose_k, hdbscan_labels, kmeans_labels, partition_labels  # noqa: E402
 from artsearch.reports.clusters import project_2d  # noqa: E402
 from benchmarks.bench_ann import synthetic  # noqa: E402
 
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for k in (int(x) for x in args.k.split(",")):
         started = time.perf_counter()
-        assign, _ = _kmeans(vectors, k, seed=0)
+        assign, _ = kmeans_labels(vectors, k, seed=0)
         seconds = time.perf_counter() - started
-        again, _ = _kmeans(vectors, k, seed=0)
+        again, _ = kmeans_labels(vectors, k, seed=0)
         rows.append({"k": k, "seconds": round(seconds, 2),
                      "same_seed_identical": bool((assign == again).all())})
         print(f"k-means k={k} on {args.n:,} x {args.dim}: {seconds:.2f} s; same seed "
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         for n in (5_000, 20_000):
             timed("agglomerative (Ward) k=20", n,
-                  lambda x: f"{len(set(_partition(x, 'agglomerative', 20, 0, 5)))} groups")
+                  lambda x: f"{len(set(partition_labels(x, 'agglomerative', 20, 0, 5)))} groups")
         for n in (10_000, 20_000):  # 100,000 ran > 20 min here without finishing
             timed("hdbscan", n, lambda x: (lambda a: f"{a.max() + 1} groups, "
                                                      f"{(a < 0).mean():.0%} noise")(
-                _hdbscan(x, max(5, len(x) // 100))))
+                hdbscan_labels(x, max(5, len(x) // 100))))
         for n in (10_000, min(args.n, 100_000)):
             timed("report map", n, lambda x: project_2d(x, 0)[1].split(" (")[0])
     report = {"machine": machine(), "n": args.n, "dim": args.dim, "rows": rows}

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from artsearch.indexer import IndexOptions, index_collection
     from artsearch.query import search
     from artsearch.regions import query_regions, region_extractor
-    from artsearch.regions.store import _path, build_regions
+    from artsearch.regions.store import build_regions, regions_file
 
     work = Path(tempfile.mkdtemp(prefix="artsearch-regions-"))
     try:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             index_collection(args.data, idx, IndexOptions(space="content", progress=False))
             index_s = time.perf_counter() - t
             built = build_regions(idx, "content")
-            size = _path(idx, idx.space("content")).stat().st_size
+            size = regions_file(idx, idx.space("content")).stat().st_size
             works = artworks(idx)
             rng = np.random.default_rng(args.seed)
             sample = rng.choice(len(works), 2 * args.queries, replace=False)

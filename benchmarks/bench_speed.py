@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from artsearch import backbones  # noqa: E402
 from artsearch.backbones import BackboneSpec  # noqa: E402
 from artsearch.errors import WeightsError  # noqa: E402
-from artsearch.extract import Extractor, _collate, _ImageFiles, pick_device  # noqa: E402
+from artsearch.extract import Extractor, ImageFiles, collate_batch, pick_device  # noqa: E402
 from artsearch.images import DEFAULT_MAX_PIXELS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -140,8 +140,8 @@ def model_only(ex: Extractor, batch: int, seconds: float = 3.0) -> float:
 
 def decode_only(spec: BackboneSpec, paths: list[Path], workers: int, batch: int) -> float:
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, spec.preprocess, DEFAULT_MAX_PIXELS), batch_size=batch,
-        num_workers=workers, collate_fn=_collate, prefetch_factor=4 if workers else None)
+        ImageFiles(paths, spec.preprocess, DEFAULT_MAX_PIXELS), batch_size=batch,
+        num_workers=workers, collate_fn=collate_batch, prefetch_factor=4 if workers else None)
     started = time.perf_counter()
     n = sum(len(items) for items, _ in loader)
     return n / (time.perf_counter() - started)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from artsearch import backbones
-from artsearch.backbones._modules import fuse_conv_bn, remove_same_padding
+from artsearch.backbones.taps import fuse_conv_bn, remove_same_padding
 from artsearch.digest import sha256_file
 from artsearch.errors import BackboneError, WeightsError
 from artsearch.extract import Extractor
@@ -106,7 +106,7 @@ def test_layers_and_dims_follow_the_pooling() -> None:
 def test_plain_lite_matches_timm_at_every_layer(name: str) -> None:
     """The default backbone is built without timm (a cold query's start-up); it must give
     timm's tf_efficientnet_lite* features, on even (224) and odd (223) inputs alike."""
-    from artsearch.backbones._modules import EfficientNetStages
+    from artsearch.backbones.taps import EfficientNetStages
 
     spec = backbones.get(name)
     if not spec.weights.available()[0]:
@@ -135,7 +135,7 @@ def test_building_the_default_backbone_does_not_import_timm() -> None:
 def test_several_stages_come_from_one_pass_and_match_single_ones() -> None:
     import timm
 
-    from artsearch.backbones._modules import EfficientNetStages
+    from artsearch.backbones.taps import EfficientNetStages
 
     torch.manual_seed(0)
     model = timm.create_model("tf_efficientnet_lite0").eval()

@@ -77,19 +77,19 @@ def test_bad_requests_say_what_to_do(indexed: Path) -> None:
 def test_stability_tells_real_groups_from_artefacts() -> None:
     import numpy as np
 
-    from artsearch.cluster import _kmeans, stability
+    from artsearch.cluster import kmeans_labels, stability
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((4, 32)) * 3
     blobs = np.concatenate([c + rng.standard_normal((50, 32)) * 0.5 for c in centres])
     blobs = (blobs / np.linalg.norm(blobs, axis=1, keepdims=True)).astype(np.float32)
-    assign, _ = _kmeans(blobs, 4, seed=0)
+    assign, _ = kmeans_labels(blobs, 4, seed=0)
     real = stability(blobs, assign, 4, seed=0, runs=4)
     assert real["mean_ari"] > 0.95 and min(real["per_cluster_jaccard"]) > 0.9
 
     noise = rng.standard_normal((200, 32)).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    assign, _ = _kmeans(noise, 6, seed=0)
+    assign, _ = kmeans_labels(noise, 6, seed=0)
     artefact = stability(noise, assign, 6, seed=0, runs=4)
     assert artefact["mean_ari"] < 0.6
 
@@ -128,13 +128,13 @@ def blobs(seed: int = 0, n: int = 40, dims: int = 32, groups: int = 3):  # noqa:
 
 @pytest.mark.parametrize("method", ["kmeans", "agglomerative", "hdbscan"])
 def test_every_method_recovers_separated_groups(method: str) -> None:
-    from artsearch.cluster import _partition, _renumber, stability
+    from artsearch.cluster import _renumber, partition_labels, stability
     from artsearch.metrics import ari
 
     x, truth = blobs()
-    assign = _renumber(_partition(x, method, 3, seed=0, min_cluster_size=10))
+    assign = _renumber(partition_labels(x, method, 3, seed=0, min_cluster_size=10))
     assert ari(assign, truth) > 0.95
-    assert list(_renumber(_partition(x, method, 3, seed=0, min_cluster_size=10))) == \
+    assert list(_renumber(partition_labels(x, method, 3, seed=0, min_cluster_size=10))) == \
         list(assign)  # deterministic
     held = stability(x, assign, 3, seed=0, runs=3, method=method, min_cluster_size=10)
     assert held["mean_ari"] > 0.9 and min(held["per_cluster_jaccard"]) > 0.9
@@ -145,7 +145,7 @@ def test_every_method_recovers_separated_groups(method: str) -> None:
 def test_hdbscan_leaves_stray_works_unclustered(tmp_path: Path) -> None:
     import numpy as np
 
-    from artsearch.cluster import NOISE, _hdbscan, centre_distances
+    from artsearch.cluster import NOISE, centre_distances, hdbscan_labels
 
     # Two groups near one another, and three works far from both (random directions).
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_hdbscan_leaves_stray_works_unclustered(tmp_path: Path) -> None:
     x = np.concatenate([*(c + rng.standard_normal((40, 32)) * 0.15 for c in centres),
                         rng.standard_normal((3, 32))])
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    assign = _hdbscan(x, min_cluster_size=10)
+    assign = hdbscan_labels(x, min_cluster_size=10)
     assert set(assign[-3:]) == {NOISE} and (assign[:-3] != NOISE).mean() > 0.9
     distance = centre_distances(x, assign)
     assert distance[-3:].min() > distance[:-3].max()  # strays are far from every centre
@@ -209,7 +209,7 @@ def test_agreement_skips_fields_that_identify_works(tmp_path: Path) -> None:
 def test_centring_is_recorded_and_clusters_the_centred_vectors(indexed: Path) -> None:
     """--centre: what is clustered is the works' vectors minus their mean, re-normalised;
     by default only HDBSCAN centres (as measured), and every run records which it did."""
-    from artsearch.cluster import _kmeans, _renumber, centred, space_matrix
+    from artsearch.cluster import _renumber, centred, kmeans_labels, space_matrix
 
     with ArtIndex(indexed) as idx:
         plain = cluster_space(idx, k=3, seed=1, restarts=0)
@@ -218,7 +218,7 @@ def test_centring_is_recorded_and_clusters_the_centred_vectors(indexed: Path) ->
         _, vectors = space_matrix(idx, "content")
     assert plain.params["centred"] is False and centred_run.params["centred"] is True
     assert density.params["centred"] is True
-    by_hand = _renumber(_kmeans(centred(vectors), 3, 1)[0])
+    by_hand = _renumber(kmeans_labels(centred(vectors), 3, 1)[0])
     assert np.bincount(by_hand).tolist() == centred_run.sizes
     x = centred(vectors)
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)

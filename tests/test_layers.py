@@ -169,3 +169,34 @@ def test_no_test_module_imports_another() -> None:
                       for n in imported_names(p)
                       if n.startswith("tests.test_") or n.startswith("tests.conftest"))
     assert crossing == [], "share through tests/helpers.py (functions) or conftest.py (fixtures)"
+
+
+def private_crossings(path: Path, home: str) -> list[str]:
+    """Private names (a leading underscore) `path` imports from outside its own package
+    `home`: `from artsearch.x import _name`, or a private module `artsearch.x._mod`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                "artsearch"):
+            continue
+        module = node.module or ""
+        if in_package(module, home):
+            continue
+        parts = module.split(".")
+        found += [f"{module} ({p})" for p in parts if p.startswith("_") and p != "__main__"]
+        found += [f"{module}.{a.name}" for a in node.names
+                  if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_or_benchmark_borrows_another_packages_private_names() -> None:
+    borrowed = {}
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]:
+        name = module_name(path)
+        # A module's own package may share its private parts; a top-level module has none.
+        home = name.rpartition(".")[0] if path.name != "__init__.py" else name
+        if home == "artsearch" or not home.startswith("artsearch"):
+            home = "\0"
+        if crossings := private_crossings(path, home):
+            borrowed[path.relative_to(ROOT).as_posix()] = crossings
+    assert borrowed == {}, "make what others need public where it belongs"

@@ -61,7 +61,7 @@ def _build_efficientnet_lite(spec: BackboneSpec, layers: tuple[str, ...]) -> tor
     packaged base network with its tuned stages laid over it."""
     import torch
 
-    from artsearch.backbones._lite import LiteNet
+    from artsearch.backbones.lite import LiteNet
 
     base_source: WeightsSource = spec.extra["base_weights"]
     base = base_source.verified_path()
@@ -199,7 +199,7 @@ def load_hed_vgg16(path: Path) -> dict[str, torch.Tensor]:
 def _build_vgg16_hed(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     import torchvision
 
-    from artsearch.backbones._modules import SequentialTaps
+    from artsearch.backbones.taps import SequentialTaps
 
     path = spec.weights.verified_path()
     assert path is not None

@@ -132,8 +132,8 @@ def _timm_spec(arch: str) -> BackboneSpec:
 def _build_timm(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     import timm
 
-    from artsearch.backbones._modules import TimmTaps
     from artsearch.backbones._torchvision import load_state_dict
+    from artsearch.backbones.taps import TimmTaps
 
     model = timm.create_model(spec.architecture, pretrained=False)
     path = spec.weights.verified_path()
@@ -216,7 +216,7 @@ def _open_clip_spec(name: str) -> BackboneSpec:
 def _build_open_clip(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     import open_clip
 
-    from artsearch.backbones._modules import OpenClipImage
+    from artsearch.backbones.taps import OpenClipImage
 
     path = spec.weights.verified_path()
     assert path is not None

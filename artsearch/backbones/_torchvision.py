@@ -110,7 +110,7 @@ def load_state_dict(path: Path, model: torch.nn.Module, what: str) -> None:
 def _build(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     import torchvision
 
-    from artsearch.backbones._modules import GraphTaps
+    from artsearch.backbones.taps import GraphTaps
 
     model = torchvision.models.get_model(spec.architecture, weights=None)
     path = spec.weights.verified_path()

@@ -240,7 +240,7 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     import torch
 
     from artsearch import backbones
-    from artsearch.backbones._lite import LiteNet
+    from artsearch.backbones.lite import LiteNet
 
     opts = options or LearnOptions()
     say = progress or (lambda _m: None)

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from artsearch.index import ArtIndex
     from artsearch.index.store import Space
 
-__all__ = ["BuildReport", "build_regions", "has_regions", "load_regions", "region_summary"]
+__all__ = ["BuildReport", "build_regions", "has_regions", "load_regions", "region_summary",
+           "regions_file"]
 
 EXACT_UP_TO = 50_000  # regions searched exactly; above, quantised
 TRAIN_SAMPLE = 100_000
@@ -77,7 +78,7 @@ class _Regions:
     whole: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def _path(index: ArtIndex, sp: Space) -> Path:
+def regions_file(index: ArtIndex, sp: Space) -> Path:
     return index.path / "regions" / f"space-{sp.id}.npz"
 
 
@@ -92,7 +93,7 @@ def _identity(index: ArtIndex, sp: Space) -> dict[str, Any]:
 
 
 def has_regions(index: ArtIndex, sp: Space) -> bool:
-    return _path(index, sp).is_file()
+    return regions_file(index, sp).is_file()
 
 
 _CACHE: dict[Path, tuple[tuple[int, int], _Regions]] = {}
@@ -103,7 +104,7 @@ def load_regions(index: ArtIndex, sp: Space, *, cached: bool = False) -> _Region
     `cached` (queries, which never change them) keeps the last one read per file until the
     file is replaced. A file that fails the check, or cannot be read whole, raises
     IndexDamagedError naming the file and the fix."""
-    path = _path(index, sp)
+    path = regions_file(index, sp)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -170,7 +171,7 @@ def _read_checked(index: ArtIndex, sp: Space, path: Path) -> _Regions:
 def _set_aside(index: ArtIndex, sp: Space) -> str:
     """Move a damaged region file aside (.damaged-DATE) and forget its record; the line
     that says so."""
-    path = _path(index, sp)
+    path = regions_file(index, sp)
     aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
     index.record_file(sp, "regions", None)
@@ -185,7 +186,7 @@ def _save(index: ArtIndex, sp: Space, r: _Regions) -> None:
 
     from artsearch.index.vectors import file_fingerprint, fsync_folder
 
-    path = _path(index, sp)
+    path = regions_file(index, sp)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     ids = np.array(sorted(r.works), np.int64)
@@ -401,7 +402,7 @@ def region_summary(index: ArtIndex, sp: Space) -> dict[str, Any] | None:
         return {"damaged": str(e)}
     if stored is None:
         return None
-    size = _path(index, sp).stat().st_size
+    size = regions_file(index, sp).stat().st_size
     return {"works": len(stored.works), "regions": int(stored.index.ntotal),
             "structure": stored.meta.get("structure"), "layer": stored.meta.get("layer"),
             "bytes": size, "built": stored.meta.get("built")}
