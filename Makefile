@@ -53,9 +53,10 @@ test: $(STAMP)
 	$(BIN)/python -m mypy artsearch
 	$(BIN)/python -m pytest
 
-# The developer's lane: no real backbone, no browser, no dev set (CI still runs everything).
+# The developer's lane: no real backbone over real images, no browser, no dev set, no Ray
+# cluster or long training (CI still runs everything).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not integration"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not integration and not heavy"
 
 # docs/commands.md from the CLI's own --help (tests/test_docs.py fails when it is stale).
 docs: $(STAMP)

@@ -89,6 +89,7 @@ def test_auto_searches_exactly_rather_than_below_the_bar(
     assert not (tmp_path / "idx" / "content.ann.faiss").exists()
 
 
+@pytest.mark.heavy
 def test_shards_merge_into_the_index_one_pass_would_build() -> None:
     import faiss
 

@@ -26,6 +26,7 @@ ray = pytest.importorskip("ray")
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.heavy
 def test_ray_actors_embed_as_this_process_does(tmp_path: Path) -> None:
     from artsearch.distributed import RayOptions
 
@@ -152,6 +153,7 @@ def test_dev_set_on_a_cluster_survives_a_killed_actor_and_a_killed_driver(
     assert worst >= 0.999, worst
 
 
+@pytest.mark.heavy
 def test_shards_encoded_in_ray_tasks_make_the_same_index() -> None:
     from artsearch.distributed import ray_shard_runner
     from artsearch.index.ann import build_sharded

@@ -62,6 +62,7 @@ def learnt(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     return out, json.loads(said)
 
 
+@pytest.mark.heavy
 def test_learning_beats_the_untuned_space_on_artists_it_never_saw(learnt: tuple[Path, dict]
                                                                   ) -> None:
     out, summary = learnt
@@ -86,6 +87,7 @@ def test_the_learning_report_renders(learnt: tuple[Path, dict]) -> None:
     assert log == {"console": [], "errors": [], "outside": []}
 
 
+@pytest.mark.heavy
 def test_a_tuned_space_is_built_from_the_file_and_followed_by_queries(
         learnt: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
     weights, _ = learnt
@@ -114,6 +116,7 @@ def test_a_tuned_space_is_built_from_the_file_and_followed_by_queries(
     assert not np.allclose(tuned["a03_2.png"], plain["a03_2.png"], atol=1e-3)
 
 
+@pytest.mark.heavy  # it needs the learnt weights: the fixture trains for tens of seconds
 def test_weights_that_do_not_fit_or_changed_are_refused(learnt: tuple[Path, dict],
                                                         corpus: Path, tmp_path: Path) -> None:
     import torch

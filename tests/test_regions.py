@@ -145,6 +145,7 @@ def test_parse_box_clips_rounding_and_refuses_boxes_outside() -> None:
         parse_box("nan,0,0.5,0.5")
 
 
+@pytest.mark.heavy
 def test_codes_are_used_only_when_they_keep_the_best_works(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import artsearch.regions.store as regions
