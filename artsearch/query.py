@@ -320,8 +320,8 @@ def resolve_query(
     """What a query asks, for every kind of search (whole works, regions): the indexed
     artwork it is (by id, by path, or a file whose content is indexed) and how the answer
     describes it. `data` is the picture's bytes (`image` names it: a file or an upload)."""
-    if sum(x is not None for x in (image if image is not None else data, artwork,
-                                   text)) != 1:
+    picture = image is not None or data is not None
+    if sum((picture, artwork is not None, text is not None)) != 1:
         raise NotIndexedError("give one of: an image file, an indexed path or --id, or --text")
     if text is not None:
         if not text.strip():

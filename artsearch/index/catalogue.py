@@ -340,19 +340,16 @@ def facets(index: ArtIndex, *, where: dict[str, list[str]] | None = None,
             conditions = _browse_conditions(index, others, text_query)
             limit = 5000 if name == all_of else top
             if name in DERIVED_FIELDS and not _catalogued(index, name):
-                counts: dict[str, int] = {}  # per distinct date, then by its century
+                counts: dict[str, int] = {}  # per distinct date (None too), then by century
+                missing = 0  # no date, or one that gives no century: not catalogued
                 for date, n in s.execute(select(Artwork.date, func.count()).where(
-                        *conditions, Artwork.date.is_not(None)).group_by(Artwork.date)):
+                        *conditions).group_by(Artwork.date)):
                     value = century(date)
                     if value:
                         counts[value] = counts.get(value, 0) + int(n)
+                    else:
+                        missing += int(n)
                 rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-                missing = int(s.scalar(select(func.count()).select_from(Artwork).where(
-                    *conditions, Artwork.date.is_(None))) or 0) + sum(
-                    int(n) for date, n in s.execute(
-                        select(Artwork.date, func.count()).where(
-                            *conditions, Artwork.date.is_not(None)).group_by(Artwork.date))
-                    if not century(date))
             else:
                 expr = _field_expr(name)
                 rows = [(str(v), int(n)) for v, n in s.execute(

@@ -298,7 +298,8 @@ def save_cache(path: Path, cache: Cache, works: Sequence[Work], opts: LearnOptio
 
     import torch
 
-    state = {k: v for k, v in dataclasses.asdict(cache).items() if k != "ok"}
+    # The fields as they are (dataclasses.asdict would deep-copy gigabytes of tensors).
+    state = {f.name: getattr(cache, f.name) for f in dataclasses.fields(cache)}
     state["ok"] = torch.from_numpy(cache.ok)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"key": _cache_key(works, opts), "cache": state}, tmp)

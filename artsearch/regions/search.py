@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from artsearch.errors import BadImageError, NotIndexedError, OptionError
-from artsearch.query import Hit, QueryResult
+from artsearch.images import decoded, read_work
+from artsearch.index.catalogue import artworks, check_fields, matching_ids, space_works
+from artsearch.query import Hit, QueryResult, check_k, read_image_bytes, resolve_query
+from artsearch.regions.describe import CANDIDATES, crop_box, query_vector, region_extractor
+from artsearch.regions.store import load_regions
 
 if TYPE_CHECKING:
     from artsearch.extract import Extractor
     from artsearch.index import ArtIndex
     from artsearch.index.store import Space
-
-from artsearch.index.catalogue import space_works
-from artsearch.regions.describe import CANDIDATES, crop_box, query_vector, region_extractor
-from artsearch.regions.store import load_regions
 
 
 @dataclass
@@ -46,10 +46,6 @@ def query_regions(
     """Works ranked by their best region against a region of a picture (`box`) or a whole
     fragment. The query's own work (an indexed id or path, or an indexed file) is left out:
     the question is where else the motif appears."""
-    from artsearch.images import decoded, read_work
-    from artsearch.index.catalogue import artworks, check_fields, matching_ids
-    from artsearch.query import check_k, read_image_bytes, resolve_query
-
     check_k(k)
     sp = index.space(space)
     stored = load_regions(index, sp, cached=True)

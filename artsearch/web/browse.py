@@ -35,10 +35,8 @@ def browse_routes(live: LiveIndex, templates: Jinja2Templates,
         def count() -> dict[str, int]:
             out = {"not catalogued": 0, "not allowed": 0}
             for licence in catalogue.field_values(index, "license").values():
-                cls = licence_class(licence)
-                if cls not in shown:
-                    out["not catalogued" if cls == "unknown" and not (licence or "").strip()
-                        else "not allowed"] += 1
+                if licence_class(licence) not in shown:
+                    out["not allowed" if (licence or "").strip() else "not catalogued"] += 1
             return out
         return live.memo(("withheld",), count)
 
