@@ -92,3 +92,18 @@ def test_letterbox_bars_are_trimmed_and_a_dark_painting_is_kept() -> None:
     assert trim_bars(Image.fromarray(night)).size == (224, 224)
     plain = Image.fromarray(picture)
     assert trim_bars(plain) is plain
+
+
+def test_average_precision_never_counts_the_query_itself() -> None:
+    """In a set of k or fewer works the query lies inside its own first k: it must not be
+    its own hit (a 4-work set once measured mAP@10 1.5)."""
+    from artsearch.learn import average_precision
+
+    vectors = np.eye(4, dtype=np.float32)
+    labels = ["a", "a", "b", "b"]
+    at10 = average_precision(vectors, labels, k=10)
+    whole = average_precision(vectors, labels)
+    assert len(at10) == 4 and (at10 <= 1.0).all() and (whole <= 1.0).all()
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    assert np.allclose(average_precision(vectors, labels, k=10), 1.0)
+    assert np.allclose(average_precision(vectors, labels), 1.0)

@@ -102,9 +102,9 @@ def average_precision(vectors: np.ndarray, labels: Sequence[str], k: int | None 
     order = np.argsort(-sims, axis=1)
     if k is not None:
         order = order[:, :k]
-    rel = lab[order] == lab[:, None]
-    if k is None:
-        rel = rel[:, :-1]  # the query itself, ranked last
+    # The query itself never counts: it ranks last, but in a set of k or fewer works it is
+    # inside the first k.
+    rel = (lab[order] == lab[:, None]) & (order != np.arange(len(lab))[:, None])
     positives = (lab[None, :] == lab[:, None]).sum(1) - 1
     hits = np.cumsum(rel, axis=1)
     precision = hits / np.arange(1, rel.shape[1] + 1)
