@@ -75,11 +75,14 @@ def style_key(style: str) -> str:
     return style.strip().replace(" ", "_").replace("-", "_")
 
 
-def judge_dev(tuned: Path, dev: Path, seen: dict[str, set[str]] | None = None
-              ) -> dict[str, Any]:
+def judge_dev(tuned: Path, dev: Path, seen: dict[str, set[str]] | None = None,
+              mix: tuple[float, ...] = ()) -> dict[str, Any]:
     """Untuned against tuned Lite0 on the dev set, in the style and the content space; the
     WikiArt-style queries also apart by where their style was learnt (`seen`: a name ->
-    the styles of one training source; the rest are styles in none)."""
+    the styles of one training source; the rest are styles in none). Each `mix` weight a
+    adds a style space of both vectors side by side, scaled so that its cosine is
+    (1 - a) * untuned cosine + a * tuned cosine: the untuned layer statistics kept beside
+    the tuned ones."""
     groups = label_groups(dev, None, None)
     paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
     row = {p: i for i, p in enumerate(paths)}
@@ -90,14 +93,20 @@ def judge_dev(tuned: Path, dev: Path, seen: dict[str, set[str]] | None = None
         spaces[which] = {"style": embed(spec, paths, "meanstd", STYLE_LAYERS),
                          "content": embed(spec, paths, "avg", ("final",))}
     seconds = time.perf_counter() - started
+    for a in mix:
+        spaces[f"mix {a:g}"] = {"style": np.hstack([
+            np.sqrt(1 - a) * _unit(spaces["untuned"]["style"]),
+            np.sqrt(a) * _unit(spaces["tuned"]["style"])]).astype(np.float32)}
     rows = []
-    for space in ("style", "content"):
+    for space, tuned_name in [("style", "tuned"), ("content", "tuned"),
+                              *((f"style {k}", k) for k in spaces if k.startswith("mix"))]:
+        base_space = space.split()[0]
         for g, items in groups.items():
             idx = np.array([row[p] for p, _ in items])
             labels = [lab for _, lab in items]
             measured = {}
-            for which in ("untuned", "tuned"):
-                v = spaces[which][space][idx]
+            for which, name in (("untuned", "untuned"), ("tuned", tuned_name)):
+                v = spaces[name][base_space][idx]
                 measured[which] = {"ap": retrieval(v, labels)["map10"],
                                    "nmi": float(np.mean(kmeans_agreement(v, labels)["nmi"])),
                                    "probe": float(np.mean(linear_probe(v, labels)))}
@@ -114,6 +123,10 @@ def judge_dev(tuned: Path, dev: Path, seen: dict[str, set[str]] | None = None
                          "probe_untuned": measured["untuned"]["probe"],
                          "probe_tuned": measured["tuned"]["probe"]})
     return {"rows": rows, "embed_seconds": seconds, "works": len(paths)}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
 def _by_source(space: str, group: str, labels: list[str], measured: dict[str, Any],
@@ -207,11 +220,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "works and settings, else write them there (GBs: keep it out of the repo)")
     ap.add_argument("--dev-every", action="store_true",
                     help="judge every variant on the dev set, not only the chosen one")
+    ap.add_argument("--mix", default="", metavar="A,...",
+                    help="also judge style spaces that keep the untuned statistics beside the "
+                         "tuned ones, at these tuned weights in (0, 1) (see judge_dev)")
     args = ap.parse_args(argv)
+    mix = tuple(float(x) for x in args.mix.split(",") if x.strip())
+    held = frozenset(style_key(x) for x in args.hold_styles.split(",") if x.strip())
+    works = read_corpus(args.corpus, args.corpus / "metadata.csv", ["artist", "style"])
+    if not args.no_styles:
+        works += read_corpus(args.styles, args.styles / "metadata.csv", ["artist", "style"],
+                             absent=("artist",), letterboxed=True)
+    for w in works:
+        w.labels["style"] = style_key(w.labels["style"])
+    taught = {"art-train": {w.labels["style"] for w in works if w.labels["artist"]} - held,
+              "art-styles": {w.labels["style"] for w in works if not w.labels["artist"]}
+              - held}
+    subsets = {k: v for k, v in taught.items() if v}
     if args.judge:
         judged = {}
         for weights in args.judge:
-            dev = judge_dev(weights, args.dev)
+            dev = judge_dev(weights, args.dev, subsets, mix)
             judged[str(weights)] = {**dev, "cost": query_cost(weights, args.dev)}
             print(f"\nDev set, {weights}:\n")
             print(table(dev["rows"]))
@@ -224,16 +252,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"wrote {path}")
         return judged
 
-    works = read_corpus(args.corpus, args.corpus / "metadata.csv", ["artist", "style"])
-    if not args.no_styles:
-        works += read_corpus(args.styles, args.styles / "metadata.csv", ["artist", "style"],
-                             absent=("artist",), letterboxed=True)
-    for w in works:
-        w.labels["style"] = style_key(w.labels["style"])
     if args.quick:
         keep = np.random.default_rng(args.seed).permutation(len(works))[: args.quick]
         works = [works[i] for i in sorted(keep)]
-    held = frozenset(style_key(x) for x in args.hold_styles.split(",") if x.strip())
     base = LearnOptions(backbone=args.backbone, tune_from=args.tune_from, epochs=args.epochs,
                         views=args.views, seed=args.seed, device=args.device,
                         held_out_side=held)
@@ -274,17 +295,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  held-out styles ({', '.join(sorted(held))}), same-style mAP@10: "
                   f"untuned {t['before'][key]:.3f}, tuned {t['after'][key]:.3f}")
     if not args.no_dev:
-        taught = {"art-train": {w.labels["style"] for w in works
-                                if w.labels["artist"]} - held,
-                  "art-styles": {w.labels["style"] for w in works
-                                 if not w.labels["artist"]} - held}
-        subsets = {k: v for k, v in taught.items() if v}
         for t in tried if args.dev_every else []:
             if t is not best:
-                t["dev"] = judge_dev(Path(t["weights"]), args.dev, subsets)
+                t["dev"] = judge_dev(Path(t["weights"]), args.dev, subsets, mix)
                 print(f"\nDev set, variant {t['name']}:\n")
                 print(table(t["dev"]["rows"]))
-        dev = judge_dev(Path(best["weights"]), args.dev, subsets)
+        dev = judge_dev(Path(best["weights"]), args.dev, subsets, mix)
         report["dev"] = dev
         report["cost"] = query_cost(Path(best["weights"]), args.dev)
         print(f"\nDev set ({dev['works']} works), variant {best['name']}:\n")

@@ -294,11 +294,13 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         crop = tmp_path / "crop.jpg"
         original.crop((2, 2, original.width - 2, original.height - 2)).save(crop)
         page.set_input_files("#upload-file", str(crop))  # app.js submits on change
-        page.wait_for_url("**/query")
+        page.wait_for_url("**/query/*?space=*")  # the results' own address (303)
         page.wait_for_load_state("load")
         top = page.locator("#upload-results .tile >> nth=0")
         assert top.get_attribute("href") is not None
         top_id = top.get_attribute("data-id")
+        page.reload()  # asks again by the address: nothing re-sent, the same answer
+        assert page.locator("#upload-results .tile >> nth=0").get_attribute("data-id") == top_id
         shot_upload = screenshot(page, "serve-upload.png")
         # A stored clustering run's report, in the app, under its own policy.
         CliRunner().invoke(cli, ["cluster", "--index", str(served[1]), "--k", "2",
@@ -349,7 +351,7 @@ def test_the_readme_query_works_by_click_and_by_upload_in_a_browser(tmp_path: Pa
             assert content.nth(0).inner_text() == "An Allegory of Truth and Time"
             work_id = page.get_attribute(".work", "data-id")
             page.set_input_files("#upload-file", str(upload))
-            page.wait_for_url("**/query")
+            page.wait_for_url("**/query/*?space=*")
             page.wait_for_load_state("load")
             first = page.locator("#upload-results .tile >> nth=0")
             assert first.get_attribute("data-id") == work_id

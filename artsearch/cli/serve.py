@@ -36,8 +36,10 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
 
     Click a work to see its nearest works in every space side by side, blend two spaces,
     leave out the same artist; narrow the collection by artist, style, genre, century,
-    source or licence; drop a photograph on the page to find works like it (it is not
-    kept). The same answers as JSON under /api/ (shapes as `artsearch query --json`).
+    source or licence; drop a photograph on the page to find works like it (its results
+    get an address of their own, /query/KEY: the newest 200 uploads are kept in
+    INDEX/uploads, readable by you only). The same answers as JSON under /api/ (shapes
+    as `artsearch query --json`).
     `artsearch index` may run on the index meanwhile: new vectors show once it has saved.
 
     \b

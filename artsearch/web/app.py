@@ -77,7 +77,7 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     maps, lay_out_maps = map_routes(live, templates, allowed)
     app.include_router(maps)
     app.include_router(lighttable_routes(live, templates, public_url))
-    recent = RecentUploads()  # kept for the explain pages of an uploaded picture
+    recent = RecentUploads(live.path / "uploads")  # results' addresses, explain pages
     uploads, load_models = upload_routes(live, templates, recent, max_upload)
     app.include_router(uploads)
     app.include_router(explain_routes(live, templates, allowed, recent))

@@ -60,11 +60,11 @@ def explain_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozen
         return pm, arts, pictures
 
     def upload_maps(key: str, b: int, space: str, view: str) -> tuple[Any, Any, Any, Any]:
-        """The maps of an upload (kept in memory by its hash) and a work."""
+        """The maps of an upload (kept by its hash: web.uploads.RecentUploads) and a work."""
         kept = uploads.get(key) if uploads is not None else None
         if kept is None:
-            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
-                                  "in memory only); upload the picture again")
+            raise NotIndexedError("that upload is no longer kept (only the newest are); "
+                                  "upload the picture again")
         index = live.get()
         art = catalogue.find_artwork(index, id=b)
         if art is None:

@@ -1,6 +1,7 @@
 """Query by upload (`POST /query`, `POST /api/query`): decoded and embedded off the event loop,
-a bounded number at once; recent uploads kept in memory so the same picture can be asked of
-another space (`GET /query/KEY?space=`) and shown beside its results."""
+a bounded number at once. A page's upload answers 303 to `GET /query/KEY`, its results'
+address; the uploads are kept under the index (bounded) so that address lasts, the same
+picture can be asked of another space and shown beside its results."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from artsearch.errors import ArtsearchError, BadImageError, NotIndexedError
@@ -38,18 +39,25 @@ UPLOAD_NICENESS = 10
 class ServerBusyError(ArtsearchError):
     """As many uploads as the server embeds at once are under way; try again shortly."""
 class RecentUploads:
-    """The last few uploads, in memory only (never on disk): as sent when under 4 MB (so an
+    """The last uploads, kept so that a result page has an address (`/query/KEY`: reload,
+    Back and a shared link work, after a restart too), the same picture can be asked of
+    another space and shown beside its results. Each is kept as sent when under 4 MB (so an
     upload of an indexed file is still known as that work), else as a JPEG of at most
-    1024 px; enough to ask the same picture of another space, and to show it."""
+    1024 px, beside a JPEG of at most 640 px to show (never the bytes sent). On disk in
+    `folder` (INDEX/uploads, files readable by their owner only), the newest `size` and at
+    most `max_bytes`, oldest evicted; in memory (the newest 16) where no folder is given or
+    it cannot be written."""
 
-    def __init__(self, size: int = 16, seconds: float = 1800.0) -> None:
-        self.size, self.seconds = size, seconds
-        self._kept: dict[str, tuple[float, str, bytes, bytes]] = {}
+    MEMORY = 16
+
+    def __init__(self, folder: Path | None = None, size: int = 200,
+                 max_bytes: int = 1 << 30) -> None:
+        self.folder, self.size, self.max_bytes = folder, size, max_bytes
+        self._kept: dict[str, tuple[str, bytes, bytes]] = {}
         self._lock = threading.Lock()
 
     def keep(self, name: str, data: bytes) -> str:
         import hashlib
-        import time
 
         from artsearch.images import decode_image
 
@@ -59,26 +67,74 @@ class RecentUploads:
             small = img.copy()
             small.thumbnail((side, side))
             out = io.BytesIO()
-            small.save(out, "JPEG", quality=88)
+            small.convert("RGB").save(out, "JPEG", quality=88)
             return out.getvalue()
 
         kept = data if len(data) <= 4 << 20 else jpeg(1024)
         key = hashlib.sha256(data).hexdigest()[:32]
-        with self._lock:  # what is shown is always a JPEG made here, never the bytes sent
-            self._kept[key] = (time.monotonic(), name, kept, jpeg(640))
-            for old in sorted(self._kept, key=lambda k: self._kept[k][0])[:-self.size]:
-                del self._kept[old]
+        name = "".join(ch for ch in name if ch.isprintable())[:200] or "upload"
+        shown = jpeg(640)
+        with self._lock:
+            if not self._write(key, name, kept, shown):
+                self._kept[key] = (name, kept, shown)
+                for old in list(self._kept)[:-self.MEMORY]:
+                    del self._kept[old]
         return key
 
     def get(self, key: str) -> tuple[str, bytes, bytes] | None:
-        """(name, bytes to search with, a JPEG to show), or None once forgotten."""
+        """(name, bytes to search with, a JPEG to show), or None once evicted."""
+        with self._lock:
+            if key in self._kept:
+                return self._kept[key]
+            if self.folder is None:
+                return None
+            try:
+                return ((self.folder / f"{key}.name").read_text("utf-8"),
+                        (self.folder / f"{key}.search").read_bytes(),
+                        (self.folder / f"{key}.jpg").read_bytes())
+            except (OSError, UnicodeDecodeError):
+                return None
+
+    def _write(self, key: str, name: str, kept: bytes, shown: bytes) -> bool:
+        """Write the three files of one upload (each whole or not at all) and evict the
+        oldest; False where the folder cannot be written (the caller keeps it in memory)."""
+        import tempfile
         import time
 
-        with self._lock:
-            found = self._kept.get(key)
-            if found is None or time.monotonic() - found[0] > self.seconds:
-                return None
-            return found[1], found[2], found[3]
+        if self.folder is None:
+            return False
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # The picture's files first and its name last: an upload whose name is there is
+            # whole (an interrupted write leaves no name, and is never answered).
+            for suffix, body in ((".search", kept), (".jpg", shown),
+                                 (".name", name.encode("utf-8"))):
+                fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(body)
+                    os.replace(tmp, self.folder / f"{key}{suffix}")
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            now = time.time()
+            os.utime(self.folder / f"{key}.name", (now, now))
+            self._evict()
+            return True
+        except OSError:
+            return False
+
+    def _evict(self) -> None:
+        assert self.folder is not None
+        names = sorted(self.folder.glob("*.name"), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+        total = 0
+        for i, path in enumerate(names):
+            files = [path.with_suffix(x) for x in (".search", ".jpg", ".name")]
+            total += sum(f.stat().st_size for f in files if f.exists())
+            if i >= self.size or (i and total > self.max_bytes):
+                for f in files:
+                    f.unlink(missing_ok=True)
 
 
 def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUploads,
@@ -125,8 +181,8 @@ def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUp
     async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
         kept = uploads.get(key)
         if kept is None:
-            raise NotIndexedError("that upload is no longer kept (they are kept for a while, "
-                                  "in memory only); upload the picture again")
+            raise NotIndexedError(f"that upload is no longer kept (the newest {uploads.size} "
+                                  "are); upload the picture again")
         name, data, _ = kept
         index = live.get()
         result = await off_the_loop(lambda: search(
@@ -134,21 +190,27 @@ def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUp
             make_extractor=lambda sp: live.extractor(index, sp)))
         return templates.TemplateResponse(request, "results.html", {
             "result": result, "name": name, "space": space, "key": key,
-            "spaces": [s.name for s in index.spaces()],
+            "spaces": [s.name for s in index.spaces()], "kept": uploads.size,
             "explainable": True})  # every space: by its map or by occlusion
 
     @router.post("/query", response_class=HTMLResponse)
-    async def upload_page(request: Request, image: UploadFile = File(...),
-                          space: str = Form("content"), k: int = Form(12)) -> Response:
+    async def upload_page(image: UploadFile = File(...), space: str = Form("content"),
+                          k: int = Form(12)) -> Response:
+        """Keep the upload and answer 303 to its results' own address (reload, Back and a
+        shared link then ask again without sending the picture)."""
+        from urllib.parse import urlencode
+
         data = await _read_upload(image, max_upload)
+        live.get().space(space)  # an unknown space is refused before anything is kept
         key = await off_the_loop(lambda: uploads.keep(image.filename or "upload", data))
-        return await upload_results(request, key, space, k)
+        query = urlencode({"space": space, "k": max(1, min(k, 100))})
+        return RedirectResponse(f"/query/{key}?{query}", status_code=303)
 
     @router.get("/query/{key}", response_class=HTMLResponse)
     async def upload_again(request: Request, key: str = PathParam(pattern="^[0-9a-f]{32}$"),
                            space: str = Query("content", max_length=200),
                            k: int = Query(12, ge=1, le=100)) -> Response:
-        """The same upload in another space, without sending it again."""
+        """An upload's results, in any space, without sending it again."""
         return await upload_results(request, key, space, k)
 
     @router.get("/query/{key}/picture.jpg")
@@ -183,8 +245,8 @@ def _lower_priority() -> None:
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    """The upload's bytes, refused past `limit` without reading further; never written to
-    disk by us, and gone once the answer is sent."""
+    """The upload's bytes, refused past `limit` without reading further (what is kept of a
+    page's upload is RecentUploads' to say; an API upload is gone once answered)."""
     chunks, size = [], 0
     while chunk := await upload.read(1 << 20):
         size += len(chunk)
