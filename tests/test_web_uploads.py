@@ -57,3 +57,60 @@ def test_an_unwritable_folder_keeps_uploads_in_memory(tmp_path: Path) -> None:
     key = kept.keep("p.jpg", jpeg(painting(1)))
     name, data, shown = kept.get(key)  # type: ignore[misc]
     assert name == "p.jpg" and shown[:2] == b"\xff\xd8" and data
+
+
+def test_an_upload_gets_a_verdict_before_its_neighbours(served: tuple[Path, Path]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root, index = served
+    c = client(index)
+    sent = (root / "b" / "work_004.jpg").read_bytes()
+    same = c.post("/api/query", files={"image": ("w.jpg", sent)}).json()["verdict"]
+    assert same["type"] == "exact" and same["text"].startswith("The same picture as")
+    work = c.get("/api/works", params={"q": "work_004"}).json()["works"][0]
+    assert same["work"] == work["id"]
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 240, 3), np.uint8))
+    none = c.post("/api/query", files={"image": ("n.png", jpeg(noise))}).json()["verdict"]
+    assert none["type"] is None and none["text"].startswith("No close match"), none
+    assert none["examined"] > 0
+    # The page says it above the tiles, linking to the work it names.
+    page = c.post("/query", files={"image": ("w.jpg", sent)}).text
+    assert page.index('id="verdict"') < page.index('id="upload-results"')
+    assert f'<a href="/work/{work["id"]}">The same picture as' in page
+
+
+def test_a_crop_a_mirror_and_a_framed_copy_of_a_painting_are_named_so(tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image, ImageOps
+
+    from artsearch.duplicates.verdict import verdict
+    from artsearch.index import ArtIndex
+    from artsearch.index.catalogue import artworks
+    from artsearch.indexer import IndexOptions, index_collection
+    from tests.helpers import FAKE
+
+    paintings = sorted((Path(__file__).resolve().parents[1] / "examples" / "collection")
+                       .glob("*/*.jpg"))[:40:10]
+    root = tmp_path / "coll"
+    root.mkdir()
+    for i, p in enumerate(paintings):
+        shutil.copy(p, root / f"w{i}.jpg")
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        index_collection(root, idx, IndexOptions(backbone=FAKE,
+                                                 extractor={"num_workers": 0}))
+        ids = {a.path: a.id for a in artworks(idx)}
+        hits = [(ids[f"w{i}.jpg"], 0.5) for i in (1, 2, 3, 0)]  # the original comes last
+        src = Image.open(root / "w0.jpg").convert("RGB")
+        w, h = src.size
+        framed = ImageOps.expand(src, border=max(w, h) // 4, fill=(120, 90, 40))
+        cases = {"crop": src.crop((w // 5, h // 5, 4 * w // 5, 4 * h // 5)),
+                 "mirrored": ImageOps.mirror(src), "framed": framed}
+        said = {name: verdict(idx, jpeg(img), img, hits, "content")
+                for name, img in cases.items()}
+    assert all(v.work == ids["w0.jpg"] for v in said.values()), said
+    assert said["crop"].type == "crop" and said["crop"].text.startswith("A crop of")
+    assert said["mirrored"].type == "mirrored"
+    assert said["framed"].part == "work" and "is inside it" in said["framed"].text
+    assert said["crop"].examined == 4

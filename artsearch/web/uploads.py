@@ -178,6 +178,20 @@ def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUp
             pass
 
 
+    def judged_search(index: Any, name: str, data: bytes, space: str,
+                      k: int) -> tuple[Any, Any]:
+        """The upload's neighbours and its verdict (duplicates.verdict: the same picture,
+        a crop, detail or version of one of them, or no close match)."""
+        from artsearch.duplicates.verdict import verdict
+        from artsearch.images import decode_image
+
+        result = search(index, image=Path(name), image_bytes=data, space=space,
+                        k=max(1, min(k, 1000)),
+                        make_extractor=lambda sp: live.extractor(index, sp))
+        said = verdict(index, data, decode_image(data)[0],
+                       [(h.id, h.score) for h in result.hits], space)
+        return result, said
+
     async def upload_results(request: Request, key: str, space: str, k: int) -> Response:
         kept = uploads.get(key)
         if kept is None:
@@ -185,11 +199,9 @@ def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUp
                                   "are); upload the picture again")
         name, data, _ = kept
         index = live.get()
-        result = await off_the_loop(lambda: search(
-            index, image=Path(name), image_bytes=data, space=space, k=max(1, min(k, 100)),
-            make_extractor=lambda sp: live.extractor(index, sp)))
+        result, said = await off_the_loop(lambda: judged_search(index, name, data, space, k))
         return templates.TemplateResponse(request, "results.html", {
-            "result": result, "name": name, "space": space, "key": key,
+            "result": result, "name": name, "space": space, "key": key, "verdict": said,
             "spaces": [s.name for s in index.spaces()], "kept": uploads.size,
             "explainable": True})  # every space: by its map or by occlusion
 
@@ -226,10 +238,10 @@ def upload_routes(live: LiveIndex, templates: Jinja2Templates, uploads: RecentUp
                         k: int = Form(10)) -> JSONResponse:
         data = await _read_upload(image, max_upload)
         index = live.get()
-        result = await off_the_loop(lambda: search(
-            index, image=Path(image.filename or "upload"), image_bytes=data, space=space,
-            k=max(1, min(k, 1000)), make_extractor=lambda sp: live.extractor(index, sp)))
-        return JSONResponse(json_safe(with_provenance(index, result, "POST /api/query")))
+        result, said = await off_the_loop(lambda: judged_search(
+            index, image.filename or "upload", data, space, k))
+        answer = with_provenance(index, result, "POST /api/query")
+        return JSONResponse(json_safe({**answer, "verdict": said.as_dict()}))
 
     return router, warm
 
