@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from artsearch.bands import K as BAND_K
+from artsearch.bands import neighbour_bands
 from artsearch.errors import BadImageError, MetadataError, NotIndexedError, OptionError
 from artsearch.images import DEFAULT_MAX_PIXELS, decode_image, read_file, sha256_bytes
 from artsearch.index import ArtIndex, check_space
@@ -44,6 +46,7 @@ class Hit:
     extra: dict[str, Any] | None = None
     spaces: dict[str, Any] | None = None  # blended queries: each space's cosine and z-score
     cosine: float | None = None  # re-ranked queries: the cosine behind the re-ranked score
+    band: str | None = None  # one space: how close, in this collection's terms (bands.py)
 
     @classmethod
     def of(cls, art: Artwork, rank: int, score: float, **more: Any) -> Hit:
@@ -195,11 +198,29 @@ def search(
         hits.sort(key=lambda h: (h.id != own, -h.score) if rerank else (-h.score, h.id != own))
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
+    if len(spaces) == 1:
+        _band(index, spaces[0].name, hits, query_art, notes)
     first = allowed[spaces[0].name]
     if first is not None and len(first) < k:
         notes.append(f"only {len(first)} artworks match the filters")
     label = "+".join(f"{n}={w:g}" for n, w in weights.items()) if mix else spaces[0].name
     return QueryResult(described, label, hits, notes, how)
+
+
+def _band(index: ArtIndex, space: str, hits: list[Hit], query_art: Artwork | None,
+          notes: list[str]) -> None:
+    """Each hit's band (artsearch.bands); a note when even the nearest other work is
+    distant."""
+    bands = neighbour_bands(index, space)
+    if bands is None:
+        return
+    for hit in hits:
+        hit.band = bands.of(hit.cosine if hit.cosine is not None else hit.score)
+    others = [h for h in hits if query_art is None or h.id != query_art.id]
+    if others and others[0].band == "distant":
+        notes.append(f"even the nearest work is distant in {space}: nothing in this "
+                     "collection is much like it (its cosine is below what nine in ten works "
+                     f"reach with their {BAND_K}th neighbour)")
 
 
 RERANK_CANDIDATES = 100  # nearest works re-ranked by --rerank

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("embed", ("artsearch.backbones", "artsearch.extract")),
     ("index", ("artsearch.index",)),
     ("features", ("artsearch.indexer", "artsearch.distributed", "artsearch.query",
-                  "artsearch.audit", "artsearch.cluster", "artsearch.classify",
+                  "artsearch.bands", "artsearch.audit", "artsearch.cluster", "artsearch.classify",
                   "artsearch.learn", "artsearch.regions", "artsearch.duplicates",
                   "artsearch.explain", "artsearch.stylize",
                   "artsearch.layers", "artsearch.exchange", "artsearch.iiif",

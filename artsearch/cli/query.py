@@ -276,15 +276,18 @@ def _print_hits(result: Any, *, boxes: bool = False) -> None:
         return
     width = shutil.get_terminal_size((120, 24)).columns
     blended = "=" in result.space
+    bands = any(getattr(h, "band", None) for h in result.hits)
     rows = [[str(h.rank), f"{h.score:.2f}" if blended else f"{h.score:.3f}", terminal(h.path),
              terminal(h.title), terminal(h.artist),
              " / ".join(terminal(v) for v in (h.style, h.genre) if v)]
+            + ([h.band or ""] if bands else [])
             + ([",".join(f"{v:.2f}" for v in h.box)] if boxes else [])
             for h in result.hits]
     # A blended score is a weighted z-score (how far above this query's typical work), not a
     # cosine; the header says which.
     header = ["#", "z" if blended else "csls" if "rerank" in result.search else "sim", "path",
-              "title", "artist", "style / genre"] + (["region x,y,w,h"] if boxes else [])
+              "title", "artist", "style / genre"] + (["band"] if bands else []) \
+        + (["region x,y,w,h"] if boxes else [])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     # Shrink the widest text columns until the table fits the terminal.
     shrinkable = range(2, 6)  # text columns; numbers and boxes keep their width
