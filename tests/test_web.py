@@ -512,3 +512,8 @@ def test_no_page_is_wider_than_its_viewport_whatever_the_catalogue_holds(
                 page.goto(url + path, wait_until="load")
                 wide = page.evaluate("document.documentElement.scrollWidth")
                 assert wide <= width, (path, width, wide)
+                if path.startswith("/work/") and width == 1280:
+                    # The first row of neighbours is in view without scrolling, beside the
+                    # picture (the long title above it included).
+                    first = page.locator("#neighbour-columns .tile").first.bounding_box()
+                    assert first["y"] + first["height"] <= height, (path, first)
