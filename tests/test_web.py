@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -517,3 +518,27 @@ def test_no_page_is_wider_than_its_viewport_whatever_the_catalogue_holds(
                     # picture (the long title above it included).
                     first = page.locator("#neighbour-columns .tile").first.bounding_box()
                     assert first["y"] + first["height"] <= height, (path, first)
+
+
+def test_a_cluster_report_in_the_app_makes_its_thumbnails_when_asked(
+        served: tuple[Path, Path]) -> None:
+    """With every licence shown, the app's copy of a report is written without its
+    thumbnails (it opens in the time its text takes); each is made when the page asks."""
+    from artsearch.rights import parse_shown
+
+    _, index = served
+    assert CliRunner().invoke(cli, ["cluster", "--index", str(index), "--k", "2",
+                                    "--restarts", "0"]).exit_code == 0
+    c = client(index, licences=parse_shown("all"))
+    page = c.get("/clusters/1/index.html")
+    assert page.status_code == 200
+    names = re.findall(r"src='thumbs/(\d+)\.jpg'[^>]* loading=lazy", page.text)
+    assert len(set(names)) == 12
+    from artsearch.web.reports import run_folder
+
+    folder = run_folder(index, 1, parse_shown("all"))
+    assert (folder / "index.html").is_file()
+    assert list(folder.rglob("*.jpg")) == []  # named, not made
+    thumb = c.get(f"/clusters/1/thumbs/{names[0]}.jpg")
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    assert c.get("/clusters/1/thumbs/999.jpg").status_code == 404

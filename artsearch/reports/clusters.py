@@ -104,9 +104,11 @@ def near_duplicates(vectors: np.ndarray, threshold: float) -> list[tuple[int, in
 def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
                    duplicate_threshold: float = DUPLICATE_THRESHOLD,
                    progress: Progress | None = None,
-                   licences: Iterable[str] | None = None) -> ReportSummary:
+                   licences: Iterable[str] | None = None,
+                   deferred_thumbnails: bool = False) -> ReportSummary:
     """Write the report of clustering run `run_id` to `out_dir` (index.html, report.json,
-    thumbs/); only works whose licence is in `licences` (artsearch.rights) get a thumbnail."""
+    thumbs/); only works whose licence is in `licences` (artsearch.rights) get a thumbnail
+    (named but not written with `deferred_thumbnails`: `serve` makes each when asked)."""
     say = progress or (lambda _msg: None)
     stored = load_run(index, run_id)
     run, space, assigned, arts = stored.run, stored.space, stored.assigned, stored.artworks
@@ -143,7 +145,7 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     for i, j, _ in duplicates[:DUPLICATES_SHOWN]:
         wanted.update((i, j))
     say(f"making {len(wanted):,} thumbnails")
-    thumbs = Thumbnails(index, out_dir, licences=licences)
+    thumbs = Thumbnails(index, out_dir, licences=licences, deferred=deferred_thumbnails)
     thumbs.make((ids[r], arts[ids[r]].path) for r in sorted(wanted))
 
     works = [_work(arts[a], thumbs[a], thumbs.withheld.get(a)) for a in ids]

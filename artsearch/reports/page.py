@@ -177,9 +177,12 @@ class Thumbnails:
     """
 
     def __init__(self, index: Any, out_dir: Path, side: int = THUMB_SIDE, *,
-                 licences: Iterable[str] | None = None) -> None:
+                 licences: Iterable[str] | None = None, deferred: bool = False) -> None:
+        """`deferred`: name each shown work's thumbnail but write none (a server that makes
+        them when they are asked for: the report is written in the time its text takes)."""
         from artsearch.rights import DEFAULT_SHOWN
 
+        self.deferred = deferred
         self.index, self.root = index, index.root
         self.dir, self.side = out_dir / "thumbs", side
         self.licences = frozenset(DEFAULT_SHOWN if licences is None else licences)
@@ -208,6 +211,9 @@ class Thumbnails:
                 self.withheld[i] = statement(licence.get(i))
         todo = [(i, p) for i, p in todo if i not in self.withheld]
         if not todo:
+            return
+        if self.deferred:
+            self.made.update((i, f"thumbs/{i}.jpg") for i, _ in todo)
             return
         claim_folder(self.dir.parent)
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ def _in_app(html: str) -> str:
     thumbnail a link to its page, and the page marked so that its script opens a work when
     its dot on the map is clicked (the file on disk stays as written)."""
     html = html.replace("<body>", "<body data-work-pages='/work/'>" + _BACK, 1)
+    html = html.replace(" loading=eager>", " loading=lazy>")  # made as they come into view
     return _THUMB.sub(r"<a href='/work/\2'>\1</a>", html)
 
 
@@ -226,14 +227,24 @@ def report_routes(live: LiveIndex, templates: Jinja2Templates,
         if (not (folder / "index.html").is_file() or _written_for(folder) != sorted(allowed)
                 or not (folder / MARKER).is_file()):  # runs made before 0.2, or their copy
             shutil.rmtree(folder, ignore_errors=True)  # the index's own folder: one report
-            cluster_report(index, run, folder, licences=allowed)
+            # Thumbnails named, not made: each is made (and kept in INDEX/thumbs) when the
+            # page asks for it, so the report opens in the time its text takes.
+            cluster_report(index, run, folder, licences=allowed, deferred_thumbnails=True)
         return _serve(folder, name)
 
     @router.get("/clusters/{run}/thumbs/{name}")
     def run_thumb(run: int = PathParam(ge=1, le=2**63 - 1), name: str = "") -> Response:
+        from artsearch.reports.page import THUMB_SIDE
+        from artsearch.web.images import thumbnail
+
         index = live.get()
         thumb_allowed(index, name)
-        return _serve(run_folder(index.path, run, allowed), name, "thumbs")
+        folder = run_folder(index.path, run, allowed)
+        if f"thumbs/{name}" in _own_files(folder) and not (folder / "thumbs" / name).exists():
+            art = find_artwork(index, id=int(name.removesuffix(".jpg")))
+            return Response(thumbnail(index, art, THUMB_SIDE), media_type="image/jpeg",
+                            headers={"cache-control": "private, max-age=3600"})
+        return _serve(folder, name, "thumbs")
 
     @router.get("/models/{model}/{name}")
     def model_file(model: str, name: str = "index.html") -> Response:
