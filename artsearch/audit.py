@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from artsearch.index import ArtIndex
 
 __all__ = ["CANDIDATES", "Neighbours", "audit", "csls", "hub_reduction", "k_occurrence",
-           "neighbours", "skewness"]
+           "lead", "neighbours", "skewness"]
 
 K = 10
 MAX_GROUPS = 60  # a field with more values than this is an identifier, not a grouping
@@ -184,9 +184,32 @@ def _classifiers(index: ArtIndex, space: str) -> list[dict[str, Any]]:
     return out
 
 
+def lead(hubness: dict[str, Any], coverage: dict[str, Any]) -> str:
+    """The audit's first sentence: who crowds the results and who is missing from them, in
+    numbers a curator can act on."""
+    k, n = hubness["k"], hubness["works"]
+    busiest = max(1, n // 100)
+    said = (f"{busiest:,} work{'s' if busiest > 1 else ''} (the busiest 1 %) fill "
+            f"{hubness['share_of_slots_top_1pc']:.0%} of all top-{k} result places; "
+            f"{hubness['never_retrieved']:,} of the {n:,} works are never among anyone's "
+            f"{k} nearest, so search never shows them as a neighbour")
+    worst = None
+    for name, rows in coverage.items():
+        for r in rows:
+            if r["ratio"] is not None and (worst is None or r["ratio"] < worst[1]["ratio"]):
+                worst = (name, r)
+    if worst is not None and worst[1]["ratio"] <= 0.67:
+        name, r = worst
+        never = (" and none of them is ever retrieved" if r["never_retrieved"] == r["works"]
+                 else f", {r['never_retrieved']} of them never")
+        said += (f"; the {r['works']} works of {name} {r['value']} are retrieved "
+                 f"{r['ratio']:.2f}x their share of the collection{never}")
+    return said + "."
+
+
 def reading(hubness: dict[str, Any], coverage: dict[str, Any]) -> list[str]:
-    """What the figures mean, in plain words, and what to do."""
-    out = []
+    """What the figures mean, in plain words, and what to do: the lead sentence first."""
+    out = [lead(hubness, coverage)]
     sk, k = hubness["skewness"], hubness["k"]
     strength = "strong" if sk > 3 else "moderate" if sk > 1 else "weak"
     out.append(

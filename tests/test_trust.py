@@ -445,6 +445,22 @@ def test_audit_counts_occurrences_and_coverage(mixed_rights: tuple[Path, Path, s
     assert data["reading"] and data["provenance"]["spaces"][0]["backbone"] == FAKE
 
 
+def test_the_audit_opens_with_who_crowds_the_results_and_who_is_missing() -> None:
+    from artsearch.audit import lead
+
+    hubness = {"k": 10, "works": 1200, "share_of_slots_top_1pc": 0.3, "never_retrieved": 140}
+    rajput = {"value": "Rajput", "works": 19, "share": 0.016, "retrieved_share": 0.0,
+              "ratio": 0.0, "never_retrieved": 19}
+    fair = {"value": "Mughal", "works": 40, "share": 0.033, "retrieved_share": 0.033,
+            "ratio": 1.0, "never_retrieved": 2}
+    said = lead(hubness, {"school": [fair, rajput]})
+    assert said.startswith("12 works (the busiest 1 %) fill 30% of all top-10 result places")
+    assert "140 of the 1,200 works are never among anyone's 10 nearest" in said
+    assert "the 19 works of school Rajput are retrieved 0.00x" in said
+    assert "none of them is ever retrieved" in said
+    assert "Rajput" not in lead(hubness, {"school": [fair]})
+
+
 @pytest.mark.browser
 def test_audit_report_renders_offline(mixed_rights: tuple[Path, Path, set[str]],
                                       tmp_path: Path) -> None:
@@ -457,6 +473,7 @@ def test_audit_report_renders_offline(mixed_rights: tuple[Path, Path, set[str]],
         assert images_that_failed(page) == []
         assert log == {"console": [], "errors": [], "outside": []}
     assert "biggest hubs" in text and "By genre" in text and "Hubness is" in text
+    assert "of all top-5 result places" in text and "what it means" in text
 
 
 def test_csls_rerank_demotes_a_hub(tmp_path: Path) -> None:

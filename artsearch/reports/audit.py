@@ -22,19 +22,30 @@ def audit_report(index: Any, result: dict[str, Any], out_dir: Path,
         m["link"] = Path(os.path.relpath(m["report"], out_dir.resolve())).as_posix()
     thumbs = Thumbnails(index, out_dir, licences=licences)
     thumbs.make((t["id"], t["path"]) for t in h["top"])
-    reading = "".join(f"<p>{esc(line)}</p>" for line in result["reading"])
+    lines = result["reading"]
+    reading = (f"<p class=lead id=audit-lead><strong>{esc(lines[0])}</strong></p>" if lines
+               else "") + "".join(f"<p>{esc(line)}</p>" for line in lines[1:])
     hist = bars([(f"{b['from']}–{b['to']}" if b["to"] > b["from"] else str(b["from"]),
                   b["works"]) for b in h["histogram"]], h["works"], "#0072B2")
     hubs = "".join(thumbs.figure(
         t["id"], f"in {t['occurrences']} lists · {t['title'] or Path(t['path']).name}",
         t["path"]) for t in h["top"])
-    facts_hub = (f"<table><tr><th>measure</th><th class=num>cosine</th><th class=num>CSLS</th></tr>"
-                 f"<tr><td>skewness of the {h['k']}-occurrence</td><td class=num>"
-                 f"{h['skewness']:.2f}</td><td class=num>{h['csls']['skewness']:.2f}</td></tr>"
-                 f"<tr><td>busiest work: top-{h['k']} lists</td><td class=num>{h['max']}</td>"
-                 f"<td class=num>{h['csls']['max']}</td></tr><tr><td>works in no list</td>"
-                 f"<td class=num>{h['never_retrieved']}</td><td class=num>"
-                 f"{h['csls']['never_retrieved']}</td></tr></table>")
+    k = h["k"]
+    facts_hub = (
+        "<table><tr><th>measure</th><th class=num>cosine</th><th class=num>CSLS</th>"
+        "<th>what it means</th></tr>"
+        f"<tr><td>skewness of the {k}-occurrence</td><td class=num>{h['skewness']:.2f}</td>"
+        f"<td class=num>{h['csls']['skewness']:.2f}</td><td>0: every work turns up about "
+        "as often as any other; above 1: a few works crowd the results</td></tr>"
+        f"<tr><td>busiest work: top-{k} lists</td><td class=num>{h['max']}</td>"
+        f"<td class=num>{h['csls']['max']}</td><td>a hub: it is shown whatever one asks, "
+        f"in this many of the {h['works']:,} works' lists</td></tr>"
+        f"<tr><td>works in no list</td><td class=num>{h['never_retrieved']}</td>"
+        f"<td class=num>{h['csls']['never_retrieved']}</td><td>never shown as anyone's "
+        "neighbour: search cannot lead to them</td></tr></table>"
+        "<p class=note>CSLS: the same lists re-ranked so that a work near everything counts "
+        "for less (`query --rerank csls`). k-occurrence: how many works' top-"
+        f"{k} lists a work is in.</p>")
     sections = [
         f"<section id=reading><h2>Reading</h2>{reading}</section>",
         f"<section id=hubness><h2>Hubness</h2><p class=note>How many of the {h['works']:,} "
