@@ -36,9 +36,11 @@ def open_page(path: Path) -> Iterator[tuple[Any, dict[str, list[str]]]]:
 
 
 @contextmanager
-def open_url(url: str, allowed: str) -> Iterator[tuple[Any, dict[str, list[str]]]]:
+def open_url(url: str, allowed: str, **options: Any
+             ) -> Iterator[tuple[Any, dict[str, list[str]]]]:
     """The page at `url`, loaded; requests outside `allowed` (a URL prefix) are blocked and
-    logged, with console errors and page errors."""
+    logged, with console errors and page errors. `options` go to the new page (a phone:
+    viewport, has_touch, is_mobile)."""
     exe = chromium_path()
     if exe is None:
         if os.environ.get("ARTSEARCH_REQUIRE_BROWSER"):
@@ -49,7 +51,8 @@ def open_url(url: str, allowed: str) -> Iterator[tuple[Any, dict[str, list[str]]
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=FLAGS, chromium_sandbox=False)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(**{"viewport": {"width": 1280, "height": 900},
+                                       **options})
             page.on("console", lambda m: log["console"].append(m.text)
                     if m.type == "error" else None)
             page.on("pageerror", lambda e: log["errors"].append(str(e)))

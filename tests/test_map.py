@@ -67,3 +67,46 @@ def test_a_curator_walks_the_map(served: tuple[Path, Path], live_server: str) ->
                          box["y"] + 12 + href[1] * (box["height"] - 24))
         page.wait_for_url(f"**/work/{href[2]}")
         assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
+
+
+def test_the_map_has_links_a_keyboard_path_and_a_touch_screen(
+        served: tuple[Path, Path], live_server: str) -> None:
+    """Pointing at a dot shows its card with a real link and the works near it; the arrow
+    keys go from dot to dot and Enter opens one; on a phone the help speaks of touch and a
+    tap opens a work."""
+    from tests.browser import open_url
+
+    with open_url(live_server + "/map", live_server) as (page, log):
+        page.wait_for_selector("#map[data-ready=true]", timeout=20_000)
+        m = page.evaluate("async () => (await fetch('/api/map')).json()")
+        assert len(m["titles"]) == len(m["ids"]) == 12 and all(m["titles"])
+        box = page.locator("#map").bounding_box()
+        page.mouse.move(box["x"] + 12 + m["x"][3] * (box["width"] - 24),
+                        box["y"] + 12 + m["y"][3] * (box["height"] - 24))
+        card = page.locator("#map-card a")
+        assert card.get_attribute("href") == f"/work/{m['ids'][3]}"
+        assert m["titles"][3] in card.inner_text()
+        assert page.locator("#map-near a").count() >= 1
+        # Keyboard: focus the map, walk with the arrows, Enter opens the work the card shows.
+        page.focus("#map")
+        seen = set()
+        for key in ("ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp", "ArrowRight"):
+            page.keyboard.press(key)
+            seen.add(page.get_attribute("#map-card", "data-id"))
+        assert len(seen - {None}) >= 2  # the arrows moved between works
+        shown = page.get_attribute("#map-card", "data-id")
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"**/work/{shown}")
+        assert log["console"] == [] and log["errors"] == [] and log["outside"] == []
+
+    phone = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+    with open_url(live_server + "/map", live_server, **phone) as (page, log):
+        page.wait_for_selector("#map[data-ready=true]", timeout=20_000)
+        help_text = page.inner_text("#map-help")
+        assert "tap a point" in help_text and "Shift" not in help_text.split("arrow")[0]
+        m = page.evaluate("async () => (await fetch('/api/map')).json()")
+        box = page.locator("#map").bounding_box()
+        page.touchscreen.tap(box["x"] + 12 + m["x"][0] * (box["width"] - 24),
+                             box["y"] + 12 + m["y"][0] * (box["height"] - 24))
+        page.wait_for_url(f"**/work/{m['ids'][0]}")
+        assert log["errors"] == []

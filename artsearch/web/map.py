@@ -1,7 +1,9 @@
 """The collection map as a page of the app: `/map?space=&colour=` draws every work of a space
 as a point (t-SNE up to 10,000 works, else the first two principal components, laid out once
 and kept in INDEX/maps/), coloured by the space's latest clustering run or by a catalogue
-field; pan and zoom, a click opens the work, shift-drag selects a box of works. Thumbnails
+field; pan and zoom (pinch on a touch screen), a click or tap opens the work, shift-drag (or
+the select switch) selects a box of works; the point under the pointer or reached by the
+arrow keys is shown in a card with a real link, beside links to the works near it. Thumbnails
 come from atlas sheets (`/map/atlas/SPACE/N.jpg`, 256 works each, made on first request and
 kept), never one request a work; a work whose licence class is not shown is a grey cell.
 `/api/map` is the layout as columns of numbers."""
@@ -142,8 +144,10 @@ def map_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[
         ids, xy, method = laid_out(index, name)
         group, names, meaning = live.memo(("map-colour", name, colour),
                                           lambda: _groups(index, name, ids, colour))
+        titles, artists = live.memo(("map-text", name), lambda: _captions(index, ids))
         return JSONResponse({
             "space": name, "method": method, "count": len(ids), "ids": ids.tolist(),
+            "titles": titles, "artists": artists,
             "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(), "group": group,
             "groups": names, "colour": colour, "colour_meaning": meaning,
             "atlas": {"side": ATLAS_SIDE, "cell": ATLAS_CELL}})
@@ -182,6 +186,20 @@ def map_routes(live: LiveIndex, templates: Jinja2Templates, licences: frozenset[
             pass
 
     return router, prepare
+
+
+def _captions(index: Any, ids: np.ndarray) -> tuple[list[str], list[str]]:
+    """Each work's title (its file's name where it has none) and artist, row for row: what
+    the map's card says of a point (set as text by the page, never as markup)."""
+    from artsearch.index.catalogue import artworks
+
+    arts = {a.id: a for a in artworks(index, ids.tolist())}
+    titles, artists = [], []
+    for i in ids.tolist():
+        a = arts.get(int(i))
+        titles.append((a.title or a.path.rsplit("/", 1)[-1]) if a is not None else "")
+        artists.append((a.artist or "") if a is not None else "")
+    return titles, artists
 
 
 def _sheet(index: Any, ids: list[int], licences: frozenset[str], shown: Any) -> bytes:

@@ -1,6 +1,8 @@
-// The collection map: every work of a space as a point on a canvas. Pan (drag), zoom (wheel
-// or +/- keys), a click opens the work, Shift-drag selects a box of works; thumbnails come
-// from atlas sheets of 256 works (one image each), drawn once zoomed in.
+// The collection map: every work of a space as a point on a canvas. Pan (drag; Shift and an
+// arrow key), zoom (wheel, pinch, +/- keys), a click or tap opens the work, Shift-drag (or a
+// drag in select mode) selects a box of works. The point under the pointer, or the one the
+// arrow keys reached, is shown in a card with a real link, beside links to the works near it;
+// Enter opens it. Thumbnails come from atlas sheets of 256 works (one image each).
 (function () {
   "use strict";
   var canvas = document.getElementById("map");
@@ -12,6 +14,11 @@
   var chosen = document.getElementById("map-selected");
   var chosenCount = document.getElementById("map-selected-count");
   var thumbsBox = document.getElementById("map-thumbs");
+  var selectMode = document.getElementById("map-select-mode");
+  var card = document.getElementById("map-card");
+  var near = document.getElementById("map-near");
+  var touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+  document.body.classList.add(touch ? "touch" : "mouse");
   var space = canvas.getAttribute("data-space");
   var colour = canvas.getAttribute("data-colour");
   // Colour-blind-safe (Okabe-Ito, then Tol's muted), grey for "other" and for none.
@@ -19,6 +26,7 @@
                  "#F0E442", "#882255", "#44AA99", "#999933", "#AA4499"];
   var NONE = "#b9b6ad";
   var data = null, view = {scale: 1, x: 0, y: 0}, sheets = {}, box = null, drag = null;
+  var current = -1, pointers = {}, pinch = null;
 
   function size() {
     var r = canvas.getBoundingClientRect(), d = window.devicePixelRatio || 1;
@@ -79,19 +87,96 @@
       ctx.arc(p[0], p[1], data.count > 20000 ? 1.6 : 3, 0, 2 * Math.PI);
       ctx.fill();
     }
+    if (current >= 0) {
+      p = toScreen(current);
+      ctx.strokeStyle = "#1b1b1b";
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.arc(p[0], p[1], Math.max(7, thumb / 2 + 3), 0, 2 * Math.PI);
+      ctx.stroke();
+    }
     if (box) {
       ctx.strokeStyle = "#d1401b";
       ctx.lineWidth = 1.5;
       ctx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
     }
   }
-  function nearest(x, y) {
-    var best = -1, dist = 64;  // within 8 px
+  function nearest(x, y, radius) {
+    var best = -1, dist = (radius || 8) * (radius || 8);
     for (var i = 0; i < data.count; i++) {
       var p = toScreen(i), d = (p[0] - x) * (p[0] - x) + (p[1] - y) * (p[1] - y);
       if (d < dist) { dist = d; best = i; }
     }
     return best;
+  }
+  function link(i, withThumb) {
+    var a = document.createElement("a");
+    a.href = "/work/" + data.ids[i];
+    a.setAttribute("data-id", data.ids[i]);
+    if (withThumb) {
+      var im = document.createElement("img");
+      im.src = "/thumb/" + data.ids[i] + "?size=s";
+      im.alt = "";
+      im.width = 96;
+      a.appendChild(im);
+    }
+    var t = document.createElement("span");
+    t.className = "caption";
+    t.textContent = data.titles[i] || ("work " + data.ids[i]);
+    a.appendChild(t);
+    if (data.artists[i]) {
+      var by = document.createElement("span");
+      by.className = "muted";
+      by.textContent = (withThumb ? "" : " · ") + data.artists[i];
+      a.appendChild(by);
+    }
+    return a;
+  }
+  // The card: the current point's thumbnail, title and artist as a link, and the eight
+  // works nearest it in view as links too (what a pointer cannot single out, a list can).
+  function show(i) {
+    current = i;
+    draw();
+    if (i < 0) { return; }
+    card.textContent = "";
+    card.appendChild(link(i, true));
+    card.setAttribute("data-id", data.ids[i]);
+    var r = canvas.getBoundingClientRect(), p = toScreen(i), others = [];
+    for (var j = 0; j < data.count; j++) {
+      var q = toScreen(j);
+      if (j === i || q[0] < 0 || q[1] < 0 || q[0] > r.width || q[1] > r.height) { continue; }
+      others.push([(p[0] - q[0]) * (p[0] - q[0]) + (p[1] - q[1]) * (p[1] - q[1]), j]);
+    }
+    others.sort(function (a, b) { return a[0] - b[0]; });
+    near.textContent = "";
+    others.slice(0, 8).forEach(function (o) {
+      var li = document.createElement("li");
+      li.appendChild(link(o[1], false));
+      near.appendChild(li);
+    });
+  }
+  // From the current point to the nearest in the arrow's direction (within a 45-degree
+  // cone), keeping it in view.
+  function step(dx, dy) {
+    var r = canvas.getBoundingClientRect();
+    if (current < 0) {
+      show(nearest(r.width / 2, r.height / 2, 1e6));
+      return;
+    }
+    var p = toScreen(current), best = -1, score = Infinity;
+    for (var j = 0; j < data.count; j++) {
+      if (j === current) { continue; }
+      var q = toScreen(j), ax = q[0] - p[0], ay = q[1] - p[1];
+      var along = ax * dx + ay * dy, across = Math.abs(ax * dy - ay * dx);
+      if (along <= 0 || across > along) { continue; }
+      var s = along + 2 * across;
+      if (s < score) { score = s; best = j; }
+    }
+    if (best < 0) { return; }
+    var b = toScreen(best);
+    if (b[0] < 20 || b[0] > r.width - 20) { view.x += r.width / 2 - b[0]; }
+    if (b[1] < 20 || b[1] > r.height - 20) { view.y += r.height / 2 - b[1]; }
+    show(best);
   }
   function at(ev) {
     var r = canvas.getBoundingClientRect();
@@ -114,11 +199,11 @@
       if (p[0] >= x0 && p[0] <= x1 && p[1] >= y0 && p[1] <= y1) { found.push(data.ids[i]); }
     }
     chosen.textContent = "";
+    var row = {};
+    for (var j = 0; j < data.count; j++) { row[data.ids[j]] = j; }
     found.slice(0, 200).forEach(function (id) {
-      var li = document.createElement("li"), a = document.createElement("a");
-      a.href = "/work/" + id;
-      a.textContent = "work " + id;
-      li.appendChild(a);
+      var li = document.createElement("li");
+      li.appendChild(link(row[id], true));
       chosen.appendChild(li);
     });
     chosenCount.textContent = found.length + " works selected" +
@@ -130,14 +215,41 @@
       add.hidden = found.length === 0;
     }
   }
+  function selecting(ev) { return ev.shiftKey || (selectMode && selectMode.checked); }
   canvas.addEventListener("pointerdown", function (ev) {
     if (!data) { return; }
     var p = at(ev);
-    drag = {start: p, last: p, shift: ev.shiftKey, moved: false};
+    pointers[ev.pointerId] = p;
+    var held = Object.keys(pointers);
+    if (held.length === 2) {  // two fingers: pinch to zoom, no drag
+      var a = pointers[held[0]], b = pointers[held[1]];
+      pinch = {dist: Math.hypot(a[0] - b[0], a[1] - b[1]) || 1};
+      drag = null;
+      box = null;
+      return;
+    }
+    drag = {start: p, last: p, shift: selecting(ev), moved: false};
     canvas.setPointerCapture(ev.pointerId);
   });
   canvas.addEventListener("pointermove", function (ev) {
-    if (!drag) { return; }
+    if (pointers[ev.pointerId]) { pointers[ev.pointerId] = at(ev); }
+    if (pinch) {
+      var held = Object.keys(pointers);
+      if (held.length === 2) {
+        var a = pointers[held[0]], b = pointers[held[1]];
+        var d = Math.hypot(a[0] - b[0], a[1] - b[1]) || 1;
+        zoom(d / pinch.dist, (a[0] + b[0]) / 2, (a[1] + b[1]) / 2);
+        pinch.dist = d;
+      }
+      return;
+    }
+    if (!drag) {
+      if (data && ev.pointerType === "mouse") {
+        var h = at(ev), i = nearest(h[0], h[1]);
+        if (i >= 0 && i !== current) { show(i); }
+      }
+      return;
+    }
     var p = at(ev);
     if (Math.abs(p[0] - drag.start[0]) + Math.abs(p[1] - drag.start[1]) > 3) { drag.moved = true; }
     if (drag.shift) {
@@ -149,8 +261,15 @@
     drag.last = p;
     draw();
   });
+  function release(ev) {
+    delete pointers[ev.pointerId];
+    if (pinch && Object.keys(pointers).length < 2) { pinch = null; }
+  }
+  canvas.addEventListener("pointercancel", function (ev) { release(ev); drag = null; });
   canvas.addEventListener("pointerup", function (ev) {
-    if (!drag) { return; }
+    var wasPinch = pinch !== null;
+    release(ev);
+    if (!drag || wasPinch) { return; }
     var p = at(ev), was = drag;
     drag = null;
     if (was.shift && was.moved) {
@@ -160,7 +279,7 @@
       return;
     }
     if (!was.moved) {
-      var i = nearest(p[0], p[1]);
+      var i = nearest(p[0], p[1], ev.pointerType === "touch" ? 16 : 8);
       if (i >= 0) { window.location.href = "/work/" + data.ids[i]; }
     }
   });
@@ -171,12 +290,18 @@
   }, {passive: false});
   canvas.addEventListener("keydown", function (ev) {
     var r = canvas.getBoundingClientRect();
+    if (!data) { return; }
+    var dx = ev.key === "ArrowLeft" ? -1 : ev.key === "ArrowRight" ? 1 : 0;
+    var dy = ev.key === "ArrowUp" ? -1 : ev.key === "ArrowDown" ? 1 : 0;
     if (ev.key === "+" || ev.key === "=") { zoom(1.25, r.width / 2, r.height / 2); }
     else if (ev.key === "-") { zoom(0.8, r.width / 2, r.height / 2); }
-    else if (ev.key.indexOf("Arrow") === 0) {
-      view.x += ev.key === "ArrowLeft" ? 40 : ev.key === "ArrowRight" ? -40 : 0;
-      view.y += ev.key === "ArrowUp" ? 40 : ev.key === "ArrowDown" ? -40 : 0;
+    else if ((dx || dy) && ev.shiftKey) {
+      view.x -= 40 * dx;
+      view.y -= 40 * dy;
       draw();
+    } else if (dx || dy) { step(dx, dy); }
+    else if (ev.key === "Enter" && current >= 0) {
+      window.location.href = "/work/" + data.ids[current];
     } else { return; }
     ev.preventDefault();
   });
