@@ -72,9 +72,20 @@ def open_url(url: str, allowed: str, **options: Any
 
 
 def images_that_failed(page: Any) -> list[str]:
-    """Every <img> that did not load (after waiting for the page's load event)."""
-    return page.evaluate("""() => Array.from(document.images)
-        .filter(im => !(im.complete && im.naturalWidth > 0)).map(im => im.src)""")
+    """Every <img> that did not load (after waiting for the page's load event); an image
+    loaded lazily (as it comes into view) is asked for now, and waited for."""
+    return page.evaluate("""async () => {
+        const all = Array.from(document.images);
+        await Promise.all(all.map(im => {
+            if (im.loading === "lazy") { im.loading = "eager"; }
+            return im.complete ? null : new Promise(done => {
+                im.addEventListener("load", done, {once: true});
+                im.addEventListener("error", done, {once: true});
+                setTimeout(done, 15000);
+            });
+        }));
+        return all.filter(im => !(im.complete && im.naturalWidth > 0)).map(im => im.src);
+    }""")
 
 
 def screenshot(page: Any, name: str) -> Path:

@@ -274,6 +274,8 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         page.wait_for_load_state("load")
         assert page.locator(".neighbours[data-space='content'] .tile").count() >= 1
         assert page.locator(".neighbours[data-space='tone'] .tile").count() >= 1
+        bands = page.locator(".neighbours[data-space='content'] .tile .band").all_inner_texts()
+        assert bands and set(bands) <= {"very close", "close", "related", "distant"}
         first = page.get_attribute(".work", "data-id")
         assert "where=artist%3DAnn" in page.url  # the filter walks on with the curator
         page.click(".neighbours[data-space='content'] .tile >> nth=1")
@@ -300,8 +302,11 @@ def test_a_curator_clicks_filters_and_uploads(served: tuple[Path, Path], live_se
         top = page.locator("#upload-results .tile >> nth=0")
         assert top.get_attribute("href") is not None
         top_id = top.get_attribute("data-id")
+        verdict = page.inner_text("#verdict")
         page.reload()  # asks again by the address: nothing re-sent, the same answer
         assert page.locator("#upload-results .tile >> nth=0").get_attribute("data-id") == top_id
+        assert page.inner_text("#verdict") == verdict
+        assert page.locator("#upload-results .tile .band").count() >= 1
         shot_upload = screenshot(page, "serve-upload.png")
         # A stored clustering run's report, in the app, under its own policy.
         CliRunner().invoke(cli, ["cluster", "--index", str(served[1]), "--k", "2",
