@@ -69,6 +69,22 @@ def test_a_crop_is_boxed_where_it_was_cut(original: tuple[Image.Image, object]) 
     assert g.cover_a == pytest.approx(0.25, abs=0.03) and g.cover_b > 0.97
 
 
+@pytest.mark.parametrize("keep", [0.85, 0.9])
+def test_a_large_crop_is_a_crop_not_a_re_encoding(original: tuple[Image.Image, object],
+                                                   keep: float) -> None:
+    """A crop keeping 85-90 % of the picture lies wholly inside it: typed crop, with its
+    share; a copy turned by 4 degrees (each covering most of the other) stays re-encoded."""
+    img, fa = original
+    w, h = img.size
+    side = keep ** 0.5
+    cw, ch = round(w * side), round(h * side)
+    g = geometry(fa, features(img.crop((w - cw, 0, w, ch))))  # type: ignore[arg-type]
+    assert classify(g, 1.0, Thresholds()) == "crop"
+    assert min(g.cover_a, g.cover_b) == pytest.approx(keep, abs=0.04)
+    turned = img.rotate(4, Image.Resampling.BICUBIC, fillcolor="white")
+    assert classify(geometry(fa, features(turned)), 1.0, Thresholds()) == "re-encoded"  # type: ignore[arg-type]
+
+
 def test_different_paintings_are_not_a_pair(original: tuple[Image.Image, object]) -> None:
     _, fa = original
     for n in (5, 20, 40):

@@ -40,7 +40,7 @@ from artsearch.textsafe import csv_cell, terminal
                    "column: a type, or none) join the fitting.")
 @click.option("--regions/--no-regions", "use_regions", default=True, show_default=True,
               help="Where the space has a region index (`artsearch index DIR --regions`), "
-                   "also examine each work with the two works whose regions match its whole "
+                   "also examine each work with the ten works whose regions match its whole "
                    "picture best: finds details and crops far from their source in the "
                    "space.")
 @click.option("--all", "keep_all", is_flag=True,
@@ -124,8 +124,9 @@ def duplicates(index_name: str | None, space: str, k: int, calibrate_works: int 
     if not rows:
         click.echo("no duplicates found")
     for r in rows:
-        where = (f"  ({r['part']} lies in {'b' if r['part'] == 'a' else 'a'} at x0,y0,x1,y1 = "
-                 f"{','.join(map(str, r['box']))})" if r["box"] else "")
+        share = min(r["cover_a"], r["cover_b"])
+        where = (f"  ({r['part']} is {share:.0%} of {'b' if r['part'] == 'a' else 'a'}, at "
+                 f"x0,y0,x1,y1 = {','.join(map(str, r['box']))})" if r["box"] else "")
         click.echo(f"{r['type'] or 'none':<10}  {r['cosine']:.3f}  {r['inliers']:>4}  "
                    f"{terminal(r['path_a'])}  {terminal(r['path_b'])}"
                    f"{' (mirrored)' if r['mirrored'] and r['type'] != 'mirrored' else ''}"

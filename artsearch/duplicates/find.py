@@ -3,14 +3,12 @@ images are related — the same pixels, re-encoded, mirrored, a crop or a detail
 
 The embedding proposes pairs; geometry decides their type. SIFT keypoints are matched both
 ways round (the second image as it is and mirrored), a similarity transform is fitted with
-RANSAC, and the footprint of each image inside the other gives the type: both images cover
-each other (re-encoded, or mirrored when the mirrored match won), one lies inside the other
-(crop, or detail when it is a small part), or too few matches agree (related, when the
-embedding still finds them very close). Agreement that is only a frame or a painted border
-is no pair; agreement on a small share of the keypoints the two pictures share is two
-versions of one composition, painted twice (related). The thresholds are fitted on
-derivatives synthesised from the collection itself (`duplicates.fit`), so a type is evidence
-that can be checked.
+RANSAC, and the footprint of each image inside the other gives the type: both cover each
+other (re-encoded, or mirrored), one lies wholly inside a larger one (crop, or detail when
+a small part), or too few matches agree (related, when the embedding still finds them very
+close). Agreement only in a frame or painted border is no pair; agreement on a small share
+of the keypoints both have is two versions of one composition (related). The thresholds
+are fitted on derivatives synthesised from the collection itself (`duplicates.fit`).
 """
 
 from __future__ import annotations
@@ -43,6 +41,8 @@ THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
 # Bump when features() or the geometry fit changes: pairs verified before are verified again.
 GEOMETRY_VERSION = 6
+REGION_CANDIDATES = 10  # works whose regions best match a work's whole, each verified
+SAME_COVER = 0.95  # a part covering this much of the other is the same picture
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,8 @@ class Pair:
 
 # AKAZE is not among them: OpenCV 5 moved it out of the main modules that opencv-python ships.
 DETECTORS = ("rootsift", "orb")
-# The local features compared: RootSIFT, the 1,500 strongest keypoints a picture. Measured
-# (benchmarks/README.md): ORB found 1 detail in 10 where RootSIFT found 9; 500 keypoints, or
-# 500 first and 1,500 again for detail suspects, verify faster but confirm fewer details
-# (20 and 22 of 30, against 24).
+# RootSIFT, the 1,500 strongest keypoints a picture (benchmarks/README.md: ORB found 1 detail
+# in 10 where RootSIFT found 9; 500, or 500 then 1,500, confirm 20 and 22 of 30, not 24).
 DETECTOR = "rootsift"
 
 
@@ -299,9 +297,7 @@ def _fit(fa: Features, fb: Features, pa: np.ndarray, pb: np.ndarray,
 
 def _inside(points: np.ndarray, size: tuple[int, int]) -> int:
     """How many `points` lie inside the rectangle `size`."""
-    w, h = size
-    return int(((points[:, 0] >= 0) & (points[:, 0] < w) & (points[:, 1] >= 0)
-                & (points[:, 1] < h)).sum())
+    return int(((points >= 0) & (points < np.array(size))).all(axis=1).sum())
 
 
 FRAME_BAND = 0.12  # the outer share of each side where a frame or painted border lies
@@ -364,7 +360,9 @@ def classify(g: Geometry, cosine: float, t: Thresholds) -> str | None:
         return "related"  # the same composition, painted again: another version
     if g.inliers >= t.min_inliers:
         whole, part = max(g.cover_a, g.cover_b), min(g.cover_a, g.cover_b)
-        if part >= t.full:
+        # One picture when each covers (nearly) all of the other (re-encoded, trimmed,
+        # turned); one wholly inside a larger one, however large, is a crop of it.
+        if part >= t.full and (part >= SAME_COVER or whole - part < 0.08):
             return "mirrored" if g.mirrored else "re-encoded"
         if whole >= t.full:
             return "crop" if part >= t.detail else "detail"
@@ -500,7 +498,8 @@ def _region_candidates(index: ArtIndex, space: str,
     pair's reported similarity); how many were new."""
     from artsearch.regions import region_pairs
 
-    keys = {(min(p, w), max(p, w)) for p, w, _ in region_pairs(index, space)}
+    keys = {(min(p, w), max(p, w))
+            for p, w, _ in region_pairs(index, space, per_work=REGION_CANDIDATES)}
     pairs = sorted(key for key in keys if key not in candidates)
     if not pairs:
         return 0
