@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,11 +223,16 @@ def test_lite0_regions_find_where_a_detail_of_a_real_painting_comes_from(
     with ArtIndex(Path(tmp_path / "artsearch-home" / "default")) as idx:
         # duplicates: with the whole-picture shortlist switched off, the regions alone
         # propose the detail's pair, and SIFT types it
-        off = Thresholds(shortlist=1.01, near=0)
+        off = Thresholds(shortlist=1.01, near=0, small=0)
         pairs = find_duplicates(idx, thresholds=off)
         typed = {frozenset((p.path_a, p.path_b)): p.type for p in pairs}
         assert typed.get(frozenset((source, "prints/detail.jpg"))) == "detail", typed
         assert find_duplicates(idx, thresholds=off, regions=False) == []
+        # A collection this small verifies every work's ten nearest whatever their cosine:
+        # the detail is found without the region index too.
+        small = find_duplicates(idx, thresholds=replace(off, small=500), regions=False)
+        assert {frozenset((p.path_a, p.path_b)): p.type for p in small}.get(
+            frozenset((source, "prints/detail.jpg"))) == "detail"
         found = 0
         for r in rows[:6]:
             with Image.open(root / r["path"]) as img:

@@ -39,8 +39,7 @@ TYPES = ("exact", "re-encoded", "mirrored", "crop", "detail", "related")
 SIDE = 512  # images are compared at most this many pixels on their long side
 THREADS = min(8, os.cpu_count() or 1)
 THRESHOLDS_FILE = "duplicates.json"
-# Bump when features() or the geometry fit changes: pairs verified before are verified again.
-GEOMETRY_VERSION = 6
+GEOMETRY_VERSION = 6  # bumped when features() or the fit change: pairs are verified again
 REGION_CANDIDATES = 10  # works whose regions best match a work's whole, each verified
 SAME_COVER = 0.95  # a part covering this much of the other is the same picture
 
@@ -56,6 +55,7 @@ class Thresholds:
     min_inliers: int = 8     # RANSAC inliers for the geometry to count as evidence
     full: float = 0.80       # share of an image the other must cover to be "the whole"
     detail: float = 0.15     # a part smaller than this share of the whole is a "detail"
+    small: int = 500         # works up to which each work's k nearest are all verified
 
 
 @dataclass
@@ -443,8 +443,9 @@ def find_duplicates(index: ArtIndex, space: str = "content", *, k: int = 10,
     say = progress or (lambda _m: None)
     t = thresholds or load_thresholds(index)[0]
     arts = {a.id: a for a in artworks(index)}
-    candidates = {(a, b): s for a, b, s in shortlist(index, space, t.shortlist, k,
-                                                       near=t.near, floor=t.floor)}
+    small = len(arts) <= t.small  # a detail's source is often far in the space: verify all k
+    candidates = {(a, b): s for a, b, s in shortlist(
+        index, space, -1.0 if small else t.shortlist, k, near=t.near, floor=t.floor)}
     if regions:
         extra = _region_candidates(index, space, candidates)
         if extra:
