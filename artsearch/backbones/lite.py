@@ -57,6 +57,7 @@ class _Conv(torch.nn.Module):
         self.k, self.stride, self.groups, self.act = k, stride, groups, act
         self.weight = torch.nn.Parameter(torch.empty(cout, cin // groups, k, k))
         self.bias = torch.nn.Parameter(torch.empty(cout))
+        self.padded: torch.Tensor | None = None  # the stride-2 kernel padded once (export)
 
     def load(self, weight: torch.Tensor, bn: list[torch.Tensor], eps: float = 1e-3) -> None:
         gamma, beta, mean, var = bn
@@ -70,8 +71,9 @@ class _Conv(torch.nn.Module):
             y = F.conv2d(x, self.weight, self.bias, padding=(self.k - 1) // 2,
                          groups=self.groups)
         elif x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:  # (a few KB of weights: cheap)
-            y = F.conv2d(x, F.pad(self.weight, (1, 0, 1, 0)), self.bias, stride=2,
-                         padding=(self.k - 1) // 2, groups=self.groups)
+            kernel = self.padded if self.padded is not None else F.pad(self.weight, (1, 0, 1, 0))
+            y = F.conv2d(x, kernel, self.bias, stride=2, padding=(self.k - 1) // 2,
+                         groups=self.groups)
         else:
             pads = []
             for size in (x.shape[-1], x.shape[-2]):
@@ -127,6 +129,17 @@ class LiteNet(torch.nn.Module):
             for block in stage:  # type: ignore[attr-defined]  # a Sequential of _Block
                 yield from block.convs
         yield self.head
+
+    def for_export(self) -> LiteNet:
+        """Pad each stride-2 kernel once, ahead of time, as forward does on every call for
+        even-sized input: a graph exporter (torch.onnx) needs each kernel's shape fixed.
+        For inference on even-sized input only (the spaces' 224 and 260 px); not for
+        training, and not after the weights change."""
+        with torch.no_grad():
+            for conv in self.convs():
+                if conv.stride == 2:
+                    conv.padded = F.pad(conv.weight, (1, 0, 1, 0)).detach().clone()
+        return self
 
     def load_packaged(self, state: dict[str, torch.Tensor]) -> None:
         """Load an efficientnet-pytorch state dict (conv weight, then its BatchNorm's weight,
