@@ -302,7 +302,9 @@ def test_the_csv_carries_every_catalogue_column_and_public_links(
     shared.post("/light-table/add", data={"set": "s", "ids": "1,2"})
     text = shared.get("/light-table/s.csv").text
     header = next(csv.reader(io.StringIO(text)))
-    assert header == ["id", "path", "page", *held]
+    assert sorted(header) == sorted(["id", "path", "page", *held])
+    # In the catalogue CSV's own order (path,title,artist,genre,date,license).
+    assert header[3:] == ["title", "artist", "genre", "date", "license"]
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows[0]["page"] == "https://art.example.org/gallery/work/1"
     manifest = shared.get("/light-table/s/manifest.json").json()
@@ -313,3 +315,26 @@ def test_the_csv_carries_every_catalogue_column_and_public_links(
     for bad in ("ftp://x", "art.example.org", "https://x/?q=1", "https://u:p@x"):
         with pytest.raises(OptionError):
             public_url(bad)
+
+
+def test_the_csv_keeps_the_catalogue_columns_in_the_order_the_curator_gave(
+        tmp_path: Path) -> None:
+    """Columns as the metadata CSV ordered them, extras among them; a later CSV's new
+    columns come after."""
+    from tests.helpers import index_into, make_collection
+
+    root = tmp_path / "coll"
+    paths = [p.relative_to(root).as_posix() for p in make_collection(root, 3)]
+    first = root / "first.csv"
+    first.write_text("path,license,zeta,title,alpha,artist\n" + "".join(
+        f"{p},CC0 1.0,z{i},T{i},a{i},Ann\n" for i, p in enumerate(paths)))
+    index_into(root, tmp_path / "idx", metadata=first)
+    second = root / "second.csv"
+    second.write_text("path,beta,title\n" + "".join(f"{p},b{i},T{i}\n"
+                                                     for i, p in enumerate(paths)))
+    index_into(root, tmp_path / "idx", metadata=second)
+    c = TestClient(build(tmp_path / "idx"), base_url="http://127.0.0.1:8765")
+    c.post("/light-table/add", data={"set": "s", "ids": "1,2,3"})
+    header = next(csv.reader(io.StringIO(c.get("/light-table/s.csv").text)))
+    assert header == ["id", "path", "page", "license", "zeta", "title", "alpha", "artist",
+                      "beta"]

@@ -23,7 +23,8 @@ from artsearch.index.store import METADATA_FIELDS, Artwork, Embedding, Failure
 
 __all__ = [
     "DERIVED_FIELDS", "FACET_FIELDS", "artworks", "browse", "century",
-    "check_fields", "embedded_works", "facets", "failures", "field_value", "find_artwork",
+    "check_fields", "embedded_works", "facets", "failures", "field_value",
+    "fields_in_catalogue_order", "find_artwork",
     "known_fields", "matching_ids", "parse_where", "set_extra", "where_conditions",
 ]
 
@@ -155,6 +156,19 @@ def known_fields(index: ArtIndex, *, derived: bool = True) -> list[str]:
     if derived and "date" in fields and "century" not in fields:
         fields.append("century")
     return fields
+
+
+def fields_in_catalogue_order(index: ArtIndex) -> list[str]:
+    """The fields works have values for (`known_fields`, none derived), in the order the
+    catalogue CSVs gave their columns, `path` first; fields no CSV named (set otherwise)
+    after them."""
+    from artsearch.index.metadata import column_order
+
+    with index.store.session() as s:
+        order = column_order(s)
+    have = known_fields(index, derived=False)
+    ranked = {name: i for i, name in enumerate(["path", *order])}
+    return sorted(have, key=lambda f: (ranked.get(f, len(ranked)), have.index(f)))
 
 
 def _read_fields(index: ArtIndex) -> list[str]:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from artsearch.errors import MetadataError
-from artsearch.index.store import METADATA_FIELDS, Artwork
+from artsearch.index.store import METADATA_FIELDS, Artwork, Setting
 
-__all__ = ["Catalogue", "MetadataImport", "apply_metadata", "read_metadata_csv"]
+__all__ = ["Catalogue", "MetadataImport", "apply_metadata", "column_order", "read_metadata_csv"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Catalogue:
     path: Path
     rows: dict[str, dict[str, str | None]]
     repeated: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # as the CSV's first row orders them
 
 
 # Catalogue texts (descriptions, provenance) can be long; the csv module's default cap is 128 KiB.
@@ -64,7 +65,7 @@ def read_metadata_csv(path: Path) -> Catalogue:
                 if rel in rows and rel not in repeated:
                     repeated.append(rel)  # each path once, however many rows repeat it
                 rows[rel] = {k: (v or None) for k, v in row.items() if k}
-            return Catalogue(path, rows, repeated)
+            return Catalogue(path, rows, repeated, [c for c in columns if c])
     except OSError as e:
         raise MetadataError(f"{path}: cannot read the metadata file ({e.strerror})") from e
     except UnicodeDecodeError as e:
@@ -83,6 +84,7 @@ def apply_metadata(session: Session, catalogue: Catalogue | Path) -> MetadataImp
     rows = catalogue.rows
     result = MetadataImport(rows=len(rows), duplicates=len(catalogue.repeated),
                             repeated=catalogue.repeated)
+    _keep_column_order(session, catalogue.columns)
     by_path = {a.path: a for a in session.scalars(select(Artwork))}
     for rel, values in rows.items():
         art = by_path.get(rel)
@@ -100,3 +102,30 @@ def apply_metadata(session: Session, catalogue: Catalogue | Path) -> MetadataImp
         art.extra = extra or None
         result.matched += 1
     return result
+
+
+COLUMN_ORDER = "catalogue_columns"  # the settings key: the catalogues' columns, in order
+
+
+def _keep_column_order(session: Session, columns: list[str]) -> None:
+    """Record the catalogue's column order (exports give the columns as the curator's CSV
+    had them): the order known so far, then this CSV's new columns in its order."""
+    import json
+
+    row = session.get(Setting, COLUMN_ORDER)
+    known: list[str] = json.loads(row.value) if row is not None else []
+    order = known + [c for c in columns if c not in known]
+    if order != known:
+        session.merge(Setting(key=COLUMN_ORDER, value=json.dumps(order)))
+
+
+def column_order(session: Session) -> list[str]:
+    """The catalogue columns in the order their CSVs gave them (empty: none recorded)."""
+    import json
+
+    row = session.get(Setting, COLUMN_ORDER)
+    try:
+        order = json.loads(row.value) if row is not None else []
+    except ValueError:
+        return []
+    return [c for c in order if isinstance(c, str)]

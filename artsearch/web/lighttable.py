@@ -414,12 +414,13 @@ def lighttable_routes(live: LiveIndex, templates: Jinja2Templates,
 
     @router.get("/light-table/{name}.csv")
     def as_csv(request: Request, name: str = PathParam(max_length=200)) -> Response:
-        from artsearch.index.catalogue import field_value, known_fields
+        from artsearch.index.catalogue import field_value, fields_in_catalogue_order
 
         out = io.StringIO()
         w = csv.writer(out)
-        # Every catalogue column the index holds, after the work's id, path and page.
-        fields = [f for f in known_fields(live.get(), derived=False) if f != "path"]
+        # Every catalogue column the index holds, in its CSV's order, after the work's id,
+        # path and page.
+        fields = [f for f in fields_in_catalogue_order(live.get()) if f != "path"]
         w.writerow(["id", "path", "page", *fields])
         base = base_of(request)
         for art in works_of(set_name(name)):
