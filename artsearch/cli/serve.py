@@ -38,9 +38,15 @@ def serve(index_name: str | None, host: str, port: int, token: str | None,
     leave out the same artist; narrow the collection by artist, style, genre, century,
     source or licence; drop a photograph on the page to find works like it (its results
     get an address of their own, /query/KEY: the newest 200 uploads are kept in
-    INDEX/uploads, readable by you only). The same answers as JSON under /api/ (shapes
-    as `artsearch query --json`).
-    `artsearch index` may run on the index meanwhile: new vectors show once it has saved.
+    INDEX/uploads, readable by you only). An upload's verdict comes first: the same
+    picture as a work, a crop, detail or mirrored copy of one, a work inside it, related,
+    or no close match (the duplicate finder's own test and thresholds). Every neighbour
+    carries a band (very close, close, related, distant) read against the collection's
+    own nearest neighbours. The map: point at a dot, or focus it and walk with the arrow
+    keys, for its card and link; Enter opens it. The light table keeps deleted sets for
+    30 days (Restore). The same answers as JSON under /api/ (shapes as `artsearch query
+    --json`). `artsearch index` may run on the index meanwhile: new vectors show once it
+    has saved.
 
     \b
       artsearch serve --index example --open
