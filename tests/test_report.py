@@ -223,3 +223,26 @@ def test_every_badge_reads_at_the_contrast_wcag_asks() -> None:
     assert {name for name, _ in badges} == {"good", "fair", "poor"}
     for name, colour in badges:
         assert 1.05 / (luminance(colour) + 0.05) >= 4.5, (name, colour)
+
+
+def test_a_report_written_again_reuses_its_map_layout(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map's layout is kept in INDEX/maps by the vectors and seed: the app's copy of a
+    report for other licence rules does not run t-SNE again."""
+    from types import SimpleNamespace
+
+    import artsearch.reports.clusters as reports
+
+    index = SimpleNamespace(path=tmp_path)
+    vectors = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    first = reports.kept_layout(index, vectors, 3)  # type: ignore[arg-type]
+    assert list((tmp_path / "maps").glob("report-layout-*.npz"))
+
+    def no_tsne(*_a: object) -> None:
+        raise AssertionError("laid out again")
+
+    monkeypatch.setattr(reports, "project_2d", no_tsne)
+    again = reports.kept_layout(index, vectors, 3)  # type: ignore[arg-type]
+    assert np.array_equal(first[0], again[0]) and first[1] == again[1]
+    with pytest.raises(AssertionError, match="laid out again"):  # other vectors: new layout
+        reports.kept_layout(index, vectors[:20], 3)  # type: ignore[arg-type]

@@ -85,6 +85,32 @@ def project_2d(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
             f"first two principal components (PCA; {why} for t-SNE{sampled})")
 
 
+def kept_layout(index: ArtIndex, vectors: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """`project_2d`, kept in INDEX/maps/ by a hash of the vectors and the seed: a report
+    written again (the app's copy for other licence rules, a second `--report`) lays out
+    its map in no time, where t-SNE takes tens of seconds at a few thousand works."""
+    import hashlib
+
+    key = hashlib.sha256(np.ascontiguousarray(vectors, np.float32).tobytes()
+                         + str((seed, vectors.shape)).encode()).hexdigest()[:24]
+    path = index.path / "maps" / f"report-layout-{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["coords"], str(z["method"])
+    except (OSError, ValueError, KeyError):
+        pass
+    coords, method = project_2d(vectors, seed)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as fh:
+            np.savez(fh, coords=coords, method=np.array(method))
+        tmp.replace(path)
+    except OSError:
+        pass  # an index that cannot be written lays it out again next time
+    return coords, method
+
+
 def near_duplicates(vectors: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
     """Every pair of rows with cosine similarity >= threshold, most similar first."""
     import faiss
@@ -126,7 +152,7 @@ def cluster_report(index: ArtIndex, run_id: int, out_dir: Path, *,
     rng = np.random.default_rng(run.seed)
     shown = (np.arange(len(ids)) if len(ids) <= MAP_MAX
              else np.sort(rng.choice(len(ids), MAP_MAX, replace=False)))
-    coords, map_method = project_2d(vectors[shown], run.seed)
+    coords, map_method = kept_layout(index, vectors[shown], run.seed)
 
     say("ordering works by centrality")
     sections = _cluster_sections(vectors, assign, k)
