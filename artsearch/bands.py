@@ -77,7 +77,8 @@ def neighbour_bands(index: ArtIndex, space: str) -> Bands | None:
             pass  # a file edited by hand: measured again
     bands = _measure(index, sp)
     kept[space] = {"key": key, "bands": bands.as_dict() if bands else None}
-    _write(path, kept)
+    if not index.store.readonly:  # a read-only index is only read, measured each time
+        _write(path, kept)
     return bands
 
 

@@ -10,6 +10,7 @@ everything needed to make the same report again.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -100,14 +101,14 @@ def kept_layout(index: ArtIndex, vectors: np.ndarray, seed: int) -> tuple[np.nda
     except (OSError, ValueError, KeyError):
         pass
     coords, method = project_2d(vectors, seed)
-    try:
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as fh:
-            np.savez(fh, coords=coords, method=np.array(method))
-        tmp.replace(path)
+    try:  # an index that cannot be written (or is read-only) lays it out again next time
+        if os.access(index.path, os.W_OK):
+            path.parent.mkdir(exist_ok=True)
+            with (tmp := path.with_name(f".{path.name}.tmp")).open("wb") as fh:
+                np.savez(fh, coords=coords, method=np.array(method))
+            tmp.replace(path)
     except OSError:
-        pass  # an index that cannot be written lays it out again next time
+        pass
     return coords, method
 
 

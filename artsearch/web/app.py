@@ -10,6 +10,7 @@ served by artwork id only, from inside the collection folder. The index is re-re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jinja2
@@ -77,7 +78,8 @@ def create_app(index_path: Path, *, max_upload: int = MAX_UPLOAD_BYTES,
     maps, lay_out_maps = map_routes(live, templates, allowed)
     app.include_router(maps)
     app.include_router(lighttable_routes(live, templates, public_url))
-    recent = RecentUploads(live.path / "uploads")  # results' addresses, explain pages
+    # Uploads kept on disk (results' addresses, explain pages), in memory for a read-only index.
+    recent = RecentUploads(live.path / "uploads" if os.access(live.path, os.W_OK) else None)
     uploads, load_models = upload_routes(live, templates, recent, max_upload)
     app.include_router(uploads)
     app.include_router(explain_routes(live, templates, allowed, recent))
