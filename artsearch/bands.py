@@ -15,7 +15,7 @@ by the space's own searcher, and
 
 The cuts are kept in INDEX/bands.json for each space, keyed by the space's vector file as
 recorded when it was saved, so they are computed once per saved state (on first use after a
-save; a reader that cannot write the file computes them again next time)."""
+save; a process remembers them, so a read-only index measures them once per process)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,21 @@ def neighbour_bands(index: ArtIndex, space: str) -> Bands | None:
     sp = index.space(space)
     key = json.dumps([VERSION, (sp.params or {}).get("faiss"), index.saved_count(sp)],
                      sort_keys=True)
+    known = (str(index.path), space, key)
+    if known not in _MEASURED:  # once per process and saved state (a server's every page)
+        if len(_MEASURED) >= 64:
+            _MEASURED.clear()
+        _MEASURED[known] = _kept_or_measured(index, sp, key)
+    return _MEASURED[known]
+
+
+_MEASURED: dict[tuple[str, str, str], Bands | None] = {}
+
+
+def _kept_or_measured(index: ArtIndex, sp: Any, key: str) -> Bands | None:
+    """The cuts INDEX/bands.json holds for this saved state, else measured (and kept there
+    unless the index is read-only)."""
+    space = sp.name
     path = index.path / FILE
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
@@ -77,7 +92,7 @@ def neighbour_bands(index: ArtIndex, space: str) -> Bands | None:
             pass  # a file edited by hand: measured again
     bands = _measure(index, sp)
     kept[space] = {"key": key, "bands": bands.as_dict() if bands else None}
-    if not index.store.readonly:  # a read-only index is only read, measured each time
+    if not index.store.readonly:  # a read-only index is only read: measured per process
         _write(path, kept)
     return bands
 

@@ -99,7 +99,6 @@ class RecentUploads:
         """Write the three files of one upload (each whole or not at all) and evict the
         oldest; False where the folder cannot be written (the caller keeps it in memory)."""
         import tempfile
-        import time
 
         if self.folder is None:
             return False
@@ -117,9 +116,7 @@ class RecentUploads:
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)
                     raise
-            now = time.time()
-            os.utime(self.folder / f"{key}.name", (now, now))
-            self._evict()
+            self._evict()  # by the names' times: a name is written last
             return True
         except OSError:
             return False
