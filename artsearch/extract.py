@@ -241,6 +241,7 @@ class Extractor:
         self.max_bytes = max_bytes
         self.decode = pick_decode(self.device, decode)
         self.dims = spec.dims(self.layers, pooling)
+        self.shares = spec.shares(self.layers)
         self._model: torch.nn.Module | None = None
         self._building = threading.Lock()
 
@@ -287,13 +288,14 @@ class Extractor:
         """The same unit vectors as `embed_pixels`, as a tensor that gradients flow through:
         fine-tuning trains this very trunk, preprocessing and pooling (the caller chooses
         autocast and grad mode)."""
-        pooled = pool_layers(self.pool, self._maps(pixels), self.params)
+        pooled = pool_layers(self.pool, self._maps(pixels), self.params, self.shares)
         return torch.nn.functional.normalize(pooled, dim=1)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """uint8 (N, 3, S, S) in RGB -> float32 (N, dims), each row of unit length."""
-        pooled = pool_layers(self.pool, self.feature_maps(pixels), self.params)
+        pooled = pool_layers(self.pool, self.feature_maps(pixels), self.params,
+                             self.shares)
         pooled = torch.nn.functional.normalize(pooled, dim=1)
         return pooled.cpu().numpy().astype(np.float32, copy=False)
 

@@ -196,12 +196,18 @@ def get_pooling(name: str) -> Pooling:
 
 
 def pool_layers(
-    pooling: Pooling, fmaps: Sequence[torch.Tensor], params: Params
+    pooling: Pooling, fmaps: Sequence[torch.Tensor], params: Params,
+    shares: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Pool each layer, give each unit length, concatenate: (N, sum of per-layer dims)."""
+    """Pool each layer, give each unit length, concatenate: (N, sum of per-layer dims).
+    `shares` weights each layer's part by the square root of its share, so that the cosine
+    of two (re-normalised) vectors is the shares' weighted mean of the layers' cosines."""
     import torch
 
     parts = [pooling.pool(fmap.float(), params, i) for i, fmap in enumerate(fmaps)]
     if len(parts) == 1:
         return parts[0]
-    return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], dim=1)
+    units = [torch.nn.functional.normalize(p, dim=1) for p in parts]
+    if shares is not None:
+        units = [u * float(s) ** 0.5 for u, s in zip(units, shares, strict=True)]
+    return torch.cat(units, dim=1)

@@ -137,7 +137,15 @@ class BackboneSpec:
     accepts_weights: bool = False  # whether --weights PATH may replace the default source
     family: str = "built-in"
     default_pooling: str = "avg"  # a new space's pooling when --pooling is not given
+    # Each layer's share of a multi-layer vector's cosine (a layer not named: 1). The
+    # cosine of two vectors is the shares' weighted mean of the layers' own cosines.
+    layer_shares: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def shares(self, layers: tuple[str, ...]) -> tuple[float, ...] | None:
+        """`layers`' shares of the cosine, in order; None where every share is equal."""
+        found = tuple(self.layer_shares.get(n, 1.0) for n in layers)
+        return None if len(set(found)) <= 1 else found
 
     def check_layer(self, layer: str | None) -> str:
         layer = layer or self.default_layer

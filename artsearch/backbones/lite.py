@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
-__all__ = ["LiteNet", "lite_stages"]
+__all__ = ["LiteNet", "MixedLite", "lite_stages"]
 
 # (block kind, repeats, kernel, stride, expansion, channels) of the seven stages, as in the
 # EfficientNet-Lite definition; the stem (32) and head (1280) stay fixed when scaling.
@@ -179,3 +179,37 @@ class LiteNet(torch.nn.Module):
         return [self.head(out[d]) if n == "final" else out[d]
                 for n, d in zip(self.layers, self.depths, strict=True)]
 
+
+
+class MixedLite(torch.nn.Module):
+    """Two Lite networks that share their frozen stages, one pass for both: a layer named
+    plainly (`stage6`, `final`) is the base network's, one named with `prefix` (`art.stage6`)
+    the tuned network's, whose stages before `tune_from` are the base's and run once. The art space's
+    mixed preset keeps the untuned layer statistics beside the tuned ones this way."""
+
+    def __init__(self, base: LiteNet, tuned: LiteNet, tune_from: int,
+                 layers: tuple[str, ...], prefix: str) -> None:
+        super().__init__()
+        self.base, self.tuned, self.tune_from, self.layers = base, tuned, tune_from, layers
+        stages = len(base.blocks)
+        self.wanted = [(n.startswith(prefix), n.removeprefix(prefix)) for n in layers]
+        self.depth = {n: stages if n == "final" else int(n.removeprefix("stage"))
+                      for _, n in self.wanted}
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        last = max(self.depth.values())
+        plain: dict[int, torch.Tensor] = {}
+        art: dict[int, torch.Tensor] = {}
+        x = self.base.stem(x)
+        y = x
+        for depth in range(1, last + 1):
+            x = self.base.blocks[depth - 1](x)
+            plain[depth] = x
+            y = x if depth < self.tune_from else self.tuned.blocks[depth - 1](y)
+            art[depth] = y
+        out = []
+        for tuned, name in self.wanted:
+            maps, head = (art, self.tuned.head) if tuned else (plain, self.base.head)
+            fmap = maps[self.depth[name]]
+            out.append(head(fmap) if name == "final" else fmap)
+        return out
