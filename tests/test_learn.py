@@ -198,6 +198,54 @@ def test_the_lite0_art_preset_needs_nothing_else(corpus: Path, tmp_path: Path) -
     assert code == 0 and json.loads(out)["results"][0]["path"] == "a02_1.png"
 
 
+def test_the_mixed_art_space_is_seven_tenths_untuned_and_three_tenths_tuned(corpus: Path
+                                                                         ) -> None:
+    """lite0-art-mix's cosine is 0.7 x the untuned style space's + 0.3 x lite0-art's (the
+    stage4 part, frozen in both, counted once), from one network that runs the shared
+    stages once."""
+    from artsearch import backbones
+    from artsearch.extract import Extractor
+
+    paths = sorted(corpus.glob("a0[0-3]_*.png"))
+
+    def cosines(name: str, layers: tuple[str, ...] | None = None) -> np.ndarray:
+        spec = backbones.get(name)
+        ex = Extractor(spec, layer=layers or spec.style_layers, pooling="meanstd",
+                       precision="fp32", num_workers=0)
+        ex.fit(paths)
+        v = np.zeros((len(paths), ex.dims), np.float32)
+        for batch in ex.iter_files(paths):
+            v[batch.indices] = batch.vectors
+        return v @ v.T
+
+    mixed = cosines("lite0-art-mix")
+    untuned, tuned = cosines("efficientnet-lite0"), cosines("lite0-art")
+    assert np.abs(mixed - (0.7 * untuned + 0.3 * tuned)).max() < 1e-5
+    assert np.abs(mixed - untuned).max() > 1e-3  # the tuned part counts
+
+
+def test_the_mixed_art_preset_is_not_learnt_from(corpus: Path, tmp_path: Path) -> None:
+    code, out, err = invoke("learn", "--corpus", str(corpus), "--metadata",
+                            str(corpus / "metadata.csv"), "--label", "artist", "--backbone",
+                            "lite0-art-mix", "--out", str(tmp_path / "w.pt"))
+    assert code != 0 and "--backbone': 'lite0-art-mix' is not one of" in out + err
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_the_mixed_art_preset_needs_nothing_else(corpus: Path, tmp_path: Path) -> None:
+    index = tmp_path / "idx"
+    code, out, err = invoke("index", str(corpus), "--index", str(index), "--space", "art",
+                            "--backbone", "lite0-art-mix", "--workers", "0", "-q")
+    assert code == 0, out + err
+    (space,) = json.loads(invoke("info", "--index", str(index), "--json")[1])["spaces"]
+    assert space["backbone"] == "lite0-art-mix" and space["pooling"] == "meanstd"
+    assert space["layer"] == "stage4,stage6,final,art.stage6,art.final"
+    assert space["dims"] == 6048
+    code, out, _ = invoke("query", str(corpus / "a03_2.png"), "--index", str(index),
+                          "--space", "art", "-k", "3", "--json")
+    assert code == 0 and json.loads(out)["results"][0]["path"] == "a03_2.png"
+
+
 def test_learning_a_field_the_catalogue_lacks_names_the_fields_there_are(
         collection: Path, tmp_path: Path) -> None:
     from tests.helpers import index_args

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from artsearch.backbones._registry import BackboneSpec, Preprocess, WeightsSource, get, register

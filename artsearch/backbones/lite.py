@@ -183,9 +183,10 @@ class LiteNet(torch.nn.Module):
 
 class MixedLite(torch.nn.Module):
     """Two Lite networks that share their frozen stages, one pass for both: a layer named
-    plainly (`stage6`, `final`) is the base network's, one named with `prefix` (`art.stage6`)
-    the tuned network's, whose stages before `tune_from` are the base's and run once. The art space's
-    mixed preset keeps the untuned layer statistics beside the tuned ones this way."""
+    plainly (`stage6`, `final`) is the base network's, one named with `prefix`
+    (`art.stage6`) the tuned network's, whose stages before `tune_from` are the base's and
+    run once. The mixed art preset keeps the untuned layer statistics beside the tuned ones
+    this way."""
 
     def __init__(self, base: LiteNet, tuned: LiteNet, tune_from: int,
                  layers: tuple[str, ...], prefix: str) -> None:
