@@ -11,6 +11,12 @@ Then the cost: milliseconds a picture to embed (decode included, one process, pa
 over the same pictures) and bytes per vector.
 
     python benchmarks/bench_art_mix.py [--seeds 10] [--timing 200]
+    python benchmarks/bench_art_mix.py --timing 0 --shares M=0.7,0.7,0.7,0.3,0.3
+
+`--shares NAME=S4,S6,F,T6,TF` adds a space made from the untuned and lite0-art vectors with
+those shares of stage4, stage6, final, tuned stage6 and tuned final (lite0-art-mix is
+1,0.7,0.7,0.3,0.3). Shares chosen by looking at these dev figures are chosen on the set that
+judges them: report them as exploration, never ship them on that evidence.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from benchmarks.bench_backbones import (  # noqa: E402
 )
 
 SPACES = ("efficientnet-lite0", "lite0-art", "lite0-art-mix")
+PART_DIMS = (160, 384, 2560)  # Lite0 meanstd of stage4, stage6, final
 ART_TRAIN = HERE.parents[1] / "shared" / "data" / "art-train"  # its 11 style folders
 
 
@@ -97,13 +104,13 @@ def judge(vectors: dict[str, np.ndarray], groups: dict[str, list[tuple[Path, str
                          "nmi_centred": kmeans_agreement(v[idx], labels, seeds,
                                                          centre=True)["nmi"],
                          "probe": float(np.mean(linear_probe(v[idx], labels)))}
-        base = per[SPACES[0]]
+        base = per[next(iter(vectors))]
         subsets = {"": np.ones(len(labels), bool)}
         if "style" in g and "wikiart" in g and taught_styles():
             taught = np.array([x.strip().replace(" ", "_").replace("-", "_")
                                in taught_styles() for x in labels])
             subsets.update({": taught styles": taught, ": styles not taught": ~taught})
-        for name in SPACES:
+        for name in vectors:
             m = per[name]
             for suffix, mask in subsets.items():
                 d, ci = paired_difference(m["ap"][mask], base["ap"][mask])
@@ -119,6 +126,19 @@ def judge(vectors: dict[str, np.ndarray], groups: dict[str, list[tuple[Path, str
                     rec |= {"probe": m["probe"], "probe_change": m["probe"] - base["probe"]}
                 rows.append(rec)
     return rows
+
+
+def shared(untuned: np.ndarray, tuned: np.ndarray, shares: list[float]) -> np.ndarray:
+    """A space of the five layer parts (untuned stage4, stage6, final; tuned stage6, final)
+    with the given shares of the cosine."""
+    def parts(v: np.ndarray) -> list[np.ndarray]:
+        edges = np.cumsum((0, *PART_DIMS))
+        out = [v[:, a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return [p / np.linalg.norm(p, axis=1, keepdims=True).clip(1e-12) for p in out]
+
+    u, t = parts(untuned), parts(tuned)
+    v = np.hstack([np.sqrt(s) * x for s, x in zip(shares, [*u, t[1], t[2]], strict=True)])
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -143,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=10, help="k-means seeds per group")
     ap.add_argument("--timing", type=int, default=200, metavar="N",
                     help="pictures timed per space (0: no timing)")
+    ap.add_argument("--shares", action="append", default=[], metavar="NAME=S4,S6,F,T6,TF",
+                    help="add a space with these layer shares (exploration; see above)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     groups = label_groups(args.data, None, None)
@@ -152,6 +174,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vectors = {name: embed(name, paths) for name in SPACES}
     print(f"embedded {len(paths)} pictures in 3 spaces: {time.perf_counter() - started:.0f} s",
           flush=True)
+    for text in args.shares:
+        name, _, values = text.partition("=")
+        vectors[f"shares {name}"] = shared(vectors["efficientnet-lite0"],
+                                           vectors["lite0-art"],
+                                           [float(x) for x in values.split(",")])
     rows = judge(vectors, groups, row, args.seeds)
     print(table(rows))
     results: dict[str, Any] = {"machine": machine(), "works": len(paths), "seeds": args.seeds,
@@ -165,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for n in SPACES:
             print(f"{n}: {1000 * ms[n]:.1f} ms a picture, "
                   f"{results['bytes_per_vector'][n]:,} B a vector")
-    print(write_results("art-mix", results, args.out))
+    print(write_results("art-mix-shares" if args.shares else "art-mix", results, args.out))
     return results
 
 
