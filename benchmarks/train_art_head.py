@@ -375,6 +375,13 @@ Art / Primitivism, Rococo, Fauvism, Ukiyo-e, Pointillism; 743 artists, at most 4
   learnt as given.
 - Pictures were squashed to squares, so proportions were not learnt.
 
+## The mixed preset (lite0-art-mix)
+`--backbone lite0-art-mix` uses these same weights beside the untuned ones: 0.7 of a pair's
+cosine from the untuned style space, 0.3 from the tuned stage6 and final statistics. It
+learnt nothing more; its data, rights and biases are this card's. On the dev set it gains
+genre retrieval where this space alone loses it, and keeps part of the style gain:
+docs/art-space.md and `python benchmarks/bench_art_mix.py` have its numbers.
+
 ## How it was judged
 Validation artists (never trained on), same-artist mAP of the style space: untuned
 {b['style artist mAP']:.3f}, tuned {a['style artist mAP']:.3f} (mAP@10
