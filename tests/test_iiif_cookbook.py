@@ -205,6 +205,18 @@ def test_every_iiif_out_is_valid_presentation_3(raw: Raw, tmp_path: Path) -> Non
         assert_presentation3(data)
 
 
+def test_a_region_lies_inside_the_part_of_the_image_a_work_was() -> None:
+    """A work indexed from `#xywh=` (kept as iiif_region) is that part of its canvas: a
+    matching region's annotation is placed inside the part, in the canvas's pixels."""
+    from artsearch.iiif.write import _in_canvas
+
+    half = [0.5, 0.5, 0.5, 0.5]
+    assert _in_canvas(half, None, 1000, 800) == (500, 400, 500, 400)
+    assert _in_canvas(half, "100,50,200,100", 1000, 800) == (200, 100, 100, 50)
+    assert _in_canvas(half, "pct:50,0,50,100", 1000, 800) == (750, 400, 250, 400)
+    assert _in_canvas([0.9, 0.9, 0.5, 0.5], None, 100, 100) == (90, 90, 10, 10)  # clipped
+
+
 def test_a_presentation_2_specific_resource_paints_its_full_image(raw: Raw) -> None:
     """@iiif/parser's presentation-2 fixtures: part of an image painted by an
     oa:SpecificResource whose image is in `full` (3 names it `source`)."""

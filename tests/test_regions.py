@@ -106,6 +106,27 @@ def test_a_region_finds_its_work_and_the_query_work_is_left_out(
     code, _, err = invoke("query", str(fragment), "--report", str(tmp_path / "no"))
     assert code == 2 and "--report goes with --region or --in-regions" in err
 
+    # As a IIIF manifest, each result's matching region is an annotation a viewer draws.
+    manifest = tmp_path / "found.json"
+    code, out, err = invoke("query", str(fragment), "--in-regions", "-k", "3", "--iiif-out",
+                            str(manifest), "--json")
+    assert code == 0, err
+    assert json.loads(out)["iiif_manifest"] == str(manifest)
+    data = json.loads(manifest.read_text())
+    pytest.importorskip("iiif_prezi3").Manifest(**data)
+    canvases = data["items"]
+    assert len(canvases) == 3
+    for canvas, hit in zip(canvases, result["results"], strict=True):
+        (page,) = canvas["annotations"]
+        (note,) = page["items"]
+        assert note["motivation"] == "tagging" and note["body"]["type"] == "TextualBody"
+        target, _, xywh = note["target"].partition("#xywh=")
+        assert target == canvas["id"]
+        left, top, w, h = (int(v) for v in xywh.split(","))
+        bx, by, bw, bh = hit["box"]
+        assert abs(left - bx * canvas["width"]) <= 1 and abs(top - by * canvas["height"]) <= 1
+        assert abs(w - bw * canvas["width"]) <= 1 and abs(h - bh * canvas["height"]) <= 1
+
     # Asked from the work itself, the motif is sought elsewhere: the work is not a result.
     code, out, err = invoke("query", "b/work_004.jpg", "--region", "0.2,0.1,0.5,0.5", "-k", "3")
     assert code == 0, err

@@ -68,7 +68,8 @@ from artsearch.textsafe import terminal
 @click.option("--iiif-out", type=click.Path(), callback=out_file, default=None,
               metavar="FILE", help="Also write the results as a IIIF Presentation 3 manifest "
                                    "(scores in each canvas's metadata) for Mirador or "
-                                   "Universal Viewer.")
+                                   "Universal Viewer; a region query's matching regions "
+                                   "are annotations on their canvases.")
 @click.option("--iiif-base", default="http://127.0.0.1:8765", show_default=True,
               metavar="URL", help="Where `artsearch serve` runs: images of works that did "
                                   "not come from IIIF are referenced as URL/image/ID.")
@@ -116,7 +117,8 @@ def query(image: str | None, index_name: str | None, space: str, mix: str | None
         _query_regions(image, artwork_id, index_name, space, region, k, where, as_json,
                        report_dir, show_licences, text=text, mix=mix,
                        others={"--explain": explain_dir, "--cite": cite, "--rerank": rerank,
-                               "--iiif-out": iiif_out, "--exclude-same": exclude_same})
+                               "--exclude-same": exclude_same},
+                       iiif=(iiif_out, iiif_base))
         return
     if explain_dir:
         from artsearch.paths import output_dir
@@ -173,7 +175,8 @@ def _asked(image: str | None, artwork_id: int | None) -> tuple[Path | None, str 
 def _query_regions(image: str | None, artwork_id: int | None, index_name: str | None,
                    space: str, region: str | None, k: int, where: tuple[str, ...],
                    as_json: bool, report_dir: Path | None, show_licences: str | None, *,
-                   text: str | None, mix: str | None, others: dict[str, Any]) -> None:
+                   text: str | None, mix: str | None, others: dict[str, Any],
+                   iiif: tuple[Path | None, str]) -> None:
     from artsearch.home import resolve_index
     from artsearch.index import ArtIndex
     from artsearch.query import parse_where
@@ -198,12 +201,19 @@ def _query_regions(image: str | None, artwork_id: int | None, index_name: str | 
         if report_dir is not None:
             out["report"] = str(_regions_report(idx, result, image_path, report_dir,
                                                 show_licences))
+        if iiif[0] is not None:
+            from artsearch.iiif import results_manifest
+
+            results_manifest(idx, result, iiif[0], image_base=iiif[1])
+            out["iiif_manifest"] = str(iiif[0])
     if as_json:
         click.echo(dumps(out))
         return
     _print_hits(result, boxes=True)
     if report_dir is not None:
         click.echo(f"report: {out['report']}", err=True)
+    if iiif[0] is not None:
+        click.echo(f"IIIF manifest: {iiif[0]}", err=True)
 
 
 def _regions_report(idx: Any, result: Any, image_path: Path | None, report_dir: Path,

@@ -178,10 +178,55 @@ def results_manifest(index: ArtIndex, result: Any, path: Path, *,
                              "(1 = the same vector); ranks are best first.")
     arts = _works(index, [h.id for h in result.hits])
     for n, hit in enumerate(result.hits, start=1):
-        _canvas(manifest, base_id, _work(arts[hit.id], [
+        box = getattr(hit, "box", None)  # a region query's hit: the part that matched
+        more = [("matching region", _box_text(box))] if box else []
+        canvas = _canvas(manifest, base_id, _work(arts[hit.id], [
             ("rank", hit.rank), ("similarity score", f"{hit.score:.4f}"),
-            ("space", result.space)]), n, image_base)
+            ("space", result.space), *more]), n, image_base)
+        if box:
+            _region_annotation(canvas, base_id, n, _in_canvas(
+                box, (arts[hit.id].extra or {}).get("iiif_region"), canvas.width,
+                canvas.height), hit.score)
     return _write(manifest, path)
+
+
+def _box_text(box: list[float]) -> str:
+    x, y, w, h = box
+    return f"x {x:.0%}, y {y:.0%}, {w:.0%} wide, {h:.0%} high"
+
+
+def _in_canvas(box: list[float], region: Any, cw: int, ch: int) -> tuple[int, ...]:
+    """A box in the indexed picture (fractions) as x, y, w, h in the canvas's pixels. Where
+    the work was a part of a IIIF image (`#xywh=`, kept as `iiif_region`: pixels, or `pct:`
+    percent), the box lies inside that part (the image taken to fill its canvas, as IIIF's
+    usually do)."""
+    rx, ry, rw, rh = 0.0, 0.0, float(cw), float(ch)
+    if isinstance(region, str) and region:
+        try:
+            values = [float(v) for v in region.removeprefix("pct:").split(",")]
+        except ValueError:
+            values = []
+        if len(values) == 4 and values[2] > 0 and values[3] > 0:
+            rx, ry, rw, rh = values
+            if region.startswith("pct:"):
+                rx, ry, rw, rh = rx * cw / 100, ry * ch / 100, rw * cw / 100, rh * ch / 100
+    x, y, w, h = box
+    left = min(max(0, round(rx + x * rw)), cw - 1)
+    top = min(max(0, round(ry + y * rh)), ch - 1)
+    return (left, top, max(1, min(round(w * rw), cw - left)),
+            max(1, min(round(h * rh), ch - top)))
+
+
+def _region_annotation(canvas: Any, base_id: str, n: int, xywh: tuple[int, ...],
+                       score: float) -> None:
+    """The matching region as a tagging annotation on the canvas (`#xywh=` in the canvas's
+    own pixels), so that viewers (Mirador) draw it over the picture."""
+    canvas.make_annotation(
+        id=f"{base_id}/region/{n}", motivation="tagging",
+        body={"type": "TextualBody", "language": "en", "format": "text/plain",
+              "value": f"the region matching the query (similarity {score:.4f})"},
+        target=f"{canvas.id}#xywh={','.join(map(str, xywh))}",
+        anno_page_id=f"{base_id}/regions/{n}")
 
 
 @_validated
