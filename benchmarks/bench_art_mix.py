@@ -48,6 +48,8 @@ from benchmarks.bench_backbones import (  # noqa: E402
     paired_difference,
     retrieval,
 )
+from benchmarks.train_art_head import embed as embed_with  # noqa: E402
+from benchmarks.train_art_head import style_key
 
 SPACES = ("efficientnet-lite0", "lite0-art", "lite0-art-mix")
 PART_DIMS = (160, 384, 2560)  # Lite0 meanstd of stage4, stage6, final
@@ -66,12 +68,8 @@ def extractor(name: str) -> Extractor:
 
 
 def embed(name: str, paths: list[Path]) -> np.ndarray:
-    ex = extractor(name)
-    ex.fit(paths)
-    out = np.zeros((len(paths), ex.dims), np.float32)
-    for batch in ex.iter_files(paths):
-        out[batch.indices] = batch.vectors
-    return out
+    spec = backbones.get(name)
+    return embed_with(spec, paths, "meanstd", spec.style_layers)
 
 
 def seconds_a_picture(paths: list[Path], rounds: int = 2) -> dict[str, float]:
@@ -111,9 +109,9 @@ def judge(vectors: dict[str, np.ndarray], groups: dict[str, list[tuple[Path, str
                          "probe": float(np.mean(linear_probe(v[idx], labels)))}
         base = per[next(iter(vectors))]
         subsets = {"": np.ones(len(labels), bool)}
-        if "style" in g and "wikiart" in g and taught_styles():
-            taught = np.array([x.strip().replace(" ", "_").replace("-", "_")
-                               in taught_styles() for x in labels])
+        styles = taught_styles() if "style" in g and "wikiart" in g else set()
+        if styles:
+            taught = np.array([style_key(x) in styles for x in labels])
             subsets.update({": taught styles": taught, ": styles not taught": ~taught})
         for name in vectors:
             m = per[name]

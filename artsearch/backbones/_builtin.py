@@ -83,6 +83,11 @@ def _lite_net(spec: BackboneSpec, layers: tuple[str, ...]) -> tuple[LiteNet, int
                            f"({e})") from e
     if weights == base:
         return model, None
+    return model, _lay_tuned(model, spec, weights)
+
+
+def _lay_tuned(model: LiteNet, spec: BackboneSpec, weights: Path) -> int:
+    """Lay the tuned weights file over `model`; the first stage they change."""
     from artsearch.backbones.tuned import load_tuned
 
     record = load_tuned(weights, spec)
@@ -91,18 +96,22 @@ def _lite_net(spec: BackboneSpec, layers: tuple[str, ...]) -> tuple[LiteNet, int
     except ValueError as e:
         raise WeightsError(f"{weights}: does not fit {spec.extra['base']} ({e}); give "
                            "weights tuned for this backbone") from e
-    return model, int(record["tune_from"])
+    return int(record["tune_from"])
 
 
 def _build_lite_mix(spec: BackboneSpec, layers: tuple[str, ...]) -> torch.nn.Module:
     """The base Lite network and its tuned copy sharing their frozen stages (MixedLite):
-    `art.`-prefixed layers come from the tuned one."""
+    `art.`-prefixed layers come from the tuned one. The base weights are read once."""
+    import copy
+
     from artsearch.backbones.lite import MixedLite
 
     base, _ = _lite_net(replace(spec, weights=spec.extra["base_weights"]), ("final",))
-    tuned, tune_from = _lite_net(spec, ("final",))
-    return MixedLite(base, tuned, tune_from or len(base.blocks) + 1, layers,
-                     TUNED_PREFIX).eval()
+    tuned = copy.deepcopy(base)
+    weights = spec.weights.verified_path()
+    assert weights is not None
+    tune_from = _lay_tuned(tuned, spec, weights)
+    return MixedLite(base, tuned, tune_from, layers, TUNED_PREFIX).eval()
 
 
 def _lite_weights(package: str, file: str, sha256: str) -> WeightsSource:

@@ -180,7 +180,6 @@ class LiteNet(torch.nn.Module):
                 for n, d in zip(self.layers, self.depths, strict=True)]
 
 
-
 class MixedLite(torch.nn.Module):
     """Two Lite networks that share their frozen stages, one pass for both: a layer named
     plainly (`stage6`, `final`) is the base network's, one named with `prefix`
@@ -196,18 +195,21 @@ class MixedLite(torch.nn.Module):
         self.wanted = [(n.startswith(prefix), n.removeprefix(prefix)) for n in layers]
         self.depth = {n: stages if n == "final" else int(n.removeprefix("stage"))
                       for _, n in self.wanted}
+        # The deepest stage each network must run (a tuned copy only as far as its layers).
+        self.last = max(self.depth.values())
+        self.art_last = max((self.depth[n] for tuned, n in self.wanted if tuned), default=0)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        last = max(self.depth.values())
         plain: dict[int, torch.Tensor] = {}
         art: dict[int, torch.Tensor] = {}
         x = self.base.stem(x)
         y = x
-        for depth in range(1, last + 1):
+        for depth in range(1, self.last + 1):
             x = self.base.blocks[depth - 1](x)
             plain[depth] = x
-            y = x if depth < self.tune_from else self.tuned.blocks[depth - 1](y)
-            art[depth] = y
+            if depth <= self.art_last:
+                y = x if depth < self.tune_from else self.tuned.blocks[depth - 1](y)
+                art[depth] = y
         out = []
         for tuned, name in self.wanted:
             maps, head = (art, self.tuned.head) if tuned else (plain, self.base.head)
