@@ -260,3 +260,88 @@ def test_learning_a_field_the_catalogue_lacks_names_the_fields_there_are(
                           "--out", str(tmp_path / "m.pt"))
     assert code == 1 and "--label nosuchfield: no such catalogue field" in err, err
     assert "the fields there are: artist, school" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def adapted(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("adapted") / "museum.pt"
+    code, said, err = invoke("learn", "--corpus", str(corpus), "--unlabelled", "--out",
+                             str(out), "--tune-from", "7", "--epochs", "2", "--views", "3",
+                             "--json")
+    assert code == 0, said + err
+    return out, json.loads(said)
+
+
+@pytest.mark.heavy
+def test_adapting_without_labels_keeps_an_epoch_only_within_its_guard(
+        adapted: tuple[Path, dict]) -> None:
+    _, summary = adapted
+    before, after = summary["before"], summary["after"]
+    assert set(before) == {"style work mAP", "neighbours kept", "spread"}
+    assert summary["val_works"] == 10 and summary["train_works"] == ARTISTS * WORKS - 10
+    assert len(summary["history"]) >= 1
+    if summary["best_epoch"]:  # an epoch is kept only for a better view mAP, within guard
+        assert after["style work mAP"] > before["style work mAP"]
+        assert after["neighbours kept"] >= 0.5 and after["spread"] >= before["spread"] / 2
+    else:
+        assert after == before
+
+
+@pytest.mark.heavy
+def test_weights_adapted_from_the_art_space_carry_its_tuned_stages(
+        adapted: tuple[Path, dict], corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    weights, summary = adapted
+    record = torch.load(weights, weights_only=True)
+    # Tuned from stage 7, but lite0-art changed stage 6 as well: the file, laid over plain
+    # Lite0, must carry it, or the space would silently be half untuned.
+    assert record["tune_from"] == 6 and record["learnt"]["start"] == "lite0-art"
+    assert any(k.startswith("blocks.5.") for k in record["state"])
+    index = tmp_path / "idx"
+    for space, extra in (("art", ["--backbone", "lite0-art"]),
+                         ("adapted", ["--backbone", "efficientnet-lite0", "--weights",
+                                      str(weights), "--pooling", "meanstd"])):
+        code, out, err = invoke("index", str(corpus), "--index", str(index), "--space", space,
+                                *extra, "--workers", "0", "--precision", "fp32", "-q")
+        assert code == 0, out + err
+    art, ours = stored_vectors(index, "art"), stored_vectors(index, "adapted")
+    cos = [float(art[k] @ ours[k]) for k in art]
+    if summary["best_epoch"] == 0:  # the start network's stages, in float16
+        assert min(cos) > 0.999
+    else:  # a few steps at a small rate from lite0-art: near it, not the plain network
+        assert np.median(cos) > 0.9
+
+
+def test_adapting_without_labels_refuses_labels_and_tiny_collections(
+        corpus: Path, tmp_path: Path) -> None:
+    code, out, err = invoke("learn", "--corpus", str(corpus), "--unlabelled", "--label",
+                            "artist", "--out", str(tmp_path / "w.pt"))
+    assert code != 0 and "drop --label" in out + err
+    few = tmp_path / "few"
+    few.mkdir()
+    for p in sorted(corpus.glob("*.png"))[:5]:
+        shutil.copyfile(p, few / p.name)
+    code, out, err = invoke("learn", "--corpus", str(few), "--unlabelled", "--out",
+                            str(tmp_path / "w.pt"))
+    assert code != 0 and "5 works" in out + err and "at least 16" in out + err
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_a_kept_epoch_is_a_copy_that_later_steps_do_not_change() -> None:
+    import torch
+
+    from artsearch import backbones
+    from artsearch.learn.features import Parts
+
+    spec = backbones.get("efficientnet-lite0")
+    net = spec.build(spec, ("final",)).float()
+    parts = Parts(net, 6, spec.style_layers, spec)
+    kept = parts.tuned_state()
+    name = next(iter(kept))
+    before = kept[name].clone()
+    with torch.no_grad():
+        for p in parts.tail.parameters():
+            p.add_(1.0)  # what an optimiser step does: in place
+    assert torch.equal(kept[name], before)
+    assert not torch.equal(parts.tuned_state()[name], before)

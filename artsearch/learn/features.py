@@ -37,7 +37,8 @@ class Parts:
     """A LiteNet cut at `tune_from`: `front` (frozen) to the stage before it, `tail` (tuned)
     from it to the head; the style layers on each side."""
 
-    def __init__(self, net: Any, tune_from: int, style_layers: Sequence[str]) -> None:
+    def __init__(self, net: Any, tune_from: int, style_layers: Sequence[str],
+                 net_spec: BackboneSpec | None = None) -> None:
         import torch
 
         stages = len(net.blocks)
@@ -49,6 +50,9 @@ class Parts:
         self.tuned = [n for n in style_layers if self.depths[n] >= tune_from]
         self.tail = torch.nn.ModuleList([*net.blocks[tune_from - 1:], net.head])
         self.style_layers = tuple(style_layers)
+        # A start that was itself tuned (lite0-art) differs from the base network from its own
+        # first tuned stage: a file written from it holds those stages too.
+        self.saved_from = min(tune_from, tuned_from(net_spec)) if net_spec else tune_from
 
     def front(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Input -> (the maps entering the first tuned stage, frozen style layers' maps)."""
@@ -74,9 +78,24 @@ class Parts:
         return out
 
     def tuned_state(self) -> dict[str, torch.Tensor]:
-        keep = (*(f"blocks.{i}." for i in range(self.tune_from - 1, self.stages)), "head.")
-        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()
+        """The tensors of the stages from `saved_from` and the head: what a weights file
+        laid over the base network needs."""
+        keep = (*(f"blocks.{i}." for i in range(self.saved_from - 1, self.stages)), "head.")
+        # Copies: on the CPU, .cpu() returns the live tensor, which later steps would change
+        # under a kept epoch.
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()
                 if k.startswith(keep)}
+
+
+def tuned_from(spec: BackboneSpec) -> int:
+    """The first stage a backbone's weights change from its base network's (a tuned preset
+    such as lite0-art); past the last stage for the base network itself."""
+    from artsearch.backbones.tuned import load_tuned
+
+    weights, base = spec.weights.verified_path(), spec.extra["base_weights"].verified_path()
+    if weights is None or weights == base:
+        return 99
+    return int(load_tuned(weights, spec)["tune_from"])
 
 
 def _meanstd(fmap: torch.Tensor) -> torch.Tensor:

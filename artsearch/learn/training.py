@@ -61,6 +61,8 @@ class LearnOptions:
     distill_style: float = 0.0  # weight of the pull toward the untuned style vector
     distill_relation: float = 0.0  # weight of keeping each work's neighbours in a batch as
     # the untuned style space ranks them (a KL term: room to move, not to reorder)
+    unlabelled: bool = False  # each work its own class (learn --unlabelled: learn.unlabelled)
+    min_kept: float = 0.5  # unlabelled: share of held-out works' 10 nearest an epoch must keep
 
     @property
     def side(self) -> str | None:
@@ -256,7 +258,7 @@ def prepare(works: Sequence[Work], options: LearnOptions | None = None, *,
     net = spec.build(spec, ("final",))
     assert isinstance(net, LiteNet)
     net = net.to(device).float()
-    parts = Parts(net, opts.tune_from, spec.style_layers)
+    parts = Parts(net, opts.tune_from, spec.style_layers, spec)
     failed: list[tuple[str, str]] = []
     started = time.perf_counter()
     used = np.array(sorted(train_rows + val_rows + unseen_rows))
@@ -414,7 +416,7 @@ def train(prep: Prepared, out: Path, options: LearnOptions | None = None, *,
         after=best[3], history=history, best_epoch=best[1], cache_seconds=prep.cache_seconds,
         train_seconds=time.perf_counter() - started, failed=prep.failed,
         unseen_works=len(prep.unseen))
-    save_tuned(out, prep.spec, prep.options.tune_from, best[2], result)
+    save_tuned(out, prep.spec, parts.saved_from, best[2], result)
     return result
 
 
@@ -475,4 +477,5 @@ def _describe(r: LearnResult) -> dict[str, Any]:
             "train_labels": r.train_labels, "val_labels": r.val_labels,
             "unseen_works": r.unseen_works, "held_out_side": sorted(o.held_out_side),
             "distill_style": o.distill_style, "distill_relation": o.distill_relation,
+            "unlabelled": o.unlabelled, "start": o.backbone,
             "before": r.before, "after": r.after}

@@ -55,6 +55,8 @@ def learn_report(result: Any, out_dir: Path, *, source: str) -> Path:
     """Write the report folder (index.html, report.json); returns index.html's path."""
     o = result.options
     main = o.main
+    if getattr(o, "unlabelled", False):
+        return _unlabelled_report(result, out_dir, source=source)
     measures = sorted(result.before)
     rows = "".join(
         f"<tr><td>{esc(m)}</td><td class=num>{result.before[m]:.3f}</td>"
@@ -111,5 +113,61 @@ def learn_report(result: Any, out_dir: Path, *, source: str) -> Path:
     data = {"before": result.before, "after": result.after, "history": result.history,
             "best_epoch": result.best_epoch, "labels": [list(x) for x in o.labels],
             "label_counts": result.label_counts, "source": source,
+            "weights": str(result.weights)}
+    return write_report(out_dir, html, data)
+
+
+def _unlabelled_report(result: Any, out_dir: Path, *, source: str) -> Path:
+    """The report of `learn --unlabelled`: no label, so the held-out works' own measures."""
+    o = result.options
+    key = f"style {o.main} mAP"
+    names = {key: "view mAP (a crop or mirror finds its own picture)",
+             "neighbours kept": "neighbours kept (of each work's 10 nearest at the start)",
+             "spread": "spread (1 - mean cosine of two works)"}
+    rows = "".join(
+        f"<tr><td>{esc(names.get(m, m))}</td><td class=num>{result.before[m]:.3f}</td>"
+        f"<td class=num>{result.after.get(m, float('nan')):.3f}</td>"
+        f"<td class=num>{result.after.get(m, 0) - result.before[m]:+.3f}</td></tr>"
+        for m in result.before)
+    table = ("<table><thead><tr><th scope=col>measure (held-out works)</th>"
+             "<th scope=col class=num>start</th><th scope=col class=num>adapted</th>"
+             "<th scope=col class=num>change</th></tr></thead>"
+             f"<tbody>{rows}</tbody></table>")
+    curves = (_curve(result.history, "loss", None, "training loss (two views of each work)")
+              + _curve(result.history, key, result.before.get(key), names[key])
+              + _curve(result.history, "neighbours kept", o.min_kept,
+                       "neighbours kept; an epoch below the line is not kept")
+              + _curve(result.history, "content_distance", None,
+                       "content vector's drift from the start network (1 - cosine)"))
+    sections = [
+        "<section id=result><h2>Held-out works: start against adapted</h2>"
+        f"<p>No label was read. {result.val_works:,} works were held out and never trained "
+        f"on; the epoch kept is the one with the best view mAP among those keeping at "
+        f"least {o.min_kept:.0%} of each work's ten nearest and half the spread: epoch "
+        f"{result.best_epoch} of {len(result.history)}" + (
+            " — none did, so the file holds the start network's stages"
+            if result.best_epoch == 0 else "")
+        + ". A better view mAP says the space tells this collection's pictures apart "
+          "better; it does not say that it groups them as a historian would.</p>"
+        + table + "</section>",
+        "<section id=curves><h2>Epoch by epoch</h2><div class=charts>" + curves
+        + "</div></section>",
+    ]
+    if result.failed:
+        sections.append("<section id=failed><h2>Pictures not read</h2><ul>" + "".join(
+            f"<li>{esc(p)}: {esc(r)}</li>" for p, r in result.failed[:50]) + "</ul></section>")
+    facts = [("learnt from", f"{source}, without labels ({result.train_works:,} works)"),
+             ("weights", result.weights),
+             ("start", f"{o.backbone}, stages {o.tune_from}+ and the head adapted"),
+             ("settings", f"lr {o.lr:g}, tau {o.tau:g}, {o.views} views, keep style "
+                          f"{o.distill_style:g}, keep neighbours {o.distill_relation:g}, "
+                          f"keep content {o.distill:g}, seed {o.seed}"),
+             ("time", f"features cached in {result.cache_seconds:.0f} s, trained in "
+                      f"{result.train_seconds:.0f} s"), *standard_facts()]
+    html = page("Adapting an art space to a collection",
+                "Learnt from the collection's own pictures, without labels.",
+                facts, sections, toc=[("result", "result"), ("curves", "curves")])
+    data = {"before": result.before, "after": result.after, "history": result.history,
+            "best_epoch": result.best_epoch, "unlabelled": True, "source": source,
             "weights": str(result.weights)}
     return write_report(out_dir, html, data)
