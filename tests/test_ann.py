@@ -159,3 +159,30 @@ def test_update_ann_switches_to_the_sharded_build_at_shard_min(
         assert record is not None and record["shards"] == 4 and record["recall10"] >= RECALL_BAR
         approx = search(idx, artwork=7, k=10)
     assert approx.search["index"] == "ivfpq" and len(approx.hits) == 10
+
+
+def test_imported_vectors_get_the_index_their_size_calls_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """import-vectors applies `index`'s automatic choice (issue 34): past the exact-search
+    size, the space is served by HNSW at the recall bar, without asking."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from artsearch.exchange import import_vectors
+    from artsearch.index import ann
+
+    root = tmp_path / "coll"
+    root.mkdir()
+    vectors = clustered(4_000, 48, seed=5)
+    names = [f"w{i:05d}.png" for i in range(4_000)]
+    for name in names:
+        (root / name).write_bytes(name.encode())
+    pq.write_table(pa.table({"path": names, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1)), 48)}), tmp_path / "v.parquet")
+    monkeypatch.setattr(ann, "FLAT_MAX", 1_000)
+    with ArtIndex(tmp_path / "idx", create=True) as idx:
+        report = import_vectors(idx, tmp_path / "v.parquet", "content", root=root,
+                                backbone=FAKE)
+        assert report.ann is not None and report.ann["type"] == "hnsw"
+        assert report.ann["recall10"] >= RECALL_BAR
+        found = search(idx, artwork=7, k=10)
+    assert found.search["index"] == "hnsw" and len(found.hits) == 10
