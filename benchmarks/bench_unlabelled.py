@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "distill_style", "distill_relation", "crop_min", "min_kept", "seed")}}
     results = {"machine": machine(), "works": len(paths), "seeds": args.seeds,
                "learnt": learnt, "rows": rows}
-    print(write_results("unlabelled", results, args.out))
+    name = f"unlabelled-lr{args.lr:g}" if args.lr else "unlabelled"
+    print(write_results(name, results, args.out))
     return results
 
 
