@@ -133,24 +133,31 @@ def test_a_large_space_is_built_in_shards_and_calibrated(tmp_path: Path) -> None
     assert measured >= 0.9  # fresh queries: close to the calibrated figure
 
 
+def parquet_collection(tmp_path: Path, n: int, seed: int, dims: int = 48) -> Path:
+    """A collection of n placeholder files and their clustered vectors in tmp_path/v.parquet
+    (the files only need to exist: the vectors come from the Parquet); its folder."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    root = tmp_path / "coll"
+    root.mkdir()
+    names = [f"w{i:05d}.png" for i in range(n)]
+    for name in names:
+        (root / name).write_bytes(name.encode())
+    vectors = clustered(n, dims, seed=seed)
+    pq.write_table(pa.table({"path": names, "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.reshape(-1)), dims)}), tmp_path / "v.parquet")
+    return root
+
+
 @pytest.mark.slow
 def test_update_ann_switches_to_the_sharded_build_at_shard_min(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A space whose vectors came in through import-vectors (no model run needed), with the
     thresholds lowered: `update_ann` must build IVF-PQ in shards and record them."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     from artsearch.exchange import import_vectors
     from artsearch.index import ann
 
-    root = tmp_path / "coll"
-    root.mkdir()
-    vectors = clustered(8_000, 48, seed=11)
-    names = [f"w{i:05d}.png" for i in range(8_000)]
-    for name in names:  # the files only need to exist: the vectors come from the Parquet
-        (root / name).write_bytes(name.encode())
-    pq.write_table(pa.table({"path": names, "embedding": pa.FixedSizeListArray.from_arrays(
-        pa.array(vectors.reshape(-1)), 48)}), tmp_path / "v.parquet")
+    root = parquet_collection(tmp_path, 8_000, seed=11)
     monkeypatch.setattr(ann, "SHARD_MIN", 5_000)
     monkeypatch.setattr(ann, "SHARD_ROWS", 2_500)
     with ArtIndex(tmp_path / "idx", create=True) as idx:
@@ -165,19 +172,10 @@ def test_imported_vectors_get_the_index_their_size_calls_for(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """import-vectors applies `index`'s automatic choice (issue 34): past the exact-search
     size, the space is served by HNSW at the recall bar, without asking."""
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     from artsearch.exchange import import_vectors
     from artsearch.index import ann
 
-    root = tmp_path / "coll"
-    root.mkdir()
-    vectors = clustered(4_000, 48, seed=5)
-    names = [f"w{i:05d}.png" for i in range(4_000)]
-    for name in names:
-        (root / name).write_bytes(name.encode())
-    pq.write_table(pa.table({"path": names, "embedding": pa.FixedSizeListArray.from_arrays(
-        pa.array(vectors.reshape(-1)), 48)}), tmp_path / "v.parquet")
+    root = parquet_collection(tmp_path, 4_000, seed=5)
     monkeypatch.setattr(ann, "FLAT_MAX", 1_000)
     with ArtIndex(tmp_path / "idx", create=True) as idx:
         report = import_vectors(idx, tmp_path / "v.parquet", "content", root=root,

@@ -52,7 +52,8 @@ class Parts:
         self.style_layers = tuple(style_layers)
         # A start that was itself tuned (lite0-art) differs from the base network from its own
         # first tuned stage: a file written from it holds those stages too.
-        self.saved_from = min(tune_from, tuned_from(net_spec)) if net_spec else tune_from
+        start = tuned_from(net_spec) if net_spec else None
+        self.saved_from = tune_from if start is None else min(tune_from, start)
 
     def front(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Input -> (the maps entering the first tuned stage, frozen style layers' maps)."""
@@ -87,14 +88,14 @@ class Parts:
                 if k.startswith(keep)}
 
 
-def tuned_from(spec: BackboneSpec) -> int:
+def tuned_from(spec: BackboneSpec) -> int | None:
     """The first stage a backbone's weights change from its base network's (a tuned preset
-    such as lite0-art); past the last stage for the base network itself."""
+    such as lite0-art); None for the base network itself."""
     from artsearch.backbones.tuned import load_tuned
 
     weights, base = spec.weights.verified_path(), spec.extra["base_weights"].verified_path()
     if weights is None or weights == base:
-        return 99
+        return None
     return int(load_tuned(weights, spec)["tune_from"])
 
 

@@ -36,7 +36,6 @@ from artsearch.learn.features import (
     Parts,
     Progress,
     build_cache,
-    embed_rows,
     layer_centres,
     style_vector,
     untuned_centres,
@@ -72,24 +71,6 @@ def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def _view_map(parts: Parts, cache: Any, rows: np.ndarray, device: Any) -> float:
-    """Mean reciprocal rank of each held-out work's plain view, queried by its augmented
-    views, among the held-out works' plain views (centres fitted on those works)."""
-    import torch
-
-    centres = layer_centres(parts, cache, rows, device)
-    plain, _ = embed_rows(parts, cache, rows, device)
-    ranks = []
-    with torch.no_grad():
-        for v in range(1, cache.maps.shape[1]):
-            view = torch.full((len(rows),), v, dtype=torch.long)
-            z, _, _ = style_vector(parts, cache, torch.from_numpy(rows), view, centres, device)
-            sims = z.cpu().numpy() @ plain.T
-            own = sims[np.arange(len(rows)), np.arange(len(rows))]
-            ranks.append(1 + (sims > own[:, None]).sum(1))
-    return float(np.mean(1 / np.concatenate(ranks)))
-
-
 def _neighbours(vectors: np.ndarray) -> np.ndarray:
     sims = vectors @ vectors.T
     np.fill_diagonal(sims, -np.inf)
@@ -100,15 +81,30 @@ def _neighbours(vectors: np.ndarray) -> np.ndarray:
 def _measured(parts: Parts, cache: Any, rows: np.ndarray, device: Any,
               start: np.ndarray | None) -> tuple[dict[str, float], np.ndarray]:
     """(the measures on the held-out works, their neighbour lists); `start`: the start
-    network's neighbour lists, to count those kept."""
-    style, _ = embed_rows(parts, cache, rows, device)
-    near = _neighbours(style)
-    sims = style @ style.T
+    network's neighbour lists, to count those kept. Every view is embedded once, with layer
+    centres fitted on these works' plain views, as an index of them would be."""
+    import torch
+
+    centres = layer_centres(parts, cache, rows, device)
+    index = torch.from_numpy(rows)
+    with torch.no_grad():
+        views = [style_vector(parts, cache, index, torch.full((len(rows),), v),
+                              centres, device)[0].cpu().numpy()
+                 for v in range(cache.maps.shape[1])]
+    plain = views[0]
+    # view mAP: the reciprocal rank of each work's plain view, queried by its other views.
+    ranks = []
+    for z in views[1:]:
+        sims = z @ plain.T
+        own = sims[np.arange(len(rows)), np.arange(len(rows))]
+        ranks.append(1 + (sims > own[:, None]).sum(1))
+    near = _neighbours(plain)
+    sims = plain @ plain.T
     n = len(rows)
     spread = 1 - float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
     kept = 1.0 if start is None else float(np.mean(
         [len(set(a) & set(b)) / NEIGHBOURS for a, b in zip(near, start, strict=True)]))
-    out = {f"style {UNLABELLED} mAP": _view_map(parts, cache, rows, device),
+    out = {f"style {UNLABELLED} mAP": float(np.mean(1 / np.concatenate(ranks))),
            "neighbours kept": kept, "spread": spread}
     return out, near
 
