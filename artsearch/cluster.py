@@ -56,6 +56,17 @@ NOISE = -1
 # HDBSCAN gained NMI on all three label groups of the content space (mixed on the style
 # space); k-means and Ward moved both ways (benchmarks/bench_centring.py).
 CENTRE_DEFAULT = {"kmeans": False, "agglomerative": False, "hdbscan": True}
+# Where a space's backbone measured otherwise: the art spaces, centred, gained NMI on every
+# dev group or moved none (`bench_centring.py --index`; lite0-art k-means +0.002 / +0.009 /
+# +0.012 genre / WikiArt / Indian, Ward +0.002 / +0.022 / +0.022; lite0-art-mix k-means
+# +0.000 / +0.016 / +0.023). Mixed results keep the method's default.
+CENTRE_BY_BACKBONE = {"lite0-art": {"kmeans": True, "agglomerative": True},
+                      "lite0-art-mix": {"kmeans": True}}
+
+
+def auto_centre(backbone: str, method: str) -> bool:
+    """Whether `--centre auto` centres a space of this backbone for this method."""
+    return CENTRE_BY_BACKBONE.get(backbone, {}).get(method, CENTRE_DEFAULT[method])
 
 
 @dataclass
@@ -252,7 +263,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
                   min_cluster_size: int | None = None, centre: bool | None = None
                   ) -> ClusterResult:
     """Cluster every artwork of a space and store the run; see the module docstring
-    (`centre` None: the method's CENTRE_DEFAULT)."""
+    (`centre` None: `auto_centre` for the space's backbone and the method)."""
     if method not in METHODS:
         raise MetadataError(f"--method {method}: choose one of {', '.join(METHODS)}")
     sp = index.space(space)
@@ -260,7 +271,7 @@ def cluster_space(index: ArtIndex, space: str = "content", *, k: int | str | Non
     n = len(artwork_ids)
     if n < 3:
         raise MetadataError(f"space {space!r} has {n} artworks; clustering needs at least 3")
-    centre = CENTRE_DEFAULT[method] if centre is None else centre
+    centre = auto_centre(sp.backbone, method) if centre is None else centre
     if centre:
         vectors = centred(vectors)
     params: dict[str, Any] = {"artworks": n, "centred": centre}

@@ -6,7 +6,12 @@ stage6, final) of each dev-set label group, each of artsearch's clustering metho
 k = the number of labels on the plain and on the centred vectors (the same functions
 `artsearch cluster` calls); NMI against the labels, k-means averaged over 3 seeds.
 
+With `--index`, the spaces of an index of the dev set instead, read as `artsearch cluster`
+reads them (the art spaces included: the evidence behind cluster.CENTRE_BY_BACKBONE):
+
     python benchmarks/bench_centring.py [--data DIR]
+    artsearch index ../shared/data/art-dev --index /tmp/devart --space art --backbone lite0-art
+    python benchmarks/bench_centring.py --index /tmp/devart
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from artsearch import backbones  # noqa: E402
-from artsearch.cluster import METHODS, centred, partition_labels  # noqa: E402
+from artsearch.cluster import METHODS, centred, partition_labels, space_matrix  # noqa: E402
+from artsearch.index import ArtIndex  # noqa: E402
+from artsearch.index.catalogue import artworks  # noqa: E402
 from artsearch.metrics import nmi  # noqa: E402
 from benchmarks._env import machine, write_results  # noqa: E402
 from benchmarks.bench_backbones import (  # noqa: E402
@@ -39,18 +46,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--index", type=Path, default=None,
+                    help="judge this index's spaces (of the dev set) instead")
     args = ap.parse_args(argv)
     groups = label_groups(args.data, None, None)
-    paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
-    row_of = {p: i for i, p in enumerate(paths)}
-    wanted = [d for d in DESCRIPTORS if d.name in SPACES]
-    vectors, _ = extract(backbones.get("efficientnet-lite0"), wanted, paths)
+    if args.index is None:
+        paths = sorted({p for items in groups.values() for p, _ in items}, key=str)
+        row_of = {p: i for i, p in enumerate(paths)}
+        wanted = [d for d in DESCRIPTORS if d.name in SPACES]
+        vectors, _ = extract(backbones.get("efficientnet-lite0"), wanted, paths)
+        spaces: tuple[str, ...] = SPACES
+    else:
+        vectors, row_of, spaces = index_spaces(args.index)
+        groups = {g: [(p.resolve(), lab) for p, lab in items] for g, items in groups.items()}
     rows = []
     print("| space | method | group | NMI plain | NMI centred | change |")
     print("|---|---|---|---|---|---|")
-    for space in SPACES:
+    for space in spaces:
         for method in METHODS:
             for g, items in groups.items():
+                items = [(p, lab) for p, lab in items if p in row_of]
                 x = vectors[space][[row_of[p] for p, _ in items]]
                 labels = [lab for _, lab in items]
                 seeds = range(3) if method == "kmeans" else [0]
@@ -62,9 +77,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "nmi_centred": cent})
                 print(f"| {space} | {method} | {g} | {plain:.3f} | {cent:.3f} | "
                       f"{cent - plain:+.3f} |", flush=True)
-    path = write_results("centring", {"machine": machine(), "results": rows}, args.out)
+    path = write_results("centring", {"machine": machine(), "index": str(args.index),
+                                      "results": rows}, args.out)
     print(f"\nwrote {path}")
     return {"results": rows}
+
+
+def index_spaces(path: Path) -> tuple[dict[str, np.ndarray], dict[Path, int], tuple[str, ...]]:
+    """Each space's vectors of an index, rows in one order ({picture path: row}); spaces
+    named "name (backbone, pooling)"."""
+    vectors: dict[str, np.ndarray] = {}
+    with ArtIndex(path) as idx:
+        root = idx.root
+        assert root is not None, f"{path}: an index of a folder is needed"
+        row_of: dict[Path, int] = {}
+        for sp in idx.spaces():
+            ids, x = space_matrix(idx, sp.name)
+            where = {a.id: (root / a.path).resolve() for a in artworks(idx, ids)}
+            if not row_of:
+                row_of = {where[i]: r for r, i in enumerate(ids)}
+            order = {where[i]: r for r, i in enumerate(ids)}
+            rows = np.array([order[p] for p in row_of])
+            vectors[f"{sp.name} ({sp.backbone}, {sp.pooling})"] = x[rows]
+    return vectors, row_of, tuple(vectors)
 
 
 if __name__ == "__main__":

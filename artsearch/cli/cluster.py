@@ -25,8 +25,9 @@ from artsearch.textsafe import terminal
 @click.option("--centre", type=click.Choice(["auto", "yes", "no"]), default="auto",
               show_default=True,
               help="Subtract the works' mean vector (and re-normalise) before clustering, so "
-                   "what all paintings share does not dominate; auto: yes for hdbscan, no for "
-                   "kmeans and agglomerative, as measured on the dev set.")
+                   "what all paintings share does not dominate; auto: as measured on the dev "
+                   "set: yes for hdbscan, and for kmeans and agglomerative on the lite0-art "
+                   "space (kmeans on lite0-art-mix); otherwise no.")
 @click.option("--min-cluster-size", type=click.IntRange(2), default=None, metavar="N",
               help="hdbscan: smallest group it reports. [default: 1% of the works, at least 5]")
 @click.option("--seed", type=int, default=0, show_default=True,
