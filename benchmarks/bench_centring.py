@@ -12,6 +12,10 @@ reads them (the art spaces included: the evidence behind cluster.CENTRE_BY_BACKB
     python benchmarks/bench_centring.py [--data DIR]
     artsearch index ../shared/data/art-dev --index /tmp/devart --space art --backbone lite0-art
     python benchmarks/bench_centring.py --index /tmp/devart
+    python benchmarks/bench_centring.py --index /tmp/devart --retrieval  # mAP@10 instead
+
+`--retrieval` asks the same of search: mAP@10 per group (each work queries the others of its
+group) on the plain and on the centred vectors, with the paired bootstrap interval.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from benchmarks.bench_backbones import (  # noqa: E402
     HERE,
     extract,
     label_groups,
+    paired_difference,
+    retrieval,
 )
 
 SPACES = ("lite0 final avg", "lite0 style meanstd")
@@ -48,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--index", type=Path, default=None,
                     help="judge this index's spaces (of the dev set) instead")
+    ap.add_argument("--retrieval", action="store_true",
+                    help="mAP@10 plain vs centred instead of clustering NMI")
     args = ap.parse_args(argv)
     groups = label_groups(args.data, None, None)
     if args.index is None:
@@ -59,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         vectors, row_of, spaces = index_spaces(args.index)
         groups = {g: [(p.resolve(), lab) for p, lab in items] for g, items in groups.items()}
+    if args.retrieval:
+        return retrieval_rows(vectors, row_of, spaces, groups, args)
     rows = []
     print("| space | method | group | NMI plain | NMI centred | change |")
     print("|---|---|---|---|---|---|")
@@ -79,6 +89,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{cent - plain:+.3f} |", flush=True)
     path = write_results("centring", {"machine": machine(), "index": str(args.index),
                                       "results": rows}, args.out)
+    print(f"\nwrote {path}")
+    return {"results": rows}
+
+
+def retrieval_rows(vectors: dict[str, np.ndarray], row_of: dict[Path, int],
+                   spaces: tuple[str, ...], groups: dict[str, list[tuple[Path, str]]],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """mAP@10 per space and group, plain and centred on the whole collection's mean."""
+    rows = []
+    print("| space | group | mAP@10 plain | centred | change [95% CI] |")
+    print("|---|---|---|---|---|")
+    for space in spaces:
+        whole = centred(vectors[space])
+        for g, items in groups.items():
+            items = [(p, lab) for p, lab in items if p in row_of]
+            at = [row_of[p] for p, _ in items]
+            labels = [lab for _, lab in items]
+            plain = retrieval(vectors[space][at], labels)["map10"]
+            cent = retrieval(whole[at], labels)["map10"]
+            diff, ci = paired_difference(cent, plain)
+            rows.append({"space": space, "group": g, "map10": float(plain.mean()),
+                         "map10_centred": float(cent.mean()), "change": diff, "ci95": ci})
+            print(f"| {space} | {g} | {plain.mean():.3f} | {cent.mean():.3f} | {diff:+.3f} "
+                  f"[{ci[0]:+.3f}, {ci[1]:+.3f}] |", flush=True)
+    path = write_results("centring-retrieval", {"machine": machine(), "index": str(args.index),
+                                                "results": rows}, args.out)
     print(f"\nwrote {path}")
     return {"results": rows}
 
