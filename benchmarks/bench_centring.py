@@ -67,17 +67,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         vectors, row_of, spaces = index_spaces(args.index)
         groups = {g: [(p.resolve(), lab) for p, lab in items] for g, items in groups.items()}
+    # Each group's works as rows of the vectors (an index may hold fewer than the metadata).
+    rows_of = {g: ([row_of[p] for p, _ in items if p in row_of],
+                   [lab for p, lab in items if p in row_of]) for g, items in groups.items()}
     if args.retrieval:
-        return retrieval_rows(vectors, row_of, spaces, groups, args)
+        return retrieval_rows(vectors, spaces, rows_of, args)
     rows = []
     print("| space | method | group | NMI plain | NMI centred | change |")
     print("|---|---|---|---|---|---|")
     for space in spaces:
         for method in METHODS:
-            for g, items in groups.items():
-                items = [(p, lab) for p, lab in items if p in row_of]
-                x = vectors[space][[row_of[p] for p, _ in items]]
-                labels = [lab for _, lab in items]
+            for g, (at, labels) in rows_of.items():
+                x = vectors[space][at]
                 seeds = range(3) if method == "kmeans" else [0]
                 k = len(set(labels))
                 plain, cent = (float(np.mean([nmi(partition_labels(v, method, k, s, 5), labels)
@@ -87,25 +88,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "nmi_centred": cent})
                 print(f"| {space} | {method} | {g} | {plain:.3f} | {cent:.3f} | "
                       f"{cent - plain:+.3f} |", flush=True)
-    path = write_results("centring", {"machine": machine(), "index": str(args.index),
-                                      "results": rows}, args.out)
+    return written("centring", rows, args)
+
+
+def written(name: str, rows: list[dict[str, Any]], args: argparse.Namespace
+            ) -> dict[str, Any]:
+    path = write_results(name, {"machine": machine(), "index": str(args.index),
+                                "results": rows}, args.out)
     print(f"\nwrote {path}")
     return {"results": rows}
 
 
-def retrieval_rows(vectors: dict[str, np.ndarray], row_of: dict[Path, int],
-                   spaces: tuple[str, ...], groups: dict[str, list[tuple[Path, str]]],
-                   args: argparse.Namespace) -> dict[str, Any]:
+def retrieval_rows(vectors: dict[str, np.ndarray], spaces: tuple[str, ...],
+                   rows_of: dict[str, tuple[list[int], list[str]]], args: argparse.Namespace
+                   ) -> dict[str, Any]:
     """mAP@10 per space and group, plain and centred on the whole collection's mean."""
     rows = []
     print("| space | group | mAP@10 plain | centred | change [95% CI] |")
     print("|---|---|---|---|---|")
     for space in spaces:
         whole = centred(vectors[space])
-        for g, items in groups.items():
-            items = [(p, lab) for p, lab in items if p in row_of]
-            at = [row_of[p] for p, _ in items]
-            labels = [lab for _, lab in items]
+        for g, (at, labels) in rows_of.items():
             plain = retrieval(vectors[space][at], labels)["map10"]
             cent = retrieval(whole[at], labels)["map10"]
             diff, ci = paired_difference(cent, plain)
@@ -113,10 +116,7 @@ def retrieval_rows(vectors: dict[str, np.ndarray], row_of: dict[Path, int],
                          "map10_centred": float(cent.mean()), "change": diff, "ci95": ci})
             print(f"| {space} | {g} | {plain.mean():.3f} | {cent.mean():.3f} | {diff:+.3f} "
                   f"[{ci[0]:+.3f}, {ci[1]:+.3f}] |", flush=True)
-    path = write_results("centring-retrieval", {"machine": machine(), "index": str(args.index),
-                                                "results": rows}, args.out)
-    print(f"\nwrote {path}")
-    return {"results": rows}
+    return written("centring-retrieval", rows, args)
 
 
 def index_spaces(path: Path) -> tuple[dict[str, np.ndarray], dict[Path, int], tuple[str, ...]]:
